@@ -1,0 +1,1 @@
+"""metasr.scanners."""

@@ -1,0 +1,355 @@
+"""The networks of the paper: Meta-SRGAN, its Meta-Upscale module, and the baselines.
+
+Every generator follows one calling convention: ``model(lr, scale)`` with ``lr`` a float tensor
+[N, 1, h, w] in [0, 1] returns [N, 1, floor(h*r), floor(w*r)] in [0, 1] intensity space (not
+clipped). Normalisation (mean/std of the training data) happens inside the model and is part of
+its constructor arguments, so checkpoints and exports describe themselves.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from numbers import Real
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metasr.runtime.scale import Scale, axis_mapping
+
+__all__ = [
+    "NORM_MEAN",
+    "NORM_STD",
+    "ResidualBlock",
+    "SRResNetTrunk",
+    "MetaUpscale",
+    "MetaSRGAN",
+    "SRGAN",
+    "EDSR",
+    "Bicubic",
+    "Discriminator",
+    "ARCHS",
+    "build_model",
+    "meta_srgan",
+    "srgan_x2",
+    "edsr_x2",
+]
+
+#: Normalisation of the paper (pixel values in [0, 1]).
+NORM_MEAN = 0.370
+NORM_STD = 0.117
+
+ScaleLike = str | Real | Fraction | Scale
+
+
+class _Normalized(nn.Module):
+    """Mixin holding the intensity normalisation as constructor arguments."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        if not std > 0:
+            raise ValueError(f"normalisation std must be > 0, got {std}")
+        self.mean = float(mean)
+        self.std = float(std)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        return x * self.std + self.mean
+
+
+def _check_input(lr: Tensor) -> None:
+    if lr.dim() != 4 or lr.shape[1] != 1:
+        raise ValueError(f"expected a grayscale batch [N, 1, h, w], got shape {tuple(lr.shape)}")
+
+
+class ResidualBlock(nn.Module):
+    """SRResNet block: conv3x3-BN-ReLU-conv3x3-BN with an identity skip."""
+
+    def __init__(self, features: int = 64, act_layer: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(features, features, 3, padding=1),
+            nn.BatchNorm2d(features),
+            act_layer(),
+            nn.Conv2d(features, features, 3, padding=1),
+            nn.BatchNorm2d(features),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class SRResNetTrunk(nn.Module):
+    """The SRGAN feature trunk: 9x9 head + PReLU, residual blocks, conv+BN, global skip."""
+
+    def __init__(self, in_channels: int = 1, features: int = 64, num_blocks: int = 5) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Conv2d(in_channels, features, 9, padding=4), nn.PReLU())
+        self.blocks = nn.Sequential(*[ResidualBlock(features) for _ in range(num_blocks)])
+        self.tail = nn.Sequential(nn.Conv2d(features, features, 3, padding=1), nn.BatchNorm2d(features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        head = self.head(x)
+        return head + self.tail(self.blocks(head))
+
+
+class MetaUpscale(nn.Module):
+    """Meta-Upscale module (Hu et al. 2019) with the exact index contract of metasr.
+
+    A weight-prediction network ``Linear(3, hidden) -> ReLU -> Linear(hidden, 9*C*Cout)`` maps
+    ``(1/r, row_offset, col_offset)`` of each HR pixel to a 3x3 kernel over the ``C`` feature
+    channels, laid out in ``F.unfold`` order (element ``(c*9 + kh*3 + kw) * Cout + o``), applied
+    at the LR pixel ``(index_row[i], index_col[j])``.
+
+    The per-pixel kernels are never materialised. Because the WPN has one hidden layer,
+    ``SR(i,j) = sum_m ReLU(h_m(i,j)) * Z_m(idx) + B(idx)`` where ``Z`` and ``B`` are 3x3
+    convolutions of the features built from the second layer's weight and bias, and
+    ``h(i,j) = W1 (1/r, off_r, off_c) + b1`` is separable into row and column terms. Memory per
+    HR pixel is ``hidden`` floats, and inference processes HR rows in bounded chunks.
+    """
+
+    def __init__(self, in_channels: int = 64, out_channels: int = 1, hidden: int = 256, kernel_size: int = 3,
+                 chunk_elements: int = 1 << 25) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.hidden = hidden
+        self.kernel_size = kernel_size
+        #: Inference only: at most this many elements of the [N, hidden*Cout, rows, W] gather at once.
+        self.chunk_elements = chunk_elements
+        taps = in_channels * kernel_size * kernel_size
+        self.wpn = nn.Sequential(nn.Linear(3, hidden), nn.ReLU(), nn.Linear(hidden, taps * out_channels))
+
+    def conv_weights(self) -> tuple[Tensor, Tensor]:
+        """3x3 convolution weights of ``Z`` [Cout*hidden, C, k, k] and ``B`` [Cout, C, k, k].
+
+        ``Z`` channel ``o*hidden + m`` holds column ``m`` of the WPN's last layer for output ``o``.
+        """
+        k, c, co, m = self.kernel_size, self.in_channels, self.out_channels, self.hidden
+        last = self.wpn[2]
+        # weight row (c*k*k + tap) * Cout + o  ->  [C, k, k, Cout, hidden] -> [Cout, hidden, C, k, k]
+        wz = last.weight.view(c, k, k, co, m).permute(3, 4, 0, 1, 2).reshape(co * m, c, k, k)
+        wb = last.bias.view(c, k, k, co).permute(3, 0, 1, 2)
+        return wz, wb
+
+    def hidden_terms(self, scale: Scale, h: int, w: int, device: torch.device,
+                     dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Row/column index arrays and the separable parts of the WPN's hidden pre-activation.
+
+        Returns ``(row_index [H], col_index [W], row_term [hidden, H], col_term [hidden, W])``
+        with ``h(i, j) = row_term[:, i] + col_term[:, j]``.
+        """
+        rows, cols = axis_mapping(h, scale.value), axis_mapping(w, scale.value)
+        first = self.wpn[0]
+        w1 = first.weight.to(dtype)  # [hidden, 3]
+        inv = torch.tensor(scale.inv, dtype=torch.float32, device=device).to(dtype)
+        row_off = torch.from_numpy(rows.offset).to(device=device, dtype=dtype)
+        col_off = torch.from_numpy(cols.offset).to(device=device, dtype=dtype)
+        row_term = (w1[:, 0] * inv + first.bias.to(dtype))[:, None] + w1[:, 1:2] * row_off[None, :]
+        col_term = w1[:, 2:3] * col_off[None, :]
+        row_idx = torch.from_numpy(rows.index).to(device)
+        col_idx = torch.from_numpy(cols.index).to(device)
+        return row_idx, col_idx, row_term, col_term
+
+    def forward(self, features: Tensor, scale: ScaleLike) -> Tensor:
+        s = Scale.parse(scale)
+        n, c, h, w = features.shape
+        if c != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} feature channels, got {c}")
+        pad = self.kernel_size // 2
+        wz, wb = self.conv_weights()
+        z = F.conv2d(features, wz, padding=pad)  # [N, Cout*hidden, h, w]
+        b = F.conv2d(features, wb, padding=pad)  # [N, Cout, h, w]
+        row_idx, col_idx, row_term, col_term = self.hidden_terms(s, h, w, features.device, features.dtype)
+        big_h, big_w = row_idx.numel(), col_idx.numel()
+        z_cols = z.index_select(3, col_idx).view(n, self.out_channels, self.hidden, h, big_w)
+        b_cols = b.index_select(3, col_idx)
+        if torch.is_grad_enabled() and features.requires_grad or big_h == 0:
+            rows_per_chunk = max(big_h, 1)
+        else:
+            per_row = n * self.out_channels * self.hidden * max(big_w, 1)
+            rows_per_chunk = max(1, self.chunk_elements // per_row)
+        out = []
+        for r0 in range(0, big_h, rows_per_chunk) if big_h else [0]:
+            ri = row_idx[r0:r0 + rows_per_chunk]
+            act = torch.relu(row_term[:, r0:r0 + rows_per_chunk, None] + col_term[:, None, :])  # [hidden, rows, W]
+            zg = z_cols.index_select(3, ri)  # [N, Cout, hidden, rows, W]
+            out.append((zg * act).sum(dim=2) + b_cols.index_select(2, ri))
+        return torch.cat(out, dim=2)
+
+
+class MetaSRGAN(_Normalized):
+    """Meta-SRGAN generator: the SRGAN trunk with a Meta-Upscale module (any scale)."""
+
+    def __init__(self, features: int = 64, num_blocks: int = 5, wpn_hidden: int = 256,
+                 mean: float = NORM_MEAN, std: float = NORM_STD,
+                 scale_range: tuple[float, float] = (1.1, 4.0)) -> None:
+        super().__init__(mean, std)
+        self.features = features
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.trunk = SRResNetTrunk(1, features, num_blocks)
+        self.upscale = MetaUpscale(features, 1, wpn_hidden)
+
+    def extract_features(self, lr: Tensor) -> Tensor:
+        """The fixed feature extractor (normalisation included): [N,1,h,w] -> [N,C,h,w]."""
+        _check_input(lr)
+        return self.trunk(self.normalize(lr))
+
+    def forward(self, lr: Tensor, scale: ScaleLike) -> Tensor:
+        return self.denormalize(self.upscale(self.extract_features(lr), scale))
+
+
+class _FixedScale(_Normalized):
+    """Base of the fixed-scale baselines: refuses any other scale."""
+
+    def __init__(self, upscale_factor: int, mean: float, std: float) -> None:
+        super().__init__(mean, std)
+        self.upscale_factor = int(upscale_factor)
+
+    def _check_scale(self, scale: ScaleLike) -> None:
+        s = Scale.parse(scale)
+        if s.value != self.upscale_factor:
+            raise ValueError(f"{type(self).__name__} supports only scale {self.upscale_factor}, got {s}")
+
+
+def _upsampler(features: int, factor: int, act: Callable[[], nn.Module] | None) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    f = factor
+    while f > 1:
+        step = 3 if f % 3 == 0 else 2
+        if f % step:
+            raise ValueError(f"upscale factor must be a product of 2s and 3s, got {factor}")
+        layers += [nn.Conv2d(features, features * step * step, 3, padding=1), nn.PixelShuffle(step)]
+        if act is not None:
+            layers.append(act())
+        f //= step
+    return nn.Sequential(*layers)
+
+
+class SRGAN(_FixedScale):
+    """SRGAN generator (Ledig et al.): the same trunk, PixelShuffle upsampling, 9x9 output conv."""
+
+    def __init__(self, upscale_factor: int = 2, features: int = 64, num_blocks: int = 5,
+                 mean: float = NORM_MEAN, std: float = NORM_STD) -> None:
+        super().__init__(upscale_factor, mean, std)
+        self.trunk = SRResNetTrunk(1, features, num_blocks)
+        self.upsample = _upsampler(features, upscale_factor, nn.PReLU)
+        self.out = nn.Conv2d(features, 1, 9, padding=4)
+
+    def forward(self, lr: Tensor, scale: ScaleLike = 2) -> Tensor:
+        _check_input(lr)
+        self._check_scale(scale)
+        return self.denormalize(self.out(self.upsample(self.trunk(self.normalize(lr)))))
+
+
+class _EDSRBlock(nn.Module):
+    def __init__(self, features: int, res_scale: float) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(features, features, 3, padding=1), nn.ReLU(),
+                                  nn.Conv2d(features, features, 3, padding=1))
+        self.res_scale = res_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x) * self.res_scale
+
+
+class EDSR(_FixedScale):
+    """EDSR (Lim et al. 2017), no BN, residual scaling, PixelShuffle upsampling."""
+
+    def __init__(self, upscale_factor: int = 2, features: int = 256, num_blocks: int = 32,
+                 res_scale: float = 0.1, mean: float = NORM_MEAN, std: float = NORM_STD) -> None:
+        super().__init__(upscale_factor, mean, std)
+        self.head = nn.Conv2d(1, features, 3, padding=1)
+        self.body = nn.Sequential(*[_EDSRBlock(features, res_scale) for _ in range(num_blocks)],
+                                  nn.Conv2d(features, features, 3, padding=1))
+        self.tail = nn.Sequential(_upsampler(features, upscale_factor, None), nn.Conv2d(features, 1, 3, padding=1))
+
+    def forward(self, lr: Tensor, scale: ScaleLike = 2) -> Tensor:
+        _check_input(lr)
+        self._check_scale(scale)
+        x = self.head(self.normalize(lr))
+        return self.denormalize(self.tail(x + self.body(x)))
+
+
+class Bicubic(nn.Module):
+    """Bicubic interpolation baseline (no parameters), same calling convention."""
+
+    def forward(self, lr: Tensor, scale: ScaleLike) -> Tensor:
+        _check_input(lr)
+        s = Scale.parse(scale)
+        size = s.output_size(lr.shape[-2], lr.shape[-1])
+        return F.interpolate(lr, size=size, mode="bicubic", align_corners=False)
+
+
+class Discriminator(nn.Module):
+    """SRGAN discriminator: conv/LeakyReLU stacks with BN, global pooling, dense head.
+
+    Returns logits [N]; the paper's sigmoid is applied inside the loss
+    (``binary_cross_entropy_with_logits``), which is the numerically stable form.
+    """
+
+    def __init__(self, in_channels: int = 1, base: int = 64) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int, bn: bool = True) -> list[nn.Module]:
+            layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1)]
+            if bn:
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(nn.LeakyReLU(0.2))
+            return layers
+
+        layers = block(in_channels, base, 1, bn=False) + block(base, base, 2)
+        cin = base
+        for mult in (2, 4, 8):
+            layers += block(cin, base * mult, 1) + block(base * mult, base * mult, 2)
+            cin = base * mult
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, base * 16, 1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(base * 16, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x)).flatten()
+
+
+def meta_srgan(**kwargs: Any) -> MetaSRGAN:
+    """Meta-SRGAN as in the paper (64 features, 5 blocks, WPN hidden 256)."""
+    return MetaSRGAN(**kwargs)
+
+
+def srgan_x2(**kwargs: Any) -> SRGAN:
+    """SRGAN x2 baseline of the paper."""
+    kwargs.setdefault("upscale_factor", 2)
+    return SRGAN(**kwargs)
+
+
+def edsr_x2(**kwargs: Any) -> EDSR:
+    """EDSR x2 baseline of the paper (256 features, 32 blocks, residual scaling 0.1)."""
+    kwargs.setdefault("upscale_factor", 2)
+    return EDSR(**kwargs)
+
+
+#: Architecture names accepted by :func:`build_model` and stored in checkpoints.
+ARCHS: dict[str, Callable[..., nn.Module]] = {
+    "metasrgan": meta_srgan,
+    "srgan": srgan_x2,
+    "edsr": edsr_x2,
+    "bicubic": lambda **kwargs: Bicubic(**kwargs),
+}
+
+
+def build_model(arch: str, **kwargs: Any) -> nn.Module:
+    """Build a generator by architecture name (``metasrgan``, ``srgan``, ``edsr``, ``bicubic``).
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    try:
+        builder = ARCHS[arch]
+    except KeyError:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}") from None
+    return builder(**kwargs)
