@@ -1,1 +1,1 @@
-"""metasr.runtime."""
+"""metasr.runtime: the torch-free runtime (scale arithmetic, Upscaler, metasr-run)."""

@@ -1,1 +1,19 @@
-"""metasr.training."""
+"""metasr.training: the networks of the paper, losses, data, training and evaluation (needs torch)."""
+
+from metasr.training.checkpoint import load_checkpoint, model_config, read_checkpoint, save_checkpoint
+from metasr.training.models import ARCHS, EDSR, SRGAN, Bicubic, Discriminator, MetaSRGAN, MetaUpscale, build_model
+
+__all__ = [
+    "ARCHS",
+    "EDSR",
+    "SRGAN",
+    "Bicubic",
+    "Discriminator",
+    "MetaSRGAN",
+    "MetaUpscale",
+    "build_model",
+    "load_checkpoint",
+    "model_config",
+    "read_checkpoint",
+    "save_checkpoint",
+]
