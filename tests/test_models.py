@@ -1,0 +1,264 @@
+"""The networks of the paper: sizes, shapes, the Meta-Upscale math, gradients, checkpoints, losses."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from fractions import Fraction
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metasr.runtime.errors import CheckpointError
+from metasr.runtime.scale import Scale, axis_mapping
+from metasr.training import build_model, load_checkpoint, model_config, read_checkpoint, save_checkpoint
+from metasr.training.losses import (
+    GeneratorLoss,
+    LossWeights,
+    VGGPerceptualLoss,
+    discriminator_loss,
+    generator_adversarial_loss,
+    vgg19_features,
+)
+from metasr.training.models import Discriminator, MetaUpscale
+
+torch.set_num_threads(1)
+SCALES = ["1.1", "1.5", "1.8", "2.0", "2.3", "2.7", "3.7", "4.0"]
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(("arch", "paper"), [("metasrgan", 0.561e6), ("srgan", 0.565e6), ("edsr", 40.7e6)])
+def test_parameter_counts_match_paper(arch, paper):
+    count = n_params(build_model(arch))
+    assert abs(count - paper) / paper < 0.01, f"{arch}: {count} parameters vs paper {paper}"
+
+
+def test_unknown_arch():
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'.*metasrgan"):
+        build_model("resnet")
+
+
+@pytest.fixture(scope="module")
+def metasrgan():
+    torch.manual_seed(0)
+    return build_model("metasrgan").eval()
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_output_shapes_on_odd_sizes(metasrgan, scale):
+    lr = torch.rand(2, 1, 50, 37)
+    with torch.no_grad():
+        sr = metasrgan(lr, scale)
+    r = Fraction(scale)
+    assert sr.shape == (2, 1, math.floor(50 * r), math.floor(37 * r))
+    assert torch.isfinite(sr).all()
+
+
+def test_scale_as_float_and_string_agree(metasrgan):
+    lr = torch.rand(1, 1, 20, 20)
+    with torch.no_grad():
+        assert torch.equal(metasrgan(lr, 2.3), metasrgan(lr, "2.3"))
+    assert metasrgan(lr, 2.3).shape[-1] == 46
+
+
+def _reference_meta_upscale(module: MetaUpscale, feat: torch.Tensor, scale: str) -> torch.Tensor:
+    """The original formulation: a predicted kernel per HR pixel applied to unfold(F)."""
+    s = Scale.parse(scale)
+    n, c, h, w = feat.shape
+    rows, cols = axis_mapping(h, s.value), axis_mapping(w, s.value)
+    big_h, big_w = len(rows.index), len(cols.index)
+    wpn_in = torch.stack([
+        torch.full((big_h, big_w), s.inv),
+        torch.from_numpy(rows.offset)[:, None].expand(big_h, big_w),
+        torch.from_numpy(cols.offset)[None, :].expand(big_h, big_w),
+    ], -1).double()
+    weights = module.wpn.double()(wpn_in).view(big_h, big_w, c * 9, module.out_channels)
+    module.float()
+    unfolded = F.unfold(feat.double(), 3, padding=1).view(n, c * 9, h, w)
+    gathered = unfolded[:, :, torch.from_numpy(rows.index)][:, :, :, torch.from_numpy(cols.index)]
+    return torch.einsum("nkhw,hwko->nohw", gathered, weights)
+
+
+@pytest.mark.parametrize("scale", SCALES + ["1.25", "2.333"])
+def test_meta_upscale_equals_per_pixel_kernels(scale):
+    torch.manual_seed(1)
+    module = MetaUpscale(in_channels=6, out_channels=2, hidden=16)
+    feat = torch.randn(2, 6, 13, 11)
+    with torch.no_grad():
+        ours = module(feat, scale)
+        ref = _reference_meta_upscale(module, feat, scale)
+    assert ours.shape == ref.shape
+    torch.testing.assert_close(ours.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_centre_tap_wpn_is_nearest_neighbour(scale):
+    module = MetaUpscale(in_channels=5, out_channels=1, hidden=8)
+    with torch.no_grad():
+        module.wpn[2].weight.zero_()
+        module.wpn[2].bias.zero_()
+        channel = 3
+        module.wpn[2].bias[(channel * 9 + 1 * 3 + 1) * 1 + 0] = 1.0  # centre tap of one channel
+    feat = torch.randn(1, 5, 17, 9)
+    with torch.no_grad():
+        sr = module(feat, scale)
+    s = Scale.parse(scale)
+    rows, cols = axis_mapping(17, s.value), axis_mapping(9, s.value)
+    nearest = feat[0, channel][torch.from_numpy(rows.index)][:, torch.from_numpy(cols.index)]
+    assert torch.equal(sr[0, 0], nearest)
+
+
+def test_inference_chunking_is_exact():
+    torch.manual_seed(2)
+    module = MetaUpscale(in_channels=4, out_channels=1, hidden=8).eval()
+    feat = torch.randn(2, 4, 21, 19)
+    with torch.no_grad():
+        whole = module(feat, "3.7")
+        module.chunk_elements = 2 * 8 * 70 * 3  # a few HR rows per chunk
+        chunked = module(feat, "3.7")
+    # same arithmetic per pixel; only the vectorised reduction order may differ
+    torch.testing.assert_close(whole, chunked, atol=1e-6, rtol=1e-6)
+
+
+def test_gradients_reach_every_parameter(metasrgan):
+    model = build_model("metasrgan").train()
+    lr = torch.rand(2, 1, 12, 12)
+    hr = torch.rand(2, 1, 27, 27)
+    F.l1_loss(model(lr, "2.3"), hr).backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+               or p.grad.abs().sum() == 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize("arch", ["srgan", "edsr"])
+def test_fixed_scale_baselines(arch):
+    model = build_model(arch, **({"features": 16, "num_blocks": 2} if arch == "edsr" else {})).eval()
+    lr = torch.rand(1, 1, 9, 7)
+    with torch.no_grad():
+        assert model(lr, 2).shape == (1, 1, 18, 14)
+    with pytest.raises(ValueError, match="supports only scale 2"):
+        model(lr, "1.8")
+
+
+def test_bicubic_baseline_shape_and_constant_image():
+    model = build_model("bicubic")
+    lr = torch.full((1, 1, 10, 13), 0.25)
+    out = model(lr, "2.7")
+    assert out.shape == (1, 1, 27, 35)
+    torch.testing.assert_close(out, torch.full_like(out, 0.25))
+
+
+def test_discriminator_logits():
+    disc = Discriminator(base=8)
+    logits = disc(torch.rand(3, 1, 40, 40))
+    assert logits.shape == (3,)
+    loss = discriminator_loss(logits, -logits)
+    assert torch.isfinite(loss)
+    # the log-likelihood form stays finite where a plain sigmoid + log would not
+    assert torch.isfinite(generator_adversarial_loss(torch.tensor([-200.0])))
+    assert generator_adversarial_loss(torch.tensor([-200.0])).item() == pytest.approx(200.0)
+
+
+def test_checkpoint_round_trip(tmp_path, metasrgan):
+    path = save_checkpoint(tmp_path / "run" / "best.pt", metasrgan, model_config("metasrgan", metasrgan, {}),
+                           step=7, metrics={"psnr": 30.5})
+    ckpt = read_checkpoint(path)
+    assert ckpt["step"] == 7 and ckpt["metrics"]["psnr"] == 30.5
+    assert ckpt["config"]["normalization"] == {"mean": 0.37, "std": 0.117}
+    assert ckpt["config"]["scale_range"] == [1.1, 4.0]
+    loaded = load_checkpoint(path)
+    assert not loaded.training
+    lr = torch.rand(1, 1, 15, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(lr, "1.8"), metasrgan(lr, "1.8"))
+    assert not list(tmp_path.glob("run/*.tmp"))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_malicious_pickle_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {"arch": "metasrgan"}, "payload": _RunsCode()}, path)
+    capsys.readouterr()
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(path)
+    assert "pwned" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", None])
+def test_bad_checkpoint_files(tmp_path, content):
+    path = tmp_path / "x.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_truncated_and_foreign_checkpoints(tmp_path, metasrgan):
+    good = save_checkpoint(tmp_path / "good.pt", metasrgan, model_config("metasrgan", metasrgan, {}))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(CheckpointError, match="not a metasr checkpoint"):
+        load_checkpoint(foreign)
+    mismatch = tmp_path / "mismatch.pt"
+    save_checkpoint(mismatch, metasrgan, {"arch": "srgan", "args": {}})
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_checkpoint(mismatch)
+
+
+@pytest.fixture(scope="module")
+def vgg_weights(tmp_path_factory):
+    """A randomly initialised VGG19 saved in torchvision's state-dict format (features + classifier)."""
+    torch.manual_seed(3)
+    state = {f"features.{k}": v for k, v in vgg19_features().state_dict().items()}
+    state.update({"classifier.0.weight": torch.zeros(4096, 25088), "classifier.0.bias": torch.zeros(4096)})
+    path = tmp_path_factory.mktemp("vgg") / "vgg19.pth"
+    torch.save(state, path)
+    return path
+
+
+def test_perceptual_loss_from_saved_vgg19(vgg_weights):
+    loss = VGGPerceptualLoss(vgg_weights)
+    assert loss.features[34].weight.shape == (512, 512, 3, 3)  # conv5_4
+    assert isinstance(loss.features[-1], torch.nn.ReLU) and len(loss.features) == 36
+    hr = torch.rand(2, 1, 32, 32)
+    sr = (hr + 0.1 * torch.randn_like(hr)).requires_grad_()
+    value = loss(sr, hr)
+    assert value.item() > 0 and loss(hr, hr).item() == 0
+    value.backward()
+    assert sr.grad is not None and torch.isfinite(sr.grad).all()
+    assert all(not p.requires_grad for p in loss.parameters())
+    loss.train()
+    assert not loss.training
+
+
+def test_perceptual_loss_rejects_wrong_files(tmp_path):
+    with pytest.raises(CheckpointError, match="do not exist"):
+        VGGPerceptualLoss(tmp_path / "missing.pth")
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, wrong)
+    with pytest.raises(CheckpointError, match="missing"):
+        VGGPerceptualLoss(wrong)
+
+
+def test_generator_loss_combination(vgg_weights):
+    hr = torch.rand(2, 1, 32, 32)
+    sr = hr.flip(-1)
+    fake_logits = torch.tensor([0.3, -0.2])
+    per = VGGPerceptualLoss(vgg_weights)
+    total, terms = GeneratorLoss(LossWeights(), per)(sr, hr, fake_logits)
+    expected = terms["l1"] + 1e-3 * terms["adversarial"] + 6e-3 * terms["perceptual"]
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    only_l1, terms_l1 = GeneratorLoss(LossWeights(adversarial=0, perceptual=0), per)(sr, hr, fake_logits)
+    assert set(terms_l1) == {"l1"} and only_l1.item() == pytest.approx(terms["l1"])
