@@ -1,0 +1,78 @@
+"""Output-path checks and atomic writes shared by every scanner writer.
+
+A derived image is serialised to bytes in memory first, then written to a temporary file in the
+destination folder and moved over the destination with :func:`os.replace`, so a reader never
+sees a half-written file and a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from metasr.runtime.errors import OutputError
+
+__all__ = ["check_output_path", "atomic_write_bytes"]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def check_output_path(out_path: str | os.PathLike, source: str | os.PathLike | None = None) -> Path:
+    """Check that ``out_path`` can receive a new file and is not the input.
+
+    Args:
+        out_path: Where the output should go.
+        source: The input file, which must never be overwritten.
+
+    Returns:
+        ``out_path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputError: if the path is the input, a folder, or its folder is missing or unwritable.
+    """
+    out = Path(out_path)
+    if source is not None and _same_file(out, Path(source)):
+        raise OutputError(f"output path {out} is the input file; choose another output path (inputs are never overwritten)")
+    if out.is_dir():
+        raise OutputError(f"output path {out} is a folder; give a file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():
+        raise OutputError(f"output folder {parent} does not exist; create it or choose another output path")
+    if not parent.is_dir():
+        raise OutputError(f"output folder {parent} is not a folder; choose another output path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {parent} is not writable; choose another output path")
+    return out
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder + ``os.replace``).
+
+    Raises:
+        OutputError: if the folder cannot be written; no partial file is left behind.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    tmp_name = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}; choose another output path") from e
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass

@@ -1,0 +1,142 @@
+"""Format detection by content (then by suffix) and the format-independent entry points."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from metasr.runtime.errors import InputError
+from metasr.scanners.base import ImageFormat, ScanImage
+from metasr.scanners.images import RASTER_SUFFIXES, raster_format
+from metasr.scanners.intensity import IntensityRange
+
+__all__ = ["read_image", "iter_images", "detect_format", "SUPPORTED_SUFFIXES"]
+
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: File suffixes :func:`iter_images` lists (files without a suffix are listed when they are DICOM).
+SUPPORTED_SUFFIXES: tuple[str, ...] = _DICOM_SUFFIXES + _NIFTI_SUFFIXES + tuple(RASTER_SUFFIXES)
+
+
+def _full_suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _is_nifti_header(head: bytes) -> bool:
+    if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return head[:4] in ((348).to_bytes(4, "little"), (348).to_bytes(4, "big"))
+    return len(head) >= 8 and head[4:8] in (b"n+2\x00", b"ni2\x00")
+
+
+def detect_format(path: Path, head: bytes) -> ImageFormat | None:
+    """Format of a file from its first bytes (at least 352), falling back on its suffix.
+
+    Returns ``None`` when neither content nor suffix names a supported format.
+    """
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return ImageFormat.DICOM
+    fmt = raster_format(head[:8])
+    if fmt is not None:
+        return fmt
+    if _is_nifti_header(head):
+        return ImageFormat.NIFTI
+    suffix = _full_suffix(path)
+    if suffix in _NIFTI_SUFFIXES:
+        return ImageFormat.NIFTI  # gzip-compressed: the reader checks the header inside
+    if suffix in _DICOM_SUFFIXES or suffix == "":
+        return ImageFormat.DICOM  # DICOM written without the 128-byte preamble
+    if suffix in RASTER_SUFFIXES:
+        return RASTER_SUFFIXES[suffix]  # the reader reports the content does not match
+    return None
+
+
+def _read_input(path: Path) -> bytes:
+    if not path.exists():
+        raise InputError(f"input {path} does not exist; check the path")
+    if path.is_dir():
+        raise InputError(f"input {path} is a folder; give a file (folders are processed by metasr-run)")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read input {path}: {e.strerror or e}") from e
+    if not data:
+        raise InputError(f"input {path} is empty (0 bytes); re-export or copy the file again")
+    return data
+
+
+def read_image(
+    path: str | os.PathLike,
+    axis: int | None = None,
+    *,
+    intensity: IntensityRange | str = IntensityRange.AUTO,
+) -> ScanImage:
+    """Read a DICOM, NIfTI, PNG, TIFF or JPEG file into frames in [0, 1].
+
+    The format is detected from the content (DICOM preamble, PNG/JPEG/TIFF signatures, NIfTI
+    header), then from the suffix. The file is read once and closed before returning; it is
+    never modified.
+
+    Args:
+        path: The input file.
+        axis: NIfTI only: the volume axis whose slices are the frames (default: see
+            :func:`metasr.scanners.nifti.read_nifti`). Ignored by 2D formats.
+        intensity: Window mapped to [0, 1] (``auto``, ``full`` or ``data``; see
+            :mod:`metasr.scanners.intensity`).
+
+    Returns:
+        A :class:`~metasr.scanners.base.ScanImage` (DICOM, NIfTI or raster subclass).
+
+    Raises:
+        InputError: one line saying what is wrong with the file and what to do.
+    """
+    path = Path(path)
+    intensity = IntensityRange(intensity)
+    data = _read_input(path)
+    fmt = detect_format(path, data[:352])
+    if fmt is None:
+        raise InputError(
+            f"{path.name}: not a supported image; expected DICOM, NIfTI (.nii/.nii.gz), PNG, TIFF or JPEG"
+        )
+    if fmt is ImageFormat.DICOM:
+        from metasr.scanners.dicom import read_dicom
+
+        return read_dicom(path, data, intensity=intensity)
+    if fmt is ImageFormat.NIFTI:
+        from metasr.scanners.nifti import read_nifti
+
+        return read_nifti(path, data, axis=axis, intensity=intensity)
+    from metasr.scanners.images import read_raster
+
+    return read_raster(path, data, intensity=intensity)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def iter_images(folder: str | os.PathLike, recursive: bool = False) -> Iterator[Path]:
+    """Supported image files in ``folder``, sorted by name.
+
+    Files are listed by suffix (:data:`SUPPORTED_SUFFIXES`); other files (``IM0001``,
+    UID-named files) are listed when they start like a DICOM file. Hidden files (``.name``, e.g. partial outputs) are skipped.
+
+    Raises:
+        InputError: if ``folder`` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    for path in sorted(candidates):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        suffix = _full_suffix(path)
+        if suffix in SUPPORTED_SUFFIXES or _is_dicom_file(path):
+            yield path

@@ -1,0 +1,184 @@
+"""The reader/writer interface every scanner format implements.
+
+A reader turns one file into a :class:`ScanImage`: float32 frames in [0, 1] plus what is needed
+to write a derived (super-resolved) image back in the input's format, units and geometry. Readers
+load the pixels eagerly and close the file before returning; a :class:`ScanImage` is still a
+context manager so callers can release its arrays deterministically.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from metasr.runtime.errors import InputError
+from metasr.scanners._atomic import atomic_write_bytes, check_output_path
+from metasr.scanners.intensity import IntensityMap
+
+__all__ = [
+    "ImageFormat",
+    "DerivationInfo",
+    "ScanImage",
+    "MIN_SIDE",
+    "MAX_SIDE",
+    "MAX_PIXELS",
+    "check_dimensions",
+]
+
+#: Smallest accepted image side in pixels. A 1-pixel side carries no spatial structure to
+#: super-resolve (and no geometry to rescale), so images must be at least 2x2.
+MIN_SIDE = 2
+#: Largest accepted image side, checked on the header before any pixel is decoded.
+MAX_SIDE = 16384
+#: Largest accepted number of pixels in one file (all frames), checked on the header: the
+#: float32 frames of such a file take 2 GiB.
+MAX_PIXELS = 2**29
+
+
+class ImageFormat(str, Enum):
+    """File formats the scanners read and write."""
+
+    DICOM = "dicom"
+    NIFTI = "nifti"
+    PNG = "png"
+    TIFF = "tiff"
+    JPEG = "jpeg"
+
+
+@dataclass(frozen=True)
+class DerivationInfo:
+    """Provenance written into a derived image (DICOM ContributingEquipment, descriptions).
+
+    Attributes:
+        scale: The scale as the user gave it, e.g. ``"2.3"`` (or ``"512x512"`` for a size).
+        model_id: Hash identifying the exported model (``Upscaler.model_id``).
+        software_version: metasr version, e.g. ``"0.1.0"``.
+        model_name: Human-readable model name, e.g. ``"metasrgan-mri"``.
+    """
+
+    scale: str
+    model_id: str
+    software_version: str
+    model_name: str
+
+
+def check_dimensions(source: str, height: int, width: int, frames: int = 1) -> None:
+    """Refuse sizes outside ``MIN_SIDE..MAX_SIDE`` (or over ``MAX_PIXELS``) before decoding.
+
+    Raises:
+        InputError: naming the size found and the accepted range.
+    """
+    height, width, frames = int(height), int(width), int(frames)
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise InputError(
+            f"{source}: image is {width}x{height} pixels; at least {MIN_SIDE}x{MIN_SIDE} is needed to super-resolve"
+        )
+    if height > MAX_SIDE or width > MAX_SIDE:
+        raise InputError(
+            f"{source}: header claims {width}x{height} pixels; at most {MAX_SIDE} per side is accepted"
+            " (crop or split the image first)"
+        )
+    if frames < 1:
+        raise InputError(f"{source}: header claims {frames} frames; expected at least 1")
+    if height * width * frames > MAX_PIXELS:
+        raise InputError(
+            f"{source}: header claims {frames} frame(s) of {width}x{height} pixels; at most {MAX_PIXELS} pixels"
+            " per file are accepted (split the file first)"
+        )
+
+
+class ScanImage(ABC):
+    """One input file, read into frames in [0, 1], that can write derived images back.
+
+    Attributes:
+        path: The input file.
+        frames: float32 ``[F, h, w]`` in [0, 1] (colour inputs: luminance).
+        spacing: ``(row_mm, col_mm)`` pixel spacing, or ``None`` when the file has none.
+        intensity: The map between stored values and [0, 1].
+    """
+
+    format: ImageFormat
+    default_suffix: str
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        frames: np.ndarray,
+        intensity: IntensityMap,
+        spacing: tuple[float, float] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.frames = np.ascontiguousarray(frames, dtype=np.float32)
+        self.intensity = intensity
+        self.spacing = spacing
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of one frame."""
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+    def close(self) -> None:
+        """Release the pixel arrays; the file itself was closed after reading."""
+        self.frames = np.empty((0, 0, 0), dtype=np.float32)
+
+    def __enter__(self) -> "ScanImage":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        h, w = self.size
+        return f"{type(self).__name__}({str(self.path)!r}, format={self.format.value}, frames={self.n_frames}, size={w}x{h})"
+
+    def write_derived(self, sr_frames: np.ndarray, out_path: str | os.PathLike, info: DerivationInfo) -> Path:
+        """Write super-resolved frames as a derived image in the input's format, units and geometry.
+
+        The geometry follows from the sizes: each axis is rescaled by ``new_size / old_size`` with
+        the field of view preserved.
+
+        Args:
+            sr_frames: float32 ``[F, H, W]`` (or ``[H, W]`` when ``F == 1``) in [0, 1].
+            out_path: Destination file (written atomically; never the input).
+            info: Provenance recorded in formats that carry it.
+
+        Returns:
+            The path written.
+
+        Raises:
+            OutputError: if ``out_path`` is the input or cannot be written.
+            InputError: if ``sr_frames`` does not match the input's frames or is not finite.
+        """
+        sr = self._check_sr(sr_frames)
+        out = check_output_path(out_path, self.path)
+        data = self._encode_derived(sr, out, info)
+        atomic_write_bytes(out, data)
+        return out
+
+    def _check_sr(self, sr_frames: np.ndarray) -> np.ndarray:
+        sr = np.asarray(sr_frames)
+        if sr.ndim == 2:
+            sr = sr[None]
+        if sr.ndim != 3 or sr.shape[0] != self.n_frames:
+            raise InputError(
+                f"super-resolved frames have shape {tuple(np.shape(sr_frames))}; expected [{self.n_frames}, H, W]"
+                f" for {self.path.name}"
+            )
+        if sr.shape[1] < 1 or sr.shape[2] < 1:
+            raise InputError(f"super-resolved frames have an empty size {sr.shape[2]}x{sr.shape[1]}")
+        if not np.issubdtype(sr.dtype, np.floating) or not np.isfinite(sr).all():
+            raise InputError("super-resolved frames must be finite floats in [0, 1]")
+        return np.clip(sr.astype(np.float32, copy=False), 0.0, 1.0)
+
+    @abstractmethod
+    def _encode_derived(self, sr: np.ndarray, out: Path, info: DerivationInfo) -> bytes:
+        """Serialise the derived image (``sr`` already checked: float32 ``[F, H, W]`` in [0, 1])."""

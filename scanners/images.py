@@ -1,0 +1,254 @@
+"""PNG, TIFF and JPEG images through OpenCV, keeping 16-bit and float data intact.
+
+Images are decoded with ``cv2.IMREAD_UNCHANGED`` (so 16-bit PNG/TIFF stay 16-bit and float TIFF
+stays float) after the header's width and height have been checked against
+:data:`~metasr.scanners.base.MAX_SIDE`, so a header claiming 65535x65535 is refused before any
+allocation. Colour images are processed on luminance (see :mod:`metasr.scanners.intensity`);
+alpha is resized bicubically with the chroma. Only single-page TIFFs are accepted.
+
+Output format follows the output file's suffix (``.png``, ``.tif``/``.tiff``, ``.jpg``/``.jpeg``)
+and keeps the input's bit depth; a suffix whose format cannot hold it (16-bit into JPEG) is an
+:class:`~metasr.runtime.errors.OutputError`. JPEG output is lossy (quality 95).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from metasr.runtime.errors import InputError, OutputError
+from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions
+from metasr.scanners.intensity import IntensityMap, IntensityRange, merge_luma, split_luma
+
+__all__ = ["RasterScan", "read_raster", "raster_format", "raster_header_size", "RASTER_SUFFIXES"]
+
+#: Suffix -> format of the raster formats written and listed in folders.
+RASTER_SUFFIXES: dict[str, ImageFormat] = {
+    ".png": ImageFormat.PNG,
+    ".tif": ImageFormat.TIFF,
+    ".tiff": ImageFormat.TIFF,
+    ".jpg": ImageFormat.JPEG,
+    ".jpeg": ImageFormat.JPEG,
+}
+_CANONICAL_SUFFIX = {ImageFormat.PNG: ".png", ImageFormat.TIFF: ".tif", ImageFormat.JPEG: ".jpg"}
+# What each encoder can hold (OpenCV's PNG/JPEG/TIFF writers).
+_WRITABLE_DTYPES = {
+    ImageFormat.PNG: {np.dtype(np.uint8), np.dtype(np.uint16)},
+    ImageFormat.JPEG: {np.dtype(np.uint8)},
+    ImageFormat.TIFF: {np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32, np.float64)},
+}
+_JPEG_QUALITY = 95
+
+
+def raster_format(head: bytes) -> ImageFormat | None:
+    """Format of a raster image from its first bytes, or ``None``."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ImageFormat.PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return ImageFormat.JPEG
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return ImageFormat.TIFF
+    return None
+
+
+def _png_size(data: bytes) -> tuple[int, int, int]:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise ValueError("no IHDR chunk")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height, 1
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int, int]:
+    i = 2
+    n = len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise ValueError("marker expected")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if marker in _JPEG_SOF:
+            if i + 9 > n:
+                break
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height, 1
+        i += 2 + length
+    raise ValueError("no frame header (SOF) found")
+
+
+def _tiff_size(data: bytes) -> tuple[int, int, int]:
+    bo = "<" if data[:2] == b"II" else ">"
+    (magic,) = struct.unpack(bo + "H", data[2:4])
+    big = magic == 43
+    if big:
+        (offset,) = struct.unpack(bo + "Q", data[8:16])
+        count_fmt, entry_size, next_fmt = "Q", 20, "Q"
+    else:
+        (offset,) = struct.unpack(bo + "I", data[4:8])
+        count_fmt, entry_size, next_fmt = "H", 12, "I"
+    cs, ns = struct.calcsize(count_fmt), struct.calcsize(next_fmt)
+    width = height = None
+    pages = 0
+    seen: set[int] = set()
+    while offset and offset not in seen:
+        seen.add(offset)
+        (count,) = struct.unpack(bo + count_fmt, data[offset : offset + cs])
+        if count > 4096:
+            raise ValueError("implausible IFD")
+        base = offset + cs
+        if pages == 0:
+            for k in range(count):
+                entry = data[base + k * entry_size : base + (k + 1) * entry_size]
+                tag, typ = struct.unpack(bo + "HH", entry[:4])
+                if tag not in (256, 257):
+                    continue
+                value = entry[12:] if big else entry[8:]
+                fmt = {3: "H", 4: "I", 16: "Q"}.get(typ)
+                if fmt is None:
+                    raise ValueError("unexpected size type")
+                (v,) = struct.unpack(bo + fmt, value[: struct.calcsize(fmt)])
+                if tag == 256:
+                    width = v
+                else:
+                    height = v
+        pages += 1
+        end = base + count * entry_size
+        (offset,) = struct.unpack(bo + next_fmt, data[end : end + ns])
+    if width is None or height is None:
+        raise ValueError("no ImageWidth/ImageLength")
+    return width, height, pages
+
+
+def raster_header_size(data: bytes, fmt: ImageFormat) -> tuple[int, int, int]:
+    """``(width, height, pages)`` from a PNG/JPEG/TIFF header, without decoding pixels.
+
+    Raises:
+        InputError: if the header cannot be parsed (truncated or damaged file).
+    """
+    parse = {ImageFormat.PNG: _png_size, ImageFormat.JPEG: _jpeg_size, ImageFormat.TIFF: _tiff_size}[fmt]
+    try:
+        return parse(data)
+    except (ValueError, struct.error, IndexError) as e:
+        raise InputError(f"{fmt.value.upper()} header is damaged or truncated ({e}); re-export the image") from e
+
+
+class RasterScan(ScanImage):
+    """A PNG/TIFF/JPEG image.
+
+    Attributes:
+        chroma: ``[1, h, w, 2]`` chroma planes of a colour image, else ``None``.
+        alpha: ``[1, h, w, 1]`` alpha in [0, 1], else ``None``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fmt: ImageFormat,
+        frames: np.ndarray,
+        intensity: IntensityMap,
+        chroma: np.ndarray | None = None,
+        alpha: np.ndarray | None = None,
+        alpha_map: IntensityMap | None = None,
+    ) -> None:
+        super().__init__(path, frames, intensity, spacing=None)
+        self.format = fmt
+        suffix = Path(path).suffix.lower()
+        self.default_suffix = suffix if RASTER_SUFFIXES.get(suffix) is fmt else _CANONICAL_SUFFIX[fmt]
+        self.chroma = chroma
+        self.alpha = alpha
+        self.alpha_map = alpha_map
+
+    @property
+    def is_color(self) -> bool:
+        return self.chroma is not None
+
+    def close(self) -> None:
+        super().close()
+        self.chroma = self.alpha = None
+
+    def _encode_derived(self, sr: np.ndarray, out: Path, info: DerivationInfo) -> bytes:
+        suffix = out.suffix.lower()
+        fmt = RASTER_SUFFIXES.get(suffix)
+        if fmt is None:
+            raise OutputError(
+                f"output {out.name}: unknown image suffix {suffix or '(none)'!r}; use one of {', '.join(RASTER_SUFFIXES)}"
+            )
+        dtype = np.dtype(self.intensity.dtype)
+        if dtype not in _WRITABLE_DTYPES[fmt]:
+            raise OutputError(
+                f"output {out.name}: {fmt.value.upper()} cannot hold {dtype} pixels of the input; use a"
+                f" {self.default_suffix} output"
+            )
+        if self.chroma is None:
+            pixels = self.intensity.from_unit(sr[0])
+        else:
+            rgb = merge_luma(sr, self.chroma)[0]
+            pixels = self.intensity.from_unit(rgb)[..., ::-1]  # RGB -> OpenCV's BGR
+            if self.alpha is not None and self.alpha_map is not None:
+                a = merge_luma(sr, self.chroma, self.alpha)[0][..., 3]
+                pixels = np.concatenate([pixels, self.alpha_map.from_unit(a)[..., None]], axis=-1)
+        params = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY] if fmt is ImageFormat.JPEG else []
+        ok, buf = cv2.imencode(suffix, np.ascontiguousarray(pixels), params)
+        if not ok:
+            raise OutputError(f"output {out.name}: OpenCV could not encode a {fmt.value.upper()} image")
+        return buf.tobytes()
+
+
+def read_raster(
+    path: str | os.PathLike,
+    data: bytes | None = None,
+    *,
+    intensity: IntensityRange | str = IntensityRange.AUTO,
+) -> RasterScan:
+    """Read a PNG/TIFF/JPEG file.
+
+    Args:
+        path: The image file.
+        data: Its bytes if already read (avoids a second read).
+        intensity: Window policy, see :class:`~metasr.scanners.intensity.IntensityRange`.
+
+    Raises:
+        InputError: if the file is not a readable PNG/TIFF/JPEG within the size limits.
+    """
+    path = Path(path)
+    if data is None:
+        data = path.read_bytes()
+    name = path.name
+    fmt = raster_format(data[:8])
+    if fmt is None:
+        raise InputError(f"{name}: not a PNG, TIFF or JPEG file")
+    width, height, pages = raster_header_size(data, fmt)
+    check_dimensions(name, height, width)
+    if pages > 1:
+        raise InputError(f"{name}: TIFF has {pages} pages; only single-page TIFFs are supported, split it first")
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError(f"{name}: {fmt.value.upper()} data cannot be decoded (damaged or truncated file?); re-export it")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        imap = IntensityMap.for_data(img, policy=intensity, source=name)
+        return RasterScan(path, fmt, imap.to_unit(img)[None], imap)
+    if img.ndim != 3 or img.shape[2] not in (3, 4):
+        raise InputError(f"{name}: {img.shape[-1]}-channel images are not supported; expected gray, RGB or RGBA")
+    rgb = img[..., 2::-1]  # OpenCV's BGR(A) -> RGB
+    imap = IntensityMap.for_data(rgb, policy=intensity, source=name)
+    y, chroma = split_luma(imap.to_unit(rgb))
+    alpha = alpha_map = None
+    if img.shape[2] == 4:
+        a = img[..., 3]
+        alpha_map = IntensityMap.for_data(a, policy=IntensityRange.FULL, source=name)
+        alpha = alpha_map.to_unit(a)[None, ..., None]
+    return RasterScan(path, fmt, y[None], imap, chroma=chroma[None], alpha=alpha, alpha_map=alpha_map)

@@ -1,0 +1,204 @@
+"""Explicit, lossless-in-range mapping of pixel values to [0, 1] and back, and RGB <-> luminance.
+
+The network works on float intensities in [0, 1]. :class:`IntensityMap` maps stored pixel values
+``v`` linearly, ``u = (v - low) / (high - low)``, and back with ``v = low + u * (high - low)``,
+rounded and clipped for integer data. The window ``[low, high]`` is chosen by
+:class:`IntensityRange`:
+
+* ``full``: the whole range the container can hold (0..255 for 8-bit, the ``BitsStored`` range
+  for DICOM, the dtype range otherwise);
+* ``data``: the data's own minimum and maximum over all frames (and channels) of the file;
+* ``auto`` (default): ``full`` for unsigned data of at most 8 bits (what the model was trained
+  on: 8-bit images divided by 255), ``data`` for everything wider (12/16-bit, signed, float),
+  so a 12-bit MR slice that uses 0..900 of a 16-bit container is not fed to the network as a
+  nearly black image.
+
+The mapping is computed in float64 and the unit values are float32; for integer data whose
+window spans at most 2**24 values (every 8/12/16-bit image) reading and writing back the same
+values gives exactly the same integers. Outputs never leave the window, so they stay inside the
+input's range and bit depth.
+
+Colour images are processed on luminance: :func:`split_luma` gives BT.601 luma
+``Y = 0.299 R + 0.587 G + 0.114 B`` plus the chroma differences ``(B - Y, R - Y)``;
+:func:`merge_luma` resizes the chroma (and any alpha) bicubically to the super-resolved size and
+inverts the transform exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import cv2
+import numpy as np
+
+from metasr.runtime.errors import InputError
+
+__all__ = ["IntensityRange", "IntensityMap", "split_luma", "merge_luma", "check_finite"]
+
+_KR, _KG, _KB = 0.299, 0.587, 0.114
+
+
+class IntensityRange(str, Enum):
+    """How the window mapped to [0, 1] is chosen (see the module docstring)."""
+
+    AUTO = "auto"
+    FULL = "full"
+    DATA = "data"
+
+
+def check_finite(values: np.ndarray, source: str) -> None:
+    """Raise :class:`InputError` if float ``values`` hold NaN or infinity."""
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise InputError(
+            f"{source}: {bad} pixel value(s) are NaN or infinite; replace them (e.g. with 0) before super-resolving"
+        )
+
+
+@dataclass(frozen=True)
+class IntensityMap:
+    """A linear map between stored pixel values and [0, 1].
+
+    Attributes:
+        low: Stored value mapped to 0.
+        high: Stored value mapped to 1 (``> low``).
+        dtype: dtype of the stored values written back.
+        clip_low: Smallest value the output may hold (the representable range).
+        clip_high: Largest value the output may hold.
+        invert: Map ``low`` to 1 and ``high`` to 0 (DICOM MONOCHROME1, where low values are white).
+    """
+
+    low: float
+    high: float
+    dtype: np.dtype
+    clip_low: float
+    clip_high: float
+    invert: bool = False
+
+    @property
+    def is_integer(self) -> bool:
+        return np.issubdtype(self.dtype, np.integer)
+
+    @classmethod
+    def for_data(
+        cls,
+        values: np.ndarray,
+        *,
+        policy: IntensityRange | str = IntensityRange.AUTO,
+        bits: int | None = None,
+        signed: bool | None = None,
+        invert: bool = False,
+        source: str = "input",
+    ) -> "IntensityMap":
+        """Choose the window for ``values`` (all frames/channels of one file).
+
+        Args:
+            values: The stored pixel values.
+            policy: ``auto``, ``full`` or ``data``.
+            bits: Significant bits of integer data (DICOM ``BitsStored``); default the dtype's.
+            signed: Integer data is two's complement; default from the dtype.
+            invert: See :attr:`invert`.
+            source: Name used in error messages.
+
+        Raises:
+            InputError: on NaN/Inf values or an unsupported dtype.
+        """
+        policy = IntensityRange(policy)
+        dtype = np.dtype(values.dtype)
+        if np.issubdtype(dtype, np.integer):
+            bits = int(bits or dtype.itemsize * 8)
+            signed = np.issubdtype(dtype, np.signedinteger) if signed is None else bool(signed)
+            rep_low = -(2 ** (bits - 1)) if signed else 0
+            rep_high = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+            # The container dtype may be wider than `bits`; never write what it cannot hold.
+            info = np.iinfo(dtype)
+            rep_low, rep_high = max(rep_low, int(info.min)), min(rep_high, int(info.max))
+            if policy is IntensityRange.AUTO:
+                policy = IntensityRange.FULL if (not signed and bits <= 8) else IntensityRange.DATA
+            if policy is IntensityRange.FULL:
+                low, high = float(rep_low), float(rep_high)
+            else:
+                low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+                if high <= low:  # a constant image: any window containing it round-trips
+                    high = low + 1.0
+            return cls(low, high, dtype, float(rep_low), float(rep_high), invert)
+        if np.issubdtype(dtype, np.floating):
+            check_finite(values, source)
+            finfo = np.finfo(dtype)
+            if policy is IntensityRange.FULL:
+                # Floats have no container range; [0, 1] is the only meaningful "full" window.
+                low, high = 0.0, 1.0
+            else:
+                low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+                if high <= low:
+                    high = low + 1.0
+            return cls(low, high, dtype, float(finfo.min), float(finfo.max), invert)
+        raise InputError(f"{source}: pixel type {dtype} is not supported; expected integer or float pixels")
+
+    def to_unit(self, values: np.ndarray) -> np.ndarray:
+        """Stored values -> float32 in [0, 1] (values outside the window are clipped)."""
+        unit = (np.asarray(values, dtype=np.float64) - self.low) / (self.high - self.low)
+        np.clip(unit, 0.0, 1.0, out=unit)
+        if self.invert:
+            unit = 1.0 - unit
+        return unit.astype(np.float32)
+
+    def from_unit(self, unit: np.ndarray) -> np.ndarray:
+        """Float values in [0, 1] -> stored values of :attr:`dtype` (rounded, clipped to the window)."""
+        u = np.clip(np.asarray(unit, dtype=np.float64), 0.0, 1.0)
+        if self.invert:
+            u = 1.0 - u
+        values = self.low + u * (self.high - self.low)
+        lo, hi = max(self.low, self.clip_low), min(self.high, self.clip_high)
+        if self.is_integer:
+            values = np.rint(values)
+        np.clip(values, lo, hi, out=values)
+        return values.astype(self.dtype)
+
+
+def split_luma(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split RGB in [0, 1] (``[..., h, w, 3]``) into luma ``[..., h, w]`` and chroma ``[..., h, w, 2]``.
+
+    The chroma planes are the differences ``(B - Y, R - Y)``; :func:`merge_luma` inverts exactly.
+    """
+    rgb = np.asarray(rgb, dtype=np.float32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = _KR * r + _KG * g + _KB * b
+    return y.astype(np.float32), np.stack([b - y, r - y], axis=-1).astype(np.float32)
+
+
+def _resize_planes(planes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic resize of ``[F, h, w, C]`` float planes to ``[F, height, width, C]``."""
+    if planes.shape[1:3] == (height, width):
+        return planes
+    out = np.empty((planes.shape[0], height, width, planes.shape[3]), dtype=np.float32)
+    for f in range(planes.shape[0]):
+        resized = cv2.resize(planes[f], (width, height), interpolation=cv2.INTER_CUBIC)
+        out[f] = resized.reshape(height, width, planes.shape[3])
+    return out
+
+
+def merge_luma(luma: np.ndarray, chroma: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+    """Recombine super-resolved luma with chroma resized bicubically.
+
+    Args:
+        luma: ``[F, H, W]`` in [0, 1].
+        chroma: ``[F, h, w, 2]`` from :func:`split_luma` (any ``h, w``).
+        extra: Optional ``[F, h, w, C]`` planes in [0, 1] (e.g. alpha), resized the same way and
+            appended after the RGB channels.
+
+    Returns:
+        ``[F, H, W, 3 + C]`` float32 in [0, 1].
+    """
+    f, height, width = luma.shape
+    c = _resize_planes(np.asarray(chroma, dtype=np.float32), height, width)
+    y = luma.astype(np.float32)
+    b = y + c[..., 0]
+    r = y + c[..., 1]
+    g = (y - _KR * r - _KB * b) / _KG
+    channels = [r, g, b]
+    if extra is not None:
+        e = _resize_planes(np.asarray(extra, dtype=np.float32), height, width)
+        channels += [e[..., k] for k in range(e.shape[-1])]
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
