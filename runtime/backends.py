@@ -1,0 +1,258 @@
+"""ONNX Runtime sessions on TensorRT, CUDA or CPU, created quietly.
+
+``onnxruntime-gpu`` lists the TensorRT and CUDA providers even where their libraries or the GPU
+are missing; creating a session then prints loader errors to the process's stdout/stderr (from
+C++ and from Python) and silently falls back to the CPU. This module creates sessions with that
+noise captured, reads back the providers the session really uses, and reports them to the caller,
+who decides what to tell the user (the library itself prints nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from metasr.runtime.errors import InputError, ModelError
+
+__all__ = [
+    "Device",
+    "SessionSpec",
+    "create_session",
+    "provider_chain",
+    "device_of",
+    "quiet_native_output",
+    "trt_cache_dir",
+    "gpu_name",
+    "tensorrt_version",
+]
+
+TRT = "TensorrtExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class Device(str, Enum):
+    """Where inference runs. ``AUTO`` picks TensorRT, then CUDA, then CPU.
+
+    Accepts strings in any case (``Device("CUDA")``); anything else raises :class:`ValueError`
+    listing the choices.
+    """
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+    @classmethod
+    def _missing_(cls, value: object) -> "Device | None":
+        if isinstance(value, str):
+            key = value.strip().lower()
+            aliases = {"trt": "tensorrt", "gpu": "cuda"}
+            key = aliases.get(key, key)
+            for member in cls:
+                if member.value == key:
+                    return member
+        return None
+
+    @classmethod
+    def parse(cls, value: "str | Device") -> "Device":
+        """Like ``Device(value)`` but raises :class:`InputError` with the valid choices."""
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(m.value for m in cls)
+            raise InputError(f"unknown device {value!r}; choose one of: {choices}") from None
+
+    @property
+    def label(self) -> str:
+        return {"auto": "auto", "cpu": "CPU", "cuda": "CUDA", "tensorrt": "TensorRT"}[self.value]
+
+
+# ORT's logger and the Python-level fallback both write straight to fds 1/2 or sys.stdout; the
+# redirection below is process-wide, so one thread at a time.
+_QUIET_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_native_output() -> Iterator[io.StringIO]:
+    """Capture everything written to stdout/stderr (Python objects and fds 1/2) inside the block.
+
+    Yields a buffer that holds the captured text once the block exits, so a caller can quote the
+    relevant line in an error message.
+    """
+    captured = io.StringIO()
+    with _QUIET_LOCK, tempfile.TemporaryFile(mode="w+b") as sink:
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        saved = []
+        for fd in (1, 2):
+            try:
+                saved.append((fd, os.dup(fd)))
+                os.dup2(sink.fileno(), fd)
+            except OSError:
+                pass  # no such fd (embedded interpreters): nothing to silence
+        try:
+            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+                yield captured
+        finally:
+            for stream in (sys.__stdout__, sys.__stderr__):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
+            sink.seek(0)
+            captured.write(sink.read().decode("utf-8", "replace"))
+
+
+def _first_reason(text: str) -> str:
+    """The most informative line of ORT's loader output (a missing library, a driver error)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not set(ln.strip()) <= {"*"}]
+    for pattern in (r"error: (.*)$", r"(Failed to create \w+ExecutionProvider.*?)(?: Please|$)", r"\] (.*)$"):
+        for line in lines:
+            m = re.search(pattern, line)
+            if m:
+                return m.group(1).strip()[:200]
+    return lines[0][:200] if lines else "no reason given by onnxruntime"
+
+
+def gpu_name() -> str | None:
+    """Name of the first NVIDIA GPU from the driver's /proc entry (no CUDA import), or None."""
+    root = Path("/proc/driver/nvidia/gpus")
+    try:
+        for info in sorted(root.glob("*/information")):
+            for line in info.read_text().splitlines():
+                if line.startswith("Model:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def tensorrt_version() -> str | None:
+    """Installed TensorRT version (the Python package's metadata), or None."""
+    from importlib import metadata
+
+    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt_libs", "tensorrt-cu12-libs"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "unknown"
+
+
+def trt_cache_dir(model_dir: Path, model_id: str) -> Path:
+    """Folder of TensorRT engines for this model on this GPU with this TensorRT.
+
+    ORT never invalidates cached engines when the model, the GPU or TensorRT change, so the key
+    is in the folder name: ``<model_dir>/trt_cache/<gpu>-trt<version>-<model id>``. A model
+    folder that is not writable (an installed package) falls back to ``~/.cache/metasr``.
+    """
+    key = f"{_slug(gpu_name() or 'gpu')}-trt{_slug(tensorrt_version() or 'unknown')}-{model_id[:12]}"
+    for base in (model_dir / "trt_cache", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metasr" / "trt"):
+        path = base / key
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe", delete=True)
+            probe.close()
+            return path
+        except OSError:
+            continue
+    raise ModelError(f"no writable folder for TensorRT engines (tried {model_dir / 'trt_cache'} and ~/.cache/metasr); "
+                     f"make one of them writable or use --device cuda")
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What one graph needs from its session: TensorRT optimisation profiles (min/opt/max)."""
+
+    profiles: tuple[str, str, str] | None = None  # "name:1x1x64x64,..." strings
+
+
+def provider_chain(device: Device, spec: SessionSpec, cache_dir: Path | None) -> list[Any]:
+    """The providers list passed to ORT for ``device`` (CPU always last as the fallback)."""
+    chain: list[Any] = []
+    if device in (Device.AUTO, Device.TENSORRT) and cache_dir is not None:
+        opts: dict[str, Any] = {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache_dir),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache_dir),
+        }
+        if spec.profiles is not None:
+            opts["trt_profile_min_shapes"], opts["trt_profile_opt_shapes"], opts["trt_profile_max_shapes"] = spec.profiles
+        chain.append((TRT, opts))
+    if device in (Device.AUTO, Device.TENSORRT, Device.CUDA):
+        chain.append((CUDA, {}))
+    chain.append((CPU, {}))
+    return chain
+
+
+def device_of(providers: Sequence[str]) -> Device:
+    """The device a session runs on, from its providers (the first one does the work)."""
+    if providers and providers[0] == TRT:
+        return Device.TENSORRT
+    if providers and providers[0] == CUDA:
+        return Device.CUDA
+    return Device.CPU
+
+
+def create_session(path: Path, device: Device, *, threads: int, spec: SessionSpec = SessionSpec(),
+                   cache_dir: Path | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` on ``device``, with ORT's loader noise captured.
+
+    Args:
+        path: The ``.onnx`` file.
+        device: Requested device; ``AUTO`` takes the best that works.
+        threads: Intra-op threads for the CPU provider.
+        spec: TensorRT optimisation profiles of the graph.
+        cache_dir: TensorRT engine cache folder (None: TensorRT is not tried).
+
+    Raises:
+        InputError: a forced device (cpu/cuda/tensorrt) that cannot be used here.
+        ModelError: the graph cannot be loaded.
+    """
+    import onnxruntime as ort
+
+    # Process-wide, but it only lowers ORT's own logging; metasr never logs through it.
+    ort.set_default_logger_severity(3)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    chain = provider_chain(device, spec, cache_dir)
+    available = set(ort.get_available_providers())
+    chain = [p for p in chain if p[0] in available] or [(CPU, {})]
+    names = [p[0] for p in chain]
+    try:
+        with quiet_native_output() as noise:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=names,
+                                           provider_options=[p[1] for p in chain])
+    except Exception as e:  # ORT raises its own pybind exception types for unreadable graphs
+        reason = " ".join(str(e).split())[:300]
+        raise ModelError(f"cannot load model graph {path}: {reason}; re-export the model with metasr-export") from e
+    # A provider failing later (e.g. a TensorRT build error) must raise, not print and fall back.
+    session.disable_fallback()
+    got = device_of(session.get_providers())
+    if device not in (Device.AUTO, got):
+        reason = _first_reason(noise.getvalue())
+        raise InputError(f"device {device.value} was requested but onnxruntime cannot use it on this machine "
+                         f"({reason}); use --device auto or --device cpu")
+    return session
