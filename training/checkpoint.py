@@ -79,7 +79,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"checkpoint {path} was refused: it contains objects other than tensors and plain "
                               f"data (a pickle that could run code); only metasr checkpoints are loaded") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+            KeyError, IndexError, TypeError, AttributeError) as e:  # garbage bytes fail anywhere in the unpickler
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file: {reason})") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
