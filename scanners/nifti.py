@@ -1,0 +1,220 @@
+"""NIfTI-1/NIfTI-2 volumes (nibabel), super-resolved slice by slice.
+
+Reading
+    A 3D volume is cut into 2D slices along one *slice axis*; the frames are the slices and the
+    super-resolution enlarges the two in-plane axes. The default slice axis is the one with the
+    largest voxel size (the through-plane axis of a typical 2D acquisition, e.g. 1x1x5 mm);
+    ties go to the last axis (``k``), so an isotropic volume is processed in axial-index slices.
+    A 2D image (or a volume with one slice) is one frame. 4D series are refused. The header
+    dimensions are checked before any voxel is read; ``.nii.gz`` headers are checked before the
+    volume is decompressed.
+
+Intensity
+    Frames are built from the *stored* voxel values (before ``scl_slope``/``scl_inter``), mapped
+    to [0, 1] as in :mod:`metasr.scanners.intensity` (default: the volume's own min/max; 8-bit
+    unsigned: 0..255). Float volumes with NaN or infinite voxels are refused.
+
+Writing
+    The output has the input's dtype, ``scl_slope``/``scl_inter``, intent and codes; only the two
+    in-plane dimensions change. For each in-plane axis ``d`` of old length ``n`` and new length
+    ``N``, with ``f = n / N``, the affine column ``A[:, d]`` becomes ``f * A[:, d]`` and the origin
+    moves by ``(f - 1) / 2 * A[:, d]``: voxel centres move by half the change of voxel size, so
+    the outer corner of the field of view (and therefore its world extent) is unchanged. The
+    qform and sform are updated alike (each keeps its code); pixdim follows. ``.nii.gz`` output
+    is gzip-compressed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from metasr.runtime.errors import InputError, MetaSRError, OutputError
+from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions
+from metasr.scanners.intensity import IntensityMap, IntensityRange
+
+__all__ = ["NiftiScan", "read_nifti", "default_slice_axis", "rescale_affine"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def default_slice_axis(zooms: tuple[float, ...]) -> int:
+    """Axis of the largest voxel size among the first three; ties go to the last such axis."""
+    z = [float(v) for v in zooms[:3]]
+    return max(range(len(z)), key=lambda i: (z[i], i))
+
+
+def rescale_affine(affine: np.ndarray, axis_factors: dict[int, float]) -> np.ndarray:
+    """Affine after resampling voxel axes with the field of view's corner kept.
+
+    Args:
+        affine: 4x4 voxel-to-world affine (voxel centres at integer indices).
+        axis_factors: ``{axis: old_length / new_length}`` for each resampled axis.
+    """
+    out = np.array(affine, dtype=np.float64, copy=True)
+    for axis, f in axis_factors.items():
+        column = np.asarray(affine, dtype=np.float64)[:3, axis]
+        out[:3, 3] += 0.5 * (f - 1.0) * column
+        out[:3, axis] = f * column
+    return out
+
+
+def _nib():
+    import nibabel  # a core dependency; imported here to keep `import metasr.scanners` light
+
+    return nibabel
+
+
+class NiftiScan(ScanImage):
+    """A NIfTI volume read by :func:`read_nifti`.
+
+    Attributes:
+        axis: The slice axis (frames are slices along it).
+        in_plane: The two in-plane axes, ``(row_axis, col_axis)`` of the frames.
+        image: The nibabel image header holder (data not kept).
+    """
+
+    format = ImageFormat.NIFTI
+
+    def __init__(self, path, frames, intensity, spacing, header, axis, in_plane, shape, slope_inter, compressed):
+        super().__init__(path, frames, intensity, spacing)
+        self.header = header
+        self.axis = axis
+        self.in_plane = in_plane
+        self.shape = tuple(shape)
+        self.slope_inter = slope_inter
+        self.default_suffix = ".nii.gz" if compressed else ".nii"
+
+    def _encode_derived(self, sr: np.ndarray, out: Path, info: DerivationInfo) -> bytes:
+        nib = _nib()
+        name = out.name.lower()
+        if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+            raise OutputError(f"output {out.name}: NIfTI output needs a .nii or .nii.gz name")
+        _, height, width = sr.shape
+        row_axis, col_axis = self.in_plane
+        values = self.intensity.from_unit(sr)  # [F, H, W] in the stored dtype
+        volume = np.moveaxis(values, 0, self.axis) if len(self.shape) == 3 else values[0]
+        factors = {row_axis: self.shape[row_axis] / height, col_axis: self.shape[col_axis] / width}
+
+        header = self.header.copy()
+        qform, qcode = header.get_qform(coded=True)
+        sform, scode = header.get_sform(coded=True)
+        zooms = list(header.get_zooms())
+        for axis, f in factors.items():
+            zooms[axis] = zooms[axis] * f
+        image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+        best = rescale_affine(header.get_best_affine(), factors)
+        image = image_class(volume, best, header=header)
+        image.header.set_zooms(zooms)
+        if qform is not None:
+            image.header.set_qform(rescale_affine(qform, factors), code=int(qcode))
+        else:
+            image.header.set_qform(None, code=0)
+        if sform is not None:
+            image.header.set_sform(rescale_affine(sform, factors), code=int(scode))
+        else:
+            image.header.set_sform(None, code=0)
+        slope, inter = self.slope_inter
+        # Stored values are written as they are, with the input's scaling (exact units).
+        image.header.set_slope_inter(slope, inter)
+        image.header["descrip"] = f"metasr x{info.scale} super-resolved"[:79].encode()
+        data = image.to_bytes()
+        return gzip.compress(data, compresslevel=6) if name.endswith(".gz") else data
+
+
+def _load(nib, data: bytes, name: str):
+    """Parse the header, check its dimensions, then build the image (data still on disk/bytes)."""
+    compressed = data[:2] == _GZIP_MAGIC
+    if compressed:
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                head = gz.read(544)
+        except (OSError, EOFError) as e:
+            raise InputError(f"{name}: gzip stream is damaged or truncated ({e}); copy the file again") from e
+    else:
+        head = data[:544]
+    if len(head) >= 348 and head[:4] in ((348).to_bytes(4, "little"), (348).to_bytes(4, "big")):
+        header_class, image_class = nib.Nifti1Header, nib.Nifti1Image
+    elif len(head) >= 540 and head[:4] in ((540).to_bytes(4, "little"), (540).to_bytes(4, "big")):
+        header_class, image_class = nib.Nifti2Header, nib.Nifti2Image
+    else:
+        raise InputError(f"{name}: not a NIfTI file (no NIfTI-1/NIfTI-2 header); check the file")
+    try:
+        header = header_class.from_fileobj(io.BytesIO(head))
+        shape = tuple(int(s) for s in header.get_data_shape())
+    except Exception as e:  # nibabel raises HeaderDataError, ValueError ... on damaged headers
+        raise InputError(f"{name}: NIfTI header is damaged ({e})") from e
+    return compressed, header, image_class, shape
+
+
+def read_nifti(
+    path: str | os.PathLike,
+    data: bytes | None = None,
+    *,
+    axis: int | None = None,
+    intensity: IntensityRange | str = IntensityRange.AUTO,
+) -> NiftiScan:
+    """Read a NIfTI image into frames in [0, 1] (see the module docstring).
+
+    Args:
+        path: A ``.nii`` or ``.nii.gz`` file.
+        data: Its bytes if already read.
+        axis: Slice axis (0, 1 or 2, negative allowed); default the largest voxel size.
+        intensity: Window policy, see :class:`~metasr.scanners.intensity.IntensityRange`.
+
+    Raises:
+        InputError: if the file is not a readable 2D/3D NIfTI image within the size limits.
+    """
+    nib = _nib()
+    path = Path(path)
+    name = path.name
+    if data is None:
+        data = path.read_bytes()
+    compressed, header, image_class, shape = _load(nib, data, name)
+
+    # Trailing singleton dimensions (e.g. a 3D volume stored as X x Y x Z x 1) are dropped.
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) > 3:
+        raise InputError(f"{name}: {len(shape)}D NIfTI images are not supported; split the series into 3D volumes first")
+    if len(shape) < 2:
+        raise InputError(f"{name}: NIfTI image has shape {shape}; expected a 2D image or 3D volume")
+    zooms = tuple(float(z) for z in header.get_zooms()[: len(shape)])
+    if len(shape) == 2:
+        if axis not in (None, 2, -1):
+            raise InputError(f"{name}: a 2D NIfTI image has no slice axis {axis}; omit the axis")
+        axis, in_plane = 2, (0, 1)
+        check_dimensions(name, shape[0], shape[1])
+    else:
+        if axis is None:
+            # A volume with a singleton axis is a stack of one slice along it, whatever the zooms.
+            singleton = [a for a in range(3) if shape[a] == 1]
+            axis = singleton[-1] if singleton else default_slice_axis(zooms)
+        elif isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -3 <= int(axis) <= 2:
+            raise InputError(f"{name}: slice axis must be 0, 1 or 2 for a 3D volume, got {axis!r}")
+        axis = int(axis) % 3
+        in_plane = tuple(a for a in range(3) if a != axis)
+        check_dimensions(name, shape[in_plane[0]], shape[in_plane[1]], shape[axis])
+
+    try:
+        raw = gzip.decompress(data) if compressed else data
+        image = image_class.from_bytes(raw)
+        proxy = image.dataobj
+        stored = np.asarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+        slope = float(getattr(proxy, "slope", 1.0))
+        inter = float(getattr(proxy, "inter", 0.0))
+    except MetaSRError:
+        raise
+    except Exception as e:  # truncated data, bad dtype codes ...
+        raise InputError(f"{name}: NIfTI voxel data cannot be read ({type(e).__name__}: {e}); the file may be truncated") from e
+    if stored.dtype.names is not None or np.iscomplexobj(stored):
+        raise InputError(f"{name}: NIfTI data type {stored.dtype} is not supported; expected integer or float voxels")
+    stored = stored.reshape(shape)
+    imap = IntensityMap.for_data(stored, policy=intensity, source=name)
+    frames = imap.to_unit(stored[None] if len(shape) == 2 else np.moveaxis(stored, axis, 0))
+    spacing = (zooms[in_plane[0]], zooms[in_plane[1]])
+    return NiftiScan(path, frames, imap, spacing, image.header, axis, in_plane, shape, (slope, inter), compressed)
