@@ -112,10 +112,16 @@ class SupportsUpscale(Protocol):
 def validate_scale(upscaler: SupportsUpscale, scale: str | Real | Fraction | Scale, *, allow_extrapolation: bool = False) -> Scale:
     """Parse ``scale`` and check it against the model's trained range.
 
+    Uses ``upscaler.check_scale`` when the upscaler has one (``metasr.runtime.Upscaler`` does),
+    so a stream accepts exactly the scales ``metasr-run`` accepts.
+
     Raises:
         ScaleError: if the scale is malformed, or outside ``upscaler.scale_range`` and
             ``allow_extrapolation`` is false.
     """
+    check = getattr(upscaler, "check_scale", None)
+    if check is not None:  # the runtime's own rules (fixed-scale models, 1..MAX_SCALE, trained range)
+        return Scale.parse(check(scale, allow_extrapolation=allow_extrapolation))
     parsed = Scale.parse(scale)
     lo, hi = (float(v) for v in getattr(upscaler, "scale_range", (0.0, math.inf)))
     if not allow_extrapolation and not lo <= float(parsed) <= hi:
@@ -916,8 +922,11 @@ def run_stream(
         raise
 
     last_status = 0.0
+    # Hold the generator: a for-loop would drop (and close) it while an exception unwinds, before
+    # the handler below could record that Ctrl-C, not a stop, ended the stream.
+    frames = iter(stream)
     try:
-        for frame in stream:
+        for frame in frames:
             if writer is not None:
                 writer.write(frame.image)
             if display:

@@ -101,6 +101,8 @@ def _check_stats_path(stats: str | None) -> Path | None:
 @click.option("--stats", "stats_path", help="Write the JSON summary here ('-' for stdout).")
 @click.option("--codec", help="FOURCC to use instead of the container's fallback chain (e.g. MJPG).")
 @click.option("--allow-extrapolation", is_flag=True, help="Accept a scale outside the model's trained range.")
+@click.option("--lost-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Seconds without a frame after which a live source counts as lost (exit 3).")
 @click.option("--quiet", "-q", is_flag=True, help="No status line.")
 def _stream(
     input_: str,
@@ -114,6 +116,7 @@ def _stream(
     stats_path: str | None,
     codec: str | None,
     allow_extrapolation: bool,
+    lost_timeout: float,
     quiet: bool,
 ) -> int:
     from metasr.runtime.stream import EndReason, run_stream
@@ -122,8 +125,8 @@ def _stream(
     Scale.parse(scale)  # a malformed scale fails before the model loads
     stats_file = _check_stats_path(stats_path)
     up = Upscaler(model_dir, device=device)
-    providers = ", ".join(getattr(up, "providers", []) or [])
-    print(f"{PROG}: model on {providers or device}", file=sys.stderr)
+    describe = getattr(up, "describe", None)
+    print(f"{PROG}: {describe() if describe else 'model on ' + device}", file=sys.stderr)
     if output is None and not display:
         print(f"{PROG}: note: no --output or --display; frames are super-resolved and counted only", file=sys.stderr)
     printer = _StatusPrinter(enabled=not quiet)
@@ -139,6 +142,7 @@ def _stream(
             max_fps=max_fps,
             allow_extrapolation=allow_extrapolation,
             on_status=printer,
+            lost_timeout_s=lost_timeout,
         )
     finally:
         printer.finish()

@@ -1,0 +1,485 @@
+"""Video streaming (issue 6): metasr.runtime.stream and metasr-stream.
+
+The tests make their own short videos with OpenCV (moving shapes, colour and grayscale) and
+inject fake captures for faults. Pipeline logic is checked with a small cv2.resize "upscaler";
+end-to-end behaviour with a tiny random-init export and the real ``Upscaler``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from metasr.runtime.errors import InputError, OutputError, ScaleError
+from metasr.runtime.scale import Scale
+from metasr.runtime.stream import (
+    EndReason,
+    SourceKind,
+    VideoFileWriter,
+    VideoSource,
+    VideoStream,
+    open_source,
+    run_stream,
+)
+from metasr.runtime.stream_cli import EXIT_SOURCE_LOST, main
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def moving_shapes(n: int, h: int, w: int, *, color: bool, seed: int = 0) -> list[np.ndarray]:
+    """``n`` uint8 frames of a disc and a bar moving over a noisy background."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        f = rng.integers(0, 40, (h, w, 3), dtype=np.uint8)
+        cv2.circle(f, (3 + (2 * i) % max(w - 6, 1), h // 2), max(2, h // 6), (230, 120, 40), -1)
+        cv2.rectangle(f, (w // 3, (3 * i) % max(h - 4, 1)), (w // 3 + 5, (3 * i) % max(h - 4, 1) + 3), (30, 200, 250), -1)
+        if not color:
+            f = cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)
+        frames.append(f)
+    return frames
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 12.0, fourcc: str = "MJPG") -> Path:
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h), frames[0].ndim == 3)
+    assert writer.isOpened(), f"this OpenCV cannot write {fourcc} test videos"
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened()
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return frames, fps
+
+
+def luminance(frame: np.ndarray) -> np.ndarray:
+    """Y of a decoded frame in [0, 1], as the issue defines it (YCrCb; gray frames as they are)."""
+    if frame.ndim == 2:
+        return frame.astype(np.float32) / 255
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)[:, :, 0].astype(np.float32) / 255
+
+
+class ResizeUpscaler:
+    """Same API as ``Upscaler`` (upscale [h,w] or [N,h,w], scale_range), bicubic inside."""
+
+    scale_range = (1.1, 4.0)
+    providers = ["FakeExecutionProvider"]
+    model_id = "fake"
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.calls: list[tuple[int, ...]] = []
+
+    def upscale(self, image: np.ndarray, scale) -> np.ndarray:
+        s = Scale.parse(scale)
+        x = np.asarray(image, dtype=np.float32)
+        self.calls.append(x.shape)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        batch = x[None] if x.ndim == 2 else x
+        big_h, big_w = s.output_size(*batch.shape[1:])
+        out = np.stack([cv2.resize(b, (big_w, big_h), interpolation=cv2.INTER_CUBIC) for b in batch])
+        out = np.clip(out, 0, 1)
+        return out[0] if x.ndim == 2 else out
+
+
+class FakeCapture:
+    """A capture double: yields the given items ((ok, frame) pairs or frames), then EOF.
+
+    ``after_end``: what ``read`` returns once the items are used up (EOF by default).
+    ``raise_at``: raise this exception on read number ``raise_at[0]``.
+    """
+
+    def __init__(self, items, *, delay_s: float = 0.0, fps: float = 25.0, raise_at=None) -> None:
+        self.items = list(items)
+        self.delay_s = delay_s
+        self.fps = fps
+        self.reads = 0
+        self.raise_at = raise_at
+        self.released = False
+
+    def read(self):
+        self.reads += 1
+        if self.raise_at is not None and self.reads == self.raise_at[0]:
+            raise self.raise_at[1]
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if not self.items:
+            return False, None
+        item = self.items.pop(0)
+        return item if isinstance(item, tuple) else (True, item)
+
+    def get(self, prop):
+        return self.fps if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self):
+        self.released = True
+
+
+def _tagged(i: int, h: int = 20, w: int = 24) -> np.ndarray:
+    """A gray frame whose value encodes its index (survives bicubic resizing of a flat image)."""
+    return np.full((h, w), i, dtype=np.uint8)
+
+
+def _index_of(frame) -> int:
+    return int(round(float(np.median(frame.image))))
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, request) -> Path:
+    """The runtime's tiny export (tests/conftest.py) if present, else a tiny random-init export."""
+    try:
+        return Path(request.getfixturevalue("tiny_export_dir"))
+    except pytest.FixtureLookupError:
+        pass
+    torch = pytest.importorskip("torch")
+    export = pytest.importorskip("metasr.export")
+    from metasr.training.checkpoint import model_config, save_checkpoint
+    from metasr.training.models import build_model
+
+    torch.manual_seed(0)
+    args = dict(features=8, num_blocks=1, wpn_hidden=16)
+    model = build_model("metasrgan", **args)
+    root = tmp_path_factory.mktemp("stream_export")
+    save_checkpoint(root / "tiny.pt", model, model_config("metasrgan", model, args))
+    export.export_model(root / "tiny.pt", root / "export", verify=False)
+    return root / "export"
+
+
+@pytest.fixture(scope="module")
+def upscaler(export_dir):
+    from metasr.runtime.upscaler import Upscaler
+
+    return Upscaler(export_dir, device="cpu", threads=1)
+
+
+# --------------------------------------------------------------------------------------------
+# iterator: frames equal Upscaler.upscale of the luminance
+
+
+@pytest.mark.parametrize("color", [True, False], ids=["colour", "gray"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_iterator_frames_are_upscaled_luminance(tmp_path, upscaler, color, batch):
+    src = write_video(tmp_path / "in.avi", moving_shapes(10, 38, 50, color=color))
+    decoded, _ = read_video(src)
+    scale = "1.5"
+    with VideoStream(open_source(src), upscaler, scale, batch=batch) as stream:
+        frames = list(stream)
+    assert stream.end_reason is EndReason.END_OF_FILE
+    assert len(frames) == len(decoded) == 10
+    for f, d in zip(frames, decoded):
+        expected = upscaler.upscale(luminance(d), scale)
+        assert f.luma.shape == (57, 75) and f.input_size == (38, 50)
+        assert np.abs(f.luma - expected).max() <= 1e-5
+        y = np.clip(np.rint(expected * 255), 0, 255).astype(np.uint8)
+        if color:
+            crcb = cv2.resize(cv2.cvtColor(d, cv2.COLOR_BGR2YCrCb)[:, :, 1:], (75, 57), interpolation=cv2.INTER_CUBIC)
+            want = cv2.cvtColor(np.dstack([y, crcb]), cv2.COLOR_YCrCb2BGR)
+            assert f.image.shape == (57, 75, 3)
+            assert np.abs(f.image.astype(int) - want).max() <= 1
+        else:
+            assert f.image.ndim == 2, "a grayscale source must stay grayscale"
+            assert np.abs(f.image.astype(int) - y).max() <= 1
+    stats = stream.stats.snapshot()
+    assert stats["frames_in"] == stats["frames_out"] == 10 and stats["dropped"] == 0
+    assert stats["latency_ms"]["p95"] >= stats["latency_ms"]["p50"] > 0
+
+
+def test_batching_groups_frames_and_matches_single(tmp_path):
+    frames = moving_shapes(9, 30, 40, color=True)
+    results = {}
+    for batch in (1, 4):
+        up = ResizeUpscaler(delay_s=0.01)  # slow enough that the inbox fills and batches form
+        with VideoStream(VideoSource(FakeCapture(frames)), up, "2", batch=batch) as stream:
+            results[batch] = [f.image for f in stream]
+        if batch == 1:
+            assert all(len(c) == 2 for c in up.calls)
+        else:
+            assert max(c[0] for c in up.calls if len(c) == 3) > 1, up.calls
+            assert all(len(c) == 2 or c[0] <= 4 for c in up.calls)
+    assert len(results[1]) == len(results[4]) == 9
+    for a, b in zip(results[1], results[4]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_odd_frame_size_from_capture(upscaler):
+    """37x51 frames (the file writer cannot make them; a capture can deliver them)."""
+    frames = moving_shapes(4, 37, 51, color=True)
+    with VideoStream(VideoSource(FakeCapture(frames)), upscaler, "1.3") as stream:
+        out = list(stream)
+    assert [f.image.shape for f in out] == [(48, 66, 3)] * 4  # floor(37*1.3), floor(51*1.3)
+    np.testing.assert_allclose(out[2].luma, upscaler.upscale(luminance(frames[2]), "1.3"), atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# file output and the CLI
+
+
+def test_cli_writes_video_with_source_fps_and_stats(tmp_path, export_dir, upscaler, capsys):
+    src = write_video(tmp_path / "in.avi", moving_shapes(12, 38, 50, color=True), fps=15.0)
+    out, stats = tmp_path / "out.avi", tmp_path / "stats.json"
+    rc = main(["--input", str(src), "--scale", "2", "--output", str(out), "--model", str(export_dir),
+               "--device", "cpu", "--batch", "2", "--stats", str(stats)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    frames, fps = read_video(out)
+    assert len(frames) == 12 and fps == pytest.approx(15.0)
+    assert frames[0].shape == (76, 100, 3)
+    summary = json.loads(stats.read_text())
+    assert summary["frames_out"] == 12 and summary["end_reason"] == "end_of_file"
+    assert summary["codec"] == "MJPG" and summary["output_size"] == [76, 100]
+    assert "MJPG" in err and "12 frames in, 12 out" in err
+    # Content: the written (lossy MJPG) frames are close to the SR of the input's luminance.
+    decoded, _ = read_video(src)
+    expected = np.clip(np.rint(upscaler.upscale(luminance(decoded[5]), "2") * 255), 0, 255)
+    assert np.abs(luminance(frames[5]) * 255 - expected).mean() < 4.0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_written_file_is_the_iterator_output_lossless_and_cropped_to_even(tmp_path):
+    """FFV1 (.mkv) is lossless: the file holds exactly what the iterator yielded (odd size cropped)."""
+    src = VideoSource(FakeCapture(moving_shapes(6, 38, 50, color=False), fps=10.0))
+    yielded = []
+    summary = run_stream(src, ResizeUpscaler(), "1.5", output=tmp_path / "out.mkv", on_frame=lambda f: yielded.append(f.image))
+    assert summary.codec == "FFV1" and summary.output_size == (56, 74)
+    assert summary.writer["cropped_to_even"] and any("even" in w for w in summary.warnings)
+    frames, fps = read_video(tmp_path / "out.mkv")
+    assert fps == pytest.approx(10.0) and len(frames) == 6
+    for written, image in zip(frames, yielded):
+        assert image.shape == (57, 75)
+        assert (written[:, :, 0] == written[:, :, 1]).all() and (written[:, :, 1] == written[:, :, 2]).all()
+        np.testing.assert_array_equal(written[:, :, 0], image[:56, :74])
+
+
+# --------------------------------------------------------------------------------------------
+# faults
+
+
+def test_unopenable_sources_fail_with_one_line(tmp_path, capsys, export_dir):
+    garbage = tmp_path / "garbage.avi"
+    garbage.write_bytes(os.urandom(2000))
+    for source in (str(tmp_path / "missing.mp4"), str(garbage), str(tmp_path)):
+        rc = main(["--input", source, "--scale", "2", "--output", str(tmp_path / "o.avi"), "--model", str(export_dir)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2
+        assert err[-1].startswith("metasr-stream: error:") and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "o.avi").exists()
+    with pytest.raises(InputError, match="missing.mp4"):
+        open_source(tmp_path / "missing.mp4")
+
+
+def test_url_credentials_are_not_echoed():
+    with pytest.raises(InputError) as e:
+        open_source("rtsp://user:secret@127.0.0.1:9/stream", open_timeout_s=0.5)
+    assert "secret" not in str(e.value) and "***@127.0.0.1" in str(e.value)
+
+
+@pytest.mark.parametrize("output", ["missing_dir/out.avi", "out.xyz", "."])
+def test_unwritable_output_fails_before_reading(tmp_path, output):
+    cap = FakeCapture(moving_shapes(3, 20, 24, color=True))
+    with pytest.raises(OutputError):
+        run_stream(VideoSource(cap), ResizeUpscaler(), "2", output=tmp_path / output if output != "." else tmp_path)
+    assert cap.reads == 0, "no frame may be read when the output cannot be written"
+    assert cap.released
+
+
+def test_cli_unwritable_output_exit_2(tmp_path, capsys, export_dir):
+    src = write_video(tmp_path / "in.avi", moving_shapes(3, 20, 24, color=True))
+    rc = main(["--input", str(src), "--scale", "2", "--output", str(tmp_path / "nope" / "o.avi"), "--model", str(export_dir)])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_scale_validation(tmp_path, upscaler, capsys, export_dir):
+    cap = FakeCapture(moving_shapes(3, 20, 24, color=True))
+    with pytest.raises(ScaleError, match="trained range"):
+        VideoStream(VideoSource(cap), upscaler, "8")
+    assert cap.reads == 0
+    with VideoStream(VideoSource(FakeCapture(moving_shapes(2, 20, 24, color=True))), upscaler, "1.05", allow_extrapolation=True) as s:
+        assert [f.image.shape[:2] for f in s] == [(21, 25)] * 2
+    src = write_video(tmp_path / "in.avi", moving_shapes(3, 20, 24, color=True))
+    assert main(["--input", str(src), "--scale", "abc", "--model", str(export_dir)]) == 2
+    assert main(["--input", str(src), "--scale", "1.05", "--model", str(export_dir)]) == 2
+    assert "allow" in capsys.readouterr().err
+
+
+def test_frame_size_change_mid_stream(tmp_path):
+    """Caches follow the new size; the file keeps its first size (later frames resized, counted)."""
+    small, big = moving_shapes(4, 20, 24, color=True), moving_shapes(5, 30, 40, color=True, seed=1)
+    up = ResizeUpscaler()
+    yielded = []
+    summary = run_stream(VideoSource(FakeCapture(small + big)), up, "2", batch=3,
+                         output=tmp_path / "out.avi", on_frame=yielded.append)
+    assert [f.image.shape for f in yielded] == [(40, 48, 3)] * 4 + [(60, 80, 3)] * 5
+    assert all(len(c) == 2 or len({c[1:]}) == 1 for c in up.calls)  # a batch never mixes sizes
+    np.testing.assert_allclose(yielded[6].luma, up.upscale(luminance(big[2]), "2"), atol=1e-6)
+    assert summary.stats["size_changes"] == 1 and summary.writer["resized_frames"] == 5
+    assert any("resized" in w for w in summary.warnings)
+    frames, _ = read_video(tmp_path / "out.avi")
+    assert len(frames) == 9 and {f.shape for f in frames} == {(40, 48, 3)}
+
+
+def test_corrupt_and_empty_frames_are_skipped_and_counted():
+    good = [_tagged(i) for i in range(1, 7)]
+    items = [good[0], (True, None), good[1], (True, np.zeros((0, 0, 3), np.uint8)), good[2],
+             (False, None), good[3], (True, np.zeros((20, 24), np.float64)), good[4], good[5]]
+    with VideoStream(VideoSource(FakeCapture(items)), ResizeUpscaler(), "2") as stream:
+        out = [_index_of(f) for f in stream]
+    assert out == [1, 2, 3, 4, 5, 6]
+    stats = stream.stats.snapshot()
+    assert stats["corrupt"] == 4 and stats["frames_out"] == 6
+    assert stream.end_reason is EndReason.END_OF_FILE
+
+
+def test_file_with_no_frames_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no decodable"):
+        run_stream(VideoSource(FakeCapture([])), ResizeUpscaler(), "2", output=tmp_path / "o.avi")
+    assert not list(tmp_path.iterdir())
+
+
+def test_live_source_drops_oldest_when_inference_is_slow():
+    n = 60
+    live = VideoSource(FakeCapture([_tagged(i) for i in range(n)], delay_s=0.002), SourceKind.CAMERA)
+    with VideoStream(live, ResizeUpscaler(delay_s=0.03), "2", lost_timeout_s=0.3) as stream:
+        out = [_index_of(f) for f in stream]
+    stats = stream.stats.snapshot()
+    assert stream.end_reason is EndReason.SOURCE_LOST
+    assert stats["dropped"] > 0 and stats["frames_in"] == n
+    assert stats["frames_out"] + stats["dropped"] == n, stats
+    assert out == sorted(out) and len(set(out)) == len(out)
+    assert out[-1] == n - 1, "the newest frame is kept: drops are of the oldest"
+    # Bounded queues (1 waiting + 2 done + 1 in flight, 30 ms each): no frame waits for a backlog.
+    assert stats["latency_ms"]["max"] < 400
+
+
+def test_file_source_never_drops():
+    n = 25
+    src = VideoSource(FakeCapture([_tagged(i) for i in range(n)]), SourceKind.FILE)
+    with VideoStream(src, ResizeUpscaler(delay_s=0.01), "2") as stream:
+        out = [_index_of(f) for f in stream]
+    assert out == list(range(n)) and stream.stats.dropped == 0
+
+
+def test_live_max_fps_throttles():
+    src = VideoSource(FakeCapture([_tagged(i) for i in range(30)], delay_s=0.005), SourceKind.URL)
+    with VideoStream(src, ResizeUpscaler(), "2", max_fps=40, lost_timeout_s=0.2) as stream:
+        out = list(stream)
+    stats = stream.stats.snapshot()
+    assert stats["throttled"] > 0 and stats["frames_in"] + stats["throttled"] == 30
+    assert len(out) == stats["frames_out"] <= stats["frames_in"]
+
+
+def test_live_source_lost_finalises_output_and_exits_3(tmp_path, capsys, monkeypatch, export_dir):
+    frames = moving_shapes(5, 20, 24, color=True)
+    # 20 fps: slower than the tiny model, so normally no drop; the check below allows for a busy CPU.
+    fake = VideoSource(FakeCapture(frames, fps=10.0, delay_s=0.05), SourceKind.URL, "rtsp://***@camera/stream")
+    monkeypatch.setattr("metasr.runtime.stream.open_source", lambda spec, **kw: fake)
+    out = tmp_path / "live.avi"
+    rc = main(["--input", "rtsp://user:pw@camera/stream", "--scale", "2", "--output", str(out), "--model", str(export_dir),
+               "--lost-timeout", "0.2", "--stats", "-"])
+    captured = capsys.readouterr()
+    assert rc == EXIT_SOURCE_LOST
+    assert "source lost" in captured.err and "delivered no frame" in captured.err
+    summary = json.loads(captured.out)
+    assert summary["end_reason"] == "source_lost"
+    assert summary["frames_out"] + summary["dropped"] == 5 and summary["frames_out"] >= 1
+    frames_out, fps = read_video(out)
+    assert len(frames_out) == summary["frames_out"] and fps == pytest.approx(10.0)
+
+
+def test_keyboard_interrupt_from_source_finalises_output(tmp_path):
+    frames = moving_shapes(20, 20, 24, color=True)
+    cap = FakeCapture(frames, raise_at=(8, KeyboardInterrupt()))
+    summary = run_stream(VideoSource(cap), ResizeUpscaler(), "2", output=tmp_path / "out.avi")
+    assert summary.end_reason is EndReason.INTERRUPTED
+    written, _ = read_video(tmp_path / "out.avi")
+    assert len(written) == summary.stats["frames_out"] == 7 and written[0].shape == (40, 48, 3)
+
+
+def test_sigint_in_consumer_finalises_output(tmp_path):
+    """A real SIGINT (Ctrl-C) delivered while frames are being written."""
+    frames = moving_shapes(30, 20, 24, color=False)
+
+    def on_frame(f):
+        if f.index == 4:
+            signal.raise_signal(signal.SIGINT)
+
+    summary = run_stream(VideoSource(FakeCapture(frames)), ResizeUpscaler(delay_s=0.005), "2",
+                         output=tmp_path / "out.mp4", on_frame=on_frame)
+    assert summary.end_reason is EndReason.INTERRUPTED and summary.codec == "mp4v"
+    written, _ = read_video(tmp_path / "out.mp4")
+    assert 5 <= len(written) == summary.stats["frames_out"] < 30
+
+
+def test_cli_ctrl_c_exit_130_and_playable_output(tmp_path, export_dir, capsys):
+    src = write_video(tmp_path / "in.avi", moving_shapes(40, 20, 24, color=True), fps=20.0)
+    out = tmp_path / "out.avi"
+    timer = threading.Timer(0.8, signal.raise_signal, args=(signal.SIGINT,))
+    try:
+        timer.start()
+        # --max-fps paces the file to 2 s, so the signal lands mid-stream.
+        rc = main(["--input", str(src), "--scale", "2", "--output", str(out), "--model", str(export_dir),
+                   "--max-fps", "20", "--stats", str(tmp_path / "s.json")])
+    except KeyboardInterrupt:  # pragma: no cover - would mean Ctrl-C escaped the command
+        pytest.fail("KeyboardInterrupt escaped metasr-stream")
+    finally:
+        timer.join()
+    assert rc == 130, capsys.readouterr().err
+    written, fps = read_video(out)
+    assert 0 < len(written) < 40 and fps == pytest.approx(20.0)
+    assert json.loads((tmp_path / "s.json").read_text())["end_reason"] == "interrupted"
+
+
+def test_error_in_inference_surfaces_and_leaves_no_output(tmp_path):
+    class Broken(ResizeUpscaler):
+        def upscale(self, image, scale):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_stream(VideoSource(FakeCapture(moving_shapes(3, 20, 24, color=True))), Broken(), "2", output=tmp_path / "o.avi")
+    assert not list(tmp_path.iterdir())
+
+
+def test_display_needs_a_gui(tmp_path):
+    try:
+        cv2.namedWindow("probe")
+        cv2.destroyAllWindows()
+        pytest.skip("this OpenCV has a GUI; the headless error path cannot be exercised")
+    except cv2.error:
+        pass
+    cap = FakeCapture(moving_shapes(3, 20, 24, color=True))
+    with pytest.raises(OutputError, match="GUI"):
+        run_stream(VideoSource(cap), ResizeUpscaler(), "2", display=True)
+    assert cap.reads == 0
+
+
+def test_writer_codec_fallback_and_atomic_close(tmp_path):
+    with pytest.raises(OutputError, match="codecs"):
+        VideoFileWriter(tmp_path / "a.avi", 10.0, codec="ZZZZ")
+    writer = VideoFileWriter(tmp_path / "b.mp4", 10.0, frame_size=(20, 24))
+    assert writer.codec == "mp4v" and not (tmp_path / "b.mp4").exists()
+    writer.write(np.zeros((20, 24), np.uint8))
+    assert not (tmp_path / "b.mp4").exists(), "the file appears only when finalised"
+    assert writer.close() and (tmp_path / "b.mp4").exists()
+    empty = VideoFileWriter(tmp_path / "c.avi", 10.0)
+    assert empty.close() is False and not list(p for p in tmp_path.iterdir() if p.name != "b.mp4")
