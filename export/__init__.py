@@ -26,7 +26,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from metasr.export.manifest import (
 )
 from metasr.export.onnx_graphs import INDEX_DTYPE, MAX_OPSET, receptive_radius
 from metasr.export.tensorrt import Precision, Profiles
-from metasr.export.verify import DEFAULT_TOLERANCE, ParityError, ParityReport
+from metasr.export.verify import DEFAULT_SCALES, DEFAULT_SIZES, DEFAULT_TOLERANCE, ParityError, ParityReport
 from metasr.runtime.errors import CheckpointError, ModelError, OutputError
 
 __all__ = [
@@ -170,6 +170,8 @@ def _umask() -> int:
 def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, opset: int = 17,
                  force: bool = False, verify: bool = True, trt: bool = False, fp16: bool = False,
                  profiles: Profiles | None = None, tolerance: float = DEFAULT_TOLERANCE,
+                 scales: Sequence[str | float] = DEFAULT_SCALES,
+                 sizes: Sequence[tuple[int, int, int]] = DEFAULT_SIZES,
                  log: Callable[[str], None] | None = None) -> ExportResult:
     """Export a metasr checkpoint to ONNX (and TensorRT), verify it, and publish it atomically.
 
@@ -190,6 +192,8 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | Non
         fp16: Build fp16 engines (needs ``trt``).
         profiles: TensorRT optimisation-profile bounds (default :class:`Profiles`).
         tolerance: Max abs error allowed between ORT and PyTorch on [0,1] outputs.
+        scales: Scales the parity check runs (Meta-SRGAN; fixed archs use their own).
+        sizes: ``(N, h, w)`` inputs of the parity check (random and phantom images of each).
         log: Called with one-line progress messages (the CLI prints them to stderr).
 
     Returns:
@@ -253,9 +257,9 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | Non
             say("verifying ONNX Runtime against PyTorch")
             if kind == "meta":
                 report = verify_mod.verify_meta(model, tmp / "feature_extractor.onnx", tmp / "upscale.onnx",
-                                                tolerance=tolerance)
+                                                scales=scales, sizes=sizes, tolerance=tolerance)
             else:
-                report = verify_mod.verify_fixed(model, tmp / "model.onnx", tolerance=tolerance)
+                report = verify_mod.verify_fixed(model, tmp / "model.onnx", sizes=sizes, tolerance=tolerance)
             say(f"parity: max abs error {report.max_abs_error:.3g} over {report.cases} cases "
                 f"(tolerance {tolerance:g}; worst: {report.worst_case})")
 

@@ -200,7 +200,7 @@ def verify_meta(model: MetaSRGAN, feature_path: str | Path, upscale_path: str | 
 
 
 def verify_fixed(model: nn.Module, path: str | Path, *,
-                 sizes: Sequence[tuple[int, int, int]] = ((1, 17, 23), (2, 24, 20)),
+                 sizes: Sequence[tuple[int, int, int]] = DEFAULT_SIZES,
                  tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, threads: int = 0) -> ParityReport:
     """Compare a fixed-scale ``model.onnx`` with its PyTorch model on random and phantom inputs.
 
