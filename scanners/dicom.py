@@ -353,6 +353,8 @@ def read_dicom(
                 raise InputError(f"{name}: DICOM {kind} holds float pixel data, which is not supported")
             if not has_preamble and not elements & {0x00080016, 0x00280010}:  # neither SOP Class nor Rows
                 raise InputError(f"{name}: not a DICOM file (no DICOM header found); check the file")
+            if "Image" in kind:  # an image SOP class without pixels: most likely cut short
+                raise InputError(f"{name}: DICOM {kind} has no pixel data; the file looks truncated, copy it again")
             raise InputError(
                 f"{name}: DICOM {kind} has no pixel data; metasr needs an image (CT, MR, CR, DX, US, SC ...)"
             )
