@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: Smallest image side accepted: the network needs neighbours to infer detail from.
-MIN_SIDE = 4
+MIN_SIDE = 2
 #: Largest scale ever accepted (extrapolation included).
 MAX_SCALE = 8
 #: Largest output side: beyond it the output alone would not fit a device's memory.
@@ -312,7 +312,7 @@ class Upscaler:
             raise ScaleError(f"scale must be between 1 and {MAX_SCALE}, got {s}")
         if not allow_extrapolation and not (Fraction(repr(lo)) <= s.value <= Fraction(repr(hi))):
             raise ScaleError(f"scale {s} is outside the model's trained range {lo:g}-{hi:g}; choose a scale in that "
-                             f"range or allow extrapolation (up to {MAX_SCALE})")
+                             f"range or allow extrapolation (--allow-extrapolation, up to {MAX_SCALE})")
         return s
 
     # ------------------------------------------------------------------ planning
