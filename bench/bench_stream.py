@@ -1,0 +1,191 @@
+"""Benchmark metasr-stream: inference-only fps vs pipelined stream fps, and latency.
+
+For each case a short colour video (moving shapes) is written with OpenCV, then:
+
+* inference only: ``Upscaler.upscale`` on the frames' luminance, already decoded, in batches;
+* stream: ``run_stream`` from the file (decode, colour split, inference, chroma resize, merge,
+  MJPG encode and write), pipelined; fps = frames out / wall time, latency = capture -> output.
+
+The ratio stream/inference is the pipeline's efficiency (goal >= 0.9). Uses the shipped model
+if it has an export, else a random-init full-size Meta-SRGAN export (same compute; says which).
+
+    python bench/bench_stream.py                      # CPU: 256x256 x2, 640x480 x1.5
+    python bench/bench_stream.py --device tensorrt    # adds 960x540 -> 1920x1080 (x2), fp16 engines
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from metasr.runtime.stream import SourceKind, VideoSource, run_stream
+
+CPU_CASES = [((256, 256), "2"), ((480, 640), "1.5")]
+GPU_CASES = [((540, 960), "2")]
+
+
+def make_video(path: Path, n: int, h: int, w: int, fps: float = 25.0) -> Path:
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h), True)
+    if not writer.isOpened():
+        sys.exit("this OpenCV cannot write MJPG .avi; cannot make the benchmark video")
+    base = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 3)
+    for i in range(n):
+        f = base.copy()
+        cv2.circle(f, ((17 * i) % w, h // 2), h // 6, (40, 90, 230), -1)
+        cv2.rectangle(f, (w // 4, (11 * i) % h), (w // 4 + w // 8, (11 * i) % h + h // 10), (220, 200, 60), -1)
+        writer.write(f)
+    writer.release()
+    return path
+
+
+def resolve_model(model: str | None, device: str, work: Path) -> tuple[Path, str]:
+    if model:
+        return Path(model), f"given ({model})"
+    from metasr.models import default_model_dir
+
+    shipped = default_model_dir()
+    if (shipped / "manifest.json").is_file():
+        return shipped, f"shipped ({shipped.name})"
+    try:
+        import torch
+
+        from metasr.export import export_model
+        from metasr.training.checkpoint import model_config, save_checkpoint
+        from metasr.training.models import build_model
+    except ImportError:
+        sys.exit("no shipped model export and no torch/export extra to make a random-init one; pass --model DIR")
+    torch.manual_seed(0)
+    net = build_model("metasrgan")
+    save_checkpoint(work / "random.pt", net, model_config("metasrgan", net, {}))
+    trt = device == "tensorrt"
+    export_model(work / "random.pt", work / "export", verify=False, trt=trt, fp16=trt)
+    return work / "export", "random-init metasrgan (64 features, 5 blocks; shipped model has no export yet)"
+
+
+def luminance_frames(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2YCrCb)[:, :, 0].astype(np.float32) / 255)
+    cap.release()
+    return frames
+
+
+class PacedCapture:
+    """A simulated live camera: the video's frames, looped, delivered at ``fps`` for ``duration_s``."""
+
+    def __init__(self, path: Path, fps: float, duration_s: float) -> None:
+        cap = cv2.VideoCapture(str(path))
+        self.frames = []
+        while True:
+            ok, f = cap.read()
+            if not ok:
+                break
+            self.frames.append(f)
+        cap.release()
+        self.interval, self.duration_s = 1.0 / fps, duration_s
+        self.start: float | None = None
+        self.count = 0
+
+    def read(self):
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = now
+        if now - self.start >= self.duration_s:
+            return False, None
+        due = self.start + self.count * self.interval
+        if due > now:
+            time.sleep(due - now)
+        frame = self.frames[self.count % len(self.frames)]
+        self.count += 1
+        return True, frame.copy()
+
+    def get(self, prop):
+        return 1.0 / self.interval if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self) -> None:
+        pass
+
+
+def inference_fps(up, lumas: list[np.ndarray], scale: str, batch: int) -> float:
+    start = time.perf_counter()
+    for i in range(0, len(lumas), batch):
+        chunk = lumas[i : i + batch]
+        up.upscale(chunk[0] if len(chunk) == 1 else np.stack(chunk), scale)
+    return len(lumas) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="export directory (default: shipped model, else a random-init export)")
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "tensorrt"])
+    ap.add_argument("--frames", type=int, default=0, help="frames per case (default: 24 for small, 10 for large)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--live-fps", type=float, default=25.0, help="frame rate of the simulated live camera")
+    ap.add_argument("--live-seconds", type=float, default=12.0, help="duration of the live run per case (0: skip)")
+    ap.add_argument("--gpu-cases", action="store_true", help="also 960x540 -> 1920x1080 (default with cuda/tensorrt)")
+    args = ap.parse_args()
+
+    from metasr.runtime.upscaler import Upscaler
+
+    with tempfile.TemporaryDirectory(prefix="bench_stream_") as tmp:
+        work = Path(tmp)
+        model_dir, model_note = resolve_model(args.model, args.device, work)
+        up = Upscaler(model_dir, device=args.device)
+        cases = CPU_CASES + (GPU_CASES if args.gpu_cases or args.device in ("cuda", "tensorrt") else [])
+        print(f"# metasr-stream benchmark on {platform.processor() or platform.machine()}, "
+              f"{len(os.sched_getaffinity(0))} CPUs visible; {up.describe()}")
+        print(f"# model: {model_note}")
+        print()
+        print("| input | scale | output | batch | frames | inference-only fps | stream fps | ratio | latency p50 ms | latency p95 ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        live_rows: list[tuple] = []
+        for (h, w), scale in cases:
+            n = args.frames or (12 if h * w <= 256 * 256 else 6)
+            video = make_video(work / f"in_{w}x{h}.avi", n, h, w)
+            lumas = luminance_frames(video)
+            up.upscale(lumas[0], scale)  # warm-up: sessions, per-size plans, TensorRT engines
+            for batch in args.batch:
+                if batch > 1:
+                    up.upscale(np.stack(lumas[:batch]), scale)  # warm-up of the batched shape
+                inf = inference_fps(up, lumas, scale, batch)
+                summary = run_stream(video, up, scale, output=work / "out.avi", batch=batch)
+                s = summary.stats
+                oh, ow = summary.output_size or (0, 0)
+                print(f"| {w}x{h} | x{scale} | {ow}x{oh} | {batch} | {s['frames_out']} | {inf:.2f} | {s['fps']:.2f} | "
+                      f"{s['fps'] / inf:.2f} | {s['latency_ms']['p50']:.0f} | {s['latency_ms']['p95']:.0f} |", flush=True)
+                live_rows.append((w, h, scale, video, inf))
+        if args.live_seconds > 0:
+            print()
+            print(f"Live source (a camera simulated at {args.live_fps:g} fps for {args.live_seconds:g} s, batch 1, "
+                  "oldest frames dropped when inference falls behind):")
+            print()
+            print("| input | scale | frames captured | out | dropped | stream fps | latency p50 ms | latency p95 ms |")
+            print("|---|---|---|---|---|---|---|---|")
+            seen = set()
+            for w, h, scale, video, _ in live_rows:
+                if (w, h, scale) in seen:
+                    continue
+                seen.add((w, h, scale))
+                cam = VideoSource(PacedCapture(video, args.live_fps, args.live_seconds), SourceKind.CAMERA, "simulated camera")
+                summary = run_stream(cam, up, scale, batch=1, lost_timeout_s=0.05)
+                s = summary.stats
+                lat = s["latency_ms"]
+                print(f"| {w}x{h} | x{scale} | {s['frames_in']} | {s['frames_out']} | {s['dropped']} | {s['fps']:.2f} | "
+                      f"{lat['p50']:.0f} | {lat['p95']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
