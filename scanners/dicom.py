@@ -330,7 +330,7 @@ def read_dicom(
     """
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
-    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     path = Path(path)
     name = path.name
@@ -375,8 +375,12 @@ def read_dicom(
             raise InputError(f"{name}: {bits_allocated}-bit pixels are not supported; expected 8, 16 or 32 bits allocated")
         meta = getattr(ds, "file_meta", None)
         ts = meta.get("TransferSyntaxUID") if meta is not None else None
-        if ts is None:
-            ts = ImplicitVRLittleEndian if ds.original_encoding[0] else ExplicitVRLittleEndian
+        if ts is None:  # a bare dataset (no file meta): the parser found its encoding
+            implicit, little = ds.original_encoding
+            ts = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+            if meta is None:
+                ds.file_meta = meta = pydicom.dataset.FileMetaDataset()
+            meta.TransferSyntaxUID = ts
         _check_decodable(name, ts)
     except MetaSRError:
         raise

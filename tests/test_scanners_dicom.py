@@ -249,3 +249,19 @@ def test_dciodvfy_reports_no_new_errors(tmp_path, name, size):
     out = scan.write_derived(_bicubic(scan.frames, *size), tmp_path / "out.dcm", INFO)
     new = _error_lines(out) - _error_lines(src)
     assert not new, f"dciodvfy errors introduced by the derived image: {sorted(new)}"
+
+
+def test_bare_dataset_without_preamble_or_file_meta(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small_implicit.dcm"))
+    expected = ds.pixel_array
+    del ds.file_meta
+    ds.preamble = None
+    bare = tmp_path / "IM0001"
+    pydicom.dcmwrite(bare, ds, implicit_vr=True, little_endian=True)
+    assert bare.read_bytes()[128:132] != b"DICM"
+    scan = read_image(bare)
+    out = scan.write_derived(scan.frames, tmp_path / "out.dcm", INFO)
+    assert out.read_bytes()[128:132] == b"DICM"  # the output is a proper DICOM file
+    result = pydicom.dcmread(out)
+    assert result.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    np.testing.assert_array_equal(result.pixel_array, expected)

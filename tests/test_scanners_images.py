@@ -177,3 +177,19 @@ def test_luma_split_merge_is_exact_inverse():
     rgb = rng.random((2, 9, 11, 3)).astype(np.float32)
     y, chroma = split_luma(rgb)
     np.testing.assert_allclose(merge_luma(y, chroma), rgb, atol=2e-6)
+
+
+def test_scanners_never_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    assert cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8), np.uint8))
+    code = (
+        "import sys; from metasr.scanners import read_image, DerivationInfo; "
+        "import metasr.scanners.dicom, metasr.scanners.nifti; "
+        f"s = read_image({str(tmp_path / 'a.png')!r}); "
+        f"s.write_derived(s.frames, {str(tmp_path / 'b.png')!r}, DerivationInfo('1', 'm', '0', 'n')); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
