@@ -23,7 +23,8 @@ Derived image (design.md, "DICOM output of a derived image")
     Pixel Spacing (and Imager Pixel Spacing, and the functional groups' Pixel Measures) scaled by
     ``old_size / new_size`` per axis so the field of view is preserved; Image Position (Patient)
     moved by half the change of pixel size along the row and column directions, so the outer
-    corner of the field of view stays where it was. Image Type ``DERIVED\\SECONDARY``, a Series
+    corner of the field of view stays where it was; ultrasound calibration regions (pixel
+    indices and physical size per pixel) follow the new grid. Image Type ``DERIVED\\SECONDARY``, a Series
     Description saying "not for primary diagnosis", Derivation Description and Code Sequence
     (113085, DCM, "Spatial resampling"), a Source Image Sequence pointing at the input and a
     Contributing Equipment item naming metasr, its version and the model. Smallest/Largest pixel
@@ -237,6 +238,8 @@ def _rescale_geometry(ds, f_row: float, f_col: float) -> None:
         if ds.get(keyword) is not None and len(ds.get(keyword)) == 2:
             setattr(ds, keyword, _scaled(ds.get(keyword), f_row, f_col))
 
+    _rescale_us_regions(ds, 1.0 / f_row, 1.0 / f_col)
+
     # Enhanced multi-frame: per-frame groups override shared ones.
     shared = _first(ds, "SharedFunctionalGroupsSequence")
     shared_measures = _first(shared, "PixelMeasuresSequence")
@@ -263,6 +266,30 @@ def _rescale_geometry(ds, f_row: float, f_col: float) -> None:
             position.ImagePositionPatient = _shifted_position(position.ImagePositionPatient, cos, shared_spacing, new)
         if shared_spacing is not None:
             shared_measures.PixelSpacing = _scaled(shared_spacing, f_row, f_col)
+
+
+def _rescale_us_regions(ds, g_row: float, g_col: float) -> None:
+    """Ultrasound calibration regions are given in pixel indices: map them to the new grid.
+
+    ``g = new_size / old_size``. A region keeps covering the same part of the field of view
+    (first pixel: the one holding its left/top edge; last pixel: the one holding its right/bottom
+    edge); the reference pixel keeps its position and the physical size per pixel shrinks by ``g``.
+    """
+    for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
+        for axis, g in (("X", g_col), ("Y", g_row)):
+            lo, hi, ref, delta = (f"RegionLocationMin{axis}0", f"RegionLocationMax{axis}1", f"ReferencePixel{axis}0",
+                                  f"PhysicalDelta{axis}")
+            old_lo = int(region.get(lo) or 0)
+            new_lo = int(np.floor(old_lo * g))
+            if region.get(lo) is not None:
+                setattr(region, lo, new_lo)
+            if region.get(hi) is not None:
+                setattr(region, hi, max(int(np.ceil((int(region.get(hi)) + 1) * g)) - 1, 0))
+            if region.get(ref) is not None:
+                centre = (old_lo + int(region.get(ref)) + 0.5) * g - 0.5  # pixel centres, corner-aligned grid
+                setattr(region, ref, int(round(centre)) - new_lo)
+            if region.get(delta) is not None:
+                setattr(region, delta, float(region.get(delta)) / g)
 
 
 def _mark_frame_types_derived(ds) -> None:

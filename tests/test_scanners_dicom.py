@@ -265,3 +265,24 @@ def test_bare_dataset_without_preamble_or_file_meta(tmp_path):
     result = pydicom.dcmread(out)
     assert result.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
     np.testing.assert_array_equal(result.pixel_array, expected)
+
+
+def test_ultrasound_regions_follow_the_new_pixel_grid(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    region = Dataset()
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = 10, 4
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = 49, 59
+    region.ReferencePixelX0, region.ReferencePixelY0 = 20, 0
+    region.PhysicalDeltaX, region.PhysicalDeltaY = 0.05, 0.04
+    ds.SequenceOfUltrasoundRegions = Sequence([region])
+    ds.save_as(tmp_path / "us.dcm", enforce_file_format=True)
+    scan = read_image(tmp_path / "us.dcm")
+    out = pydicom.dcmread(scan.write_derived(_bicubic(scan.frames, 96, 128), tmp_path / "o.dcm", INFO))
+    r = out.SequenceOfUltrasoundRegions[0]
+    gx, gy = 128 / 64, 96 / 64  # new/old per axis
+    # Region edges: left/top edge at index*g, right/bottom edge at (index+1)*g.
+    assert (r.RegionLocationMinX0, r.RegionLocationMaxX1) == (20, 99)
+    assert (r.RegionLocationMinY0, r.RegionLocationMaxY1) == (6, 89)
+    # Reference pixel centre (10 + 20 + 0.5) * 2 - 0.5 = 60.5 absolute -> 40 or 41 relative to the new origin 20.
+    assert r.ReferencePixelX0 in (40, 41) and r.ReferencePixelY0 in (0, 1)
+    assert (r.PhysicalDeltaX, r.PhysicalDeltaY) == pytest.approx((0.05 / gx, 0.04 / gy))
