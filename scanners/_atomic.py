@@ -69,7 +69,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or e}; choose another output path") from e
+        raise OutputError(f"cannot write {path}: {e.strerror or type(e).__name__}; choose another output path") from e
     finally:
         if tmp_name is not None:
             try:

@@ -60,7 +60,7 @@ def _read_input(path: Path) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise InputError(f"cannot read input {path}: {e.strerror or e}") from e
+        raise InputError(f"cannot read input {path}: {e.strerror or type(e).__name__}") from e
     if not data:
         raise InputError(f"input {path} is empty (0 bytes); re-export or copy the file again")
     return data

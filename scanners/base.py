@@ -28,6 +28,7 @@ __all__ = [
     "MAX_SIDE",
     "MAX_PIXELS",
     "check_dimensions",
+    "describe_error",
 ]
 
 #: Smallest accepted image side in pixels. A 1-pixel side carries no spatial structure to
@@ -65,6 +66,12 @@ class DerivationInfo:
     model_id: str
     software_version: str
     model_name: str
+
+
+def describe_error(error: BaseException, limit: int = 200) -> str:
+    """A library exception as a short single line (for wrapping into one-line user errors)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_dimensions(source: str, height: int, width: int, frames: int = 1) -> None:

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from metasr.runtime.errors import InputError, MetaSRError
-from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions
+from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions, describe_error
 from metasr.scanners.intensity import IntensityMap, IntensityRange, merge_luma, split_luma
 
 __all__ = ["DicomScan", "read_dicom", "DERIVATION_CODE"]
@@ -97,7 +97,17 @@ class DicomScan(ScanImage):
     format = ImageFormat.DICOM
     default_suffix = ".dcm"
 
-    def __init__(self, path, frames, intensity, spacing, dataset, photometric, transfer_syntax, chroma=None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        frames: np.ndarray,
+        intensity: IntensityMap,
+        spacing: tuple[float, float] | None,
+        dataset,
+        photometric: str,
+        transfer_syntax: str,
+        chroma: np.ndarray | None = None,
+    ) -> None:
         super().__init__(path, frames, intensity, spacing)
         self.dataset = dataset
         self.photometric = photometric
@@ -368,9 +378,9 @@ def read_dicom(
         ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble)
         elements = set(ds.keys())  # forces the top-level parse of a forced read
     except InvalidDicomError as e:
-        raise InputError(f"{name}: not a DICOM file ({e}); check the file") from e
+        raise InputError(f"{name}: not a DICOM file ({describe_error(e)}); check the file") from e
     except Exception as e:  # pydicom raises many types on damaged files; report them as one line
-        raise InputError(f"{name}: DICOM file is damaged or truncated ({type(e).__name__}: {e}); copy it again") from e
+        raise InputError(f"{name}: DICOM file is damaged or truncated ({type(e).__name__}: {describe_error(e)}); copy it again") from e
 
     try:
         if 0x7FE00010 not in elements:
@@ -412,13 +422,13 @@ def read_dicom(
     except MetaSRError:
         raise
     except Exception as e:
-        raise InputError(f"{name}: DICOM header is damaged ({type(e).__name__}: {e})") from e
+        raise InputError(f"{name}: DICOM header is damaged ({type(e).__name__}: {describe_error(e)})") from e
 
     try:
         pixels = ds.pixel_array
     except Exception as e:  # truncated/damaged pixel data, decoder failures
         raise InputError(
-            f"{name}: DICOM pixel data cannot be decoded ({type(e).__name__}: {e}); the file may be truncated"
+            f"{name}: DICOM pixel data cannot be decoded ({type(e).__name__}: {describe_error(e)}); the file may be truncated"
         ) from e
     colour = photometric in _COLOUR_PHOTOMETRIC
     pixels = np.asarray(pixels)

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from metasr.runtime.errors import InputError, OutputError
-from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions
+from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions, describe_error
 from metasr.scanners.intensity import IntensityMap, IntensityRange, merge_luma, split_luma
 
 __all__ = ["RasterScan", "read_raster", "raster_format", "raster_header_size", "RASTER_SUFFIXES"]
@@ -42,6 +44,22 @@ _WRITABLE_DTYPES = {
     ImageFormat.TIFF: {np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32, np.float64)},
 }
 _JPEG_QUALITY = 95
+
+
+@contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own stderr warnings (e.g. "PNG input buffer is incomplete") while decoding:
+    failures are reported as one InputError line instead. The previous level is restored."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
 
 
 def raster_format(head: bytes) -> ImageFormat | None:
@@ -131,7 +149,7 @@ def _tiff_size(data: bytes) -> tuple[int, int, int]:
     return width, height, pages
 
 
-def raster_header_size(data: bytes, fmt: ImageFormat) -> tuple[int, int, int]:
+def raster_header_size(data: bytes, fmt: ImageFormat, source: str = "image") -> tuple[int, int, int]:
     """``(width, height, pages)`` from a PNG/JPEG/TIFF header, without decoding pixels.
 
     Raises:
@@ -141,7 +159,9 @@ def raster_header_size(data: bytes, fmt: ImageFormat) -> tuple[int, int, int]:
     try:
         return parse(data)
     except (ValueError, struct.error, IndexError) as e:
-        raise InputError(f"{fmt.value.upper()} header is damaged or truncated ({e}); re-export the image") from e
+        raise InputError(
+            f"{source}: {fmt.value.upper()} header is damaged or truncated ({describe_error(e)}); re-export the image"
+        ) from e
 
 
 class RasterScan(ScanImage):
@@ -229,11 +249,12 @@ def read_raster(
     fmt = raster_format(data[:8])
     if fmt is None:
         raise InputError(f"{name}: not a PNG, TIFF or JPEG file")
-    width, height, pages = raster_header_size(data, fmt)
+    width, height, pages = raster_header_size(data, fmt, name)
     check_dimensions(name, height, width)
     if pages > 1:
         raise InputError(f"{name}: TIFF has {pages} pages; only single-page TIFFs are supported, split it first")
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    with _quiet_opencv():
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError(f"{name}: {fmt.value.upper()} data cannot be decoded (damaged or truncated file?); re-export it")
     if img.ndim == 3 and img.shape[2] == 1:

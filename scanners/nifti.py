@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from metasr.runtime.errors import InputError, MetaSRError, OutputError
-from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions
+from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions, describe_error
 from metasr.scanners.intensity import IntensityMap, IntensityRange
 
 __all__ = ["NiftiScan", "read_nifti", "default_slice_axis", "rescale_affine"]
@@ -75,12 +75,26 @@ class NiftiScan(ScanImage):
     Attributes:
         axis: The slice axis (frames are slices along it).
         in_plane: The two in-plane axes, ``(row_axis, col_axis)`` of the frames.
-        image: The nibabel image header holder (data not kept).
+        header: The input's nibabel header (the template of the derived volume).
+        shape: The volume's shape.
+        slope_inter: The input's ``scl_slope``/``scl_inter`` (1, 0 when unscaled).
     """
 
     format = ImageFormat.NIFTI
 
-    def __init__(self, path, frames, intensity, spacing, header, axis, in_plane, shape, slope_inter, compressed):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        frames: np.ndarray,
+        intensity: IntensityMap,
+        spacing: tuple[float, float],
+        header,
+        axis: int,
+        in_plane: tuple[int, int],
+        shape: tuple[int, ...],
+        slope_inter: tuple[float, float],
+        compressed: bool,
+    ) -> None:
         super().__init__(path, frames, intensity, spacing)
         self.header = header
         self.axis = axis
@@ -134,7 +148,7 @@ def _load(nib, data: bytes, name: str):
             with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
                 head = gz.read(544)
         except (OSError, EOFError) as e:
-            raise InputError(f"{name}: gzip stream is damaged or truncated ({e}); copy the file again") from e
+            raise InputError(f"{name}: gzip stream is damaged or truncated ({describe_error(e)}); copy the file again") from e
     else:
         head = data[:544]
     if len(head) >= 348 and head[:4] in ((348).to_bytes(4, "little"), (348).to_bytes(4, "big")):
@@ -147,8 +161,24 @@ def _load(nib, data: bytes, name: str):
         header = header_class.from_fileobj(io.BytesIO(head))
         shape = tuple(int(s) for s in header.get_data_shape())
     except Exception as e:  # nibabel raises HeaderDataError, ValueError ... on damaged headers
-        raise InputError(f"{name}: NIfTI header is damaged ({e})") from e
+        raise InputError(f"{name}: NIfTI header is damaged ({describe_error(e)})") from e
     return compressed, header, image_class, shape
+
+
+def _decompress_exactly(header, data: bytes, name: str) -> bytes:
+    """Decompress only the bytes the (already checked) header needs: a small ``.nii.gz`` whose
+    stream inflates far beyond its header's dimensions cannot exhaust memory."""
+    needed = int(header.get_data_offset()) + int(np.prod(header.get_data_shape(), dtype=np.int64)) * int(
+        header.get_data_dtype().itemsize
+    )
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+            raw = gz.read(needed)
+    except (OSError, EOFError) as e:
+        raise InputError(f"{name}: gzip stream is damaged or truncated ({describe_error(e)}); copy the file again") from e
+    if len(raw) < needed:
+        raise InputError(f"{name}: NIfTI file is truncated ({len(raw)} of {needed} bytes); copy the file again")
+    return raw
 
 
 def read_nifti(
@@ -201,7 +231,7 @@ def read_nifti(
         check_dimensions(name, shape[in_plane[0]], shape[in_plane[1]], shape[axis])
 
     try:
-        raw = gzip.decompress(data) if compressed else data
+        raw = _decompress_exactly(header, data, name) if compressed else data
         image = image_class.from_bytes(raw)
         proxy = image.dataobj
         stored = np.asarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
@@ -210,7 +240,7 @@ def read_nifti(
     except MetaSRError:
         raise
     except Exception as e:  # truncated data, bad dtype codes ...
-        raise InputError(f"{name}: NIfTI voxel data cannot be read ({type(e).__name__}: {e}); the file may be truncated") from e
+        raise InputError(f"{name}: NIfTI voxel data cannot be read ({type(e).__name__}: {describe_error(e)}); the file may be truncated") from e
     if stored.dtype.names is not None or np.iscomplexobj(stored):
         raise InputError(f"{name}: NIfTI data type {stored.dtype} is not supported; expected integer or float voxels")
     stored = stored.reshape(shape)

@@ -283,3 +283,36 @@ def test_wrong_frame_count_is_refused(scan_and_input, tmp_path):
     with pytest.raises(InputError, match="finite"):
         scan.write_derived(np.full((1, 16, 16), np.nan, np.float32), tmp_path / "b.png", INFO)
     assert not (tmp_path / "b.png").exists()
+
+
+def test_truncated_and_inflating_nifti_gz(tmp_path):
+    import gzip
+
+    data = np.arange(6 * 7 * 3, dtype=np.int16).reshape(6, 7, 3)
+    full = nib.Nifti1Image(data, np.eye(4)).to_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(gzip.compress(full[: len(full) - 20]))
+    _assert_input_error(tmp_path / "cut.nii.gz", "truncated")
+    (tmp_path / "cut.nii").write_bytes(full[: len(full) - 20])
+    _assert_input_error(tmp_path / "cut.nii", "truncated")
+    # Trailing data beyond what the header describes is never inflated or read.
+    (tmp_path / "long.nii.gz").write_bytes(gzip.compress(full + b"\x00" * 50_000_000))
+    tracemalloc.start()
+    try:
+        scan = read_image(tmp_path / "long.nii.gz")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert scan.frames.shape == (3, 6, 7) and peak < 16 * 2**20
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif"])
+def test_truncated_raster(tmp_path, suffix, capfd):
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 50), dtype=np.uint8)
+    ok, buf = cv2.imencode(suffix, pixels)
+    data = buf.tobytes()
+    for keep in (20, len(data) // 2):
+        path = tmp_path / f"cut{keep}{suffix}"
+        path.write_bytes(data[:keep])
+        _assert_input_error(path, r"damaged|truncated|cannot be decoded")
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", "decoder noise on stdout/stderr; the error must be the only line"
