@@ -204,6 +204,8 @@ def open_source(spec: str | int | os.PathLike[str], *, open_timeout_s: float = 1
                 f"cannot open camera {index}: no such device, or it is busy or not permitted; "
                 "check /dev/video* (v4l2-ctl --list-devices) and that no other program holds it"
             )
+        # Best effort: a driver-side queue of several frames would add latency before ours.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         return VideoSource(cap, SourceKind.CAMERA, f"camera {index}")
     text = os.fspath(spec)
     if "://" in text:
@@ -268,25 +270,8 @@ class VideoFileWriter:
     def __init__(self, path: str | os.PathLike[str], fps: float, *, frame_size: tuple[int, int] | None = None, codec: str | None = None) -> None:
         self.path = Path(path)
         self.fps = float(fps)
-        suffix = self.path.suffix.lower()
-        if codec is not None:
-            if len(codec) != 4:
-                raise OutputError(f"codec must be a 4-character FOURCC such as mp4v or MJPG, got {codec!r}")
-            chain: tuple[str, ...] = (codec,)
-        elif suffix in CODECS_BY_EXTENSION:
-            chain = CODECS_BY_EXTENSION[suffix]
-        else:
-            raise OutputError(
-                f"cannot write video {self.path}: unknown container {suffix or '(no extension)'}; "
-                f"use one of {', '.join(sorted(CODECS_BY_EXTENSION))}"
-            )
-        if self.path.is_dir():
-            raise OutputError(f"output {self.path} is a directory; give a file name such as out.mp4")
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        if not parent.is_dir():
-            raise OutputError(f"cannot write {self.path}: directory {parent} does not exist; create it first")
-        if not os.access(parent, os.W_OK):
-            raise OutputError(f"cannot write {self.path}: directory {parent} is not writable")
+        chain = self.check_path(self.path, codec)
+        parent = self.path.parent
         # Same directory, same extension (FFmpeg picks the container from it), then os.replace.
         self._tmp = parent / f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}"
         self._chain = chain
@@ -298,6 +283,35 @@ class VideoFileWriter:
         self.cropped_to_even = False
         probe_h, probe_w = frame_size if frame_size else (64, 64)
         self._chain = self._open_chain(self._chain, (max(2, probe_h), max(2, probe_w)), True, probe=True)
+
+    @staticmethod
+    def check_path(path: str | os.PathLike[str], codec: str | None = None) -> tuple[str, ...]:
+        """Check, without writing, that ``path`` can take a video; return the codecs to try.
+
+        Raises:
+            OutputError: unknown container, a directory, a missing or read-only directory.
+        """
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if codec is not None:
+            if len(codec) != 4:
+                raise OutputError(f"codec must be a 4-character FOURCC such as mp4v or MJPG, got {codec!r}")
+            chain: tuple[str, ...] = (codec,)
+        elif suffix in CODECS_BY_EXTENSION:
+            chain = CODECS_BY_EXTENSION[suffix]
+        else:
+            raise OutputError(
+                f"cannot write video {path}: unknown container {suffix or '(no extension)'}; "
+                f"use one of {', '.join(sorted(CODECS_BY_EXTENSION))}"
+            )
+        if path.is_dir():
+            raise OutputError(f"output {path} is a directory; give a file name such as out.mp4")
+        parent = path.parent
+        if not parent.is_dir():
+            raise OutputError(f"cannot write {path}: directory {parent} does not exist; create it first")
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"cannot write {path}: directory {parent} is not writable")
+        return chain
 
     def _open_chain(self, chain: tuple[str, ...], size: tuple[int, int], is_color: bool, *, probe: bool) -> tuple[str, ...]:
         """Open the first codec of ``chain`` that works; return the chain from that codec on."""

@@ -119,20 +119,29 @@ def _stream(
     lost_timeout: float,
     quiet: bool,
 ) -> int:
-    from metasr.runtime.stream import EndReason, run_stream
+    from metasr.runtime import stream as streaming
     from metasr.runtime.upscaler import Upscaler
 
-    Scale.parse(scale)  # a malformed scale fails before the model loads
+    # Cheap checks first, then the source, then the model (which may build TensorRT engines):
+    # a typo in any argument fails in a moment, and nothing is read before everything is checked.
+    Scale.parse(scale)
     stats_file = _check_stats_path(stats_path)
-    up = Upscaler(model_dir, device=device)
+    if output is not None:
+        streaming.VideoFileWriter.check_path(output, codec)
+    source = streaming.open_source(input_)
+    try:
+        up = Upscaler(model_dir, device=device)
+    except BaseException:
+        source.release()
+        raise
     describe = getattr(up, "describe", None)
     print(f"{PROG}: {describe() if describe else 'model on ' + device}", file=sys.stderr)
     if output is None and not display:
         print(f"{PROG}: note: no --output or --display; frames are super-resolved and counted only", file=sys.stderr)
     printer = _StatusPrinter(enabled=not quiet)
     try:
-        summary = run_stream(
-            input_,
+        summary = streaming.run_stream(
+            source,
             up,
             scale,
             output=output,
@@ -163,10 +172,10 @@ def _stream(
         click.echo(json.dumps(data, indent=2))
     elif stats_file is not None:
         _write_json_atomic(stats_file, data)
-    if summary.end_reason is EndReason.SOURCE_LOST:
+    if summary.end_reason is streaming.EndReason.SOURCE_LOST:
         print(f"{PROG}: error: source lost: {summary.end_detail}", file=sys.stderr)
         return EXIT_SOURCE_LOST
-    if summary.end_reason is EndReason.INTERRUPTED:
+    if summary.end_reason is streaming.EndReason.INTERRUPTED:
         return 130
     return 0
 

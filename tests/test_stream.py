@@ -181,13 +181,13 @@ def upscaler(export_dir):
 @pytest.mark.parametrize("color", [True, False], ids=["colour", "gray"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_iterator_frames_are_upscaled_luminance(tmp_path, upscaler, color, batch):
-    src = write_video(tmp_path / "in.avi", moving_shapes(10, 38, 50, color=color))
+    src = write_video(tmp_path / "in.avi", moving_shapes(6, 38, 50, color=color))
     decoded, _ = read_video(src)
     scale = "1.5"
     with VideoStream(open_source(src), upscaler, scale, batch=batch) as stream:
         frames = list(stream)
     assert stream.end_reason is EndReason.END_OF_FILE
-    assert len(frames) == len(decoded) == 10
+    assert len(frames) == len(decoded) == 6
     for f, d in zip(frames, decoded):
         expected = upscaler.upscale(luminance(d), scale)
         assert f.luma.shape == (57, 75) and f.input_size == (38, 50)
@@ -202,7 +202,7 @@ def test_iterator_frames_are_upscaled_luminance(tmp_path, upscaler, color, batch
             assert f.image.ndim == 2, "a grayscale source must stay grayscale"
             assert np.abs(f.image.astype(int) - y).max() <= 1
     stats = stream.stats.snapshot()
-    assert stats["frames_in"] == stats["frames_out"] == 10 and stats["dropped"] == 0
+    assert stats["frames_in"] == stats["frames_out"] == 6 and stats["dropped"] == 0
     assert stats["latency_ms"]["p95"] >= stats["latency_ms"]["p50"] > 0
 
 
@@ -276,17 +276,20 @@ def test_written_file_is_the_iterator_output_lossless_and_cropped_to_even(tmp_pa
 # faults
 
 
-def test_unopenable_sources_fail_with_one_line(tmp_path, capsys, export_dir):
+def test_unopenable_sources_fail_with_one_line(tmp_path, capsys):
     garbage = tmp_path / "garbage.avi"
     garbage.write_bytes(os.urandom(2000))
     for source in (str(tmp_path / "missing.mp4"), str(garbage), str(tmp_path)):
-        rc = main(["--input", source, "--scale", "2", "--output", str(tmp_path / "o.avi"), "--model", str(export_dir)])
+        # The model does not exist either: the source is checked first, before any model loads.
+        rc = main(["--input", source, "--scale", "2", "--output", str(tmp_path / "o.avi"), "--model", str(tmp_path / "nomodel")])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2
-        assert err[-1].startswith("metasr-stream: error:") and "Traceback" not in "\n".join(err)
+        assert len(err) == 1 and err[0].startswith("metasr-stream: error:") and "nomodel" not in err[0]
     assert not (tmp_path / "o.avi").exists()
     with pytest.raises(InputError, match="missing.mp4"):
         open_source(tmp_path / "missing.mp4")
+    with pytest.raises(InputError, match="camera 63"):
+        open_source("63")
 
 
 def test_url_credentials_are_not_echoed():
@@ -306,8 +309,11 @@ def test_unwritable_output_fails_before_reading(tmp_path, output):
 
 def test_cli_unwritable_output_exit_2(tmp_path, capsys, export_dir):
     src = write_video(tmp_path / "in.avi", moving_shapes(3, 20, 24, color=True))
-    rc = main(["--input", str(src), "--scale", "2", "--output", str(tmp_path / "nope" / "o.avi"), "--model", str(export_dir)])
-    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    for output in (tmp_path / "nope" / "o.avi", tmp_path / "o.txt"):
+        rc = main(["--input", str(src), "--scale", "2", "--output", str(output), "--model", str(export_dir)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and str(output) in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.avi"]
 
 
 def test_scale_validation(tmp_path, upscaler, capsys, export_dir):
