@@ -38,7 +38,9 @@ def check_output_path(out_path: str | os.PathLike, source: str | os.PathLike | N
     """
     out = Path(out_path)
     if source is not None and _same_file(out, Path(source)):
-        raise OutputError(f"output path {out} is the input file; choose another output path (inputs are never overwritten)")
+        raise OutputError(
+            f"output path {out} is the input file; choose another output path (inputs are never overwritten)"
+        )
     if out.is_dir():
         raise OutputError(f"output path {out} is a folder; give a file name")
     parent = out.parent if str(out.parent) else Path(".")

@@ -125,7 +125,8 @@ def iter_images(folder: str | os.PathLike, recursive: bool = False) -> Iterator[
     """Supported image files in ``folder``, sorted by name.
 
     Files are listed by suffix (:data:`SUPPORTED_SUFFIXES`); other files (``IM0001``,
-    UID-named files) are listed when they start like a DICOM file. Hidden files (``.name``, e.g. partial outputs) are skipped.
+    UID-named files) are listed when they start like a DICOM file. Hidden files (``.name``,
+    e.g. partial outputs) are skipped.
 
     Raises:
         InputError: if ``folder`` is not a folder.

@@ -145,7 +145,10 @@ class ScanImage(ABC):
 
     def __repr__(self) -> str:
         h, w = self.size
-        return f"{type(self).__name__}({str(self.path)!r}, format={self.format.value}, frames={self.n_frames}, size={w}x{h})"
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, format={self.format.value}, frames={self.n_frames},"
+            f" size={w}x{h})"
+        )
 
     def write_derived(self, sr_frames: np.ndarray, out_path: str | os.PathLike, info: DerivationInfo) -> Path:
         """Write super-resolved frames as a derived image in the input's format, units and geometry.

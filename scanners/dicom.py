@@ -271,7 +271,8 @@ def _rescale_geometry(ds, f_row: float, f_col: float) -> None:
     if shared is not None:
         position = _first(shared, "PlanePositionSequence")
         cos = _direction_cosines(shared_orient)
-        if position is not None and shared_spacing is not None and cos is not None and position.get("ImagePositionPatient"):
+        has_position = position is not None and position.get("ImagePositionPatient")
+        if has_position and shared_spacing is not None and cos is not None:
             new = _scaled(shared_spacing, f_row, f_col)
             position.ImagePositionPatient = _shifted_position(position.ImagePositionPatient, cos, shared_spacing, new)
         if shared_spacing is not None:
@@ -380,7 +381,9 @@ def read_dicom(
     except InvalidDicomError as e:
         raise InputError(f"{name}: not a DICOM file ({describe_error(e)}); check the file") from e
     except Exception as e:  # pydicom raises many types on damaged files; report them as one line
-        raise InputError(f"{name}: DICOM file is damaged or truncated ({type(e).__name__}: {describe_error(e)}); copy it again") from e
+        raise InputError(
+            f"{name}: DICOM file is damaged or truncated ({type(e).__name__}: {describe_error(e)}); copy it again"
+        ) from e
 
     try:
         if 0x7FE00010 not in elements:
@@ -409,7 +412,9 @@ def read_dicom(
             )
         bits_allocated = int(ds.BitsAllocated)
         if bits_allocated not in (8, 16, 32):
-            raise InputError(f"{name}: {bits_allocated}-bit pixels are not supported; expected 8, 16 or 32 bits allocated")
+            raise InputError(
+                f"{name}: {bits_allocated}-bit pixels are not supported; expected 8, 16 or 32 bits allocated"
+            )
         meta = getattr(ds, "file_meta", None)
         ts = meta.get("TransferSyntaxUID") if meta is not None else None
         if ts is None:  # a bare dataset (no file meta): the parser found its encoding
@@ -428,7 +433,8 @@ def read_dicom(
         pixels = ds.pixel_array
     except Exception as e:  # truncated/damaged pixel data, decoder failures
         raise InputError(
-            f"{name}: DICOM pixel data cannot be decoded ({type(e).__name__}: {describe_error(e)}); the file may be truncated"
+            f"{name}: DICOM pixel data cannot be decoded ({type(e).__name__}: {describe_error(e)});"
+            " the file may be truncated"
         ) from e
     colour = photometric in _COLOUR_PHOTOMETRIC
     pixels = np.asarray(pixels)

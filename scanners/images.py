@@ -203,7 +203,8 @@ class RasterScan(ScanImage):
         fmt = RASTER_SUFFIXES.get(suffix)
         if fmt is None:
             raise OutputError(
-                f"output {out.name}: unknown image suffix {suffix or '(none)'!r}; use one of {', '.join(RASTER_SUFFIXES)}"
+                f"output {out.name}: unknown image suffix {suffix or '(none)'!r};"
+                f" use one of {', '.join(RASTER_SUFFIXES)}"
             )
         dtype = np.dtype(self.intensity.dtype)
         if dtype not in _WRITABLE_DTYPES[fmt]:
@@ -256,7 +257,9 @@ def read_raster(
     with _quiet_opencv():
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise InputError(f"{name}: {fmt.value.upper()} data cannot be decoded (damaged or truncated file?); re-export it")
+        raise InputError(
+            f"{name}: {fmt.value.upper()} data cannot be decoded (damaged or truncated file?); re-export it"
+        )
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     if img.ndim == 2:

@@ -148,7 +148,9 @@ def _load(nib, data: bytes, name: str):
             with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
                 head = gz.read(544)
         except (OSError, EOFError) as e:
-            raise InputError(f"{name}: gzip stream is damaged or truncated ({describe_error(e)}); copy the file again") from e
+            raise InputError(
+                f"{name}: gzip stream is damaged or truncated ({describe_error(e)}); copy the file again"
+            ) from e
     else:
         head = data[:544]
     if len(head) >= 348 and head[:4] in ((348).to_bytes(4, "little"), (348).to_bytes(4, "big")):
@@ -175,7 +177,9 @@ def _decompress_exactly(header, data: bytes, name: str) -> bytes:
         with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
             raw = gz.read(needed)
     except (OSError, EOFError) as e:
-        raise InputError(f"{name}: gzip stream is damaged or truncated ({describe_error(e)}); copy the file again") from e
+        raise InputError(
+            f"{name}: gzip stream is damaged or truncated ({describe_error(e)}); copy the file again"
+        ) from e
     if len(raw) < needed:
         raise InputError(f"{name}: NIfTI file is truncated ({len(raw)} of {needed} bytes); copy the file again")
     return raw
@@ -210,7 +214,9 @@ def read_nifti(
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) > 3:
-        raise InputError(f"{name}: {len(shape)}D NIfTI images are not supported; split the series into 3D volumes first")
+        raise InputError(
+            f"{name}: {len(shape)}D NIfTI images are not supported; split the series into 3D volumes first"
+        )
     if len(shape) < 2:
         raise InputError(f"{name}: NIfTI image has shape {shape}; expected a 2D image or 3D volume")
     zooms = tuple(float(z) for z in header.get_zooms()[: len(shape)])
@@ -240,7 +246,10 @@ def read_nifti(
     except MetaSRError:
         raise
     except Exception as e:  # truncated data, bad dtype codes ...
-        raise InputError(f"{name}: NIfTI voxel data cannot be read ({type(e).__name__}: {describe_error(e)}); the file may be truncated") from e
+        raise InputError(
+            f"{name}: NIfTI voxel data cannot be read ({type(e).__name__}: {describe_error(e)});"
+            " the file may be truncated"
+        ) from e
     if stored.dtype.names is not None or np.iscomplexobj(stored):
         raise InputError(f"{name}: NIfTI data type {stored.dtype} is not supported; expected integer or float voxels")
     stored = stored.reshape(shape)

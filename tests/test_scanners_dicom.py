@@ -242,7 +242,8 @@ def _error_lines(path) -> set[str]:
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) is not installed")
 @pytest.mark.parametrize("name, size", [("MR_small.dcm", (147, 147)), ("CT_small.dcm", (294, 294)),
-                                        ("MR_small_RLE.dcm", (147, 147)), ("rtdose.dcm", (23, 23))])
+                                        ("MR_small_RLE.dcm", (147, 147)), ("rtdose.dcm", (23, 23)),
+                                        ("6154", (36, 36)), ("SC_rgb_jpeg_dcmtk.dcm", (150, 150))])
 def test_dciodvfy_reports_no_new_errors(tmp_path, name, size):
     src = _copy(name, tmp_path)
     scan = read_image(src)
