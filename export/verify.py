@@ -121,6 +121,8 @@ def ort_session(path: str | Path, threads: int = 0, providers: Sequence[str] = (
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: onnxruntime-gpu warns about missing CUDA libraries
+    # no busy-waiting between ops: on a shared CPU spinning threads slow everyone down
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
