@@ -1,0 +1,233 @@
+"""Data pipeline: spec loaders on tiny synthetic layouts, crops, patch/scale geometry, sampling."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from metasr.runtime.errors import InputError, ScaleError
+from metasr.training import build_model
+from metasr.training.data import (
+    PatchDataset,
+    ScaleBatchSampler,
+    build_index,
+    foreground_box,
+    load_slice,
+    make_pair,
+    max_information_crop,
+    parse_scales,
+    parse_spec,
+    patch_geometry,
+    read_image_file,
+    split_index,
+)
+
+ODD_SCALES = ["1.1", "2.3", "2.7", "3.7"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _blob_volume(shape=(40, 36, 8), empty_ends: int = 2, seed: int = 0) -> np.ndarray:
+    """A volume whose axial slices hold a bright blob, except ``empty_ends`` black slices at each end."""
+    rng = np.random.default_rng(seed)
+    vol = np.zeros(shape, np.float32)
+    vol[6:34, 5:31, empty_ends:shape[2] - empty_ends] = 100 + 50 * rng.random((28, 26, shape[2] - 2 * empty_ends))
+    return vol
+
+
+def _write_nifti(path: Path, vol: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(path))
+    return path
+
+
+def _write_png(path: Path, img: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+@pytest.fixture
+def brats_root(tmp_path: Path) -> Path:
+    root = tmp_path / "brats"
+    for i in range(4):
+        case = f"BraTS2021_{i:05d}"
+        _write_nifti(root / case / f"{case}_t1ce.nii.gz", _blob_volume(seed=i))
+        _write_nifti(root / case / f"{case}_flair.nii.gz", np.ones((40, 36, 8), np.float32))  # ignored modality
+    return root
+
+
+def test_brats_nifti_axial_slices_skip_empty_and_split_by_case(brats_root: Path) -> None:
+    index = build_index([f"brats:{brats_root}"], min_size=8)
+    # 8 axial slices per case, 2 black ones at each end are skipped.
+    assert len(index) == 4 * 4
+    assert index.skipped_slices == 4 * 4
+    assert all(s.axis == "axial" and "t1ce" in s.path for s in index.slices)
+    assert len(index.groups) == 4
+    train, val = split_index(index, 0.25, seed=0)
+    train_cases = {s.group for s in train.slices}
+    val_cases = {s.group for s in val.slices}
+    assert len(val_cases) == 1 and not (train_cases & val_cases)
+    assert len(train) + len(val) == len(index)
+
+
+def test_brats_2d_slice_folders(tmp_path: Path) -> None:
+    root = tmp_path / "brats2d"
+    rng = np.random.default_rng(1)
+    for c in range(3):
+        for z in range(2):
+            img = np.zeros((30, 30), np.uint8)
+            img[5:25, 8:22] = rng.integers(50, 255, (20, 14))
+            _write_png(root / f"case{c}" / f"slice{z:03d}.png", img)
+        _write_png(root / f"case{c}" / "slice_empty.png", np.zeros((30, 30), np.uint8))
+    index = build_index([f"brats:{root}"], min_size=8)
+    assert len(index) == 6 and index.skipped_slices == 3
+    assert len(index.groups) == 3
+    assert {(s.height, s.width) for s in index.slices} == {(20, 14)}
+
+
+def test_div2k_rgb_is_converted_to_luminance(tmp_path: Path) -> None:
+    rgb = np.zeros((24, 20, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 50
+    path = _write_png(tmp_path / "div2k" / "0001.png", rgb[..., ::-1])  # cv2 writes BGR
+    y = read_image_file(path)
+    assert y.shape == (24, 20)
+    np.testing.assert_allclose(y, (0.299 * 200 + 0.587 * 100 + 0.114 * 50) / 255, atol=1e-6)
+    index = build_index([f"div2k:{tmp_path / 'div2k'}"], min_size=8)
+    assert len(index) == 1 and index.slices[0].axis is None
+
+
+def test_folder_volumes_sliced_along_requested_axes(tmp_path: Path) -> None:
+    vol = np.zeros((20, 24, 16), np.float32)
+    vol[6:20, 5:24, :] = 1 + np.random.default_rng(0).random((14, 19, 16))  # x 6..19, y 5..23, every z
+    _write_nifti(tmp_path / "f" / "vol.nii.gz", vol)
+    _write_png(tmp_path / "f" / "sub" / "image.png", np.full((12, 14), 128, np.uint8))
+    index = build_index([f"folder:{tmp_path / 'f'}"], axes=("axial", "coronal", "sagittal"), min_size=4)
+    axes = [s.axis for s in index.slices]
+    assert axes.count(None) == 1  # the PNG
+    assert axes.count("axial") == 16
+    assert axes.count("coronal") == 19  # y slices 5..23 hold the blob, 0..4 are empty
+    assert axes.count("sagittal") == 14  # x slices 6..19
+    coronal = next(s for s in index.slices if s.axis == "coronal")
+    assert load_slice(coronal).shape == (coronal.height, coronal.width)
+
+
+def test_corrupt_files_are_reported_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _write_png(tmp_path / "good.png", np.full((16, 16), 200, np.uint8))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "bad.nii.gz").write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger="metasr.training.data"):
+        index = build_index([f"folder:{tmp_path}"], min_size=8)
+    assert len(index) == 1
+    assert sorted(Path(p).name for p in index.skipped_files) == ["bad.nii.gz", "bad.png"]
+    assert "bad.png" in caplog.text and "bad.nii.gz" in caplog.text
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    _write_png(tmp_path / "black.png", np.zeros((32, 32), np.uint8))
+    with pytest.raises(InputError, match="no usable images"):
+        build_index([f"folder:{tmp_path}"])
+    with pytest.raises(InputError, match="does not exist"):
+        parse_spec(f"folder:{tmp_path / 'missing'}")
+    with pytest.raises(InputError, match="unknown kind"):
+        parse_spec(f"imagenet:{tmp_path}")
+
+
+def test_max_information_crop_is_the_foreground_bounding_box() -> None:
+    img = np.zeros((50, 40), np.float32)
+    img[7:31, 12:29] = 0.8
+    img[3, 3] = 0.01  # below the foreground threshold: background noise
+    assert foreground_box(img) == (7, 12, 31, 29)
+    crop = max_information_crop(img)
+    assert crop.shape == (24, 17) and crop.min() == pytest.approx(0.8)
+    assert max_information_crop(np.zeros((5, 5), np.float32)) is None
+
+
+@pytest.mark.parametrize("scale", ODD_SCALES)
+@pytest.mark.parametrize("patch", [48, 50, 96])
+def test_patch_geometry_follows_the_index_contract(scale: str, patch: int) -> None:
+    r = Fraction(scale)
+    h, big = patch_geometry(patch, r)
+    assert h == (patch * r.denominator) // r.numerator  # floor(P / r), exactly
+    assert big == (h * r.numerator) // r.denominator <= patch  # floor(h * r)
+    assert h * r - 1 < big <= h * r
+
+
+@pytest.mark.parametrize("scale", ODD_SCALES)
+def test_patches_and_eval_pairs_fit_the_model_output(scale: str) -> None:
+    r = Fraction(scale)
+    index = build_index_from_array(np.random.default_rng(0).random((70, 60)).astype(np.float32) * 0.9 + 0.1)
+    ds = PatchDataset(index, patch_size=40)
+    lr, hr = ds[(0, str(r), 123)]
+    model = build_model("metasrgan", features=8, num_blocks=1, wpn_hidden=8).eval()
+    with torch.no_grad():
+        assert model(lr[None], r).shape[-2:] == hr.shape[-2:]
+    lr2, hr2 = ds[(0, str(r), 123)]
+    assert torch.equal(lr, lr2) and torch.equal(hr, hr2)  # the seed fixes the crop and augmentation
+    assert 0 <= float(lr.min()) and float(lr.max()) <= 1
+    image = load_slice(index.slices[0])
+    lr3, hr3 = make_pair(image, r)
+    assert lr3.shape == ((70 * r.denominator) // r.numerator, (60 * r.denominator) // r.numerator)
+    with torch.no_grad():
+        assert model(lr3[None, None], r).shape[-2:] == hr3.shape
+
+
+def build_index_from_array(arr: np.ndarray):
+    import tempfile
+
+    d = Path(tempfile.mkdtemp())
+    _write_png(d / "img.png", (arr * 65535).astype(np.uint16))
+    return build_index([f"folder:{d}"], min_size=8)
+
+
+def test_downscale_matches_antialiased_bicubic() -> None:
+    from metasr.training.data import downscale
+
+    hr = np.random.default_rng(3).random((40, 40)).astype(np.float32)
+    lr = downscale(hr, (20, 20))
+    ref = torch.nn.functional.interpolate(torch.from_numpy(hr)[None, None], size=(20, 20), mode="bicubic",
+                                          antialias=True, align_corners=False).clamp(0, 1)[0, 0]
+    assert torch.allclose(lr, ref)
+    # Antialiasing: a pixel-level checkerboard averages out instead of aliasing.
+    checker = (np.indices((40, 40)).sum(0) % 2).astype(np.float32)
+    assert float(downscale(checker, (10, 10)).std()) < 0.05
+
+
+def test_parse_scales() -> None:
+    grid = parse_scales("1.1:4.0:0.1")
+    assert len(grid) == 30 and grid[0] == Fraction(11, 10) and grid[-1] == 4 and grid[12] == Fraction(23, 10)
+    assert parse_scales("2,3.7") == [2, Fraction(37, 10)]
+    with pytest.raises(ScaleError):
+        parse_scales("0.5:2")
+    with pytest.raises(ScaleError, match="outside"):
+        parse_scales("2:5", 1.1, 4.0)
+
+
+def test_sampler_one_scale_per_batch_uniform_and_rank_shards() -> None:
+    scales = parse_scales("1.1:4.0:0.1")
+    one = ScaleBatchSampler(10, 8, scales, seed=5, patches_per_image=4)
+    seen = set()
+    for step in range(600):
+        batch = one.batch(step)
+        assert len({s for _, s, _ in batch}) == 1
+        seen.add(batch[0][1])
+    assert len(seen) == 30  # every scale of the grid is drawn
+    # One epoch (10 slices x 4 patches = 40 slots) visits every slice exactly 4 times.
+    slots = [i for step in range(5) for i, _, _ in one.batch(step)]
+    assert sorted(slots) == sorted(list(range(10)) * 4)
+    r0 = ScaleBatchSampler(10, 8, scales, seed=5, patches_per_image=4, rank=0, world_size=2)
+    r1 = ScaleBatchSampler(10, 8, scales, seed=5, patches_per_image=4, rank=1, world_size=2)
+    for step in (0, 7, 31):
+        assert r0.batch(step) + r1.batch(step) == one.batch(step)
+    with pytest.raises(InputError):
+        ScaleBatchSampler(10, 7, scales, world_size=2)

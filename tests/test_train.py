@@ -1,0 +1,177 @@
+"""metasr-train: init checkpoint, exact resume, Ctrl-C, schedule, workers, GAN/VGG, DDP, bad input."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from metasr.training import load_checkpoint, read_checkpoint
+from metasr.training.cli import train_main
+from metasr.training.trainer import Stage, TrainConfig, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five smooth 40x48 grayscale PNGs (one becomes the validation file)."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        a = cv2.GaussianBlur(rng.random((40, 48)).astype(np.float32), (0, 0), 2)
+        a = (a - a.min()) / (a.max() - a.min())
+        cv2.imwrite(str(root / f"img{i}.png"), (a * 255).astype(np.uint8))
+    return root
+
+
+def _cfg(data: Path, out: Path, steps: int, **kw) -> TrainConfig:
+    base = dict(out_dir=out, data=[f"folder:{data}"], steps=steps, batch_size=2, patch_size=16, val_every=3,
+                checkpoint_every=100, progress=False, tensorboard=False, val_images=2, val_scales="2,3",
+                val_fraction=0.2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(path)["model"]
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_steps_zero_writes_the_initialised_checkpoint(tiny_data: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    rc = train_main(["--data", f"folder:{tiny_data}", "--out", str(out), "--steps", "0", "--patch-size", "16",
+                     "--seed", "3", "--no-progress", "--val-images", "1", "--val-scales", "2"])
+    assert rc == 0, capsys.readouterr().err
+    ckpt = read_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 0 and ckpt["config"]["arch"] == "metasrgan"
+    assert ckpt["config"]["scale_range"] == [1.1, 4.0]
+    model = load_checkpoint(out / "best.pt")
+    torch.manual_seed(3)
+    fresh = type(model)()
+    assert _same({k: v for k, v in fresh.state_dict().items()}, ckpt["model"])
+    assert "psnr" in read_checkpoint(out / "best.pt")["metrics"]
+    assert "optimizer" not in read_checkpoint(out / "best.pt")  # best.pt is the shippable, small one
+
+
+def test_resume_continues_exactly(tiny_data: Path, tmp_path: Path) -> None:
+    straight = train(_cfg(tiny_data, tmp_path / "a", 6, lr_step=4, lr_gamma=0.5))
+    train(_cfg(tiny_data, tmp_path / "b", 4, lr_step=4, lr_gamma=0.5))
+    resumed = train(_cfg(tiny_data, tmp_path / "b", 6, lr_step=4, lr_gamma=0.5, resume=True))
+    assert straight.step == resumed.step == 6
+    assert _same(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt"))
+    # lr x0.5 after 4 updates
+    assert read_checkpoint(tmp_path / "a" / "last.pt")["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-5)
+    rows = list(csv.DictReader(open(tmp_path / "b" / "log.csv")))
+    assert [int(r["step"]) for r in rows] == [3, 4, 6]  # validation steps and the last step, appended on resume
+
+
+def test_workers_do_not_change_the_result(tiny_data: Path, tmp_path: Path) -> None:
+    train(_cfg(tiny_data, tmp_path / "w0", 3))
+    train(_cfg(tiny_data, tmp_path / "w1", 3, workers=1))
+    assert _same(_weights(tmp_path / "w0" / "last.pt"), _weights(tmp_path / "w1" / "last.pt"))
+
+
+def test_ctrl_c_writes_last_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
+    def interrupt(step: int, row: dict) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(tiny_data, tmp_path / "c", 10), on_step=interrupt)
+    ckpt = read_checkpoint(tmp_path / "c" / "last.pt")
+    assert ckpt["step"] == 2 and "optimizer" in ckpt
+    resumed = train(_cfg(tiny_data, tmp_path / "c", 3, resume=True))
+    assert resumed.step == 3
+
+
+def test_init_transfers_weights_and_best_tracks_validation(tiny_data: Path, tmp_path: Path) -> None:
+    first = train(_cfg(tiny_data, tmp_path / "s1", 3, tensorboard=True))
+    assert first.best is not None and (tmp_path / "s1" / "tb").is_dir()
+    best = read_checkpoint(first.best)
+    assert best["metrics"]["psnr"] == pytest.approx(first.best_psnr)
+    second = train(_cfg(tiny_data, tmp_path / "s2", 0, init=first.best))
+    assert _same(_weights(second.last), best["model"])
+
+
+def test_gan_stage_with_vgg_perceptual_loss(tiny_data: Path, tmp_path: Path) -> None:
+    from metasr.training.losses import vgg19_features
+
+    torch.manual_seed(0)
+    vgg = tmp_path / "vgg19.pth"
+    torch.save({f"features.{k}": v for k, v in vgg19_features().state_dict().items()}, vgg)
+    result = train(_cfg(tiny_data, tmp_path / "g", 2, stage=Stage.GAN, vgg_weights=vgg, val_every=2))
+    ckpt = read_checkpoint(result.last)
+    assert ckpt["stage"] == "gan" and "discriminator" in ckpt and "d_optimizer" in ckpt
+    row = list(csv.DictReader(open(tmp_path / "g" / "log.csv")))[-1]
+    for key in ("l1", "adversarial", "perceptual", "d_loss"):
+        assert np.isfinite(float(row[key])), key
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    train(_cfg(Path(data), Path(out), 3, batch_size=4))
+
+
+def test_ddp_two_gloo_processes_match_one_process(tiny_data: Path, tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_data), str(tmp_path / "ddp")), nprocs=2, join=True)
+    train(_cfg(tiny_data, tmp_path / "single", 3, batch_size=4))
+    ddp, single = _weights(tmp_path / "ddp" / "last.pt"), _weights(tmp_path / "single" / "last.pt")
+    assert ddp.keys() == single.keys()
+    for k in ddp:
+        diff = float((ddp[k].float() - single[k].float()).abs().max())
+        if k.endswith(".bias") and (".body.0." in k or ".body.3." in k or "tail.0." in k):
+            # Conv biases feeding a batch norm get zero gradient up to rounding, which Adam scales
+            # to full steps: they may differ by up to lr per step and do not change the output.
+            assert diff <= 3 * 1e-4 * 1.01, k
+        else:
+            assert diff < 5e-5, (k, diff)
+    assert read_checkpoint(tmp_path / "ddp" / "last.pt")["training"]["world_size"] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "folder:/nonexistent/path"], "does not exist"),
+    (["--data", "EMPTY"], "no usable images"),
+    (["--arch", "resnet"], "resnet"),
+    (["--scales", "0.5:2.0:0.1"], "greater than 1"),
+    (["--scales", "2:9:1"], "outside"),
+    (["--init", "/nonexistent.pt"], "does not exist"),
+])
+def test_bad_input_exits_2_with_one_line(args: list[str], message: str, tiny_data: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cv2.imwrite(str(empty / "black.png"), np.zeros((32, 32), np.uint8))
+    argv = ["--out", str(tmp_path / "run"), "--steps", "1", "--patch-size", "16", "--no-progress"]
+    if "--data" not in args:
+        argv += ["--data", f"folder:{tiny_data}"]
+    argv += [str(empty) if a == "EMPTY" else a for a in args]
+    argv = [f"folder:{empty}" if a == str(empty) else a for a in argv]
+    rc = train_main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "last.pt").exists()
