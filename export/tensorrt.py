@@ -205,11 +205,13 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, s
     model = onnx.load(str(onnx_path))
     strongly_typed = precision is Precision.FP16 and not _has_fp16_flag(trt)
     flags = 0
+    creation = trt.NetworkDefinitionCreationFlag
     if strongly_typed:
         model = to_fp16(model)
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    elif hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):  # deprecated no-op in 10, gone later
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        if hasattr(creation, "STRONGLY_TYPED"):  # the default (and maybe gone) where FP16 is gone
+            flags |= 1 << int(creation.STRONGLY_TYPED)
+    elif hasattr(creation, "EXPLICIT_BATCH"):  # deprecated no-op in 10, gone later
+        flags |= 1 << int(creation.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(model.SerializeToString()):

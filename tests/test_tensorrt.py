@@ -1,0 +1,235 @@
+"""TensorRT engines and GPU parity.
+
+CPU parts always run: optimisation-profile bounds, the fp16 graph used for TensorRT 11's strongly
+typed networks (checked in ONNX Runtime CPU, which runs fp16 graphs), and the clear error when
+TensorRT is missing. GPU parts (ORT vs TensorRT fp32 <= 1e-3, fp16 PSNR >= 45 dB against fp32,
+ORT CUDA vs CPU) skip with the reason where TensorRT or a CUDA GPU is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from metasr.export import Profiles, export_model  # noqa: E402
+from metasr.export.manifest import read_manifest, verify_files  # noqa: E402
+from metasr.export.tensorrt import check_available, input_profiles, to_fp16  # noqa: E402
+from metasr.export.verify import ort_session, phantom, upscale_feeds  # noqa: E402
+from metasr.runtime.errors import DependencyError  # noqa: E402
+from metasr.training import build_model, model_config, save_checkpoint  # noqa: E402
+
+SCALES = ("1.1", "1.8", "2", "2.3", "3", "3.7", "4")
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def _checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    model = build_model("metasrgan")
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+        model.upscale.wpn[2].weight.mul_(0.2)
+    return save_checkpoint(path, model, model_config("metasrgan", model, {}))
+
+
+@pytest.fixture(scope="module")
+def onnx_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return export_model(_checkpoint(tmp_path_factory.mktemp("trt") / "best.pt"), verify=False).out_dir
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---- CPU: profiles, fp16 graph, availability ---------------------------------------------------
+
+
+def test_profiles_are_validated_and_cover_every_dynamic_input() -> None:
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        Profiles(min_size=64, opt_size=32)
+    with pytest.raises(ValueError, match="batch"):
+        Profiles(opt_batch=4, max_batch=2)
+    p = Profiles(min_size=8, opt_size=64, max_size=128, opt_batch=1, max_batch=2, max_hr_size=256)
+    fe = input_profiles("feature_extractor", 64, p)
+    assert fe == {"lr": ((1, 1, 8, 8), (1, 1, 64, 64), (2, 1, 128, 128))}
+    up = input_profiles("upscale", 64, p)
+    assert set(up) == {"features", "row_index", "row_offset", "col_index", "col_offset"}  # inv_scale is static
+    assert up["features"][2] == (2, 64, 128, 128) and up["row_index"] == ((1,), (128,), (256,))
+    for lo, opt, hi in up.values():
+        assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
+
+
+def test_fp16_graph_keeps_the_float32_contract_and_is_accurate(onnx_export: Path, tmp_path: Path) -> None:
+    for name in ("feature_extractor", "upscale"):
+        half = to_fp16(onnx.load(str(onnx_export / f"{name}.onnx")))
+        onnx.checker.check_model(half, full_check=True)
+        inits = [i for i in half.graph.initializer if i.data_type in (onnx.TensorProto.FLOAT,
+                                                                       onnx.TensorProto.FLOAT16)]
+        assert inits and all(i.data_type == onnx.TensorProto.FLOAT16 for i in inits)
+        io = list(half.graph.input) + list(half.graph.output)
+        assert {v.type.tensor_type.elem_type for v in io} <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
+        onnx.save(half, str(tmp_path / f"{name}.onnx"))
+    fe32, up32 = (ort_session(onnx_export / f"{n}.onnx", threads=1) for n in ("feature_extractor", "upscale"))
+    fe16, up16 = (ort_session(tmp_path / f"{n}.onnx", threads=1) for n in ("feature_extractor", "upscale"))
+    lr = phantom(1, 40, 48)
+    f32, f16 = fe32.run(["features"], {"lr": lr})[0], fe16.run(["features"], {"lr": lr})[0]
+    assert f16.dtype == np.float32
+    for scale in ("1.5", "2.3", "4"):
+        ref = up32.run(["sr"], upscale_feeds(f32, scale))[0]
+        half = up16.run(["sr"], upscale_feeds(f16, scale))[0]
+        assert half.shape == ref.shape and half.dtype == np.float32
+        assert _psnr(half, ref) >= 45.0
+
+
+def test_trt_unavailable_is_one_clear_error() -> None:
+    try:
+        check_available()
+    except DependencyError as e:
+        message = str(e)
+        assert "\n" not in message and ("tensorrt" in message.lower())
+        assert "pip install" in message or "GPU" in message
+    else:
+        pytest.skip("TensorRT and a CUDA GPU are available here")
+
+
+def test_library_trt_fails_up_front_without_writing(tmp_path: Path) -> None:
+    if HAVE_TRT:
+        pytest.skip("TensorRT is installed; the up-front failure needs it absent")
+    ckpt = _checkpoint(tmp_path / "best.pt")
+    with pytest.raises(DependencyError, match="TensorRT"):
+        export_model(ckpt, tmp_path / "out", trt=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+# ---- GPU: engines and parity -------------------------------------------------------------------
+
+
+def _require_gpu():
+    if not HAVE_TRT:
+        pytest.skip("TensorRT not installed (pip install 'metasr[trt]' on a machine with an NVIDIA GPU)")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU (or this torch build has no CUDA, needed to hold engine buffers)")
+    try:
+        return check_available()
+    except DependencyError as e:
+        pytest.skip(str(e))
+
+
+class _Engine:
+    """Minimal TensorRT runner: torch CUDA tensors as buffers, one optimisation profile."""
+
+    def __init__(self, trt, path: Path) -> None:
+        self.trt = trt
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(path.read_bytes())
+        assert self.engine is not None, f"cannot deserialize {path}"
+        self.context = self.engine.create_execution_context()
+
+    def run(self, feeds: dict[str, np.ndarray], output: str) -> np.ndarray:
+        trt, keep = self.trt, []
+        for name, array in feeds.items():
+            array = np.ascontiguousarray(array.astype(trt.nptype(self.engine.get_tensor_dtype(name))))
+            tensor = torch.from_numpy(array).cuda()
+            keep.append(tensor)
+            self.context.set_input_shape(name, tuple(array.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        shape = tuple(self.context.get_tensor_shape(output))
+        result = torch.empty(shape, dtype=torch.float32, device="cuda")
+        self.context.set_tensor_address(output, result.data_ptr())
+        stream = torch.cuda.current_stream()
+        assert self.context.execute_async_v3(stream.cuda_stream)
+        stream.synchronize()
+        return result.cpu().numpy()
+
+
+PROFILES = Profiles(min_size=8, opt_size=64, max_size=128, opt_batch=1, max_batch=2, max_hr_size=512)
+
+
+@pytest.fixture(scope="module")
+def engines(onnx_export: Path, tmp_path_factory: pytest.TempPathFactory):
+    trt = _require_gpu()
+    ckpt = onnx_export / "best.pt"
+    built = {}
+    for precision in ("fp32", "fp16"):
+        out = tmp_path_factory.mktemp(f"engines-{precision}")
+        result = export_model(ckpt, out, trt=True, fp16=precision == "fp16", profiles=PROFILES,
+                              sizes=((1, 16, 20),), scales=("2", "3.7"))
+        built[precision] = result.out_dir
+    return trt, built
+
+
+def test_engines_are_listed_and_hashed_in_the_manifest(engines) -> None:
+    _, built = engines
+    for precision, out in built.items():
+        m = read_manifest(out)
+        verify_files(out, m)
+        assert m["tensorrt"]["precision"] == precision and m["tensorrt"]["profiles"]["max_size"] == 128
+        assert {f"feature_extractor.{precision}.engine", f"upscale.{precision}.engine"} <= set(m["files"])
+        assert (out / "trt_timing.cache").is_file()
+
+
+def _run_all(trt, out: Path, precision: str, lr: np.ndarray) -> dict[str, np.ndarray]:
+    fe = _Engine(trt, out / f"feature_extractor.{precision}.engine")
+    up = _Engine(trt, out / f"upscale.{precision}.engine")
+    feats = fe.run({"lr": lr}, "features")
+    return {s: up.run(upscale_feeds(feats, s), "sr") for s in SCALES}
+
+
+def _ort_all(onnx_export: Path, lr: np.ndarray) -> dict[str, np.ndarray]:
+    fe = ort_session(onnx_export / "feature_extractor.onnx", threads=1)
+    up = ort_session(onnx_export / "upscale.onnx", threads=1)
+    feats = fe.run(["features"], {"lr": lr})[0]
+    return {s: up.run(["sr"], upscale_feeds(feats, s))[0] for s in SCALES}
+
+
+@pytest.mark.gpu
+def test_tensorrt_fp32_matches_onnx_runtime(engines, onnx_export: Path) -> None:
+    trt, built = engines
+    lr = phantom(2, 37, 50)
+    ref, got = _ort_all(onnx_export, lr), _run_all(trt, built["fp32"], "fp32", lr)
+    for scale in SCALES:
+        assert got[scale].shape == ref[scale].shape
+        assert np.abs(got[scale] - ref[scale]).max() <= 1e-3, scale
+
+
+@pytest.mark.gpu
+def test_tensorrt_fp16_psnr_against_fp32(engines, onnx_export: Path) -> None:
+    trt, built = engines
+    lr = phantom(1, 64, 64, seed=3)
+    ref, got = _ort_all(onnx_export, lr), _run_all(trt, built["fp16"], "fp16", lr)
+    for scale in SCALES:
+        assert _psnr(got[scale], ref[scale]) >= 45.0, scale
+
+
+@pytest.mark.gpu
+def test_onnx_runtime_cuda_matches_cpu(onnx_export: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA GPU (onnxruntime has no CUDA provider here)")
+    providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    fe = ort.InferenceSession(str(onnx_export / "feature_extractor.onnx"), options, providers=providers)
+    if fe.get_providers()[0] != "CUDAExecutionProvider":
+        pytest.skip("no CUDA GPU (onnxruntime fell back to CPU)")
+    up = ort.InferenceSession(str(onnx_export / "upscale.onnx"), options, providers=providers)
+    lr = phantom(2, 37, 50)
+    ref = _ort_all(onnx_export, lr)
+    feats = fe.run(["features"], {"lr": lr})[0]
+    for scale in SCALES:
+        got = up.run(["sr"], upscale_feeds(feats, scale))[0]
+        assert np.abs(got - ref[scale]).max() <= 1e-3, scale
