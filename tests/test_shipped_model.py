@@ -1,0 +1,79 @@
+"""The shipped model (``models/metasrgan-mri``): its export is committed, intact and current.
+
+Checks the sha256 of every exported file against ``manifest.json``, that the manifest was made
+from the checkpoint that ships next to it, and that ONNX Runtime reproduces that checkpoint in
+PyTorch. After a new checkpoint is committed, re-export with::
+
+    metasr-export --ckpt models/metasrgan-mri/best.pt --force
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metasr.export.manifest import MANIFEST_NAME, read_manifest, sha256_file, verify_files
+from metasr.models import default_model_dir
+
+MODEL_DIR = default_model_dir()
+REEXPORT = f"metasr-export --ckpt {MODEL_DIR / 'best.pt'} --force"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> tuple[dict, Path]:
+    """(manifest, checkpoint path) of the shipped model."""
+    manifest_path = MODEL_DIR / MANIFEST_NAME
+    if not manifest_path.is_file():
+        if not (MODEL_DIR / "best.pt").is_file():
+            pytest.skip(f"no checkpoint shipped yet in {MODEL_DIR} (training has not committed best.pt)")
+        pytest.fail(f"{MODEL_DIR / 'best.pt'} ships without an export; run: {REEXPORT}")
+    manifest = read_manifest(MODEL_DIR)
+    return manifest, MODEL_DIR / manifest["checkpoint"]["file"]
+
+
+def test_shipped_export_is_the_meta_contract(shipped) -> None:
+    manifest, _ = shipped
+    assert manifest["arch"] == "metasrgan" and manifest["kind"] == "meta"
+    assert set(manifest["files"]) >= {"feature_extractor.onnx", "upscale.onnx"}
+    assert manifest["receptive_radius"] == 16 and manifest["features"] == 64
+    assert manifest["parity"] is not None and manifest["parity"]["max_abs_error"] <= manifest["parity"]["tolerance"]
+
+
+def test_shipped_files_match_their_hashes(shipped) -> None:
+    manifest, _ = shipped
+    verify_files(MODEL_DIR, manifest)
+
+
+def test_shipped_export_was_made_from_the_shipped_checkpoint(shipped) -> None:
+    manifest, ckpt = shipped
+    assert ckpt.is_file(), f"the manifest names checkpoint {ckpt.name}, which is not shipped"
+    assert sha256_file(ckpt) == manifest["checkpoint"]["sha256"], \
+        f"the export is stale (made from another checkpoint); run: {REEXPORT}"
+
+
+def test_shipped_graphs_reproduce_the_checkpoint(shipped) -> None:
+    torch = pytest.importorskip("torch")
+    from metasr.export.verify import ort_session, phantom, upscale_feeds
+    from metasr.training import load_checkpoint
+
+    manifest, ckpt = shipped
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = load_checkpoint(ckpt)
+        fe = ort_session(MODEL_DIR / "feature_extractor.onnx", threads=1)
+        up = ort_session(MODEL_DIR / "upscale.onnx", threads=1)
+        lr = phantom(2, 41, 52, seed=5)
+        feats = fe.run(["features"], {"lr": lr})[0]
+        for scale in ("1.5", "2", "2.7", "4"):
+            with torch.no_grad():
+                ref = model(torch.from_numpy(lr), scale).numpy()
+            sr = up.run(["sr"], upscale_feeds(feats, scale))[0]
+            assert sr.shape == ref.shape
+            assert np.abs(sr - ref).max() <= 1e-4, scale
+            # a trained model gives an image: almost every value inside [0, 1]
+            assert float(np.mean((sr > -0.05) & (sr < 1.05))) > 0.99
+    finally:
+        torch.set_num_threads(before)
