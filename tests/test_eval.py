@@ -1,0 +1,136 @@
+"""metasr-eval: the protocol, metrics against scikit-image, fixed-scale baselines, outputs, bad input."""
+
+from __future__ import annotations
+
+import csv
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from metasr.training import build_model, model_config, save_checkpoint
+from metasr.training.cli import eval_main
+from metasr.training.data import make_pair
+from metasr.training.evaluate import Predictor, bicubic_predictor, evaluate, load_predictor
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def eval_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("evaldata")
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        a = cv2.GaussianBlur(rng.random((36, 44)).astype(np.float32), (0, 0), 1.5)
+        a = (a - a.min()) / (a.max() - a.min())
+        img = np.zeros((48, 56), np.uint8)
+        img[6:42, 6:50] = (a * 200 + 40).astype(np.uint8)  # a black frame around: the crop removes it
+        cv2.imwrite(str(root / f"slice{i}.png"), img)
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpts")
+    out = {}
+    for arch, args in (("metasrgan", {"features": 8, "num_blocks": 1, "wpn_hidden": 8}),
+                       ("srgan", {"features": 8, "num_blocks": 1})):
+        torch.manual_seed(0)
+        model = build_model(arch, **args)
+        out[arch] = save_checkpoint(root / f"{arch}.pt", model, model_config(arch, model, args))
+    return out
+
+
+def test_metrics_match_scikit_image_on_the_protocol_pairs() -> None:
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    rng = np.random.default_rng(0)
+    images = [cv2.GaussianBlur(rng.random((40, 37)).astype(np.float32), (0, 0), 1.0) for _ in range(2)]
+    scales = [Fraction(23, 10), Fraction(2)]
+    report = evaluate([bicubic_predictor()], images, scales)
+    for s in scales:
+        expect = []
+        for img in images:
+            lr, hr = make_pair(img, s)
+            sr = torch.nn.functional.interpolate(lr[None, None], size=hr.shape, mode="bicubic",
+                                                 align_corners=False).clamp(0, 1)[0, 0].double().numpy()
+            hr = hr.double().numpy()
+            expect.append((peak_signal_noise_ratio(hr, sr, data_range=1), structural_similarity(hr, sr, data_range=1)))
+        row = report.get("bicubic", s)
+        assert row.images == 2
+        assert row.psnr == pytest.approx(np.mean([e[0] for e in expect]))
+        assert row.ssim == pytest.approx(np.mean([e[1] for e in expect]))
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # PSNR of an exact match is inf
+def test_a_perfect_model_beats_bicubic() -> None:
+    rng = np.random.default_rng(2)
+    images = [rng.random((30, 30)).astype(np.float32)]
+    hr_of = {}
+
+    def oracle(lr: np.ndarray, s: Fraction) -> np.ndarray:
+        return hr_of[s]
+
+    for s in (Fraction(2), Fraction(3)):
+        hr_of[s] = make_pair(images[0], s)[1].numpy()
+    report = evaluate([bicubic_predictor(), Predictor("oracle", oracle, (2.0, 3.0))], images,
+                      [Fraction(2), Fraction(3)])
+    assert report.get("oracle", Fraction(2)).psnr == float("inf")
+    assert report.get("oracle", Fraction(3)).ssim == pytest.approx(1.0)
+    assert report.get("bicubic", Fraction(2)).ssim < 1.0
+
+
+def test_eval_cli_end_to_end_with_fixed_scale_baseline(eval_data: Path, checkpoints: dict[str, Path],
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "eval"
+    rc = eval_main(["--ckpt", str(checkpoints["metasrgan"]), "--ckpt", str(checkpoints["srgan"]),
+                    "--data", f"folder:{eval_data}", "--scales", "1.5:3.0:0.5", "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["crops.png", "metrics.png", "table.csv", "table.md"]
+    rows = list(csv.DictReader(open(out / "table.csv")))
+    by_model: dict[str, list[str]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], []).append(r["scale"])
+        assert r["images"] == "3" and 0 < float(r["psnr"]) and -1 <= float(r["ssim"]) <= 1
+    assert by_model == {"bicubic": ["1.5", "2", "2.5", "3"], "metasrgan": ["1.5", "2", "2.5", "3"], "srgan": ["2"]}
+    table = (out / "table.md").read_text()
+    assert table.count("\n") == 2 + 4 and "metasrgan dPSNR" in table
+    assert cv2.imread(str(out / "metrics.png")) is not None and cv2.imread(str(out / "crops.png")) is not None
+
+
+def test_exported_model_folder_matches_its_checkpoint(tiny_checkpoint: Path, tiny_export_dir: Path) -> None:
+    rng = np.random.default_rng(4)
+    images = [cv2.GaussianBlur(rng.random((40, 44)).astype(np.float32), (0, 0), 1.0)]
+    scales = [Fraction(2), Fraction(27, 10)]
+    torch_model = load_predictor(tiny_checkpoint)
+    onnx_model = load_predictor(tiny_export_dir)
+    report = evaluate([torch_model, onnx_model], images, scales)
+    for s in scales:
+        a, b = report.rows[scales.index(s) * 2], report.rows[scales.index(s) * 2 + 1]
+        assert a.psnr == pytest.approx(b.psnr, abs=0.01) and a.ssim == pytest.approx(b.ssim, abs=1e-3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ckpt", "/nonexistent.pt"], "does not exist"),
+    (["--data", "folder:/nonexistent"], "does not exist"),
+    (["--scales", "2:6:1"], "outside"),
+    (["--scales", "0.5"], "greater than 1"),
+])
+def test_eval_bad_input_exits_2_with_one_line(args: list[str], message: str, eval_data: Path,
+                                              checkpoints: dict[str, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    argv = ["--out", str(tmp_path / "eval"), "--no-progress"]
+    if "--ckpt" not in args:
+        argv += ["--ckpt", str(checkpoints["metasrgan"])]
+    if "--data" not in args:
+        argv += ["--data", f"folder:{eval_data}"]
+    rc = eval_main(argv + args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "eval").exists()
