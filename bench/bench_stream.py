@@ -6,7 +6,10 @@ For each case a short colour video (moving shapes) is written with OpenCV, then:
 * stream: ``run_stream`` from the file (decode, colour split, inference, chroma resize, merge,
   MJPG encode and write), pipelined; fps = frames out / wall time, latency = capture -> output.
 
-The ratio stream/inference is the pipeline's efficiency (goal >= 0.9). Uses the shipped model
+The ratio stream/inference is the pipeline's efficiency (goal >= 0.9). On a shared machine wall
+times drift with other processes' load, so the CPU time per frame (all threads, ``process_time``)
+is printed too: inference CPU / stream CPU is what the pipeline costs on a CPU-bound box,
+whatever the load. Uses the shipped model
 if it has an export, else a random-init full-size Meta-SRGAN export (same compute; says which).
 
     python bench/bench_stream.py                      # CPU: 256x256 x2, 640x480 x1.5
@@ -119,12 +122,13 @@ class PacedCapture:
         pass
 
 
-def inference_fps(up, lumas: list[np.ndarray], scale: str, batch: int) -> float:
-    start = time.perf_counter()
+def inference_fps(up, lumas: list[np.ndarray], scale: str, batch: int) -> tuple[float, float]:
+    """Frames per second and CPU seconds per frame (all threads) of inference alone."""
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(lumas), batch):
         chunk = lumas[i : i + batch]
         up.upscale(chunk[0] if len(chunk) == 1 else np.stack(chunk), scale)
-    return len(lumas) / (time.perf_counter() - start)
+    return len(lumas) / (time.perf_counter() - start), (time.process_time() - cpu) / len(lumas)
 
 
 def main() -> None:
@@ -149,8 +153,9 @@ def main() -> None:
               f"{len(os.sched_getaffinity(0))} CPUs visible; {up.describe()}")
         print(f"# model: {model_note}")
         print()
-        print("| input | scale | output | batch | frames | inference-only fps | stream fps | ratio | latency p50 ms | latency p95 ms |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| input | scale | output | batch | frames | inference-only fps | stream fps | ratio | "
+              "CPU s/frame inference | CPU s/frame stream | CPU ratio | latency p50 ms | latency p95 ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         live_rows: list[tuple] = []
         for (h, w), scale in cases:
             n = args.frames or (12 if h * w <= 256 * 256 else 6)
@@ -160,12 +165,15 @@ def main() -> None:
             for batch in args.batch:
                 if batch > 1:
                     up.upscale(np.stack(lumas[:batch]), scale)  # warm-up of the batched shape
-                inf = inference_fps(up, lumas, scale, batch)
+                inf, inf_cpu = inference_fps(up, lumas, scale, batch)
+                cpu = time.process_time()
                 summary = run_stream(video, up, scale, output=work / "out.avi", batch=batch)
                 s = summary.stats
+                stream_cpu = (time.process_time() - cpu) / max(s["frames_out"], 1)
                 oh, ow = summary.output_size or (0, 0)
                 print(f"| {w}x{h} | x{scale} | {ow}x{oh} | {batch} | {s['frames_out']} | {inf:.2f} | {s['fps']:.2f} | "
-                      f"{s['fps'] / inf:.2f} | {s['latency_ms']['p50']:.0f} | {s['latency_ms']['p95']:.0f} |", flush=True)
+                      f"{s['fps'] / inf:.2f} | {inf_cpu:.2f} | {stream_cpu:.2f} | {inf_cpu / stream_cpu:.2f} | "
+                      f"{s['latency_ms']['p50']:.0f} | {s['latency_ms']['p95']:.0f} |", flush=True)
                 live_rows.append((w, h, scale, video, inf))
         if args.live_seconds > 0:
             print()
