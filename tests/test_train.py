@@ -98,6 +98,13 @@ def test_ctrl_c_writes_last_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
     assert resumed.step == 3
 
 
+def test_max_minutes_stops_cleanly_with_a_validated_best(tiny_data: Path, tmp_path: Path) -> None:
+    result = train(_cfg(tiny_data, tmp_path / "t", 1000, max_minutes=1e-6, val_every=1000))
+    assert result.stopped_early and result.step == 1
+    assert read_checkpoint(result.last)["step"] == 1
+    assert read_checkpoint(result.best)["step"] == 1  # the stopping step is validated
+
+
 def test_init_transfers_weights_and_best_tracks_validation(tiny_data: Path, tmp_path: Path) -> None:
     first = train(_cfg(tiny_data, tmp_path / "s1", 3, tensorboard=True))
     assert first.best is not None and (tmp_path / "s1" / "tb").is_dir()

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -66,13 +67,24 @@ def _setup_logging(prog: str) -> None:
 @click.option("--workers", type=click.IntRange(min=0), default=0, help="Data loader worker processes.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train_command(**opts: object) -> int:
+def train_command(**opts: Any) -> int:
     """Train a super-resolution generator (the paper's recipe)."""
+    _setup_logging("metasr-train")
+    previous = _sigterm_as_interrupt()
+    try:
+        return _run_training(opts)
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_training(opts: dict[str, Any]) -> int:
     import torch
 
     from metasr.training.trainer import Stage, TrainConfig, train
 
-    _setup_logging("metasr-train")
     if opts["threads"]:
         torch.set_num_threads(int(opts["threads"]))
     cfg = TrainConfig(
@@ -90,6 +102,20 @@ def train_command(**opts: object) -> int:
     best = f", best {result.best} ({result.best_psnr:.3f} dB)" if result.best and result.best_psnr else ""
     logging.getLogger("metasr").info("step %d, %.0f s: wrote %s%s", result.step, result.seconds, result.last, best)
     return 0
+
+
+def _sigterm_as_interrupt() -> object:
+    """Let ``kill`` stop a run like Ctrl-C does, so last.pt is written; returns the old handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _check_axes(axes: Sequence[str]) -> None:

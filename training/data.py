@@ -167,15 +167,14 @@ def _is_image(path: Path) -> bool:
 
 
 def _to_unit(arr: np.ndarray) -> np.ndarray:
-    """Integer images by their dtype range; float data by min-max (negatives clipped)."""
+    """8-bit data by 0..255, anything wider by the file's own min..max (as metasr.scanners does)."""
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
-    if arr.dtype == np.uint16:
-        return arr.astype(np.float32) / 65535.0
     a = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    a = np.clip(a, 0.0, None)
-    top = float(a.max()) if a.size else 0.0
-    return a / top if top > 0 else a
+    if not a.size:
+        return a
+    low, high = float(a.min()), float(a.max())
+    return (a - low) / (high - low) if high > low else np.zeros_like(a)
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:

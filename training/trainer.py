@@ -463,6 +463,7 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
             step += 1
             if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(f"training diverged at step {step}: loss is {float(loss)}")
+            stop_now = deadline is not None and _agree_stop(time.monotonic() > deadline, world, device)
             row = {"step": step, "seconds": round(time.monotonic() - started, 2), "scale": scale,
                    "loss": float(loss.detach()), "d_loss": d_loss_value, "lr": sched.get_last_lr()[0], **terms}
             if is_main:
@@ -476,7 +477,7 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
                     writer.add_scalar("train/lr", row["lr"], step)
                     if dnet is not None:
                         writer.add_scalar("train/d_loss", d_loss_value, step)
-                val_now = val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps)
+                val_now = val_set is not None and (step % cfg.val_every == 0 or step == cfg.steps or stop_now)
                 if val_now:
                     metrics = val_set.evaluate(model, device)
                     row["val_psnr"] = metrics["psnr"]
@@ -496,7 +497,7 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
                     save_last(metrics)
             if on_step is not None:
                 on_step(step, row)
-            if deadline is not None and _agree_stop(time.monotonic() > deadline, world, device):
+            if stop_now:
                 result.stopped_early = step < cfg.steps
                 break
     except KeyboardInterrupt:
