@@ -18,7 +18,7 @@ implements (``conv_weights()`` / ``hidden_terms()``)::
     sr  = ReduceSum_m(act[m, i, j] * Z[:, m, row_index[i], col_index[j]]) + B[:, :, row_index[i], col_index[j]]
 
 Denormalisation (``x * std + mean``) is folded into the convolution weights and bias. Operators:
-Conv, Gather, Unsqueeze, Reshape-free Mul/Add, Relu, ReduceSum only, all with static attributes;
+Conv, Gather, Unsqueeze, Mul, Add, Relu and ReduceSum only, all with static attributes;
 every output shape follows from input shapes (Gather's output takes its index's shape), never
 from input values, so TensorRT builds it with ordinary optimisation profiles.
 

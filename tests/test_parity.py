@@ -9,7 +9,6 @@ own), and the chain end to end at a few scales.
 from __future__ import annotations
 
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
