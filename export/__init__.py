@@ -283,8 +283,8 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | Non
             "index_dtype": INDEX_DTYPE if kind == "meta" else None,
             "graphs": graphs,
             "files": {name: sha256_file(tmp / name) for name in names},
-            "checkpoint": {"file": ckpt_path.name, "sha256": ckpt_sha, "step": int(ckpt.get("step", 0)),
-                           "config": config, "metrics": ckpt.get("metrics", {})},
+            "checkpoint": {"file": ckpt_path.name, "sha256": ckpt_sha, "step": int(ckpt.get("step") or 0),
+                           "config": _jsonable(config), "metrics": _jsonable(ckpt.get("metrics") or {})},
             "tools": _tool_versions(),
             "parity": report.as_manifest() if report is not None else None,
             "tensorrt": trt_info,
@@ -298,6 +298,19 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | Non
     files = [out_dir / n for n in names] + [out_dir / MANIFEST_NAME]
     return ExportResult(out_dir=out_dir, manifest=manifest, files=files, parity=report,
                         seconds=time.perf_counter() - start)
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON data from checkpoint metadata (which may hold tensors or numpy scalars)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "tolist"):  # torch tensors, numpy arrays and scalars
+        return _jsonable(value.tolist())
+    return str(value)
 
 
 def _graph_specs(kind: str, features: int | None) -> dict[str, Any]:

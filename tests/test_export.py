@@ -250,6 +250,15 @@ def test_fixed_scale_archs_export_one_x2_graph(tmp_path: Path, arch: str, args: 
     assert np.abs(sr - ref).max() <= 1e-4
 
 
+def test_checkpoint_metadata_with_tensors_is_recorded_as_json(tmp_path: Path) -> None:
+    model = build_model("srgan")
+    ckpt = save_checkpoint(tmp_path / "s.pt", model, model_config("srgan", model, {}), step=3,
+                           metrics={"psnr": torch.tensor(30.5), "curve": [torch.tensor([1.0, 2.0])]})
+    m = export_model(ckpt, tmp_path / "out", verify=False).manifest
+    assert m["checkpoint"]["metrics"] == {"psnr": 30.5, "curve": [[1.0, 2.0]]} and m["checkpoint"]["step"] == 3
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == m
+
+
 # ---- manifest --------------------------------------------------------------------------------
 
 
