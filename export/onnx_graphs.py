@@ -12,13 +12,14 @@ Meta-SRGAN is exported as two graphs so that any scale runs without re-export:
 The upscale graph is the one-hidden-layer identity that :class:`~metasr.training.models.MetaUpscale`
 implements (``conv_weights()`` / ``hidden_terms()``)::
 
-    Z   = Conv3x3(features, std * Wz)             [N, hidden, h, w]   (Wz from conv_weights())
+    Z   = Conv3x3(features, std * Wz)             [N, hidden, h, w]   (Wz from conv_weights()),
+                                                  then channels last [N, h, w, hidden]
     B   = Conv3x3(features, std * Wb) + mean      [N, 1, h, w]
     act = Relu(W1[:,0] * inv_scale + b1 + W1[:,1] * row_offset[i]  +  W1[:,2] * col_offset[j])
     sr  = ReduceSum_m(act[m, i, j] * Z[:, m, row_index[i], col_index[j]]) + B[:, :, row_index[i], col_index[j]]
 
 Denormalisation (``x * std + mean``) is folded into the convolution weights and bias. Operators:
-Conv, Gather, Unsqueeze, Mul, Add, Relu and ReduceSum only, all with static attributes;
+Conv, Transpose, Gather, Unsqueeze, Mul, Add, Relu and ReduceSum only, all with static attributes;
 every output shape follows from input shapes (Gather's output takes its index's shape), never
 from input values, so TensorRT builds it with ordinary optimisation profiles.
 
@@ -157,39 +158,44 @@ def build_upscale_graph(upscale: MetaUpscale, mean: float, std: float, opset: in
         # fold denormalisation: std * (sum act*Z + B) + mean; weights scaled in float64, rounded once
         wz_np = (wz.double() * std).float().numpy()
         wb_np = (wb.double() * std).float().numpy()
-    col = lambda a: a.astype(np.float32).reshape(m, 1, 1)  # noqa: E731  [hidden, 1, 1] broadcasts over [H, W]
+    vec = lambda a: a.astype(np.float32).reshape(m)  # noqa: E731  [hidden] broadcasts over [.., hidden]
     idx = TensorProto.INT64 if INDEX_DTYPE == "int64" else TensorProto.INT32
     pad = k // 2
     inits = [
         _init("wz", wz_np), _init("wb", wb_np), _init("bias_out", np.array([mean], np.float32)),
-        _init("w1_scale", col(w1[:, 0])), _init("b1", col(b1)),
-        _init("w1_row", col(w1[:, 1])), _init("w1_col", col(w1[:, 2])),
-        _init("axes_1", np.array([1], np.int64)), _init("axes_0", np.array([0], np.int64)),
+        _init("w1_scale", vec(w1[:, 0])), _init("b1", vec(b1)),
+        _init("w1_row", vec(w1[:, 1])), _init("w1_col", vec(w1[:, 2])),
+        _init("axes_1", np.array([1], np.int64)), _init("axes_last", np.array([-1], np.int64)),
     ]
     conv = dict(kernel_shape=[k, k], pads=[pad] * 4, strides=[1, 1], dilations=[1, 1], group=1)
     nodes = [
         # 3x3 convolutions of the features at LR resolution: Z (hidden channels) and B (1 channel)
         helper.make_node("Conv", ["features", "wz"], ["z"], name="conv_z", **conv),
         helper.make_node("Conv", ["features", "wb", "bias_out"], ["b"], name="conv_b", **conv),
+        # channels last, so both gathers move contiguous blocks (hidden floats per pixel, a whole
+        # row per row) instead of single floats: 1.7-1.9x faster in ORT CPU than gathering NCHW
+        helper.make_node("Transpose", ["z"], ["z_nhwc"], name="z_nhwc", perm=[0, 2, 3, 1]),  # [N, h, w, hidden]
         # pick the LR source pixel of every HR pixel: columns first (fewer rows to move), then rows
-        helper.make_node("Gather", ["z", "col_index"], ["z_c"], name="z_cols", axis=3),
-        helper.make_node("Gather", ["z_c", "row_index"], ["z_rc"], name="z_rows", axis=2),
+        helper.make_node("Gather", ["z_nhwc", "col_index"], ["z_c"], name="z_cols", axis=2),
+        helper.make_node("Gather", ["z_c", "row_index"], ["z_rc"], name="z_rows", axis=1),  # [N, H, W, hidden]
         helper.make_node("Gather", ["b", "col_index"], ["b_c"], name="b_cols", axis=3),
-        helper.make_node("Gather", ["b_c", "row_index"], ["b_rc"], name="b_rows", axis=2),
-        # hidden pre-activation, separable: base[m] + row_term[m, i] + col_term[m, j]
+        helper.make_node("Gather", ["b_c", "row_index"], ["b_rc"], name="b_rows", axis=2),  # [N, 1, H, W]
+        # hidden pre-activation, separable: base[m] + row_term[i, m] + col_term[j, m]
         # (same operation order as MetaUpscale.hidden_terms, so the values match PyTorch bit for bit)
         helper.make_node("Mul", ["w1_scale", "inv_scale"], ["scale_term"], name="scale_term"),
-        helper.make_node("Add", ["scale_term", "b1"], ["base"], name="base"),
-        helper.make_node("Unsqueeze", ["row_offset", "axes_1"], ["row_off_2d"], name="row_off_2d"),  # [H, 1]
-        helper.make_node("Mul", ["w1_row", "row_off_2d"], ["row_w"], name="row_w"),  # [hidden, H, 1]
-        helper.make_node("Add", ["base", "row_w"], ["row_term"], name="row_term"),
-        helper.make_node("Unsqueeze", ["col_offset", "axes_0"], ["col_off_2d"], name="col_off_2d"),  # [1, W]
-        helper.make_node("Mul", ["w1_col", "col_off_2d"], ["col_term"], name="col_term"),  # [hidden, 1, W]
-        helper.make_node("Add", ["row_term", "col_term"], ["pre_act"], name="pre_act"),  # [hidden, H, W]
+        helper.make_node("Add", ["scale_term", "b1"], ["base"], name="base"),  # [hidden]
+        helper.make_node("Unsqueeze", ["row_offset", "axes_last"], ["row_off_2d"], name="row_off_2d"),  # [H, 1]
+        helper.make_node("Mul", ["w1_row", "row_off_2d"], ["row_w"], name="row_w"),  # [H, hidden]
+        helper.make_node("Add", ["base", "row_w"], ["row_term_2d"], name="row_term_2d"),
+        helper.make_node("Unsqueeze", ["row_term_2d", "axes_1"], ["row_term"], name="row_term"),  # [H, 1, hidden]
+        helper.make_node("Unsqueeze", ["col_offset", "axes_last"], ["col_off_2d"], name="col_off_2d"),  # [W, 1]
+        helper.make_node("Mul", ["w1_col", "col_off_2d"], ["col_term"], name="col_term"),  # [W, hidden]
+        helper.make_node("Add", ["row_term", "col_term"], ["pre_act"], name="pre_act"),  # [H, W, hidden]
         helper.make_node("Relu", ["pre_act"], ["act"], name="act"),
-        # 256 multiply-adds per HR pixel, then the (denormalising) bias term
-        helper.make_node("Mul", ["z_rc", "act"], ["weighted"], name="weighted"),  # [N, hidden, H, W]
-        helper.make_node("ReduceSum", ["weighted", "axes_1"], ["sum"], name="sum", keepdims=1),
+        # 256 multiply-adds per HR pixel (a contiguous reduction), then the (denormalising) bias
+        helper.make_node("Mul", ["z_rc", "act"], ["weighted"], name="weighted"),  # [N, H, W, hidden]
+        helper.make_node("ReduceSum", ["weighted", "axes_last"], ["sum_nhwc"], name="sum", keepdims=1),
+        helper.make_node("Transpose", ["sum_nhwc"], ["sum"], name="sum_nchw", perm=[0, 3, 1, 2]),  # [N, 1, H, W]
         helper.make_node("Add", ["sum", "b_rc"], ["sr"], name="sr"),
     ]
     f32 = TensorProto.FLOAT

@@ -41,7 +41,7 @@ __all__ = [
 #: output shape.
 TRT_SAFE_OPS = frozenset({
     "Add", "Cast", "Concat", "Constant", "Conv", "DepthToSpace", "Div", "Gather", "Identity", "Mul",
-    "PRelu", "ReduceSum", "Relu", "Reshape", "Sub", "Unsqueeze",
+    "PRelu", "ReduceSum", "Relu", "Reshape", "Sub", "Transpose", "Unsqueeze",
 })
 #: Max abs error of ORT vs PyTorch on [0, 1] outputs (float32 CPU, both sides).
 DEFAULT_TOLERANCE = 1e-4

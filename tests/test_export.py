@@ -23,7 +23,7 @@ from metasr.training import build_model, model_config, save_checkpoint  # noqa: 
 # What TensorRT 10 and 11's ONNX parser imports with static shapes, written out independently of
 # the exporter's own list so the test does not just compare a list with itself.
 TRT_IMPORTABLE = {"Add", "Sub", "Mul", "Div", "Conv", "Relu", "PRelu", "Gather", "Unsqueeze", "ReduceSum",
-                  "Constant", "Identity", "DepthToSpace", "Cast", "Reshape", "Concat"}
+                  "Constant", "Identity", "DepthToSpace", "Cast", "Reshape", "Concat", "Transpose"}
 FORBIDDEN = {"Col2Im", "NonZero", "Unique", "Loop", "If", "Scan", "Resize", "GridSample", "Range",
              "ConstantOfShape", "Expand", "TopK", "Compress", "Where"}
 
@@ -112,7 +112,7 @@ def test_output_shape_follows_from_input_shapes_only(exported: ExportResult) -> 
                                            data_prop=True)
     inferred = {v.name: _dims(v) for v in list(up.graph.value_info) + list(up.graph.output)}
     assert inferred["sr"] == ["N", 1, "H", "W"]
-    assert inferred["z_rc"] == ["N", 256, "H", "W"] and inferred["act"] == [256, "H", "W"]
+    assert inferred["z_rc"] == ["N", "H", "W", 256] and inferred["act"] == ["H", "W", 256]
 
 
 def test_every_node_is_tensorrt_importable(exported: ExportResult) -> None:
@@ -124,7 +124,7 @@ def test_every_node_is_tensorrt_importable(exported: ExportResult) -> None:
             assert node.op_type not in FORBIDDEN
     up = onnx.load(str(exported.out_dir / "upscale.onnx"))
     ops = [n.op_type for n in up.graph.node]
-    # the identity: Conv -> Gather rows/cols -> Relu(row + col) -> Mul -> ReduceSum -> Add bias
+    # the identity: Conv -> Gather cols/rows -> Relu(row + col) -> Mul -> ReduceSum -> Add bias
     assert ops.count("Conv") == 2 and ops.count("Gather") == 4 and ops.count("Relu") == 1
     assert ops.count("ReduceSum") == 1 and len(up.graph.initializer) >= 6  # folded weights are initializers
 
@@ -138,7 +138,8 @@ def test_upscale_weights_are_folded_from_conv_weights(exported: ExportResult) ->
     wz, wb = model.upscale.conv_weights()
     np.testing.assert_allclose(inits["wz"], wz.detach().numpy() * model.std, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(inits["wb"], wb.detach().numpy() * model.std, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(inits["w1_row"].ravel(), model.upscale.wpn[0].weight[:, 1].detach().numpy())
+    np.testing.assert_allclose(inits["w1_row"], model.upscale.wpn[0].weight[:, 1].detach().numpy())
+    np.testing.assert_allclose(inits["w1_col"], model.upscale.wpn[0].weight[:, 2].detach().numpy())
 
 
 @pytest.mark.parametrize("arch, expected", [("metasrgan", 16), ("srgan", 18)])
