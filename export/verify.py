@@ -7,6 +7,7 @@ so an export that does not reproduce its checkpoint is never published.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,6 +159,18 @@ def phantom(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     return out
 
 
+@contextmanager
+def _single_torch_thread():
+    # the verification inputs are small; one thread is as fast as several on an idle machine and
+    # far faster on a busy one (oversubscribed OpenMP threads spin), so pin it and restore after
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _inputs(sizes: Sequence[tuple[int, int, int]], seed: int) -> list[tuple[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     cases = []
@@ -183,6 +196,14 @@ def verify_meta(model: MetaSRGAN, feature_path: str | Path, upscale_path: str | 
     model = model.eval()
     fe, up = ort_session(feature_path, threads), ort_session(upscale_path, threads)
     report = ParityReport(tolerance=tolerance)
+    with _single_torch_thread():
+        _compare_meta(model, fe, up, Path(upscale_path).name, sizes, scales, seed, report)
+    report.raise_if_failed(f"{Path(feature_path).name} + {Path(upscale_path).name}")
+    return report
+
+
+def _compare_meta(model: MetaSRGAN, fe, up, up_name: str, sizes: Sequence[tuple[int, int, int]],
+                  scales: Sequence[str | float], seed: int, report: ParityReport) -> None:
     for name, lr in _inputs(sizes, seed):
         with torch.no_grad():
             feats_ref = model.extract_features(torch.from_numpy(lr))
@@ -194,11 +215,9 @@ def verify_meta(model: MetaSRGAN, feature_path: str | Path, upscale_path: str | 
                 ref_chain = model(torch.from_numpy(lr), scale).numpy()
             sr = up.run(["sr"], upscale_feeds(feats, scale))[0]
             if sr.shape != ref_chain.shape:
-                raise ParityError(f"{Path(upscale_path).name} gives shape {sr.shape} at scale {scale} for {name}, "
+                raise ParityError(f"{up_name} gives shape {sr.shape} at scale {scale} for {name}, "
                                   f"PyTorch gives {ref_chain.shape}")
             report.add(f"{name} x{scale}", float(np.abs(sr - ref_chain).max()))
-    report.raise_if_failed(f"{Path(feature_path).name} + {Path(upscale_path).name}")
-    return report
 
 
 def verify_fixed(model: nn.Module, path: str | Path, *,
@@ -214,7 +233,7 @@ def verify_fixed(model: nn.Module, path: str | Path, *,
     session = ort_session(path, threads)
     report = ParityReport(tolerance=tolerance)
     for name, lr in _inputs(sizes, seed):
-        with torch.no_grad():
+        with torch.no_grad(), _single_torch_thread():
             ref = model(torch.from_numpy(lr), factor).numpy()
         sr = session.run(["sr"], {"lr": lr})[0]
         if sr.shape != ref.shape:
