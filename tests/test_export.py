@@ -380,3 +380,14 @@ def test_cli_trt_without_tensorrt_writes_onnx_and_exits_2(tmp_path: Path, capsys
     session = ort_session(tmp_path / "out" / "upscale.onnx", threads=1)
     feats = np.zeros((1, 64, 5, 6), np.float32)
     assert session.run(["sr"], upscale_feeds(feats, "2"))[0].shape == (1, 1, 10, 12)
+
+
+def test_parity_report_fails_on_nan_and_names_the_worst_case() -> None:
+    from metasr.export.verify import ParityReport
+
+    report = ParityReport(tolerance=1e-4)
+    report.add("a x2", 1e-6)
+    report.raise_if_failed("g")  # within tolerance
+    report.add("b x3", float("nan"))
+    with pytest.raises(ParityError, match="b x3"):
+        report.raise_if_failed("g")
