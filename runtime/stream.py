@@ -606,7 +606,7 @@ class VideoStream:
         max_fps: Rate cap. Files are read no faster than this (real-time playback); live sources
             skip frames arriving sooner than ``1/max_fps`` after the last one kept (``throttled``).
         queue_size: Frames waiting for inference. Default: ``batch`` for live sources (fresh
-            frames, low latency), ``2 * batch + 2`` for files.
+            frames, low latency), ``batch + 1`` for files (the next batch is ready while one runs).
         allow_extrapolation: Accept a scale outside the model's trained range.
         lost_timeout_s: A live source that delivers no frame for this long is lost.
         max_read_failures: Consecutive failed reads of a file before it counts as ended (a
@@ -640,7 +640,8 @@ class VideoStream:
         self.batch = int(batch)
         self.max_fps = max_fps
         live = self.source.kind.live
-        self.queue_size = int(queue_size) if queue_size else (self.batch if live else 2 * self.batch + 2)
+        # Files: the next batch waits ready while one runs (throughput), and no more (latency).
+        self.queue_size = int(queue_size) if queue_size else (self.batch if live else self.batch + 1)
         self.lost_timeout_s = float(lost_timeout_s)
         self.max_read_failures = int(max_read_failures)
         self.stats = StreamStats()
