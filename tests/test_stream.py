@@ -357,6 +357,23 @@ def test_corrupt_and_empty_frames_are_skipped_and_counted():
     assert stream.end_reason is EndReason.END_OF_FILE
 
 
+def test_corrupt_frame_inside_a_real_file(tmp_path):
+    """An MJPG .avi with one frame's JPEG data overwritten: skipped, counted, the rest kept."""
+    src = write_video(tmp_path / "in.avi", [_tagged(20 * i, 24, 32) for i in range(10)])
+    data = bytearray(src.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i : i + 3] == b"\xff\xd8\xff"]  # JPEG SOI
+    assert len(starts) == 10
+    end = starts[5] - 8  # frame 5's AVI chunk header ("00dc" + size) stays intact
+    data[starts[4] : end] = b"\x55" * (end - starts[4])  # frame 4 is no JPEG any more
+    src.write_bytes(bytes(data))
+    summary = run_stream(src, ResizeUpscaler(), "2", output=tmp_path / "out.avi")
+    assert summary.end_reason is EndReason.END_OF_FILE
+    assert summary.stats["corrupt"] == 1 and summary.stats["frames_out"] == 9
+    written, _ = read_video(tmp_path / "out.avi")
+    assert len(written) == 9
+    assert [round(float(np.median(f)) / 20) for f in written] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+
+
 def test_file_with_no_frames_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no decodable"):
         run_stream(VideoSource(FakeCapture([])), ResizeUpscaler(), "2", output=tmp_path / "o.avi")
