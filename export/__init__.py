@@ -130,6 +130,11 @@ def _check_target(out_dir: Path, ckpt_path: Path, ckpt_sha: str, names: list[str
                                   f"pass --force to replace it") from e
             return None
         old_sha = (old.get("checkpoint") or {}).get("sha256")
+        old_name = (old.get("checkpoint") or {}).get("file")
+        if old_sha != ckpt_sha and not force and old_name == ckpt_path.name \
+                and out_dir.resolve() == ckpt_path.parent.resolve():
+            raise OutputError(f"{out_dir} holds the export of an earlier version of {ckpt_path.name} "
+                              f"(sha256 {str(old_sha)[:12]}...); pass --force to re-export it")
         if old_sha != ckpt_sha and not force:
             raise OutputError(f"{out_dir} already holds the export of another checkpoint "
                               f"({(old.get('checkpoint') or {}).get('file')}, sha256 {str(old_sha)[:12]}...); "

@@ -184,6 +184,14 @@ def test_refuses_another_checkpoints_export_without_force(tmp_path: Path) -> Non
         export_model(new, out, verify=False)
     assert _snapshot(out) == before
     replaced = export_model(new, out, verify=False, force=True)
+    # a retrained checkpoint under the same name, exported into its own folder: one --force away
+    (out / "best.pt").write_bytes(old.read_bytes())
+    export_model(out / "best.pt", verify=False, force=True)
+    (out / "best.pt").write_bytes(new.read_bytes())
+    with pytest.raises(OutputError, match="earlier version of best.pt.*--force"):
+        export_model(out / "best.pt", verify=False)
+    replaced = export_model(out / "best.pt", verify=False, force=True)
+    assert (out / "best.pt").read_bytes() == new.read_bytes()
     assert replaced.manifest["checkpoint"]["sha256"] == sha256_file(new)
     assert _snapshot(out) != before
     verify_files(out, read_manifest(out))
