@@ -73,9 +73,11 @@ def main() -> None:
         print(f"| export, graphs + checker only (--no-verify) | {t_write:.1f} s |")
         print(f"| export with self-verification ({result.parity.cases} cases) | {t_full:.1f} s |")
         for p in result.files:
-            print(f"| {p.name} | {p.stat().st_size / 1e6:.2f} MB |")
+            print(f"| {p.name} | {p.stat().st_size / 1e3:,.1f} kB |")
 
-        # parity per scale band: random 2x37x50 and phantom 1x64x64, every 0.1 step
+        # parity per scale band: random 2x37x50 and phantom 1x64x64, every 0.1 step (PyTorch on one
+        # thread: small inputs, and oversubscribed threads crawl on a shared machine)
+        torch.set_num_threads(1)
         model = load_checkpoint(ckpt)
         fe = ort_session(out / "feature_extractor.onnx", args.threads)
         up = ort_session(out / "upscale.onnx", args.threads)
