@@ -13,8 +13,9 @@ Export directory contract (``INTERFACES.md`` section 1, ``design.md`` "Export co
   the graphs), scale range, features, ``receptive_radius`` (LR halo for exact tiling: 16 for
   Meta-SRGAN), opset, index dtype, graph I/O, sha256 of every file and of the checkpoint, tool
   versions, parity result, TensorRT engines (or null).
-* With ``trt=True``: ``<graph>.engine`` per graph and ``trt_timing.cache``; the engines are listed
-  in ``files`` and described under ``tensorrt`` (version, precision, profiles).
+* With ``trt=True``: ``<graph>.<fp32|fp16>.engine`` per graph, listed in ``files`` and described
+  under ``tensorrt`` (version, precision, profiles, per-engine input shapes), and the builder's
+  ``trt_timing.cache`` (reused by the next build; not in ``files``, it is not part of the model).
 
 Only additions to the INTERFACES.md example: ``parity.worst_case`` (a label of the worst case),
 ``checkpoint.metrics`` and ``tensorrt.profiles``/``engines`` details; nothing is renamed.
@@ -155,8 +156,9 @@ def _publish(tmp: Path, out_dir: Path, names: list[str], old: dict | None, keep:
         return
     # drop the old manifest first so a half-replaced folder never passes for a valid export
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    for name in names:
-        os.replace(tmp / name, out_dir / name)
+    for path in sorted(tmp.iterdir()):  # the listed files plus build caches (trt_timing.cache)
+        if path.name != MANIFEST_NAME:
+            os.replace(path, out_dir / path.name)
     if old is not None:  # files of the previous export that this one does not have (e.g. engines)
         for name in old.get("files", {}):
             stale = out_dir / name
@@ -356,6 +358,7 @@ def _build_engines(tmp: Path, out_dir: Path, graph_names: list[str], kind: str, 
         engines[stem] = build_engine(tmp / graph, tmp / engine, input_profiles(stem, features or 0, profiles),
                                      precision, timing_cache=cache)
         names.append(engine)
-    names.append(TIMING_CACHE_NAME)
+    # the timing cache is published beside the engines for the next build, but is not part of the
+    # model (it changes with every build and GPU), so it has no entry in "files"
     return {"version": tensorrt_version(), "precision": precision.value, "profiles": profiles.as_dict(),
             "engines": engines, "timing_cache": TIMING_CACHE_NAME}, names

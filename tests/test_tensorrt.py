@@ -115,6 +115,137 @@ def test_library_trt_fails_up_front_without_writing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
 
 
+# ---- CPU: the engine-building logic against a stand-in TensorRT module -------------------------
+
+
+def _fake_tensorrt(version: str, has_fp16_flag: bool):
+    """A stand-in ``tensorrt`` module that records what the builder was asked to do."""
+    import enum
+    import types
+
+    log: dict = {"flags": set(), "shapes": {}, "parsed": [], "network_flags": []}
+    creation = enum.IntEnum("NetworkDefinitionCreationFlag",
+                            {"STRONGLY_TYPED": 5} if not has_fp16_flag else {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 5})
+    builder_flag = enum.Enum("BuilderFlag", {"FP16": 0, "TF32": 1} if has_fp16_flag else {"TF32": 1})
+
+    class Network:
+        def __init__(self) -> None:
+            self.inputs: list[str] = []
+
+        @property
+        def num_inputs(self) -> int:
+            return len(self.inputs)
+
+        def get_input(self, i: int):
+            return types.SimpleNamespace(name=self.inputs[i])
+
+    class Parser:
+        def __init__(self, network: Network, logger) -> None:
+            self.network, self.num_errors = network, 0
+
+        def parse(self, data: bytes) -> bool:
+            model = onnx.load_from_string(data)
+            log["parsed"].append(model)
+            self.network.inputs = [i.name for i in model.graph.input]
+            return True
+
+    class Cache:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def serialize(self) -> bytes:
+            return self.data + b"+timed"
+
+    class Config:
+        def set_memory_pool_limit(self, pool, size: int) -> None:
+            log["workspace"] = size
+
+        def set_flag(self, flag) -> None:
+            log["flags"].add(flag.name)
+
+        def create_timing_cache(self, data: bytes) -> Cache:
+            log["cache_in"] = data
+            return Cache(data)
+
+        def set_timing_cache(self, cache: Cache, ignore_mismatch: bool) -> None:
+            self.cache = cache
+
+        def get_timing_cache(self) -> Cache:
+            return self.cache
+
+        def add_optimization_profile(self, profile) -> None:
+            log["shapes"].update(profile.shapes)
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes: dict = {}
+
+        def set_shape(self, name: str, lo, opt, hi) -> None:
+            self.shapes[name] = (tuple(lo), tuple(opt), tuple(hi))
+
+    class Builder:
+        def __init__(self, logger) -> None:
+            pass
+
+        def create_network(self, flags: int) -> Network:
+            log["network_flags"].append(flags)
+            return Network()
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes:
+            return b"ENGINE:" + ",".join(network.inputs).encode()
+
+    class Logger:
+        ERROR, WARNING = 1, 2
+
+        def __init__(self, level: int) -> None:
+            pass
+
+    fake = types.SimpleNamespace(__version__=version, Logger=Logger, Builder=Builder, OnnxParser=Parser,
+                                 NetworkDefinitionCreationFlag=creation, BuilderFlag=builder_flag,
+                                 MemoryPoolType=types.SimpleNamespace(WORKSPACE=0))
+    return fake, log
+
+
+@pytest.mark.parametrize("version, has_flag", [("10.7.0", True), ("11.0.0", False)])
+def test_engine_build_logic_with_a_stand_in_tensorrt(onnx_export: Path, tmp_path: Path, monkeypatch,
+                                                     version: str, has_flag: bool) -> None:
+    import sys
+
+    fake, log = _fake_tensorrt(version, has_flag)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    out = tmp_path / "out"
+    profiles = Profiles(min_size=8, opt_size=64, max_size=128, max_batch=2, max_hr_size=256)
+    result = export_model(onnx_export / "best.pt", out, trt=True, fp16=True, profiles=profiles, verify=False)
+    m = result.manifest
+    assert m["tensorrt"]["precision"] == "fp16" and m["tensorrt"]["profiles"]["max_hr_size"] == 256
+    assert set(m["files"]) == {"feature_extractor.onnx", "upscale.onnx", "feature_extractor.fp16.engine",
+                               "upscale.fp16.engine"}
+    verify_files(out, m)
+    assert (out / "upscale.fp16.engine").read_bytes().startswith(b"ENGINE:features,inv_scale,row_index")
+    assert log["shapes"]["features"] == ((1, 64, 8, 8), (1, 64, 64, 64), (2, 64, 128, 128))
+    assert log["shapes"]["lr"] == ((1, 1, 8, 8), (1, 1, 64, 64), (2, 1, 128, 128))
+    assert "inv_scale" not in log["shapes"]
+    fp16_inits = [any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+                  for model in log["parsed"]]
+    if has_flag:  # TensorRT 10: fp32 graph, the builder flag does the rest
+        assert log["flags"] == {"FP16"} and not any(fp16_inits)
+        assert all(f == 1 << 0 for f in log["network_flags"])
+    else:  # TensorRT 11: no flag; an fp16 graph in a strongly typed network
+        assert log["flags"] == set() and all(fp16_inits)
+        assert all(f == 1 << 5 for f in log["network_flags"])
+    # the timing cache is published for the next build and reused by it
+    assert (out / "trt_timing.cache").read_bytes() == b"+timed+timed"
+    export_model(onnx_export / "best.pt", out, trt=True, profiles=profiles, verify=False)
+    assert log["cache_in"].startswith(b"+timed+timed")
+    assert not (out / "upscale.fp16.engine").exists() and (out / "upscale.fp32.engine").exists()
+
+
 # ---- GPU: engines and parity -------------------------------------------------------------------
 
 
@@ -178,7 +309,7 @@ def test_engines_are_listed_and_hashed_in_the_manifest(engines) -> None:
         verify_files(out, m)
         assert m["tensorrt"]["precision"] == precision and m["tensorrt"]["profiles"]["max_size"] == 128
         assert {f"feature_extractor.{precision}.engine", f"upscale.{precision}.engine"} <= set(m["files"])
-        assert (out / "trt_timing.cache").is_file()
+        assert (out / "trt_timing.cache").is_file() and "trt_timing.cache" not in m["files"]
 
 
 def _run_all(trt, out: Path, precision: str, lr: np.ndarray) -> dict[str, np.ndarray]:
