@@ -1,6 +1,6 @@
 """metasr.runtime: the torch-free runtime (scale arithmetic, Upscaler, metasr-run)."""
 
 from metasr.runtime.backends import Device
-from metasr.runtime.upscaler import MAX_SCALE, MIN_SIDE, Upscaler, check_image, read_manifest
+from metasr.runtime.upscaler import MAX_SCALE, MIN_SIDE, UpscaleMethod, Upscaler, check_image, read_manifest
 
-__all__ = ["Device", "MAX_SCALE", "MIN_SIDE", "Upscaler", "check_image", "read_manifest"]
+__all__ = ["Device", "MAX_SCALE", "MIN_SIDE", "UpscaleMethod", "Upscaler", "check_image", "read_manifest"]

@@ -34,6 +34,7 @@ __all__ = [
     "trt_cache_dir",
     "gpu_name",
     "tensorrt_version",
+    "tensorrt_possible",
 ]
 
 TRT = "TensorrtExecutionProvider"
@@ -151,6 +152,15 @@ def tensorrt_version() -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def tensorrt_possible() -> bool:
+    """Whether TensorRT could run here at all: an NVIDIA GPU (or Jetson) or TensorRT installed.
+
+    onnxruntime-gpu always lists its TensorRT provider; asking this first keeps CPU-only
+    machines from creating engine-cache folders and paying for a doomed provider load.
+    """
+    return gpu_name() is not None or Path("/etc/nv_tegra_release").exists() or tensorrt_version() is not None
 
 
 def _slug(text: str) -> str:

@@ -22,6 +22,7 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from enum import Enum
 from fractions import Fraction
 from numbers import Real
 from pathlib import Path
@@ -29,14 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from metasr.runtime.backends import Device, SessionSpec, create_session, device_of, trt_cache_dir
+from metasr.runtime.backends import Device, SessionSpec, create_session, device_of, tensorrt_possible, trt_cache_dir
 from metasr.runtime.errors import InputError, ModelError, ScaleError
+from metasr.runtime.kernels import MAX_CLASSES, Kernels, apply_kernels, probe_kernels
 from metasr.runtime.scale import Scale, axis_mapping, hr_length
 from metasr.runtime.tiling import Span, hr_span, split_axis, tile_side_for_budget
 
 __all__ = [
     "Upscaler",
     "Device",
+    "UpscaleMethod",
     "check_image",
     "read_manifest",
     "MIN_SIDE",
@@ -56,6 +59,7 @@ DEFAULT_MEMORY_BUDGET_MB = 384
 #: Tiling halo when a manifest does not state the model's receptive radius.
 DEFAULT_RECEPTIVE_RADIUS = 16
 _PLAN_CACHE_SIZE = 64
+_KERNEL_CACHE_SIZE = 16
 _FORMAT = "metasr-export"
 
 # Peak bytes per pixel of the graphs on ONNX Runtime's CPU provider (float32), measured on the
@@ -64,6 +68,28 @@ _FORMAT = "metasr-export"
 _FE_TENSORS = 4.0  # live [N, C, h, w] tensors in the feature extractor
 _UP_HR_TENSORS = 3.0  # live [N, hidden, H, W] tensors in the upscale graph
 _HIDDEN = 256
+
+
+class UpscaleMethod(str, Enum):
+    """How the Meta-Upscale stage runs (same results, to float32 rounding).
+
+    ``GRAPH`` runs the export's ``upscale.onnx`` on every image. ``KERNELS`` reads the scale's
+    ``p * p`` predicted kernels out of that graph once, then applies them with dense matrix
+    products (:mod:`metasr.runtime.kernels`), much cheaper on a CPU. ``AUTO``: kernels on the CPU
+    for scales whose numerator is at most ``MAX_CLASSES``, the graph otherwise and on GPUs.
+    """
+
+    AUTO = "auto"
+    GRAPH = "graph"
+    KERNELS = "kernels"
+
+    @classmethod
+    def _missing_(cls, value: object) -> "UpscaleMethod | None":
+        if isinstance(value, str):
+            for member in cls:
+                if member.value == value.strip().lower():
+                    return member
+        return None
 
 
 def _sha256(path: Path) -> str:
@@ -159,6 +185,7 @@ class _Block:
     crop_stop: int
     index: np.ndarray  # LR index shifted to the crop, graph's index dtype
     offset: np.ndarray  # float32
+    residue: np.ndarray  # offset class (i * q) % p
     hr_start: int
     hr_stop: int
 
@@ -175,6 +202,7 @@ class _Plan:
     rows: _AxisPlan
     cols: _AxisPlan
     inv_scale: np.ndarray
+    kernels: bool  # Meta-Upscale through probed kernels (else the upscale graph)
 
 
 class Upscaler:
@@ -186,6 +214,7 @@ class Upscaler:
         memory_budget_mb: Working memory for one tile; sets the tile size of large images.
         tile_size: Force the LR tile core side (testing, tuning); None derives it from the budget.
         threads: CPU threads per graph; None uses the CPUs this process may run on.
+        method: How the Meta-Upscale stage runs (:class:`UpscaleMethod`; same results).
 
     Raises:
         ModelError: missing, inconsistent or damaged export (hashes are verified on load).
@@ -196,8 +225,13 @@ class Upscaler:
 
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str | Device = "auto", *,
                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, tile_size: int | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, method: str | UpscaleMethod = UpscaleMethod.AUTO) -> None:
         requested = Device.parse(device)
+        try:
+            self.method = UpscaleMethod(method)
+        except ValueError:
+            raise InputError(f"unknown upscale method {method!r}; choose one of: "
+                             f"{', '.join(m.value for m in UpscaleMethod)}") from None
         if model_dir is None:
             from metasr.models import default_model_dir
 
@@ -230,6 +264,7 @@ class Upscaler:
         self.threads = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                       else (os.cpu_count() or 1))
         self._plans: OrderedDict[tuple, _Plan] = OrderedDict()
+        self._kernels: OrderedDict[Fraction, Kernels] = OrderedDict()
         self._lock = threading.Lock()
         self._sessions = self._load_sessions(requested)
         first = next(iter(self._sessions.values()))
@@ -252,7 +287,10 @@ class Upscaler:
             "model": ({"lr"}, "sr"),
         }
         cache = None
-        if device in (Device.AUTO, Device.TENSORRT):
+        if device is Device.TENSORRT and not tensorrt_possible():
+            raise InputError("device tensorrt was requested but this machine has no NVIDIA GPU and no TensorRT "
+                             "installation; use --device auto or --device cpu")
+        if device in (Device.AUTO, Device.TENSORRT) and tensorrt_possible():
             import onnxruntime as ort
 
             if "TensorrtExecutionProvider" in ort.get_available_providers():
@@ -320,9 +358,31 @@ class Upscaler:
     def _fe_bytes(self) -> float:
         return self.features * 4 * _FE_TENSORS
 
-    def _up_bytes(self, scale: Fraction) -> tuple[float, float]:
-        """Bytes per LR pixel and per HR pixel of the upscale graph."""
+    def _up_bytes(self, scale: Fraction, kernels: bool) -> tuple[float, float]:
+        """Peak bytes per LR pixel and per HR pixel of the Meta-Upscale stage."""
+        if kernels:  # padded + row-stacked features per LR pixel; per-class products and output per HR pixel
+            return float(self.features * 4 * 4), float(16 + 8 * 3 * scale.denominator)
         return float(_HIDDEN * 4 + self.features * 4), float(_HIDDEN * 4 * _UP_HR_TENSORS)
+
+    def _uses_kernels(self, s: Scale) -> bool:
+        if self.kind != "meta" or self.method is UpscaleMethod.GRAPH:
+            return False
+        if self.method is UpscaleMethod.KERNELS:
+            return True
+        return self.device is Device.CPU and s.p <= MAX_CLASSES
+
+    def _kernels_for(self, s: Scale) -> Kernels:
+        with self._lock:
+            found = self._kernels.get(s.value)
+            if found is not None:
+                self._kernels.move_to_end(s.value)
+                return found
+        kernels = probe_kernels(lambda feeds: self._run("upscale", feeds), s, self.features, self._index_dtype)
+        with self._lock:
+            self._kernels[s.value] = kernels
+            while len(self._kernels) > _KERNEL_CACHE_SIZE:
+                self._kernels.popitem(last=False)
+        return kernels
 
     def _plan(self, s: Scale, n: int, h: int, w: int) -> _Plan:
         key = (s.value, n, h, w)
@@ -343,8 +403,9 @@ class Upscaler:
         r2 = float(s.value) ** 2
         radius = self.receptive_radius
         limit = self._TRT_MAX_SIDE if self.device is Device.TENSORRT else None
+        use_kernels = self._uses_kernels(s)
         if self.kind == "meta":
-            lr_b, hr_b = self._up_bytes(s.value)
+            lr_b, hr_b = self._up_bytes(s.value, use_kernels)
             # Features of a whole tile stay alive while its upscale blocks run: half the budget each.
             fe_px = self._fe_bytes() + self.features * 4
             up_px = lr_b + hr_b * r2
@@ -367,7 +428,7 @@ class Upscaler:
         up_core = min(up_core, fe_core)
         rows = self._axis_plan(h, s.value, fe_core, up_core, radius)
         cols = self._axis_plan(w, s.value, fe_core, up_core, radius)
-        return _Plan(group, rows, cols, np.array([s.inv], dtype=np.float32))
+        return _Plan(group, rows, cols, np.array([s.inv], dtype=np.float32), use_kernels)
 
     def _axis_plan(self, n: int, scale: Fraction, fe_core: int, up_core: int, radius: int) -> _AxisPlan:
         tiles = tuple(split_axis(n, fe_core, radius, scale))
@@ -385,7 +446,7 @@ class Upscaler:
                 # The 3x3 neighbourhood of the used LR pixels; outside the image the graph pads as untiled.
                 c0, c1 = max(0, int(m.index[0]) - 1), min(n, int(m.index[-1]) + 2)
                 per_tile.append(_Block(c0 - t.ctx_start, c1 - t.ctx_start, (m.index - c0).astype(self._index_dtype),
-                                       m.offset, a, b))
+                                       m.offset, m.residue, a, b))
             blocks.append(tuple(per_tile))
         return _AxisPlan(tiles, tuple(blocks))
 
@@ -422,7 +483,7 @@ class Upscaler:
         for g0 in range(0, n, plan.group):
             g1 = min(n, g0 + plan.group)
             if self.kind == "meta":
-                self._run_meta(x[g0:g1], out[g0:g1], plan)
+                self._run_meta(x[g0:g1], out[g0:g1], plan, self._kernels_for(s) if plan.kernels else None)
             else:
                 self._run_fixed(x[g0:g1], out[g0:g1], plan)
         np.clip(out, 0.0, 1.0, out=out)
@@ -437,7 +498,7 @@ class Upscaler:
             reason = " ".join(str(e).split())[:300]
             raise ModelError(f"onnxruntime failed running the {name} graph on {self.device.label}: {reason}") from e
 
-    def _run_meta(self, x: np.ndarray, out: np.ndarray, plan: _Plan) -> None:
+    def _run_meta(self, x: np.ndarray, out: np.ndarray, plan: _Plan, kernels: Kernels | None) -> None:
         single = len(plan.rows.tiles) == 1 and len(plan.cols.tiles) == 1
         for rt, rblocks in zip(plan.rows.tiles, plan.rows.blocks):
             for ct, cblocks in zip(plan.cols.tiles, plan.cols.blocks):
@@ -446,6 +507,10 @@ class Upscaler:
                 for rb in rblocks:
                     for cb in cblocks:
                         f = feats[:, :, rb.crop_start:rb.crop_stop, cb.crop_start:cb.crop_stop]
+                        if kernels is not None:
+                            out[:, rb.hr_start:rb.hr_stop, cb.hr_start:cb.hr_stop] = apply_kernels(
+                                kernels, f, rb.index, rb.residue, cb.index, cb.residue)
+                            continue
                         sr = self._run("upscale", {
                             "features": np.ascontiguousarray(f), "inv_scale": plan.inv_scale,
                             "row_index": rb.index, "row_offset": rb.offset,

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metasr.runtime import Device, Upscaler, check_image
-from metasr.runtime.backends import trt_cache_dir
+from metasr.runtime import Device, UpscaleMethod, Upscaler, check_image
+from metasr.runtime.backends import tensorrt_possible, trt_cache_dir
 from metasr.runtime.errors import InputError, ModelError, ScaleError
 from metasr.runtime.scale import axis_mapping, hr_length
 from metasr.runtime.tiling import split_axis
@@ -58,6 +58,30 @@ def test_matches_pytorch_with_exact_sizes(up: Upscaler, tiny_checkpoint: Path, i
     assert ((out > 0) & (out < 1)).mean() > 0.5
 
 
+@pytest.fixture(scope="module")
+def graph_up(tiny_export_dir: Path) -> Upscaler:
+    return Upscaler(tiny_export_dir, device="cpu", threads=1, method="graph")
+
+
+@pytest.mark.parametrize("scale", ["1.1", "1.8", "2", "2.3", "3.7", "4", "7/3", "6"])
+def test_kernels_match_the_upscale_graph(up: Upscaler, graph_up: Upscaler, image: np.ndarray, scale: str) -> None:
+    s = up.check_scale(scale, allow_extrapolation=True)
+    assert up._plan(s, 1, *image.shape).kernels and not graph_up._plan(s, 1, *image.shape).kernels
+    batch = np.stack([image, image[::-1].copy()])
+    np.testing.assert_allclose(up.upscale(batch, scale), graph_up.upscale(batch, scale), atol=1e-5, rtol=0)
+    assert up._kernels[s.value].classes == s.p  # p * p kernels, probed once per scale
+
+
+def test_auto_method_falls_back_to_the_graph_for_many_classes(up: Upscaler, graph_up: Upscaler,
+                                                             image: np.ndarray) -> None:
+    s = up.check_scale("1.51")  # 151/100: 151 offset classes per axis, too many to probe cheaply
+    assert not up._plan(s, 1, *image.shape).kernels
+    np.testing.assert_array_equal(up.upscale(image, "1.51"), graph_up.upscale(image, "1.51"))
+    assert UpscaleMethod("KERNELS") is UpscaleMethod.KERNELS
+    with pytest.raises(InputError, match="unknown upscale method"):
+        Upscaler(up.model_dir, method="fast")
+
+
 def test_batch_equals_single_frames(up: Upscaler, image: np.ndarray) -> None:
     batch = np.stack([image, 1 - image, image[::-1].copy()])
     out = up.upscale(batch, "2.3")
@@ -68,8 +92,10 @@ def test_batch_equals_single_frames(up: Upscaler, image: np.ndarray) -> None:
 
 @pytest.mark.parametrize("scale", ["1.1", "1.8", "2", "2.7", "4"])
 @pytest.mark.parametrize("tile", [5, 12])
-def test_tiled_equals_untiled(tiny_export_dir: Path, up: Upscaler, image: np.ndarray, scale: str, tile: int) -> None:
-    tiled = Upscaler(tiny_export_dir, device="cpu", threads=1, tile_size=tile)
+@pytest.mark.parametrize("method", ["kernels", "graph"])
+def test_tiled_equals_untiled(tiny_export_dir: Path, up: Upscaler, image: np.ndarray, scale: str, tile: int,
+                              method: str) -> None:
+    tiled = Upscaler(tiny_export_dir, device="cpu", threads=1, tile_size=tile, method=method)
     plan = tiled._plan(tiled.check_scale(scale), 1, *image.shape)
     assert len(plan.rows.tiles) > 1 and len(plan.cols.tiles) > 1  # really tiled
     np.testing.assert_allclose(tiled.upscale(image, scale), up.upscale(image, scale), atol=1e-5, rtol=0)
@@ -78,7 +104,7 @@ def test_tiled_equals_untiled(tiny_export_dir: Path, up: Upscaler, image: np.nda
 def test_memory_budget_drives_tiling(tiny_export_dir: Path, up: Upscaler) -> None:
     rng = np.random.default_rng(3)
     big = rng.random((96, 80)).astype(np.float32)
-    small_budget = Upscaler(tiny_export_dir, device="cpu", threads=1, memory_budget_mb=4)
+    small_budget = Upscaler(tiny_export_dir, device="cpu", threads=1, memory_budget_mb=4, method="graph")
     plan = small_budget._plan(small_budget.check_scale("3"), 1, 96, 80)
     blocks = sum(len(b) for b in plan.rows.blocks) * sum(len(b) for b in plan.cols.blocks)
     assert blocks > 1  # a 4 MiB budget cannot hold a 288x240 HR upscale at once
@@ -170,15 +196,19 @@ def test_device_enum_accepts_strings_and_rejects_typos(tiny_export_dir: Path) ->
         Upscaler(tiny_export_dir, device="gpux")
 
 
-def test_session_creation_is_quiet(tiny_export_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_session_creation_is_quiet(tiny_export_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     # onnxruntime-gpu tries TensorRT/CUDA first on 'auto' and prints loader errors where they are missing
-    Upscaler(tiny_export_dir, device="auto")
+    model = shutil.copytree(tiny_export_dir, tmp_path / "m")
+    up = Upscaler(model, device="auto")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+    if not tensorrt_possible():
+        assert up.device is Device.CPU
+        assert not (model / "trt_cache").exists()  # no engine folders on machines that cannot use them
 
 
 def _gpu_usable() -> bool:
-    return Path("/proc/driver/nvidia/gpus").is_dir()
+    return tensorrt_possible()
 
 
 @pytest.mark.parametrize("device", ["cuda", "tensorrt"])

@@ -1,0 +1,229 @@
+"""Figures for the runtime (issue 5), all in one run on the same input. Prints Markdown tables.
+
+    python bench/bench_runtime.py [--ckpt models/metasrgan-mri/best.pt] [--threads 2] [--repeats 3] [--no-rss]
+
+1. ORT runtime (``Upscaler``) vs PyTorch eager (``load_checkpoint``) at 1.5/1.8/2/3/4 on 256x256.
+2. The cost of arbitrary scale: Meta-SRGAN x2 vs SRGAN x2, both through the same runtime.
+3. First call at a new scale vs the second call (cached index/offset arrays and tile plan).
+4. Achieved GFLOP/s of the feature extractor vs this machine's large-matmul peak (numpy and ORT).
+5. Peak RSS and wall time of ``metasr-run`` (a subprocess) at 4x on 512x512 and 1024x1024 PNGs.
+
+Without ``--ckpt`` it uses the shipped checkpoint when there is one, else random-init weights
+(same architecture, so the costs are the same). Timings are medians of ``--repeats`` runs after
+one warm-up; say which machine they come from (and whether it was shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metasr.export import export_model
+from metasr.models import default_model_dir
+from metasr.runtime import Upscaler
+from metasr.training import build_model, load_checkpoint, model_config, save_checkpoint
+
+SCALES = ["1.5", "1.8", "2", "3", "4"]
+
+
+def _median_time(fn, repeats: int) -> float:  # noqa: ANN001
+    fn()  # warm-up: first-run allocations, plan cache
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _checkpoint(arch: str, arg: str | None, tmp: Path) -> tuple[Path, str]:
+    if arg:
+        return Path(arg), "given checkpoint"
+    shipped = default_model_dir() / "best.pt"
+    if arch == "metasrgan" and shipped.is_file():
+        return shipped, "shipped checkpoint"
+    torch.manual_seed(0)
+    model = build_model(arch)
+    return save_checkpoint(tmp / f"{arch}.pt", model, model_config(arch, model, {})), "random-init weights"
+
+
+def _phantom(n: int) -> np.ndarray:
+    y, x = np.mgrid[0:n, 0:n] / n
+    img = 0.45 + 0.3 * np.sin(9 * x) * np.cos(7 * y) * np.exp(-((x - 0.5) ** 2 + (y - 0.5) ** 2) * 4)
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def _conv_flops(onnx_path: Path, h: int, w: int) -> float:
+    """Multiply-adds x2 of every Conv in a graph whose convolutions keep the input's h x w."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    weights = {t.name: numpy_helper.to_array(t).shape for t in model.graph.initializer}
+    flops = 0.0
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.input[1] in weights:
+            cout, cin, kh, kw = weights[node.input[1]]
+            flops += 2.0 * cout * cin * kh * kw * h * w
+    return flops
+
+
+def _matmul_peak(threads: int) -> tuple[float, float]:
+    """GFLOP/s of a 2048^3 float32 matmul in numpy (BLAS) and in ONNX Runtime."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    n = 2048
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    t_np = _median_time(lambda: a @ b, 3)
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    t_ort = _median_time(lambda: sess.run(None, {"a": a, "b": b}), 3)
+    return 2 * n**3 / t_np / 1e9, 2 * n**3 / t_ort / 1e9
+
+
+def _rss_run(args: list[str]) -> tuple[float, float, int]:
+    """Peak RSS (MiB) and wall time of one metasr-run in a fresh process (children's max RSS)."""
+    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+             "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t, r.returncode)")
+    runner = [sys.executable, "-c", "from metasr.runtime.cli import main; import sys; sys.exit(main())"]
+    out = subprocess.run([sys.executable, "-c", probe] + runner + args, capture_output=True, text=True, check=True)
+    rss_kb, seconds, code = out.stdout.split()
+    return int(rss_kb) / 1024, float(seconds), int(code)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", help="Meta-SRGAN checkpoint (default: shipped, else random-init)")
+    parser.add_argument("--srgan-ckpt", help="SRGAN x2 checkpoint (default: random-init)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--no-rss", action="store_true", help="skip the metasr-run peak-RSS runs (slow)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        ckpt, origin = _checkpoint("metasrgan", args.ckpt, tmp)
+        srgan_ckpt, srgan_origin = _checkpoint("srgan", args.srgan_ckpt, tmp)
+        meta_dir = export_model(ckpt, tmp / "meta", verify=False).out_dir
+        srgan_dir = export_model(srgan_ckpt, tmp / "srgan", verify=False).out_dir
+        image = _phantom(args.size)
+        n = args.size
+        load = os.getloadavg()
+        print(f"Machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores "
+              f"available, {args.threads} threads; load average {load[0]:.1f} (shared with other jobs when > 0). "
+              f"Weights: {origin}; SRGAN: {srgan_origin}. Input {n}x{n}, median of {args.repeats} runs.\n")
+
+        up = Upscaler(meta_dir, device="cpu", threads=args.threads)
+        model = load_checkpoint(ckpt)
+        lr = torch.from_numpy(image)[None, None]
+
+        print(f"| scale | output | PyTorch eager (ms) | metasr runtime, ORT {up.device.label} (ms) | speed-up |")
+        print("|---|---|---:|---:|---:|")
+        for scale in SCALES:
+            def eager(scale: str = scale) -> None:
+                with torch.inference_mode():
+                    model(lr, scale).clamp_(0, 1)
+            t_torch = _median_time(eager, args.repeats)
+            t_ort = _median_time(lambda scale=scale: up.upscale(image, scale), args.repeats)
+            h, w = up.check_scale(scale).output_size(n, n)
+            print(f"| x{scale} | {w}x{h} | {t_torch * 1e3:.0f} | {t_ort * 1e3:.0f} | {t_torch / t_ort:.2f}x |")
+
+        srgan = Upscaler(srgan_dir, device="cpu", threads=args.threads)
+        t_meta = _median_time(lambda: up.upscale(image, 2), args.repeats)
+        t_srgan = _median_time(lambda: srgan.upscale(image, 2), args.repeats)
+        print("\n| x2 through the same runtime | ms | relative |")
+        print("|---|---:|---:|")
+        print(f"| SRGAN x2 (fixed scale, PixelShuffle) | {t_srgan * 1e3:.0f} | 1.00x |")
+        print(f"| Meta-SRGAN x2 (any scale) | {t_meta * 1e3:.0f} | {t_meta / t_srgan:.2f}x |")
+
+        fresh = Upscaler(meta_dir, device="cpu", threads=args.threads)
+        fresh.upscale(image, "2.5")  # warm the sessions, so the comparison isolates the new scale
+        t0 = time.perf_counter()
+        fresh.upscale(image, "1.7")
+        first = time.perf_counter() - t0
+        second = statistics.median(_once(lambda: fresh.upscale(image, "1.7")) for _ in range(args.repeats))
+        t0 = time.perf_counter()
+        cold = Upscaler(meta_dir, device="cpu", threads=args.threads)
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cold.upscale(image, "1.7")
+        cold_first = time.perf_counter() - t0
+        print("\n| latency at x1.7 | ms |")
+        print("|---|---:|")
+        print(f"| model load (hash check + ORT sessions) | {load_s * 1e3:.0f} |")
+        print(f"| first call after load | {cold_first * 1e3:.0f} |")
+        print(f"| first call at a new scale (warm sessions) | {first * 1e3:.0f} |")
+        print(f"| second call, cached scale | {second * 1e3:.0f} |")
+
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = args.threads
+        fe = ort.InferenceSession(str(meta_dir / "feature_extractor.onnx"), opts, providers=["CPUExecutionProvider"])
+        x = image[None, None]
+        t_fe = _median_time(lambda: fe.run(None, {"lr": x}), args.repeats)
+        flops = _conv_flops(meta_dir / "feature_extractor.onnx", n, n)
+        with torch.inference_mode():
+            t_fe_torch = _median_time(lambda: model.extract_features(lr), args.repeats)
+        up_total = _median_time(lambda: up.upscale(image, 2), args.repeats)
+        peak_np, peak_ort = _matmul_peak(args.threads)
+        peak = max(peak_np, peak_ort)
+        print("\n| compute | GFLOP | ms | GFLOP/s | of matmul peak |")
+        print("|---|---:|---:|---:|---:|")
+        print(f"| matmul 2048^3, numpy (BLAS) | {2 * 2048**3 / 1e9:.1f} | {2 * 2048**3 / peak_np / 1e6:.0f} | "
+              f"{peak_np:.0f} | {peak_np / peak:.0%} |")
+        print(f"| matmul 2048^3, ONNX Runtime | {2 * 2048**3 / 1e9:.1f} | {2 * 2048**3 / peak_ort / 1e6:.0f} | "
+              f"{peak_ort:.0f} | {peak_ort / peak:.0%} |")
+        print(f"| feature extractor {n}x{n}, ORT | {flops / 1e9:.1f} | {t_fe * 1e3:.0f} | {flops / t_fe / 1e9:.0f} | "
+              f"{flops / t_fe / 1e9 / peak:.0%} |")
+        print(f"| feature extractor {n}x{n}, PyTorch eager | {flops / 1e9:.1f} | {t_fe_torch * 1e3:.0f} | "
+              f"{flops / t_fe_torch / 1e9:.0f} | {flops / t_fe_torch / 1e9 / peak:.0%} |")
+        print(f"| whole x2 upscale {n}x{n} (feature extractor share) | | {up_total * 1e3:.0f} | | "
+              f"{t_fe / up_total:.0%} in features |")
+
+        if not args.no_rss:
+            import cv2
+
+            print("\n| metasr-run x4 | output | peak RSS (MiB) | wall (s) |")
+            print("|---|---|---:|---:|")
+            for size in (512, 1024):
+                src = tmp / f"in{size}.png"
+                cv2.imwrite(str(src), (_phantom(size) * 65535).astype(np.uint16))
+                rss, seconds, code = _rss_run(["--input", str(src), "--scale", "4", "--model", str(meta_dir),
+                                               "--threads", str(args.threads), "-o", str(tmp / f"out{size}.png")])
+                status = "" if code == 0 else f" (exit {code})"
+                print(f"| {size}x{size} PNG 16-bit | {4 * size}x{4 * size} | {rss:.0f}{status} | {seconds:.1f} |")
+
+
+def _once(fn) -> float:  # noqa: ANN001
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+if __name__ == "__main__":
+    main()
