@@ -253,7 +253,7 @@ def _build_model(cfg: TrainConfig, scales: list[Fraction]) -> tuple[nn.Module, d
         raise InputError(f"unknown architecture {cfg.arch!r}; choose one of: metasrgan, srgan, edsr")
     args: dict[str, Any] = {}
     if cfg.arch == "metasrgan":
-        args["scale_range"] = (float(min(scales)), float(max(scales)))
+        args["scale_range"] = [float(min(scales)), float(max(scales))]  # a list: JSON-friendly config
     model = build_model(cfg.arch, **args)
     return model, model_config(cfg.arch, model, args)
 
