@@ -148,6 +148,22 @@ def _check_target(out_dir: Path, ckpt_path: Path, ckpt_sha: str, names: list[str
     return None
 
 
+def _make_temp_dir(out_dir: Path) -> Path:
+    """A temp folder on the same file system as ``out_dir``: beside it, or (if its parent is not
+    writable but ``out_dir`` exists) hidden inside it, so the final moves are renames."""
+    prefix = f".{out_dir.resolve().name or 'export'}.export-"
+    candidates = [out_dir.resolve().parent] + ([out_dir] if out_dir.is_dir() else [])
+    error: OSError | None = None
+    for parent in candidates:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        except OSError as e:
+            error = e
+    raise OutputError(f"cannot write the export to {out_dir} ({getattr(error, 'strerror', None) or error}); "
+                      f"choose a writable --out") from error
+
+
 def _publish(tmp: Path, out_dir: Path, names: list[str], old: dict | None, keep: Path) -> None:
     """Move the verified files from ``tmp`` into ``out_dir``, manifest last."""
     if not out_dir.exists():
@@ -241,13 +257,7 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | Non
     graph_names = list(_META_FILES if kind == "meta" else _FIXED_FILES)
     old = _check_target(out_dir, ckpt_path, ckpt_sha, graph_names, force)
 
-    parent = out_dir.parent if not out_dir.exists() else out_dir.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name or 'export'}.export-", dir=parent))
-    except OSError as e:
-        raise OutputError(f"cannot write the export next to {out_dir} ({e.strerror or e}); choose a writable --out") \
-            from e
+    tmp = _make_temp_dir(out_dir)
     try:
         features = int(getattr(model, "features", 0)) or None
         report: ParityReport | None = None

@@ -237,6 +237,31 @@ def test_failed_verification_leaves_nothing_new(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
 
 
+def test_unwritable_parent_falls_back_to_a_temp_folder_inside_out(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    import metasr.export as export_pkg
+
+    ckpt = _checkpoint(tmp_path / "best.pt")
+    real = tempfile.mkdtemp
+
+    def refuse_beside(prefix: str, dir: Path) -> str:  # noqa: A002 - mirrors tempfile's signature
+        if Path(dir).resolve() == tmp_path.parent.resolve():
+            raise PermissionError(13, "Permission denied")
+        return real(prefix=prefix, dir=dir)
+
+    monkeypatch.setattr(export_pkg.tempfile, "mkdtemp", refuse_beside)
+    export_model(ckpt, verify=False)  # out = the checkpoint's folder, whose parent "refuses" writes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "feature_extractor.onnx", "manifest.json",
+                                                          "upscale.onnx"]
+    with pytest.raises(OutputError, match="cannot write"):
+        export_model(ckpt, tmp_path.parent / f"{tmp_path.name}-new", verify=False)  # new folder, parent refuses
+    assert not (tmp_path.parent / f"{tmp_path.name}-new").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        export_model(ckpt, tmp_path / "file", verify=False)
+
+
 # ---- fixed-scale archs -----------------------------------------------------------------------
 
 
