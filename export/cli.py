@@ -43,10 +43,14 @@ def _size(path: Path) -> str:
               help="TensorRT profile: largest LR height/width.")
 @click.option("--max-batch", type=click.IntRange(1), default=4, show_default=True,
               help="TensorRT profile: largest batch.")
+@click.option("--max-hr-size", type=click.IntRange(1), default=None,
+              help="TensorRT profile: largest HR height/width per upscale call (default: --max-size); "
+              "bounds the upscale engine's memory (256 floats per HR pixel).")
 @click.option("--no-verify", is_flag=True, help="Skip the ONNX Runtime vs PyTorch parity check (the ONNX "
               "checker still runs).")
 def export_command(checkpoint: Path, out_dir: Path | None, trt: bool, fp16: bool, opset: int, force: bool,
-                   min_size: int, opt_size: int, max_size: int, max_batch: int, no_verify: bool) -> int:
+                   min_size: int, opt_size: int, max_size: int, max_batch: int, max_hr_size: int | None,
+                   no_verify: bool) -> int:
     """Export a metasr checkpoint to ONNX (and TensorRT), verified against PyTorch."""
     from metasr.export import Profiles, export_model
     from metasr.export.tensorrt import check_available
@@ -55,7 +59,7 @@ def export_command(checkpoint: Path, out_dir: Path | None, trt: bool, fp16: bool
         raise click.UsageError("--fp16 applies to TensorRT engines; add --trt")
     try:
         profiles = Profiles(min_size=min_size, opt_size=opt_size, max_size=max_size,
-                            opt_batch=1, max_batch=max_batch, max_hr_size=max(2 * max_size, 1))
+                            opt_batch=1, max_batch=max_batch, max_hr_size=max_hr_size or max_size)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     trt_problem = None

@@ -57,8 +57,9 @@ class Profiles:
         min_size, opt_size, max_size: LR spatial size (h and w) the engines accept.
         max_batch, opt_batch: batch bounds (min is 1).
         max_hr_size: largest HR extent (H and W) the upscale engine accepts in one call; larger
-            outputs are produced in HR tiles by the caller (the upscale graph's memory is
-            ``hidden`` floats per HR pixel, so an unbounded profile would not fit on edge GPUs).
+            outputs are produced in HR tiles by the caller. The upscale graph holds ``hidden``
+            (256) floats per HR pixel, so this bound sets the engine's activation memory:
+            1024 x 1024 at batch 4 is ~4 GiB per intermediate; lower it on edge GPUs.
     """
 
     min_size: int = 16
@@ -66,7 +67,7 @@ class Profiles:
     max_size: int = 1024
     opt_batch: int = 1
     max_batch: int = 4
-    max_hr_size: int = 2048
+    max_hr_size: int = 1024
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_size <= self.opt_size <= self.max_size:
