@@ -17,8 +17,11 @@ Export directory contract (``INTERFACES.md`` section 1, ``design.md`` "Export co
   under ``tensorrt`` (version, precision, profiles, per-engine input shapes), and the builder's
   ``trt_timing.cache`` (reused by the next build; not in ``files``, it is not part of the model).
 
-Only additions to the INTERFACES.md example: ``parity.worst_case`` (a label of the worst case),
-``checkpoint.metrics`` and ``tensorrt.profiles``/``engines`` details; nothing is renamed.
+Only additions to the INTERFACES.md example, nothing renamed or removed: ``parity.worst_case``
+(label of the worst case), ``checkpoint.metrics``, and under ``tensorrt``: ``profiles`` (the
+:class:`Profiles` bounds), ``engines`` (per graph: file, precision, strongly_typed, input shapes)
+and ``timing_cache``. The upscale graph needs only a 1-pixel feature halo around the LR rows and
+columns its indices name, so callers may feed feature tiles (see ``metasr.export.onnx_graphs``).
 """
 
 from __future__ import annotations
