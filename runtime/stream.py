@@ -806,13 +806,31 @@ class VideoStream:
         self._stop.set()
         self._inbox.close()
         self._outbox.close()
-        for t in self._threads:
-            # A live read or an inference call in flight finishes on its own; the threads are
-            # daemons, so a source that hangs in read() cannot keep the process alive.
-            t.join(timeout=10.0)
-        self.source.release()
+        capture = self._threads[0] if self._threads else None
+        inference = self._threads[1] if self._threads else None
+        # An inference call in flight (seconds on a CPU) finishes on its own and its result is
+        # discarded: Ctrl-C need not wait for it. The threads are daemons, so neither a call in
+        # flight nor a live read that hangs can keep the process alive.
+        if inference is not None:
+            inference.join(timeout=0.2)
+        if capture is not None:
+            capture.join(timeout=10.0)
+        if capture is None or not capture.is_alive():
+            # Never release a capture while a read on it is in progress (FFmpeg is not re-entrant).
+            self.source.release()
         if self.end_reason is None:
             self._finish(EndReason.STOPPED, "stopped")
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the stream's threads to end (after :meth:`close`); return whether they did.
+
+        :meth:`close` does not wait for an inference call in flight; call this before the
+        process exits so no model call is still running while the interpreter shuts down.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
     def __enter__(self) -> VideoStream:
         return self
@@ -946,7 +964,7 @@ def run_stream(
                 writer.write(frame.image)
             if display:
                 cv2.imshow("metasr-stream", frame.image)
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                if (cv2.waitKey(1) & 0xFF) in (ord("q"), 27):
                     stream.stop()
             if on_frame is not None:
                 on_frame(frame)
@@ -960,6 +978,7 @@ def run_stream(
         stream.close()
         if writer is not None:
             writer.abort()
+        stream.join(timeout=60.0)
         raise
     finally:
         stream.close()
@@ -984,6 +1003,7 @@ def run_stream(
             warnings.append(f"{writer.resized_frames} frames had another size than the first and were resized to the file's size")
         if writer.cropped_to_even:
             warnings.append("the SR frame size is odd; the video file stores it cropped to even (OpenCV/FFmpeg writers)")
+    stream.join(timeout=60.0)  # the output is final already; let an inference call in flight end
     upscaler_info = {k: _jsonable(getattr(upscaler, k)) for k in ("providers", "device", "model_id") if hasattr(upscaler, k)}
     return StreamSummary(
         source=src.name,
