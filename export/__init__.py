@@ -27,8 +27,8 @@ columns its indices name, so callers may feed feature tiles (see ``metasr.export
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -160,17 +160,29 @@ def _make_temp_dir(out_dir: Path) -> Path:
     for parent in candidates:
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            return _new_dir(parent, prefix)
         except OSError as e:
             error = e
     raise OutputError(f"cannot write the export to {out_dir} ({getattr(error, 'strerror', None) or error}); "
                       f"choose a writable --out") from error
 
 
+def _new_dir(parent: Path, prefix: str) -> Path:
+    # os.mkdir (not tempfile.mkdtemp, which makes it 0700) so the folder gets the user's umask
+    # permissions: when out_dir is new, this folder is renamed into it as is
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary folder in {parent}")
+
+
 def _publish(tmp: Path, out_dir: Path, names: list[str], old: dict | None, keep: Path) -> None:
     """Move the verified files from ``tmp`` into ``out_dir``, manifest last."""
     if not out_dir.exists():
-        os.chmod(tmp, 0o777 & ~_umask())
         os.rename(tmp, out_dir)  # the whole export appears at once
         return
     # drop the old manifest first so a half-replaced folder never passes for a valid export
@@ -185,12 +197,6 @@ def _publish(tmp: Path, out_dir: Path, names: list[str], old: dict | None, keep:
                 stale.unlink(missing_ok=True)
     os.replace(tmp / MANIFEST_NAME, out_dir / MANIFEST_NAME)
     shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, opset: int = 17,

@@ -172,6 +172,10 @@ def test_reexport_of_the_same_checkpoint_needs_no_force(tmp_path: Path) -> None:
     assert first.manifest["files"] == second.manifest["files"]  # deterministic graphs
     assert (tmp_path / "best.pt").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "out"]  # no temp folders left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "out" / "manifest.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_refuses_another_checkpoints_export_without_force(tmp_path: Path) -> None:
@@ -238,19 +242,17 @@ def test_failed_verification_leaves_nothing_new(tmp_path: Path) -> None:
 
 
 def test_unwritable_parent_falls_back_to_a_temp_folder_inside_out(tmp_path: Path, monkeypatch) -> None:
-    import tempfile
-
     import metasr.export as export_pkg
 
     ckpt = _checkpoint(tmp_path / "best.pt")
-    real = tempfile.mkdtemp
+    real = export_pkg._new_dir
 
-    def refuse_beside(prefix: str, dir: Path) -> str:  # noqa: A002 - mirrors tempfile's signature
-        if Path(dir).resolve() == tmp_path.parent.resolve():
+    def refuse_beside(parent: Path, prefix: str) -> Path:
+        if Path(parent).resolve() == tmp_path.parent.resolve():
             raise PermissionError(13, "Permission denied")
-        return real(prefix=prefix, dir=dir)
+        return real(parent, prefix)
 
-    monkeypatch.setattr(export_pkg.tempfile, "mkdtemp", refuse_beside)
+    monkeypatch.setattr(export_pkg, "_new_dir", refuse_beside)
     export_model(ckpt, verify=False)  # out = the checkpoint's folder, whose parent "refuses" writes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "feature_extractor.onnx", "manifest.json",
                                                           "upscale.onnx"]
