@@ -337,7 +337,9 @@ def test_frame_size_change_mid_stream(tmp_path):
     summary = run_stream(VideoSource(FakeCapture(small + big)), up, "2", batch=3,
                          output=tmp_path / "out.avi", on_frame=yielded.append)
     assert [f.image.shape for f in yielded] == [(40, 48, 3)] * 4 + [(60, 80, 3)] * 5
-    assert all(len(c) == 2 or len({c[1:]}) == 1 for c in up.calls)  # a batch never mixes sizes
+    sizes = [c[-2:] for c in up.calls]
+    assert sizes == sorted(sizes) and set(sizes) == {(20, 24), (30, 40)}  # batches follow the size change
+    assert sum(1 if len(c) == 2 else c[0] for c in up.calls) == 9
     np.testing.assert_allclose(yielded[6].luma, up.upscale(luminance(big[2]), "2"), atol=1e-6)
     assert summary.stats["size_changes"] == 1 and summary.writer["resized_frames"] == 5
     assert any("resized" in w for w in summary.warnings)
@@ -401,6 +403,19 @@ def test_file_source_never_drops():
     with VideoStream(src, ResizeUpscaler(delay_s=0.01), "2") as stream:
         out = [_index_of(f) for f in stream]
     assert out == list(range(n)) and stream.stats.dropped == 0
+
+
+def test_stop_ends_the_stream():
+    out = []
+    with VideoStream(VideoSource(FakeCapture([_tagged(i) for i in range(50)], delay_s=0.002)),
+                     ResizeUpscaler(delay_s=0.01), "2") as stream:
+        for f in stream:
+            out.append(_index_of(f))
+            if f.index == 2:
+                stream.stop()
+    assert stream.end_reason is EndReason.STOPPED
+    assert out[:3] == [0, 1, 2] and out == list(range(len(out))) and len(out) < 50
+    assert stream.join(timeout=5.0) and stream.source.capture.released
 
 
 def test_live_max_fps_throttles():
