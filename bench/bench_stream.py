@@ -149,12 +149,16 @@ def main() -> None:
         model_dir, model_note = resolve_model(args.model, args.device, work)
         up = Upscaler(model_dir, device=args.device)
         cases = CPU_CASES + (GPU_CASES if args.gpu_cases or args.device in ("cuda", "tensorrt") else [])
-        print(f"# metasr-stream benchmark on {platform.processor() or platform.machine()}, "
-              f"{len(os.sched_getaffinity(0))} CPUs visible; {up.describe()}")
+        print(
+            f"# metasr-stream benchmark on {platform.processor() or platform.machine()}, "
+            f"{len(os.sched_getaffinity(0))} CPUs visible; {up.describe()}"
+        )
         print(f"# model: {model_note}")
         print()
-        print("| input | scale | output | batch | frames | inference-only fps | stream fps | ratio | "
-              "CPU s/frame inference | CPU s/frame stream | CPU ratio | latency p50 ms | latency p95 ms |")
+        print(
+            "| input | scale | output | batch | frames | inference-only fps | stream fps | ratio | "
+            "CPU s/frame inference | CPU s/frame stream | CPU ratio | latency p50 ms | latency p95 ms |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         live_rows: list[tuple] = []
         for (h, w), scale in cases:
@@ -171,14 +175,19 @@ def main() -> None:
                 s = summary.stats
                 stream_cpu = (time.process_time() - cpu) / max(s["frames_out"], 1)
                 oh, ow = summary.output_size or (0, 0)
-                print(f"| {w}x{h} | x{scale} | {ow}x{oh} | {batch} | {s['frames_out']} | {inf:.2f} | {s['fps']:.2f} | "
-                      f"{s['fps'] / inf:.2f} | {inf_cpu:.2f} | {stream_cpu:.2f} | {inf_cpu / stream_cpu:.2f} | "
-                      f"{s['latency_ms']['p50']:.0f} | {s['latency_ms']['p95']:.0f} |", flush=True)
+                print(
+                    f"| {w}x{h} | x{scale} | {ow}x{oh} | {batch} | {s['frames_out']} | {inf:.2f} | {s['fps']:.2f} | "
+                    f"{s['fps'] / inf:.2f} | {inf_cpu:.2f} | {stream_cpu:.2f} | {inf_cpu / stream_cpu:.2f} | "
+                    f"{s['latency_ms']['p50']:.0f} | {s['latency_ms']['p95']:.0f} |",
+                    flush=True,
+                )
                 live_rows.append((w, h, scale, video, inf))
         if args.live_seconds > 0:
             print()
-            print(f"Live source (a camera simulated at {args.live_fps:g} fps for {args.live_seconds:g} s, batch 1, "
-                  "oldest frames dropped when inference falls behind):")
+            print(
+                f"Live source (a camera simulated at {args.live_fps:g} fps for {args.live_seconds:g} s, batch 1, "
+                "oldest frames dropped when inference falls behind):"
+            )
             print()
             print("| input | scale | frames captured | out | dropped | stream fps | latency p50 ms | latency p95 ms |")
             print("|---|---|---|---|---|---|---|---|")
@@ -187,12 +196,17 @@ def main() -> None:
                 if (w, h, scale) in seen:
                     continue
                 seen.add((w, h, scale))
-                cam = VideoSource(PacedCapture(video, args.live_fps, args.live_seconds), SourceKind.CAMERA, "simulated camera")
+                cam = VideoSource(
+                    PacedCapture(video, args.live_fps, args.live_seconds), SourceKind.CAMERA, "simulated camera"
+                )
                 summary = run_stream(cam, up, scale, batch=1, lost_timeout_s=0.05)
                 s = summary.stats
                 lat = s["latency_ms"]
-                print(f"| {w}x{h} | x{scale} | {s['frames_in']} | {s['frames_out']} | {s['dropped']} | {s['fps']:.2f} | "
-                      f"{lat['p50']:.0f} | {lat['p95']:.0f} |", flush=True)
+                print(
+                    f"| {w}x{h} | x{scale} | {s['frames_in']} | {s['frames_out']} | {s['dropped']} | {s['fps']:.2f} | "
+                    f"{lat['p50']:.0f} | {lat['p95']:.0f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

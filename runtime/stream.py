@@ -109,7 +109,9 @@ class SupportsUpscale(Protocol):
         ...
 
 
-def validate_scale(upscaler: SupportsUpscale, scale: str | Real | Fraction | Scale, *, allow_extrapolation: bool = False) -> Scale:
+def validate_scale(
+    upscaler: SupportsUpscale, scale: str | Real | Fraction | Scale, *, allow_extrapolation: bool = False
+) -> Scale:
     """Parse ``scale`` and check it against the model's trained range.
 
     Uses ``upscaler.check_scale`` when the upscaler has one (``metasr.runtime.Upscaler`` does),
@@ -184,7 +186,9 @@ class VideoSource:
         self.release()
 
 
-def open_source(spec: str | int | os.PathLike[str], *, open_timeout_s: float = 10.0, read_timeout_s: float = 5.0) -> VideoSource:
+def open_source(
+    spec: str | int | os.PathLike[str], *, open_timeout_s: float = 10.0, read_timeout_s: float = 5.0
+) -> VideoSource:
     """Open a video file, an RTSP/HTTP URL or a camera (by index) with OpenCV.
 
     Args:
@@ -267,7 +271,14 @@ class VideoFileWriter:
         OutputError: if the path cannot be written or no codec of the chain opens.
     """
 
-    def __init__(self, path: str | os.PathLike[str], fps: float, *, frame_size: tuple[int, int] | None = None, codec: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float,
+        *,
+        frame_size: tuple[int, int] | None = None,
+        codec: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.fps = float(fps)
         chain = self.check_path(self.path, codec)
@@ -313,7 +324,9 @@ class VideoFileWriter:
             raise OutputError(f"cannot write {path}: directory {parent} is not writable")
         return chain
 
-    def _open_chain(self, chain: tuple[str, ...], size: tuple[int, int], is_color: bool, *, probe: bool) -> tuple[str, ...]:
+    def _open_chain(
+        self, chain: tuple[str, ...], size: tuple[int, int], is_color: bool, *, probe: bool
+    ) -> tuple[str, ...]:
         """Open the first codec of ``chain`` that works; return the chain from that codec on."""
         h, w = size
         for i, fourcc in enumerate(chain):
@@ -676,7 +689,10 @@ class VideoStream:
                     if live:
                         stats.add("read_failures")
                         if now - last_good >= self.lost_timeout_s:
-                            end = _End(EndReason.SOURCE_LOST, f"{src.name} delivered no frame for {now - last_good:.1f} s ({failures} failed reads)")
+                            end = _End(
+                                EndReason.SOURCE_LOST,
+                                f"{src.name} delivered no frame for {now - last_good:.1f} s ({failures} failed reads)",
+                            )
                             break
                         self._stop.wait(0.01)
                         continue
@@ -732,7 +748,7 @@ class VideoStream:
                     sr = [np.asarray(self.upscaler.upscale(item.luma, self.scale.value))]
                 else:
                     sr = list(np.asarray(self.upscaler.upscale(np.stack([b.luma for b in batch]), self.scale.value)))
-                for captured, luma in zip(batch, sr):
+                for captured, luma in zip(batch, sr, strict=True):
                     self._outbox.put((captured, luma))
         except _Closed:
             return
@@ -949,7 +965,9 @@ def run_stream(
             writer = VideoFileWriter(output, out_fps, frame_size=expected, codec=codec)
         if display:
             _check_display()
-        stream = VideoStream(src, upscaler, parsed, batch=batch, max_fps=max_fps, allow_extrapolation=True, lost_timeout_s=lost_timeout_s)
+        stream = VideoStream(
+            src, upscaler, parsed, batch=batch, max_fps=max_fps, allow_extrapolation=True, lost_timeout_s=lost_timeout_s
+        )
     except BaseException:
         src.release()
         raise
@@ -1000,11 +1018,17 @@ def run_stream(
             "cropped_to_even": writer.cropped_to_even,
         }
         if writer.resized_frames:
-            warnings.append(f"{writer.resized_frames} frames had another size than the first and were resized to the file's size")
+            warnings.append(
+                f"{writer.resized_frames} frames had another size than the first and were resized to the file's size"
+            )
         if writer.cropped_to_even:
-            warnings.append("the SR frame size is odd; the video file stores it cropped to even (OpenCV/FFmpeg writers)")
+            warnings.append(
+                "the SR frame size is odd; the video file stores it cropped to even (OpenCV/FFmpeg writers)"
+            )
     stream.join(timeout=60.0)  # the output is final already; let an inference call in flight end
-    upscaler_info = {k: _jsonable(getattr(upscaler, k)) for k in ("providers", "device", "model_id") if hasattr(upscaler, k)}
+    upscaler_info = {
+        k: _jsonable(getattr(upscaler, k)) for k in ("providers", "device", "model_id") if hasattr(upscaler, k)
+    }
     return StreamSummary(
         source=src.name,
         source_kind=src.kind,

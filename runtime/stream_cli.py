@@ -90,19 +90,56 @@ def _check_stats_path(stats: str | None) -> Path | None:
     help="Super-resolve a video file, an RTSP/HTTP stream or a camera (by index) in real time. "
     "The luminance goes through the model; chroma is resized bicubically; grayscale stays grayscale.",
 )
-@click.option("--input", "input_", required=True, metavar="FILE|URL|INDEX", help="Video file, rtsp:// or http:// URL, or camera index (0).")
-@click.option("--scale", required=True, help="Scale factor, e.g. 1.5 or 2 (the model's trained range unless --allow-extrapolation).")
-@click.option("--output", type=click.Path(dir_okay=False), help="Video file to write (.mp4, .avi, .mkv, .mov); codec chosen from what OpenCV can write.")
-@click.option("--display", is_flag=True, help="Show the frames in a window ('q' or Esc stops); needs a GUI build of OpenCV.")
-@click.option("--model", "model_dir", type=click.Path(file_okay=False), help="Exported model directory (default: the shipped model).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"], case_sensitive=False), default="auto", show_default=True)
-@click.option("--max-fps", type=click.FloatRange(min=0, min_open=True), help="Cap the rate: files are read no faster; live sources skip frames.")
-@click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True, help="Frames per inference call (of one size).")
+@click.option(
+    "--input",
+    "input_",
+    required=True,
+    metavar="FILE|URL|INDEX",
+    help="Video file, rtsp:// or http:// URL, or camera index (0).",
+)
+@click.option(
+    "--scale",
+    required=True,
+    help="Scale factor, e.g. 1.5 or 2 (the model's trained range unless --allow-extrapolation).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Video file to write (.mp4, .avi, .mkv, .mov); codec chosen from what OpenCV can write.",
+)
+@click.option(
+    "--display", is_flag=True, help="Show the frames in a window ('q' or Esc stops); needs a GUI build of OpenCV."
+)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(file_okay=False),
+    help="Exported model directory (default: the shipped model).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "tensorrt"], case_sensitive=False),
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--max-fps",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Cap the rate: files are read no faster; live sources skip frames.",
+)
+@click.option(
+    "--batch", type=click.IntRange(1, 64), default=1, show_default=True, help="Frames per inference call (of one size)."
+)
 @click.option("--stats", "stats_path", help="Write the JSON summary here ('-' for stdout).")
 @click.option("--codec", help="FOURCC to use instead of the container's fallback chain (e.g. MJPG).")
 @click.option("--allow-extrapolation", is_flag=True, help="Accept a scale outside the model's trained range.")
-@click.option("--lost-timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
-              help="Seconds without a frame after which a live source counts as lost (exit 3).")
+@click.option(
+    "--lost-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds without a frame after which a live source counts as lost (exit 3).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No status line.")
 def _stream(
     input_: str,

@@ -42,7 +42,9 @@ def moving_shapes(n: int, h: int, w: int, *, color: bool, seed: int = 0) -> list
     for i in range(n):
         f = rng.integers(0, 40, (h, w, 3), dtype=np.uint8)
         cv2.circle(f, (3 + (2 * i) % max(w - 6, 1), h // 2), max(2, h // 6), (230, 120, 40), -1)
-        cv2.rectangle(f, (w // 3, (3 * i) % max(h - 4, 1)), (w // 3 + 5, (3 * i) % max(h - 4, 1) + 3), (30, 200, 250), -1)
+        cv2.rectangle(
+            f, (w // 3, (3 * i) % max(h - 4, 1)), (w // 3 + 5, (3 * i) % max(h - 4, 1) + 3), (30, 200, 250), -1
+        )
         if not color:
             f = cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)
         frames.append(f)
@@ -188,7 +190,7 @@ def test_iterator_frames_are_upscaled_luminance(tmp_path, upscaler, color, batch
         frames = list(stream)
     assert stream.end_reason is EndReason.END_OF_FILE
     assert len(frames) == len(decoded) == 6
-    for f, d in zip(frames, decoded):
+    for f, d in zip(frames, decoded, strict=True):
         expected = upscaler.upscale(luminance(d), scale)
         assert f.luma.shape == (57, 75) and f.input_size == (38, 50)
         assert np.abs(f.luma - expected).max() <= 1e-5
@@ -219,7 +221,7 @@ def test_batching_groups_frames_and_matches_single(tmp_path):
             assert max(c[0] for c in up.calls if len(c) == 3) > 1, up.calls
             assert all(len(c) == 2 or c[0] <= 4 for c in up.calls)
     assert len(results[1]) == len(results[4]) == 9
-    for a, b in zip(results[1], results[4]):
+    for a, b in zip(results[1], results[4], strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -239,8 +241,24 @@ def test_odd_frame_size_from_capture(upscaler):
 def test_cli_writes_video_with_source_fps_and_stats(tmp_path, export_dir, upscaler, capsys):
     src = write_video(tmp_path / "in.avi", moving_shapes(12, 38, 50, color=True), fps=15.0)
     out, stats = tmp_path / "out.avi", tmp_path / "stats.json"
-    rc = main(["--input", str(src), "--scale", "2", "--output", str(out), "--model", str(export_dir),
-               "--device", "cpu", "--batch", "2", "--stats", str(stats)])
+    rc = main(
+        [
+            "--input",
+            str(src),
+            "--scale",
+            "2",
+            "--output",
+            str(out),
+            "--model",
+            str(export_dir),
+            "--device",
+            "cpu",
+            "--batch",
+            "2",
+            "--stats",
+            str(stats),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     frames, fps = read_video(out)
@@ -261,12 +279,14 @@ def test_written_file_is_the_iterator_output_lossless_and_cropped_to_even(tmp_pa
     """FFV1 (.mkv) is lossless: the file holds exactly what the iterator yielded (odd size cropped)."""
     src = VideoSource(FakeCapture(moving_shapes(6, 38, 50, color=False), fps=10.0))
     yielded = []
-    summary = run_stream(src, ResizeUpscaler(), "1.5", output=tmp_path / "out.mkv", on_frame=lambda f: yielded.append(f.image))
+    summary = run_stream(
+        src, ResizeUpscaler(), "1.5", output=tmp_path / "out.mkv", on_frame=lambda f: yielded.append(f.image)
+    )
     assert summary.codec == "FFV1" and summary.output_size == (56, 74)
     assert summary.writer["cropped_to_even"] and any("even" in w for w in summary.warnings)
     frames, fps = read_video(tmp_path / "out.mkv")
     assert fps == pytest.approx(10.0) and len(frames) == 6
-    for written, image in zip(frames, yielded):
+    for written, image in zip(frames, yielded, strict=True):
         assert image.shape == (57, 75)
         assert (written[:, :, 0] == written[:, :, 1]).all() and (written[:, :, 1] == written[:, :, 2]).all()
         np.testing.assert_array_equal(written[:, :, 0], image[:56, :74])
@@ -281,7 +301,18 @@ def test_unopenable_sources_fail_with_one_line(tmp_path, capsys):
     garbage.write_bytes(os.urandom(2000))
     for source in (str(tmp_path / "missing.mp4"), str(garbage), str(tmp_path)):
         # The model does not exist either: the source is checked first, before any model loads.
-        rc = main(["--input", source, "--scale", "2", "--output", str(tmp_path / "o.avi"), "--model", str(tmp_path / "nomodel")])
+        rc = main(
+            [
+                "--input",
+                source,
+                "--scale",
+                "2",
+                "--output",
+                str(tmp_path / "o.avi"),
+                "--model",
+                str(tmp_path / "nomodel"),
+            ]
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2
         assert len(err) == 1 and err[0].startswith("metasr-stream: error:") and "nomodel" not in err[0]
@@ -321,7 +352,9 @@ def test_scale_validation(tmp_path, upscaler, capsys, export_dir):
     with pytest.raises(ScaleError, match="trained range"):
         VideoStream(VideoSource(cap), upscaler, "8")
     assert cap.reads == 0
-    with VideoStream(VideoSource(FakeCapture(moving_shapes(2, 20, 24, color=True))), upscaler, "1.05", allow_extrapolation=True) as s:
+    with VideoStream(
+        VideoSource(FakeCapture(moving_shapes(2, 20, 24, color=True))), upscaler, "1.05", allow_extrapolation=True
+    ) as s:
         assert [f.image.shape[:2] for f in s] == [(21, 25)] * 2
     src = write_video(tmp_path / "in.avi", moving_shapes(3, 20, 24, color=True))
     assert main(["--input", str(src), "--scale", "abc", "--model", str(export_dir)]) == 2
@@ -334,8 +367,9 @@ def test_frame_size_change_mid_stream(tmp_path):
     small, big = moving_shapes(4, 20, 24, color=True), moving_shapes(5, 30, 40, color=True, seed=1)
     up = ResizeUpscaler()
     yielded = []
-    summary = run_stream(VideoSource(FakeCapture(small + big)), up, "2", batch=3,
-                         output=tmp_path / "out.avi", on_frame=yielded.append)
+    summary = run_stream(
+        VideoSource(FakeCapture(small + big)), up, "2", batch=3, output=tmp_path / "out.avi", on_frame=yielded.append
+    )
     assert [f.image.shape for f in yielded] == [(40, 48, 3)] * 4 + [(60, 80, 3)] * 5
     sizes = [c[-2:] for c in up.calls]
     assert sizes == sorted(sizes) and set(sizes) == {(20, 24), (30, 40)}  # batches follow the size change
@@ -349,8 +383,18 @@ def test_frame_size_change_mid_stream(tmp_path):
 
 def test_corrupt_and_empty_frames_are_skipped_and_counted():
     good = [_tagged(i) for i in range(1, 7)]
-    items = [good[0], (True, None), good[1], (True, np.zeros((0, 0, 3), np.uint8)), good[2],
-             (False, None), good[3], (True, np.zeros((20, 24), np.float64)), good[4], good[5]]
+    items = [
+        good[0],
+        (True, None),
+        good[1],
+        (True, np.zeros((0, 0, 3), np.uint8)),
+        good[2],
+        (False, None),
+        good[3],
+        (True, np.zeros((20, 24), np.float64)),
+        good[4],
+        good[5],
+    ]
     with VideoStream(VideoSource(FakeCapture(items)), ResizeUpscaler(), "2") as stream:
         out = [_index_of(f) for f in stream]
     assert out == [1, 2, 3, 4, 5, 6]
@@ -407,8 +451,9 @@ def test_file_source_never_drops():
 
 def test_stop_ends_the_stream():
     out = []
-    with VideoStream(VideoSource(FakeCapture([_tagged(i) for i in range(50)], delay_s=0.002)),
-                     ResizeUpscaler(delay_s=0.01), "2") as stream:
+    with VideoStream(
+        VideoSource(FakeCapture([_tagged(i) for i in range(50)], delay_s=0.002)), ResizeUpscaler(delay_s=0.01), "2"
+    ) as stream:
         for f in stream:
             out.append(_index_of(f))
             if f.index == 2:
@@ -433,8 +478,22 @@ def test_live_source_lost_finalises_output_and_exits_3(tmp_path, capsys, monkeyp
     fake = VideoSource(FakeCapture(frames, fps=10.0, delay_s=0.05), SourceKind.URL, "rtsp://***@camera/stream")
     monkeypatch.setattr("metasr.runtime.stream.open_source", lambda spec, **kw: fake)
     out = tmp_path / "live.avi"
-    rc = main(["--input", "rtsp://user:pw@camera/stream", "--scale", "2", "--output", str(out), "--model", str(export_dir),
-               "--lost-timeout", "0.2", "--stats", "-"])
+    rc = main(
+        [
+            "--input",
+            "rtsp://user:pw@camera/stream",
+            "--scale",
+            "2",
+            "--output",
+            str(out),
+            "--model",
+            str(export_dir),
+            "--lost-timeout",
+            "0.2",
+            "--stats",
+            "-",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == EXIT_SOURCE_LOST
     assert "source lost" in captured.err and "delivered no frame" in captured.err
@@ -462,8 +521,13 @@ def test_sigint_in_consumer_finalises_output(tmp_path):
         if f.index == 4:
             signal.raise_signal(signal.SIGINT)
 
-    summary = run_stream(VideoSource(FakeCapture(frames)), ResizeUpscaler(delay_s=0.005), "2",
-                         output=tmp_path / "out.mp4", on_frame=on_frame)
+    summary = run_stream(
+        VideoSource(FakeCapture(frames)),
+        ResizeUpscaler(delay_s=0.005),
+        "2",
+        output=tmp_path / "out.mp4",
+        on_frame=on_frame,
+    )
     assert summary.end_reason is EndReason.INTERRUPTED and summary.codec == "mp4v"
     written, _ = read_video(tmp_path / "out.mp4")
     assert 5 <= len(written) == summary.stats["frames_out"] < 30
@@ -476,8 +540,22 @@ def test_cli_ctrl_c_exit_130_and_playable_output(tmp_path, export_dir, capsys):
     try:
         timer.start()
         # --max-fps paces the file to 3 s, so the signal lands mid-stream.
-        rc = main(["--input", str(src), "--scale", "2", "--output", str(out), "--model", str(export_dir),
-                   "--max-fps", "20", "--stats", str(tmp_path / "s.json")])
+        rc = main(
+            [
+                "--input",
+                str(src),
+                "--scale",
+                "2",
+                "--output",
+                str(out),
+                "--model",
+                str(export_dir),
+                "--max-fps",
+                "20",
+                "--stats",
+                str(tmp_path / "s.json"),
+            ]
+        )
     except KeyboardInterrupt:  # pragma: no cover - would mean Ctrl-C escaped the command
         pytest.fail("KeyboardInterrupt escaped metasr-stream")
     finally:
@@ -494,7 +572,9 @@ def test_error_in_inference_surfaces_and_leaves_no_output(tmp_path):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        run_stream(VideoSource(FakeCapture(moving_shapes(3, 20, 24, color=True))), Broken(), "2", output=tmp_path / "o.avi")
+        run_stream(
+            VideoSource(FakeCapture(moving_shapes(3, 20, 24, color=True))), Broken(), "2", output=tmp_path / "o.avi"
+        )
     assert not list(tmp_path.iterdir())
 
 
