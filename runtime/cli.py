@@ -216,9 +216,12 @@ def _check_scale_early(text: str) -> Scale:
 @click.option("--memory-budget", type=float, default=DEFAULT_MEMORY_BUDGET_MB, show_default=True,
               help="Working memory per tile in MiB (large images are tiled, results unchanged).")
 @click.option("--threads", type=int, help="CPU threads (default: all this process may use).")
+@click.option("--overwrite", is_flag=True,
+              help="Folder input: redo files whose output exists (default: keep them, so an interrupted "
+                   "batch resumes where it stopped).")
 def command(input_path: Path, scale_text: str | None, size_text: str | None, spacing: float | None,
             output: Path | None, model: Path | None, device: str, allow_extrapolation: bool, axis: int | None,
-            memory_budget: float, threads: int | None) -> int:
+            memory_budget: float, threads: int | None, overwrite: bool) -> int:
     """Super-resolve medical images by any scale with an exported Meta-SRGAN model."""
     dev = Device.parse(device)
     chosen = [name for name, v in (("--scale", scale_text), ("--size", size_text), ("--spacing", spacing))
@@ -234,7 +237,7 @@ def command(input_path: Path, scale_text: str | None, size_text: str | None, spa
                size=_parse_size(size_text) if size_text is not None else None,
                spacing=spacing, allow_extrapolation=allow_extrapolation, axis=axis)
     if input_path.is_dir():
-        return _run_folder(input_path, output, job, model, dev, memory_budget, threads)
+        return _run_folder(input_path, output, job, model, dev, memory_budget, threads, overwrite)
     if not input_path.exists():
         raise InputError(f"input {input_path} does not exist; give an image file or a folder of images")
 
@@ -256,7 +259,7 @@ def command(input_path: Path, scale_text: str | None, size_text: str | None, spa
 
 
 def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None, dev: Device, budget: float,
-                threads: int | None) -> int:
+                threads: int | None, overwrite: bool) -> int:
     from tqdm import tqdm
 
     from metasr.scanners import iter_images
@@ -281,6 +284,7 @@ def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None
     _check_writable_dir(output)
     print(up.describe(), file=sys.stderr)
     failed: list[str] = []
+    kept = 0
     with tqdm(files, desc=PROG, unit="file", file=sys.stderr, dynamic_ncols=True) as bar:
         for path in bar:
             try:
@@ -289,11 +293,16 @@ def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None
                     scale, tag = job.scale_for(scan.frames.shape, scan.spacing)
                     up.check_scale(scale, allow_extrapolation=job.allow_extrapolation)
                     out = _check_output(output / default_output_name(path, tag, scan.default_suffix), path)
+                    if out.exists() and not overwrite:
+                        kept += 1  # written by an earlier (interrupted) run: outputs are atomic, so complete
+                        continue
                     written = _run_one(up, scan, scale, tag, out)
                 tqdm.write(str(written), file=sys.stdout)
             except MetaSRError as e:
                 failed.append(path.name)
                 tqdm.write(f"{PROG}: skipped {path.name}: {one_line(str(e))}", file=sys.stderr)
+    if kept:
+        print(f"{PROG}: kept {kept} existing output(s) in {output} (pass --overwrite to redo them)", file=sys.stderr)
     if failed:
         raise InputError(f"{len(failed)} of {len(files)} files could not be processed (listed above); "
                          f"the others were written to {output}")

@@ -117,6 +117,24 @@ def test_folder_batch(tmp_path: Path, tiny_export_dir: Path, capfd: pytest.Captu
     assert "metasr: model" in err.splitlines()[0] and "file" in err  # describe line, then tqdm progress
 
 
+def test_folder_batch_resumes_and_overwrites_on_request(tmp_path: Path, tiny_export_dir: Path,
+                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "series"
+    src.mkdir()
+    for k in range(2):
+        _write_png(src / f"im{k}.png", _phantom(20, 18 + k))
+    out_dir = tmp_path / "sr"
+    args = ["--input", str(src), "--scale", "2", "--output", str(out_dir), "--model", str(tiny_export_dir)]
+    assert _run(args, capfd)[0] == 0
+    stamp = (out_dir / "im0_sr2.png").stat().st_mtime_ns
+    (out_dir / "im1_sr2.png").unlink()  # as if the first run had been interrupted before im1
+    code, out, err = _run(args, capfd)
+    assert code == 0 and out.splitlines() == [str(out_dir / "im1_sr2.png")]
+    assert "kept 1 existing output" in err and (out_dir / "im0_sr2.png").stat().st_mtime_ns == stamp
+    code, out, err = _run(args + ["--overwrite"], capfd)
+    assert code == 0 and len(out.splitlines()) == 2
+
+
 def test_folder_batch_reports_bad_files_and_keeps_going(tmp_path: Path, tiny_export_dir: Path,
                                                         capfd: pytest.CaptureFixture[str]) -> None:
     src = tmp_path / "series"
