@@ -128,6 +128,29 @@ def test_gan_stage_with_vgg_perceptual_loss(tiny_data: Path, tmp_path: Path) -> 
         assert np.isfinite(float(row[key])), key
 
 
+@pytest.mark.parametrize("scale", ["1.1", "2.3", "3.7"])
+def test_identity_init_starts_as_nearest_neighbour(scale: str) -> None:
+    from fractions import Fraction
+
+    from metasr.runtime.scale import axis_mapping
+    from metasr.training import build_model
+    from metasr.training.trainer import identity_init
+
+    torch.manual_seed(0)
+    model = identity_init(build_model("metasrgan"))
+    lr = torch.rand(2, 1, 11, 14)
+    rows = torch.from_numpy(axis_mapping(11, Fraction(scale)).index)
+    cols = torch.from_numpy(axis_mapping(14, Fraction(scale)).index)
+    nearest = lr[:, :, rows][:, :, :, cols]
+    for mode in (True, False):  # batch statistics or running statistics: the same output
+        model.train(mode)
+        with torch.no_grad():
+            assert torch.allclose(model(lr, scale), nearest, atol=1e-5)
+    out = model(lr, scale)
+    out.mean().backward()
+    assert model.upscale.wpn[2].weight.grad.abs().sum() > 0  # and it trains from there
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

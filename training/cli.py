@@ -48,6 +48,8 @@ def _setup_logging(prog: str) -> None:
               "(+ perceptual with --vgg-weights).")
 @click.option("--init", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Start from this checkpoint's weights (transfer, e.g. DIV2K -> BraTS).")
+@click.option("--identity-init", is_flag=True, help="metasrgan: start as nearest-neighbour upsampling instead of "
+              "a random mapping (when neither --init nor --resume is given).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where last.pt left it.")
 @click.option("--vgg-weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="torchvision VGG19 state dict for the perceptual loss (gan stage).")
@@ -96,7 +98,8 @@ def _run_training(opts: dict[str, Any]) -> int:
         val_fraction=opts["val_fraction"], val_scales=opts["val_scales"], val_images=opts["val_images"],
         val_every=opts["val_every"], checkpoint_every=opts["checkpoint_every"], init=opts["init"],
         resume=opts["resume"], vgg_weights=opts["vgg_weights"], seed=opts["seed"], device=opts["device"],
-        workers=opts["workers"], max_minutes=opts["max_minutes"], progress=not opts["no_progress"])
+        workers=opts["workers"], max_minutes=opts["max_minutes"], identity_init=opts["identity_init"],
+        progress=not opts["no_progress"])
     _check_axes(cfg.axes)
     result = train(cfg)
     best = f", best {result.best} ({result.best_psnr:.3f} dB)" if result.best and result.best_psnr else ""

@@ -44,7 +44,7 @@ from metasr.training.data import (
 from metasr.training.losses import GeneratorLoss, LossWeights, VGGPerceptualLoss, discriminator_loss
 from metasr.training.models import ARCHS, Discriminator, build_model
 
-__all__ = ["Stage", "TrainConfig", "TrainResult", "ValidationSet", "train", "psnr"]
+__all__ = ["Stage", "TrainConfig", "TrainResult", "ValidationSet", "train", "psnr", "identity_init"]
 
 log = logging.getLogger("metasr.training")
 
@@ -88,6 +88,7 @@ class TrainConfig:
     device: str = "cpu"
     workers: int = 0
     max_minutes: float | None = None
+    identity_init: bool = False
     progress: bool = True
     tensorboard: bool = True
 
@@ -188,6 +189,46 @@ def _distribute_batchnorm(module: nn.Module) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def identity_init(model: nn.Module) -> nn.Module:
+    """Start Meta-SRGAN as nearest-neighbour upsampling instead of a random mapping.
+
+    Two head channels carry the normalised input (``PReLU(x) - PReLU(-x) = (1 + a) x``), the
+    trunk's residual branch starts at zero (zero-gamma tail batch norm), and the Meta-Upscale
+    weight-prediction network starts with a zero last layer whose bias reads those two channels
+    at the centre tap. The output is then exactly the LR pixel ``(index_row[i], index_col[j])``;
+    every other weight keeps its random initialisation and all of them train. With a CPU-sized
+    budget this saves the thousands of updates a random network needs to reach bicubic quality.
+
+    Raises:
+        InputError: for architectures other than metasrgan.
+    """
+    from metasr.training.models import MetaSRGAN
+
+    if not isinstance(model, MetaSRGAN):
+        raise InputError("--identity-init applies to the metasrgan architecture only")
+    conv, prelu = model.trunk.head[0], model.trunk.head[1]
+    k = conv.kernel_size[0] // 2
+    conv.weight[:2].zero_()
+    conv.bias[:2].zero_()
+    conv.weight[0, 0, k, k] = 1.0
+    conv.weight[1, 0, k, k] = -1.0
+    bn = model.trunk.tail[1]
+    bn.weight.zero_()
+    bn.bias.zero_()
+    up = model.upscale
+    last = up.wpn[2]
+    last.weight.zero_()
+    last.bias.zero_()
+    gain = 1.0 + float(prelu.weight.mean())
+    centre = (up.kernel_size * up.kernel_size) // 2
+    taps = up.kernel_size * up.kernel_size
+    for o in range(up.out_channels):  # element (c*k*k + tap) * Cout + o
+        last.bias[(0 * taps + centre) * up.out_channels + o] = 1.0 / gain
+        last.bias[(1 * taps + centre) * up.out_channels + o] = -1.0 / gain
+    return model
 
 
 def _dist_info() -> tuple[int, int]:
@@ -337,6 +378,8 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
             torch.set_rng_state(ckpt["torch_rng"])
     elif cfg.init is not None:
         _load_init(model, Path(cfg.init), cfg.arch)
+    elif cfg.identity_init:
+        identity_init(model)
 
     model.to(device).train()
     if disc is not None:
