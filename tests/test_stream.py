@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -601,3 +603,9 @@ def test_writer_codec_fallback_and_atomic_close(tmp_path):
     assert writer.close() and (tmp_path / "b.mp4").exists()
     empty = VideoFileWriter(tmp_path / "c.avi", 10.0)
     assert empty.close() is False and not list(p for p in tmp_path.iterdir() if p.name != "b.mp4")
+
+
+def test_streaming_modules_are_torch_free():
+    code = "import sys, metasr.runtime.stream, metasr.runtime.stream_cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
