@@ -506,6 +506,36 @@ def test_live_source_lost_finalises_output_and_exits_3(tmp_path, capsys, monkeyp
     assert len(frames_out) == summary["frames_out"] and fps == pytest.approx(10.0)
 
 
+def test_http_url_source_through_ffmpeg(tmp_path, capsys, export_dir):
+    """A real URL source (HTTP, read by OpenCV/FFmpeg): live policy, then 'source lost' when it ends."""
+    import functools
+    import http.server
+
+    write_video(tmp_path / "clip.avi", moving_shapes(12, 24, 32, color=True), fps=15.0)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep the test output clean
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.avi"
+        out = tmp_path / "out.avi"
+        rc = main(["--input", url, "--scale", "2", "--output", str(out), "--model", str(export_dir),
+                   "--lost-timeout", "0.5", "--stats", str(tmp_path / "s.json")])  # fmt: skip
+    finally:
+        server.shutdown()
+    assert rc == EXIT_SOURCE_LOST, capsys.readouterr().err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["source_kind"] == "url" and summary["source_fps"] == pytest.approx(15.0)
+    assert summary["frames_in"] == summary["frames_out"] + summary["dropped"] == 12
+    written, fps = read_video(out)
+    assert len(written) == summary["frames_out"] >= 1 and fps == pytest.approx(15.0)
+    assert written[0].shape == (48, 64, 3)
+
+
 def test_keyboard_interrupt_from_source_finalises_output(tmp_path):
     frames = moving_shapes(20, 20, 24, color=True)
     cap = FakeCapture(frames, raise_at=(8, KeyboardInterrupt()))
