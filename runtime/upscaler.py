@@ -255,7 +255,12 @@ class Upscaler:
             raise ModelError(f"{self.model_dir / 'manifest.json'}: a fixed-scale model needs an integer fixed_scale, "
                              f"got {self.fixed_scale!r}")
         rng = self.manifest.get("scale_range") or ([self.fixed_scale] * 2 if self.fixed_scale else [1.1, 4.0])
-        self.scale_range: tuple[float, float] = (float(rng[0]), float(rng[1]))
+        try:
+            lo, hi = (float(v) for v in rng)
+        except (TypeError, ValueError):
+            raise ModelError(f"{self.model_dir / 'manifest.json'}: scale_range must be [min, max], got {rng!r}; "
+                             f"re-export the model with metasr-export") from None
+        self.scale_range: tuple[float, float] = (lo, hi)
         radius = self.manifest.get("receptive_radius", DEFAULT_RECEPTIVE_RADIUS)
         self.receptive_radius = int(radius) if isinstance(radius, int) and radius >= 1 else DEFAULT_RECEPTIVE_RADIUS
         self.features = int(self.manifest.get("features") or 64)

@@ -327,3 +327,14 @@ def test_runtime_never_imports_torch(tiny_export_dir: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_shipped_model_loads_and_runs() -> None:
+    from metasr.models import default_model_dir
+
+    if not (default_model_dir() / "manifest.json").is_file():
+        pytest.skip(f"no exported model shipped yet in {default_model_dir()}")
+    shipped = Upscaler(device="cpu")
+    assert shipped.model_name == default_model_dir().name
+    out = shipped.upscale(np.full((12, 10), 0.5, np.float32), "1.8")
+    assert out.shape == (21, 18) and np.isfinite(out).all()
