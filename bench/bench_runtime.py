@@ -10,7 +10,8 @@
 
 Without ``--ckpt`` it uses the shipped checkpoint when there is one, else random-init weights
 (same architecture, so the costs are the same). Timings are the fastest of ``--repeats`` runs after
-one warm-up (best of N: on a shared machine the least disturbed run); say which machine they come from (and whether it was shared).
+one warm-up (best of N: on a shared machine the least disturbed run); say which machine they come
+from (and whether it was shared).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,7 +36,7 @@ from metasr.training import build_model, load_checkpoint, model_config, save_che
 SCALES = ["1.5", "1.8", "2", "3", "4"]
 
 
-def _best_time(fn, repeats: int) -> float:  # noqa: ANN001
+def _best_time(fn, repeats: int) -> float:
     """Fastest of ``repeats`` runs after a warm-up: on a shared machine the minimum is the run least
     disturbed by other jobs, so it compares implementations more fairly than the median."""
     fn()  # warm-up: first-run allocations, plan cache
@@ -82,7 +82,6 @@ def _conv_flops(onnx_path: Path, h: int, w: int) -> float:
 
 def _matmul_peak(threads: int) -> tuple[float, float]:
     """GFLOP/s of a 2048^3 float32 matmul in numpy (BLAS) and in ONNX Runtime."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -136,7 +135,8 @@ def main() -> None:
         load = os.getloadavg()
         print(f"Machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores "
               f"available, {args.threads} threads; load average {load[0]:.1f} (shared with other jobs when > 0). "
-              f"Weights: {origin}; SRGAN: {srgan_origin}. Input {n}x{n}, best of {args.repeats} runs after a warm-up.\n")
+              f"Weights: {origin}; SRGAN: {srgan_origin}. Input {n}x{n}, best of {args.repeats} runs after a "
+              f"warm-up.\n")
 
         up = Upscaler(meta_dir, device="cpu", threads=args.threads)  # default: kernels on CPU
         graph = Upscaler(meta_dir, device="cpu", threads=args.threads, method="graph")
@@ -165,7 +165,8 @@ def main() -> None:
         print("|---|---:|---:|")
         print(f"| SRGAN x2 (fixed scale, PixelShuffle) | {t_srgan * 1e3:.0f} | 1.00x |")
         print(f"| Meta-SRGAN x2 (any scale), default (kernels) | {t_meta * 1e3:.0f} | {t_meta / t_srgan:.2f}x |")
-        print(f"| Meta-SRGAN x2 (any scale), upscale graph | {t_meta_graph * 1e3:.0f} | {t_meta_graph / t_srgan:.2f}x |")
+        print(f"| Meta-SRGAN x2 (any scale), upscale graph | {t_meta_graph * 1e3:.0f} | "
+              f"{t_meta_graph / t_srgan:.2f}x |")
 
         fresh = Upscaler(meta_dir, device="cpu", threads=args.threads)
         fresh.upscale(image, "2.5")  # warm the sessions, so the comparison isolates the new scale
@@ -226,7 +227,7 @@ def main() -> None:
                 print(f"| {size}x{size} PNG 16-bit | {4 * size}x{4 * size} | {rss:.0f}{status} | {seconds:.1f} |")
 
 
-def _once(fn) -> float:  # noqa: ANN001
+def _once(fn) -> float:
     t = time.perf_counter()
     fn()
     return time.perf_counter() - t

@@ -3,4 +3,4 @@
 from metasr.runtime.backends import Device
 from metasr.runtime.upscaler import MAX_SCALE, MIN_SIDE, UpscaleMethod, Upscaler, check_image, read_manifest
 
-__all__ = ["Device", "MAX_SCALE", "MIN_SIDE", "UpscaleMethod", "Upscaler", "check_image", "read_manifest"]
+__all__ = ["MAX_SCALE", "MIN_SIDE", "Device", "UpscaleMethod", "Upscaler", "check_image", "read_manifest"]

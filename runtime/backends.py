@@ -28,13 +28,13 @@ __all__ = [
     "Device",
     "SessionSpec",
     "create_session",
-    "provider_chain",
     "device_of",
-    "quiet_native_output",
-    "trt_cache_dir",
     "gpu_name",
-    "tensorrt_version",
+    "provider_chain",
+    "quiet_native_output",
     "tensorrt_possible",
+    "tensorrt_version",
+    "trt_cache_dir",
 ]
 
 TRT = "TensorrtExecutionProvider"
@@ -55,7 +55,7 @@ class Device(str, Enum):
     TENSORRT = "tensorrt"
 
     @classmethod
-    def _missing_(cls, value: object) -> "Device | None":
+    def _missing_(cls, value: object) -> Device | None:
         if isinstance(value, str):
             key = value.strip().lower()
             aliases = {"trt": "tensorrt", "gpu": "cuda"}
@@ -66,7 +66,7 @@ class Device(str, Enum):
         return None
 
     @classmethod
-    def parse(cls, value: "str | Device") -> "Device":
+    def parse(cls, value: str | Device) -> Device:
         """Like ``Device(value)`` but raises :class:`InputError` with the valid choices."""
         try:
             return cls(value)
@@ -175,12 +175,13 @@ def trt_cache_dir(model_dir: Path, model_id: str) -> Path:
     folder that is not writable (an installed package) falls back to ``~/.cache/metasr``.
     """
     key = f"{_slug(gpu_name() or 'gpu')}-trt{_slug(tensorrt_version() or 'unknown')}-{model_id[:12]}"
-    for base in (model_dir / "trt_cache", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metasr" / "trt"):
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metasr" / "trt"
+    for base in (model_dir / "trt_cache", user_cache):
         path = base / key
         try:
             path.mkdir(parents=True, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe", delete=True)
-            probe.close()
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".probe"):
+                pass  # really writable (permission bits mislead root and read-only mounts)
             return path
         except OSError:
             continue
@@ -206,7 +207,8 @@ def provider_chain(device: Device, spec: SessionSpec, cache_dir: Path | None) ->
             "trt_timing_cache_path": str(cache_dir),
         }
         if spec.profiles is not None:
-            opts["trt_profile_min_shapes"], opts["trt_profile_opt_shapes"], opts["trt_profile_max_shapes"] = spec.profiles
+            for key, shapes in zip(("min", "opt", "max"), spec.profiles, strict=True):
+                opts[f"trt_profile_{key}_shapes"] = shapes
         chain.append((TRT, opts))
     if device in (Device.AUTO, Device.TENSORRT, Device.CUDA):
         chain.append((CUDA, {}))

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -31,7 +32,10 @@ from metasr.runtime.errors import InputError, MetaSRError, OutputError, ScaleErr
 from metasr.runtime.scale import MAX_DENOMINATOR, Scale, hr_length
 from metasr.runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB, MAX_SCALE, Upscaler, check_image
 
-__all__ = ["main", "command", "scale_for_size", "scale_for_spacing", "default_output_name"]
+if TYPE_CHECKING:  # the scanners are imported when a file is read, keeping --help fast
+    from metasr.scanners import ScanImage
+
+__all__ = ["command", "default_output_name", "main", "scale_for_size", "scale_for_spacing"]
 
 PROG = "metasr-run"
 
@@ -162,7 +166,7 @@ class _Job:
         return s, f"sr{s}"
 
 
-def _read_checked(path: Path, job: _Job):  # -> ScanImage
+def _read_checked(path: Path, job: _Job) -> ScanImage:
     from metasr.scanners import read_image
 
     scan = read_image(path, axis=job.axis)
@@ -173,7 +177,7 @@ def _read_checked(path: Path, job: _Job):  # -> ScanImage
     return scan
 
 
-def _run_one(up: Upscaler, scan, scale: Scale, tag: str, out: Path) -> Path:  # noqa: ANN001
+def _run_one(up: Upscaler, scan: ScanImage, scale: Scale, tag: str, out: Path) -> Path:
     from importlib.metadata import PackageNotFoundError, version
 
     from metasr.scanners import DerivationInfo
@@ -183,7 +187,7 @@ def _run_one(up: Upscaler, scan, scale: Scale, tag: str, out: Path) -> Path:  # 
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         software = "0.1.0"
     sr = up.upscale(scan.frames, scale)
-    label = tag[2:] if tag.startswith("sr") else tag
+    label = tag.removeprefix("sr")
     info = DerivationInfo(scale=label, model_id=up.model_id, software_version=software, model_name=up.model_name)
     return scan.write_derived(sr, out, info)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from metasr.runtime.scale import Scale
 
-__all__ = ["Kernels", "probe_kernels", "apply_kernels", "MAX_CLASSES"]
+__all__ = ["MAX_CLASSES", "Kernels", "apply_kernels", "probe_kernels"]
 
 #: Largest numerator ``p`` handled by kernels; beyond it probing costs more than it saves.
 MAX_CLASSES = 48

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["Span", "hr_start", "hr_span", "split_axis", "tile_side_for_budget"]
+__all__ = ["Span", "hr_span", "hr_start", "split_axis", "tile_side_for_budget"]
 
 
 @dataclass(frozen=True)

@@ -37,15 +37,15 @@ from metasr.runtime.scale import Scale, axis_mapping, hr_length
 from metasr.runtime.tiling import Span, hr_span, split_axis, tile_side_for_budget
 
 __all__ = [
-    "Upscaler",
+    "DEFAULT_MEMORY_BUDGET_MB",
+    "MAX_OUTPUT_SIDE",
+    "MAX_SCALE",
+    "MIN_SIDE",
     "Device",
     "UpscaleMethod",
+    "Upscaler",
     "check_image",
     "read_manifest",
-    "MIN_SIDE",
-    "MAX_SCALE",
-    "MAX_OUTPUT_SIDE",
-    "DEFAULT_MEMORY_BUDGET_MB",
 ]
 
 #: Smallest image side accepted: the network needs neighbours to infer detail from.
@@ -84,7 +84,7 @@ class UpscaleMethod(str, Enum):
     KERNELS = "kernels"
 
     @classmethod
-    def _missing_(cls, value: object) -> "UpscaleMethod | None":
+    def _missing_(cls, value: object) -> UpscaleMethod | None:
         if isinstance(value, str):
             for member in cls:
                 if member.value == value.strip().lower():
@@ -326,10 +326,11 @@ class Upscaler:
         opt = 256
         if name in ("feature_extractor", "model"):
             return f"lr:1x1x{m}x{m}", f"lr:1x1x{opt}x{opt}", f"lr:{g}x1x{s}x{s}"
-        hr = s * MAX_SCALE
-        dims = lambda n, lr, big: (f"features:{n}x{c}x{lr}x{lr},row_index:{big},row_offset:{big},"  # noqa: E731
-                                   f"col_index:{big},col_offset:{big}")
-        return dims(1, 1, 1), dims(1, opt, opt * 2), dims(g, s, hr)
+        def dims(n: int, lr: int, big: int) -> str:
+            return (f"features:{n}x{c}x{lr}x{lr},row_index:{big},row_offset:{big},"
+                    f"col_index:{big},col_offset:{big}")
+
+        return dims(1, 1, 1), dims(1, opt, opt * 2), dims(g, s, s * MAX_SCALE)
 
     # ------------------------------------------------------------------ scales
 
@@ -534,7 +535,8 @@ class Upscaler:
                     raise ModelError(f"fixed-scale graph returned {tuple(sr.shape[2:])} for a {lr.shape[2:]} input, "
                                      f"expected {want}; the export does not match its manifest")
                 r0, c0 = rt.hr_start - rt.ctx_start * f, ct.hr_start - ct.ctx_start * f
-                out[:, rt.hr_start:rt.hr_stop, ct.hr_start:ct.hr_stop] = sr[:, 0, r0:r0 + rt.hr_size, c0:c0 + ct.hr_size]
+                block = sr[:, 0, r0:r0 + rt.hr_size, c0:c0 + ct.hr_size]
+                out[:, rt.hr_start:rt.hr_stop, ct.hr_start:ct.hr_stop] = block
 
     # ------------------------------------------------------------------ reporting
 

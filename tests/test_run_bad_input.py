@@ -221,7 +221,8 @@ def test_unwritable_output(where: str, good_png: Path, tmp_path: Path, model: st
             (tmp_path / "locked").chmod(0o700)
 
 
-def test_damaged_model(good_png: Path, tiny_export_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_damaged_model(good_png: Path, tiny_export_dir: Path, tmp_path: Path,
+                       capfd: pytest.CaptureFixture[str]) -> None:
     damaged = shutil.copytree(tiny_export_dir, tmp_path / "model")
     data = bytearray((damaged / "upscale.onnx").read_bytes())
     data[100] ^= 0x01

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_run_bad_input import _phantom, _write_png, write_dicom
 
 from metasr.runtime import Upscaler
 from metasr.runtime.cli import default_output_name, main, scale_for_size, scale_for_spacing
 from metasr.runtime.errors import InputError, ScaleError
 from metasr.runtime.scale import hr_length
-from test_run_bad_input import _phantom, _write_png, write_dicom
 
 
 def _sha(path: Path) -> str:
@@ -38,7 +38,8 @@ def test_png_default_output_beside_input(tmp_path: Path, tiny_export_dir: Path,
     written = tmp_path / "frame_sr1.8.png"
     assert out.strip() == str(written)
     lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("metasr: model tiny (") and "on CPU (CPUExecutionProvider)" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("metasr: model tiny (")
+    assert "on CPU (CPUExecutionProvider)" in lines[0]
     result = cv2.imread(str(written), cv2.IMREAD_UNCHANGED)
     assert result.dtype == np.uint16 and result.shape == (hr_length(24, Fraction(9, 5)), hr_length(20, Fraction(9, 5)))
     assert _sha(src) == before
@@ -72,7 +73,7 @@ def test_size_gives_exact_output(tmp_path: Path, tiny_export_dir: Path, capfd: p
 
     src = _write_png(tmp_path / "frame.png", _phantom(24, 20))
     out_path = tmp_path / "big.png"
-    code, out, err = _run(["--input", str(src), "--size", "37x44", "--output", str(out_path),
+    code, _out, err = _run(["--input", str(src), "--size", "37x44", "--output", str(out_path),
                            "--model", str(tiny_export_dir)], capfd)
     assert code == 0, err
     assert cv2.imread(str(out_path), cv2.IMREAD_UNCHANGED).shape == (44, 37)
@@ -142,7 +143,7 @@ def test_folder_batch_reports_bad_files_and_keeps_going(tmp_path: Path, tiny_exp
     _write_png(src / "a.png", _phantom())
     (src / "b.png").write_bytes(b"not an image")
     _write_png(src / "c.png", _phantom())
-    code, out, err = _run(["--input", str(src), "--scale", "2", "--model", str(tiny_export_dir)], capfd)
+    code, _out, err = _run(["--input", str(src), "--scale", "2", "--model", str(tiny_export_dir)], capfd)
     assert code == 2
     default_out = tmp_path / "series_sr2"
     assert sorted(p.name for p in default_out.iterdir()) == ["a_sr2.png", "c_sr2.png"]
@@ -152,7 +153,7 @@ def test_folder_batch_reports_bad_files_and_keeps_going(tmp_path: Path, tiny_exp
 
 def test_extrapolation_flag(tmp_path: Path, tiny_export_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
     src = _write_png(tmp_path / "frame.png", _phantom(8, 8))
-    code, out, err = _run(["--input", str(src), "--scale", "6", "--allow-extrapolation",
+    code, _out, err = _run(["--input", str(src), "--scale", "6", "--allow-extrapolation",
                            "--model", str(tiny_export_dir)], capfd)
     assert code == 0, err
     assert (tmp_path / "frame_sr6.png").is_file()
