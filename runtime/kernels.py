@@ -34,6 +34,9 @@ MAX_CLASSES = 48
 # term dominates the bias in the probe's float32 output, so subtracting the bias loses nothing.
 _AMPLITUDE = 64.0
 _PROBE_BATCH = 64
+# The graph holds a few [N, hidden, p, p] intermediates while probing: keep them near this size.
+_PROBE_BYTES = 256 * 2**20
+_PROBE_BYTES_PER_PIXEL = 3 * 256 * 4
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,9 @@ def probe_kernels(run_upscale: Callable[[dict[str, np.ndarray]], np.ndarray], sc
     index = np.ones(p, dtype=index_dtype)
     feeds = {"inv_scale": np.array([scale.inv], np.float32), "row_index": index, "row_offset": offsets,
              "col_index": index, "col_offset": offsets}
-    out = np.concatenate([run_upscale({"features": basis[e:e + _PROBE_BATCH], **feeds})[:, 0]
-                          for e in range(0, taps + 1, _PROBE_BATCH)]).astype(np.float64)  # [taps+1, p, p]
+    batch = max(1, min(_PROBE_BATCH, _PROBE_BYTES // (p * p * _PROBE_BYTES_PER_PIXEL)))
+    out = np.concatenate([run_upscale({"features": basis[e:e + batch], **feeds})[:, 0]
+                          for e in range(0, taps + 1, batch)]).astype(np.float64)  # [taps+1, p, p]
     bias = out[taps]
     k = (out[:taps] - bias) / _AMPLITUDE  # [C*9, a, b], tap order c*9 + dy*3 + dx (F.unfold order)
     weights = k.reshape(channels, 3, 3, p, p).transpose(3, 1, 0, 2, 4).reshape(p, 3 * channels, 3 * p)
