@@ -192,11 +192,15 @@ def test_output_path_equal_to_input(good_png: Path, model: str, capfd: pytest.Ca
                           good_png.parent, capfd, "is the input file")
 
 
-@pytest.mark.parametrize("where", ["missing folder", "parent is a file", "read-only folder"])
+@pytest.mark.parametrize("where", ["missing folder", "parent is a file", "read-only folder", "system folder"])
 def test_unwritable_output(where: str, good_png: Path, tmp_path: Path, model: str,
                            capfd: pytest.CaptureFixture[str]) -> None:
     if where == "missing folder":
         out = tmp_path / "no" / "such" / "out.png"
+    elif where == "system folder":
+        if not Path("/proc/self").is_dir():
+            pytest.skip("no /proc here")
+        out = Path("/proc/metasr_out.png")  # unwritable even for root
     elif where == "parent is a file":
         (tmp_path / "plain.txt").write_text("x")
         out = tmp_path / "plain.txt" / "out.png"
@@ -219,6 +223,16 @@ def test_unwritable_output(where: str, good_png: Path, tmp_path: Path, model: st
     finally:
         if where == "read-only folder":
             (tmp_path / "locked").chmod(0o700)
+
+
+@pytest.mark.parametrize("device", ["cuda", "tensorrt"])
+def test_forced_device_missing(device: str, good_png: Path, model: str, capfd: pytest.CaptureFixture[str]) -> None:
+    from metasr.runtime.backends import tensorrt_possible
+
+    if tensorrt_possible():
+        pytest.skip("an NVIDIA GPU or TensorRT is present; this covers machines without one")
+    _assert_clean_failure(["--input", str(good_png), "--scale", "2", "--device", device, "--model", model],
+                          good_png.parent, capfd, f"device {device} was requested")
 
 
 def test_damaged_model(good_png: Path, tiny_export_dir: Path, tmp_path: Path,
