@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from metasr.runtime._atomic import atomic_write_text
 from metasr.runtime._cli import run_command
 from metasr.runtime.errors import OutputError
 from metasr.runtime.scale import Scale
@@ -61,16 +62,6 @@ class _StatusPrinter:
         if self._shown:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write the summary {path}: {e.strerror or e}") from e
 
 
 def _check_stats_path(stats: str | None) -> Path | None:
@@ -208,7 +199,7 @@ def _stream(
     if stats_path == "-":
         click.echo(json.dumps(data, indent=2))
     elif stats_file is not None:
-        _write_json_atomic(stats_file, data)
+        atomic_write_text(stats_file, json.dumps(data, indent=2) + "\n")
     if summary.end_reason is streaming.EndReason.SOURCE_LOST:
         print(f"{PROG}: error: source lost: {summary.end_detail}", file=sys.stderr)
         return EXIT_SOURCE_LOST

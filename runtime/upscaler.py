@@ -33,6 +33,7 @@ import numpy as np
 from metasr.runtime.backends import Device, SessionSpec, create_session, device_of, tensorrt_possible, trt_cache_dir
 from metasr.runtime.errors import InputError, ModelError, ScaleError
 from metasr.runtime.kernels import MAX_CLASSES, Kernels, apply_kernels, probe_kernels
+from metasr.runtime.manifest import read_manifest
 from metasr.runtime.scale import Scale, axis_mapping, hr_length
 from metasr.runtime.tiling import Span, hr_span, split_axis, tile_side_for_budget
 
@@ -60,7 +61,6 @@ DEFAULT_MEMORY_BUDGET_MB = 384
 DEFAULT_RECEPTIVE_RADIUS = 16
 _PLAN_CACHE_SIZE = 64
 _KERNEL_CACHE_SIZE = 16
-_FORMAT = "metasr-export"
 
 # Peak bytes per pixel of the graphs on ONNX Runtime's CPU provider (float32), measured on the
 # exports (bench/bench_runtime.py prints the measurement). Features are C channels; the
@@ -90,61 +90,6 @@ class UpscaleMethod(str, Enum):
                 if member.value == value.strip().lower():
                     return member
         return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_manifest(model_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read and check an export's ``manifest.json`` and verify the sha256 of every file it lists.
-
-    Raises:
-        ModelError: missing folder, manifest or file; unknown format; a hash mismatch.
-    """
-    model_dir = Path(model_dir)
-    path = model_dir / "manifest.json"
-    if not model_dir.is_dir():
-        raise ModelError(f"model folder {model_dir} does not exist; pass a folder written by metasr-export")
-    if not path.is_file():
-        raise ModelError(f"model folder {model_dir} has no manifest.json; pass a folder written by metasr-export "
-                         f"(or reinstall metasr for the shipped model)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"{path} is not readable JSON ({e}); re-export the model with metasr-export") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-        raise ModelError(f"{path} is not a metasr export manifest (expected format {_FORMAT!r})")
-    if manifest.get("format_version") != 1:
-        raise ModelError(f"{path} has format_version {manifest.get('format_version')!r}; this metasr reads "
-                         f"version 1: re-export the model or upgrade metasr")
-    kind = manifest.get("kind")
-    graphs = manifest.get("graphs")
-    files = manifest.get("files")
-    needed = {"meta": ("feature_extractor", "upscale"), "fixed": ("model",)}.get(kind)
-    if needed is None:
-        raise ModelError(f"{path}: unknown model kind {kind!r} (expected 'meta' or 'fixed')")
-    if not isinstance(graphs, dict) or not isinstance(files, dict) or not files:
-        raise ModelError(f"{path} lacks its 'graphs' or 'files' entries; re-export the model with metasr-export")
-    for name in needed:
-        entry = graphs.get(name)
-        if not isinstance(entry, dict) or "file" not in entry:
-            raise ModelError(f"{path} does not name the {name} graph; re-export the model with metasr-export")
-        if entry["file"] not in files:
-            raise ModelError(f"{path} has no sha256 for {entry['file']}; re-export the model with metasr-export")
-    for name, expected in files.items():
-        file = model_dir / name
-        if not file.is_file():
-            raise ModelError(f"model file {file} is missing; re-export the model (metasr-export) or reinstall metasr")
-        actual = _sha256(file)
-        if actual != expected:
-            raise ModelError(f"model file {file} is damaged: its sha256 {actual[:12]}... does not match the manifest "
-                             f"({str(expected)[:12]}...); re-export the model (metasr-export) or reinstall metasr")
-    return manifest
 
 
 def check_image(image: Any) -> np.ndarray:
@@ -243,7 +188,7 @@ class Upscaler:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be a positive integer or None, got {threads!r}")
         self.model_dir = Path(model_dir)
-        self.manifest = read_manifest(self.model_dir)
+        self.manifest = read_manifest(self.model_dir, verify=True)
         files = self.manifest["files"]
         #: Provenance id: sha256 of the manifest's file hashes (sorted JSON), stable across copies.
         self.model_id = hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

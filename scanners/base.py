@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from metasr.runtime.errors import InputError
-from metasr.scanners._atomic import atomic_write_bytes, check_output_path
+from metasr.runtime._atomic import atomic_write_bytes, check_output_path
 from metasr.scanners.intensity import IntensityMap
 
 __all__ = [

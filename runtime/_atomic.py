@@ -1,6 +1,6 @@
-"""Output-path checks and atomic writes shared by every scanner writer.
+"""Output-path checks and atomic writes shared by every metasr writer.
 
-A derived image is serialised to bytes in memory first, then written to a temporary file in the
+An output is serialised to bytes in memory first, then written to a temporary file in the
 destination folder and moved over the destination with :func:`os.replace`, so a reader never
 sees a half-written file and a failure leaves nothing behind.
 """
@@ -8,12 +8,12 @@ sees a half-written file and a failure leaves nothing behind.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 from metasr.runtime.errors import OutputError
 
-__all__ = ["check_output_path", "atomic_write_bytes"]
+__all__ = ["check_output_path", "atomic_write_bytes", "atomic_write_text"]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -63,7 +63,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     tmp_name = None
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".part")
+        # os.open with 0o666 (not mkstemp's 0o600), so the file gets the user's umask like any other
+        tmp_name = str(parent / f".{path.name}.{secrets.token_hex(4)}.part")
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -78,3 +80,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
                 os.unlink(tmp_name)
             except OSError:
                 pass
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))

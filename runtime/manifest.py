@@ -1,0 +1,121 @@
+"""``manifest.json`` of an export folder: read, validate and verify (torch-free).
+
+The manifest describes an export completely (architecture, normalisation, graph inputs and
+outputs, opset, index dtype, sha256 of every file and of the source checkpoint, tool versions,
+parity result, TensorRT engines), so the runtime never needs the training configuration.
+``metasr.export`` writes it; this module is the one reader, used by the runtime and the exporter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from metasr.runtime.errors import ModelError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MANIFEST_FORMAT",
+    "MANIFEST_VERSION",
+    "sha256_file",
+    "read_manifest",
+    "validate_manifest",
+    "verify_files",
+]
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "metasr-export"
+MANIFEST_VERSION = 1
+
+_REQUIRED = ("format", "format_version", "arch", "kind", "graphs", "files", "normalization", "opset",
+             "receptive_radius", "checkpoint")
+_KIND_GRAPHS = {"meta": {"feature_extractor", "upscale"}, "fixed": {"model"}}
+_FIX = "re-export the model (metasr-export) or reinstall metasr"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (checkpoints and engines can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> None:
+    """Check the structure of a manifest dict (not the file hashes: see :func:`verify_files`).
+
+    Raises:
+        ModelError: naming the first problem found.
+    """
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ModelError(f"{where} is not a metasr export manifest (expected format {MANIFEST_FORMAT!r}, "
+                         f"found {found!r})")
+    if manifest.get("format_version") != MANIFEST_VERSION:
+        raise ModelError(f"{where}: format_version {manifest.get('format_version')!r} is not supported "
+                         f"(this metasr reads {MANIFEST_VERSION}); re-export with this version or upgrade metasr")
+    missing = [key for key in _REQUIRED if key not in manifest]
+    if missing:
+        raise ModelError(f"{where}: missing keys {missing}; {_FIX}")
+    kind = manifest["kind"]
+    if kind not in _KIND_GRAPHS:
+        raise ModelError(f"{where}: kind must be one of {sorted(_KIND_GRAPHS)}, found {kind!r}")
+    graphs, files = manifest["graphs"], manifest["files"]
+    if not isinstance(graphs, dict) or set(graphs) != _KIND_GRAPHS[kind]:
+        raise ModelError(f"{where}: a {kind!r} export has graphs {sorted(_KIND_GRAPHS[kind])}, "
+                         f"found {sorted(graphs) if isinstance(graphs, dict) else graphs!r}")
+    if not isinstance(files, dict) or not all(isinstance(v, str) and len(v) == 64 for v in files.values()):
+        raise ModelError(f"{where}: 'files' must map file names to sha256 hex digests; {_FIX}")
+    for name, spec in graphs.items():
+        if not isinstance(spec, dict) or spec.get("file") not in files:
+            raise ModelError(f"{where}: graph {name!r} names a file that has no sha256 in 'files'; {_FIX}")
+    for name in files:
+        if Path(name).name != name or name.startswith("."):
+            raise ModelError(f"{where}: file name {name!r} must be a plain name inside the export folder")
+    if kind == "fixed" and not isinstance(manifest.get("fixed_scale"), int):
+        raise ModelError(f"{where}: a fixed-scale export needs an integer 'fixed_scale'")
+
+
+def verify_files(model_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Check every file of ``manifest['files']`` exists in ``model_dir`` with its sha256.
+
+    Raises:
+        ModelError: for a missing file or a hash mismatch (damaged or replaced file).
+    """
+    model_dir = Path(model_dir)
+    for name, expected in manifest["files"].items():
+        path = model_dir / name
+        if not path.is_file():
+            raise ModelError(f"model file {path} is missing; {_FIX}")
+        found = sha256_file(path)
+        if found != expected:
+            raise ModelError(f"model file {path} is damaged: its sha256 {found[:12]}... does not match the "
+                             f"manifest ({expected[:12]}...); {_FIX}")
+
+
+def read_manifest(model_dir: str | os.PathLike, verify: bool = False) -> dict[str, Any]:
+    """Read and validate ``model_dir/manifest.json``; with ``verify``, check every file's sha256.
+
+    Raises:
+        ModelError: missing folder or manifest, not JSON, not a metasr manifest of a known
+            version, and (with ``verify``) a missing or damaged file.
+    """
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST_NAME
+    if not model_dir.is_dir():
+        raise ModelError(f"model folder {model_dir} does not exist; pass a folder written by metasr-export")
+    if not path.is_file():
+        raise ModelError(f"model folder {model_dir} has no {MANIFEST_NAME}; pass a folder written by metasr-export "
+                         f"(or reinstall metasr for the shipped model)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path} is not readable JSON ({e}); {_FIX}") from e
+    validate_manifest(manifest, where=str(path))
+    if verify:
+        verify_files(model_dir, manifest)
+    return manifest
