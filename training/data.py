@@ -147,7 +147,9 @@ def parse_scales(text: str, low: float | None = None, high: float | None = None)
     for v in values:
         if v <= 1:
             raise ScaleError(f"scale {float(v):g} is not an enlargement; scales must be greater than 1")
-        if (low is not None and v < Fraction(repr(float(low)))) or (high is not None and v > Fraction(repr(float(high)))):
+        below = low is not None and v < Fraction(repr(float(low)))
+        above = high is not None and v > Fraction(repr(float(high)))
+        if below or above:
             raise ScaleError(f"scale {float(v):g} is outside the range {low:g}-{high:g} the model was trained for; "
                              f"choose scales within it")
     return values
@@ -273,8 +275,8 @@ def max_information_crop(image: np.ndarray, reference_max: float | None = None,
     box = foreground_box(image, reference_max, threshold)
     if box is None:
         return None
-    t, l, b, r = box
-    return image[t:b, l:r]
+    top, left, bottom, right = box
+    return image[top:bottom, left:right]
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,8 +466,8 @@ def load_slice(ref: SliceRef, cache: _ArrayCache | None = None) -> np.ndarray:
     """The maximal-information crop of one indexed slice, float32 in [0, 1]."""
     arr = cache.get(ref.path) if cache is not None else read_image_file(ref.path)
     image = _take_slice(arr, Axis(ref.axis), ref.index) if ref.axis is not None else arr
-    t, l, b, r = ref.box
-    return np.ascontiguousarray(image[t:b, l:r], dtype=np.float32)
+    top, left, bottom, right = ref.box
+    return np.ascontiguousarray(image[top:bottom, left:right], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------
