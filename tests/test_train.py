@@ -67,6 +67,21 @@ def test_steps_zero_writes_the_initialised_checkpoint(tiny_data: Path, tmp_path:
     assert "optimizer" not in read_checkpoint(out / "best.pt")  # best.pt is the shippable, small one
 
 
+def test_train_cli_end_to_end(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    rc = train_main(["--data", f"folder:{tiny_data}", "--out", str(out), "--steps", "4", "--patch-size", "16",
+                     "--batch-size", "2", "--val-every", "2", "--val-images", "1", "--val-scales", "2.3",
+                     "--workers", "1", "--identity-init", "--max-minutes", "5"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv", "tb"]
+    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [r["step"] for r in rows] == ["2", "4"] and all(float(r["val_psnr"]) > 0 for r in rows)
+    assert "step/s" in err or "s/step" in err  # the progress bar (stderr) shows the rate
+    assert read_checkpoint(out / "last.pt")["step"] == 4
+
+
 def test_resume_continues_exactly(tiny_data: Path, tmp_path: Path) -> None:
     straight = train(_cfg(tiny_data, tmp_path / "a", 6, lr_step=4, lr_gamma=0.5))
     train(_cfg(tiny_data, tmp_path / "b", 4, lr_step=4, lr_gamma=0.5))
