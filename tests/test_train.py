@@ -172,26 +172,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, stage: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    train(_cfg(Path(data), Path(out), 3, batch_size=4))
+    train(_cfg(Path(data), Path(out), 3, batch_size=4, stage=Stage(stage)))
 
 
-def test_ddp_two_gloo_processes_match_one_process(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stage", ["l1", "gan"])
+def test_ddp_two_gloo_processes_match_one_process(stage: str, tiny_data: Path, tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_data), str(tmp_path / "ddp")), nprocs=2, join=True)
-    train(_cfg(tiny_data, tmp_path / "single", 3, batch_size=4))
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_data), str(tmp_path / "ddp"), stage), nprocs=2, join=True)
+    train(_cfg(tiny_data, tmp_path / "single", 3, batch_size=4, stage=Stage(stage)))
     ddp, single = _weights(tmp_path / "ddp" / "last.pt"), _weights(tmp_path / "single" / "last.pt")
     assert ddp.keys() == single.keys()
     for k in ddp:
         diff = float((ddp[k].float() - single[k].float()).abs().max())
-        if k.endswith(".bias") and (".body.0." in k or ".body.3." in k or "tail.0." in k):
+        pre_bn_bias = k.endswith(".bias") and (".body.0." in k or ".body.3." in k or "tail.0." in k)
+        if pre_bn_bias or k.endswith("running_mean"):  # running means absorb those biases
             # Conv biases feeding a batch norm get zero gradient up to rounding, which Adam scales
-            # to full steps: they may differ by up to lr per step and do not change the output.
-            assert diff <= 3 * 1e-4 * 1.01, k
+            # to full steps (|update| <= (1-b1)/sqrt(1-b2) lr = 3.2 lr): they may differ by that
+            # much per step in each run, and do not change the output.
+            assert diff <= 2 * 3 * 3.2e-4, k
         else:
             assert diff < 5e-5, (k, diff)
     assert read_checkpoint(tmp_path / "ddp" / "last.pt")["training"]["world_size"] == 2

@@ -491,7 +491,8 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
             if dnet is not None:
                 for p in disc.parameters():
                     p.requires_grad_(False)
-                fake_logits = dnet(sr)
+                # The bare module: the discriminator is not updated here, so DDP must not sync it.
+                fake_logits = disc(sr)
             loss, terms = criterion(sr, hr_t, fake_logits)
             opt.zero_grad(set_to_none=True)
             loss.backward()
