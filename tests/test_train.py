@@ -166,6 +166,32 @@ def test_identity_init_starts_as_nearest_neighbour(scale: str) -> None:
     assert model.upscale.wpn[2].weight.grad.abs().sum() > 0  # and it trains from there
 
 
+def test_checkpoint_averaging_and_batchnorm_recalibration(tiny_data: Path, tmp_path: Path) -> None:
+    from metasr.training import build_model, model_config, save_checkpoint
+    from metasr.training.data import PatchDataset, build_index, parse_scales
+    from metasr.training.trainer import average_checkpoints, recalibrate_batchnorm
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("metasrgan")
+        paths.append(save_checkpoint(tmp_path / f"{seed}.pt", model, model_config("metasrgan", model, {})))
+    a, b = _weights(paths[0]), _weights(paths[1])
+    mean = average_checkpoints(paths)
+    key = "trunk.head.0.weight"
+    assert torch.allclose(mean[key], (a[key] + b[key]) / 2)
+    assert torch.equal(mean["trunk.tail.1.num_batches_tracked"], b["trunk.tail.1.num_batches_tracked"])
+    model = build_model("metasrgan")
+    model.load_state_dict(mean)
+    dataset = PatchDataset(build_index([f"folder:{tiny_data}"], min_size=8), patch_size=16)
+    bn = model.trunk.tail[1]
+    recalibrate_batchnorm(model, dataset, parse_scales("2,3"), batches=4, batch_size=2)
+    assert int(bn.num_batches_tracked) == 4 and bn.momentum == 0.1  # restored
+    assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+    weights_after = model.state_dict()[key]
+    assert torch.equal(weights_after, mean[key])  # only statistics change
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

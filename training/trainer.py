@@ -43,7 +43,8 @@ from metasr.training.data import (
 from metasr.training.losses import GeneratorLoss, LossWeights, VGGPerceptualLoss, discriminator_loss
 from metasr.training.models import ARCHS, Discriminator, build_model
 
-__all__ = ["Stage", "TrainConfig", "TrainResult", "ValidationSet", "train", "psnr", "identity_init"]
+__all__ = ["Stage", "TrainConfig", "TrainResult", "ValidationSet", "train", "psnr", "identity_init",
+           "average_checkpoints", "recalibrate_batchnorm"]
 
 log = logging.getLogger("metasr.training")
 
@@ -145,6 +146,61 @@ class ValidationSet:
         out = {f"psnr_x{float(s):g}": float(np.mean(v)) for s, v in per.items()}
         out["psnr"] = float(np.mean(list(out.values())))
         return out
+
+
+def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, Tensor]:
+    """Mean of the model weights of several checkpoints of one run (checkpoint averaging).
+
+    Floating-point tensors are averaged; integer buffers (batch-norm counters) come from the last.
+
+    Raises:
+        CheckpointError: no paths, or checkpoints of different architectures/shapes.
+    """
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    states = [read_checkpoint(p) for p in paths]
+    archs = {s["config"].get("arch") for s in states}
+    if len(archs) != 1:
+        raise CheckpointError(f"cannot average checkpoints of different architectures: {sorted(map(str, archs))}")
+    out: dict[str, Tensor] = {}
+    for key, last in states[-1]["model"].items():
+        if any(key not in s["model"] or s["model"][key].shape != last.shape for s in states):
+            raise CheckpointError(f"cannot average: weight {key!r} differs in shape between the checkpoints")
+        if last.is_floating_point():
+            out[key] = torch.stack([s["model"][key].double() for s in states]).mean(0).to(last.dtype)
+        else:
+            out[key] = last.clone()
+    return out
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, dataset: PatchDataset, scales: list[Fraction], batches: int,
+                          batch_size: int = 8, seed: int = 0, device: torch.device | str = "cpu") -> nn.Module:
+    """Recompute batch-norm running statistics as exact averages over ``batches`` training batches.
+
+    The batches cycle through ``scales`` so every scale weighs the same (during training the
+    running statistics follow the scales of the last few mini-batches). Weights are unchanged.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: the plain mean over the batches
+    was_training = model.training
+    model.train()
+    rng = np.random.default_rng([seed, 4])
+    try:
+        for k in range(batches):
+            scale = str(scales[k % len(scales)])
+            items = [(int(rng.integers(len(dataset))), scale, int(rng.integers(0, 2 ** 62)))
+                     for _ in range(batch_size)]
+            lr = torch.stack([dataset[item][0] for item in items]).to(device)
+            model(lr, scale)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return model
 
 
 # --------------------------------------------------------------------------------------------
