@@ -1,6 +1,6 @@
 """metasr.runtime: the torch-free runtime (scale arithmetic, Upscaler, metasr-run)."""
 
-from metasr.runtime.backends import Device
+from metasr.runtime.backends import Device, Precision
 from metasr.runtime.upscaler import MAX_SCALE, MIN_SIDE, UpscaleMethod, Upscaler, check_image, read_manifest
 
-__all__ = ["MAX_SCALE", "MIN_SIDE", "Device", "UpscaleMethod", "Upscaler", "check_image", "read_manifest"]
+__all__ = ["MAX_SCALE", "MIN_SIDE", "Device", "Precision", "UpscaleMethod", "Upscaler", "check_image", "read_manifest"]

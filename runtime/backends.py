@@ -26,6 +26,7 @@ from metasr.runtime.errors import InputError, ModelError
 
 __all__ = [
     "Device",
+    "Precision",
     "SessionSpec",
     "create_session",
     "device_of",
@@ -77,6 +78,23 @@ class Device(str, Enum):
     @property
     def label(self) -> str:
         return {"auto": "auto", "cpu": "CPU", "cuda": "CUDA", "tensorrt": "TensorRT"}[self.value]
+
+
+class Precision(str, Enum):
+    """Arithmetic of the TensorRT engines. ``FP16`` is TensorRT's half precision (ORT's
+    ``trt_fp16_enable``); the CUDA and CPU providers always run the float32 graphs."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+    @classmethod
+    def parse(cls, value: str | Precision) -> Precision:
+        """Like ``Precision(value)`` (any case) but raises :class:`InputError` with the choices."""
+        if isinstance(value, str):
+            for member in cls:
+                if member.value == value.strip().lower():
+                    return member
+        raise InputError(f"unknown precision {value!r}; choose one of: {', '.join(m.value for m in cls)}")
 
 
 # ORT's logger and the Python-level fallback both write straight to fds 1/2 or sys.stdout; the
@@ -167,14 +185,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "unknown"
 
 
-def trt_cache_dir(model_dir: Path, model_id: str) -> Path:
+def trt_cache_dir(model_dir: Path, model_id: str, precision: Precision = Precision.FP32) -> Path:
     """Folder of TensorRT engines for this model on this GPU with this TensorRT.
 
     ORT never invalidates cached engines when the model, the GPU or TensorRT change, so the key
-    is in the folder name: ``<model_dir>/trt_cache/<gpu>-trt<version>-<model id>``. A model
+    is in the folder name: ``<model_dir>/trt_cache/<gpu>-trt<version>-<model id>[-fp16]``. A model
     folder that is not writable (an installed package) falls back to ``~/.cache/metasr``.
     """
     key = f"{_slug(gpu_name() or 'gpu')}-trt{_slug(tensorrt_version() or 'unknown')}-{model_id[:12]}"
+    if precision is Precision.FP16:
+        key += "-fp16"  # fp16 and fp32 engines of one model must not overwrite each other
     user_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "metasr" / "trt"
     for base in (model_dir / "trt_cache", user_cache):
         path = base / key
@@ -194,6 +214,7 @@ class SessionSpec:
     """What one graph needs from its session: TensorRT optimisation profiles (min/opt/max)."""
 
     profiles: tuple[str, str, str] | None = None  # "name:1x1x64x64,..." strings
+    precision: Precision = Precision.FP32
 
 
 def provider_chain(device: Device, spec: SessionSpec, cache_dir: Path | None) -> list[Any]:
@@ -205,6 +226,7 @@ def provider_chain(device: Device, spec: SessionSpec, cache_dir: Path | None) ->
             "trt_engine_cache_path": str(cache_dir),
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(cache_dir),
+            "trt_fp16_enable": spec.precision is Precision.FP16,
         }
         if spec.profiles is not None:
             for key, shapes in zip(("min", "opt", "max"), spec.profiles, strict=True):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import click
 
 from metasr.runtime._cli import one_line, run_command
-from metasr.runtime.backends import Device
+from metasr.runtime.backends import Device, Precision
 from metasr.runtime.errors import InputError, MetaSRError, OutputError, ScaleError
 from metasr.runtime.scale import MAX_DENOMINATOR, Scale, hr_length
 from metasr.runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB, MAX_SCALE, Upscaler, check_image
@@ -192,8 +192,9 @@ def _run_one(up: Upscaler, scan: ScanImage, scale: Scale, tag: str, out: Path) -
     return scan.write_derived(sr, out, info)
 
 
-def _load(model: Path | None, device: Device, budget: float, threads: int | None) -> Upscaler:
-    return Upscaler(model, device=device, memory_budget_mb=budget, threads=threads)
+def _load(model: Path | None, device: Device, budget: float, threads: int | None,
+          precision: Precision = Precision.FP32) -> Upscaler:
+    return Upscaler(model, device=device, memory_budget_mb=budget, threads=threads, precision=precision)
 
 
 def _check_scale_early(text: str) -> Scale:
@@ -214,6 +215,8 @@ def _check_scale_early(text: str) -> Scale:
               help="Output file, or folder (default: beside the input, e.g. frame_sr1.8.dcm).")
 @click.option("--model", type=click.Path(path_type=Path), help="Export folder (default: the shipped model).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt.")
+@click.option("--precision", default="fp32", show_default=True,
+              help="TensorRT engine precision: fp32 or fp16 (other devices run fp32).")
 @click.option("--allow-extrapolation", is_flag=True,
               help=f"Accept scales outside the model's trained range (up to {MAX_SCALE}).")
 @click.option("--axis", type=int, help="NIfTI: the volume axis whose slices are super-resolved.")
@@ -224,10 +227,12 @@ def _check_scale_early(text: str) -> Scale:
               help="Folder input: redo files whose output exists (default: keep them, so an interrupted "
                    "batch resumes where it stopped).")
 def command(input_path: Path, scale_text: str | None, size_text: str | None, spacing: float | None,
-            output: Path | None, model: Path | None, device: str, allow_extrapolation: bool, axis: int | None,
+            output: Path | None, model: Path | None, device: str, precision: str, allow_extrapolation: bool,
+            axis: int | None,
             memory_budget: float, threads: int | None, overwrite: bool) -> int:
     """Super-resolve medical images by any scale with an exported Meta-SRGAN model."""
     dev = Device.parse(device)
+    prec = Precision.parse(precision)
     chosen = [name for name, v in (("--scale", scale_text), ("--size", size_text), ("--spacing", spacing))
               if v is not None]
     if len(chosen) != 1:
@@ -241,7 +246,7 @@ def command(input_path: Path, scale_text: str | None, size_text: str | None, spa
                size=_parse_size(size_text) if size_text is not None else None,
                spacing=spacing, allow_extrapolation=allow_extrapolation, axis=axis)
     if input_path.is_dir():
-        return _run_folder(input_path, output, job, model, dev, memory_budget, threads, overwrite)
+        return _run_folder(input_path, output, job, model, dev, memory_budget, threads, overwrite, prec)
     if not input_path.exists():
         raise InputError(f"input {input_path} does not exist; give an image file or a folder of images")
 
@@ -251,7 +256,7 @@ def command(input_path: Path, scale_text: str | None, size_text: str | None, spa
         name = default_output_name(input_path, tag, scan.default_suffix)
         out = output / name if output is not None and output.is_dir() else output or input_path.with_name(name)
         _check_output(out, input_path)
-        up = _load(model, dev, memory_budget, threads)
+        up = _load(model, dev, memory_budget, threads, prec)
         up.check_scale(scale, allow_extrapolation=job.allow_extrapolation)
         big_h, big_w = scale.output_size(*scan.size)
         if min(big_h, big_w) < 1:
@@ -263,7 +268,7 @@ def command(input_path: Path, scale_text: str | None, size_text: str | None, spa
 
 
 def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None, dev: Device, budget: float,
-                threads: int | None, overwrite: bool) -> int:
+                threads: int | None, overwrite: bool, precision: Precision = Precision.FP32) -> int:
     from tqdm import tqdm
 
     from metasr.scanners import iter_images
@@ -281,7 +286,7 @@ def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None
                           f"overwritten)")
     if not output.exists():
         _check_writable_dir(output.parent if str(output.parent) else Path("."))
-    up = _load(model, dev, budget, threads)
+    up = _load(model, dev, budget, threads, precision)
     if job.scale is not None:
         up.check_scale(job.scale, allow_extrapolation=job.allow_extrapolation)
     output.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,13 @@ def _check_stats_path(stats: str | None) -> Path | None:
     show_default=True,
 )
 @click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"], case_sensitive=False),
+    default="fp32",
+    show_default=True,
+    help="TensorRT engine precision (other devices run fp32).",
+)
+@click.option(
     "--max-fps",
     type=click.FloatRange(min=0, min_open=True),
     help="Cap the rate: files are read no faster; live sources skip frames.",
@@ -139,6 +146,7 @@ def _stream(
     display: bool,
     model_dir: str | None,
     device: str,
+    precision: str,
     max_fps: float | None,
     batch: int,
     stats_path: str | None,
@@ -158,7 +166,7 @@ def _stream(
         streaming.VideoFileWriter.check_path(output, codec)
     source = streaming.open_source(input_)
     try:
-        up = Upscaler(model_dir, device=device)
+        up = Upscaler(model_dir, device=device, precision=precision)
     except BaseException:
         source.release()
         raise

@@ -30,7 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from metasr.runtime.backends import Device, SessionSpec, create_session, device_of, tensorrt_possible, trt_cache_dir
+from metasr.runtime.backends import (
+    Device,
+    Precision,
+    SessionSpec,
+    create_session,
+    device_of,
+    tensorrt_possible,
+    trt_cache_dir,
+)
 from metasr.runtime.errors import InputError, ModelError, ScaleError
 from metasr.runtime.kernels import MAX_CLASSES, Kernels, apply_kernels, probe_kernels
 from metasr.runtime.manifest import read_manifest
@@ -170,8 +178,11 @@ class Upscaler:
 
     def __init__(self, model_dir: str | os.PathLike | None = None, device: str | Device = "auto", *,
                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, tile_size: int | None = None,
-                 threads: int | None = None, method: str | UpscaleMethod = UpscaleMethod.AUTO) -> None:
+                 threads: int | None = None, method: str | UpscaleMethod = UpscaleMethod.AUTO,
+                 precision: str | Precision = Precision.FP32) -> None:
         requested = Device.parse(device)
+        #: Requested TensorRT precision; :attr:`precision` is what actually runs (fp32 off TensorRT).
+        self.requested_precision = Precision.parse(precision)
         try:
             self.method = UpscaleMethod(method)
         except ValueError:
@@ -244,12 +255,13 @@ class Upscaler:
             import onnxruntime as ort
 
             if "TensorrtExecutionProvider" in ort.get_available_providers():
-                cache = trt_cache_dir(self.model_dir, self.model_id)
+                cache = trt_cache_dir(self.model_dir, self.model_id, self.requested_precision)
         sessions: dict[str, Any] = {}
         chosen = device
         for name in names:
             path = self.model_dir / graphs[name]["file"]
-            spec = SessionSpec(self._trt_profiles(name)) if cache is not None else SessionSpec()
+            spec = (SessionSpec(self._trt_profiles(name), self.requested_precision) if cache is not None
+                    else SessionSpec())
             session = create_session(path, chosen, threads=self.threads, spec=spec, cache_dir=cache)
             # Every graph runs where the first one landed, so data never bounces between devices.
             chosen = device_of(session.get_providers())
@@ -490,7 +502,15 @@ class Upscaler:
         ``metasr: model metasrgan-mri (3f2a...) on CPU (CPUExecutionProvider), 2 threads``."""
         where = f"{self.device.label} ({self.providers[0]})"
         threads = f", {self.threads} threads" if self.device is Device.CPU else ""
-        return f"metasr: model {self.model_name} ({self.model_id[:12]}) on {where}{threads}"
+        precision = f", {self.precision.value}" if self.device is Device.TENSORRT else ""
+        if self.requested_precision is not self.precision:
+            precision += f" ({self.requested_precision.value} needs TensorRT)"
+        return f"metasr: model {self.model_name} ({self.model_id[:12]}) on {where}{threads}{precision}"
+
+    @property
+    def precision(self) -> Precision:
+        """The precision that runs: the requested one on TensorRT, fp32 everywhere else."""
+        return self.requested_precision if self.device is Device.TENSORRT else Precision.FP32
 
     def __repr__(self) -> str:
         return f"Upscaler(model_dir={str(self.model_dir)!r}, device={self.device.value!r}, kind={self.kind!r})"

@@ -253,6 +253,33 @@ def test_trt_cache_is_keyed_by_gpu_and_tensorrt(tmp_path: Path, monkeypatch: pyt
     assert len({a, b, c}) == 3 and all(p.is_dir() for p in (a, b, c))
 
 
+def test_fp16_engines_are_cached_apart_and_requested_from_tensorrt(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from metasr.runtime import backends
+    from metasr.runtime.backends import Precision, SessionSpec, provider_chain
+
+    monkeypatch.setattr(backends, "gpu_name", lambda: "Orin")
+    monkeypatch.setattr(backends, "tensorrt_version", lambda: "10.3.0")
+    fp32 = trt_cache_dir(tmp_path, "cd" * 32)
+    fp16 = trt_cache_dir(tmp_path, "cd" * 32, Precision("fp16"))
+    assert fp32 != fp16 and fp16.name.endswith("-fp16")
+    for precision, flag in ((Precision.FP32, False), (Precision.FP16, True)):
+        chain = provider_chain(Device.TENSORRT, SessionSpec(None, precision), fp16)
+        assert chain[0][0] == "TensorrtExecutionProvider" and chain[0][1]["trt_fp16_enable"] is flag
+        assert [name for name, _ in chain[1:]] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert provider_chain(Device.CPU, SessionSpec(None, Precision.FP16), None) == [("CPUExecutionProvider", {})]
+
+
+def test_fp16_off_tensorrt_runs_fp32_and_says_so(tiny_export_dir: Path) -> None:
+    from metasr.runtime.backends import Precision
+
+    up = Upscaler(tiny_export_dir, device="cpu", precision="FP16")
+    assert up.requested_precision is Precision.FP16 and up.precision is Precision.FP32
+    assert "fp16 needs TensorRT" in up.describe()
+    with pytest.raises(InputError, match="unknown precision 'fp8'.*fp32, fp16"):
+        Upscaler(tiny_export_dir, device="cpu", precision="fp8")
+
+
 @pytest.mark.parametrize("bad, message", [
     (np.full((8, 8), np.nan, np.float32), "NaN or infinite"),
     (np.pad(np.zeros((7, 7), np.float32), ((0, 1), (0, 1)), constant_values=np.inf), "NaN or infinite"),
