@@ -1,19 +1,22 @@
 """Output-path checks and atomic writes shared by every metasr writer.
 
-An output is serialised to bytes in memory first, then written to a temporary file in the
-destination folder and moved over the destination with :func:`os.replace`, so a reader never
-sees a half-written file and a failure leaves nothing behind.
+An output is written to a temporary file in the destination folder and moved over the
+destination with :func:`os.replace`, so a reader never sees a half-written file and a failure
+leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from metasr.runtime.errors import OutputError
 
-__all__ = ["check_output_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["check_output_path", "atomic_writer", "atomic_write_bytes", "atomic_write_text"]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -53,33 +56,49 @@ def check_output_path(out_path: str | os.PathLike, source: str | os.PathLike | N
     return out
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + ``os.replace``).
+@contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for writing; on success it replaces ``path``.
+
+    The temporary file is created with mode 0o666 (not mkstemp's 0o600), so the result gets the
+    user's umask like any other file. If the block raises, the temporary file is removed and
+    ``path`` is untouched.
 
     Raises:
         OutputError: if the folder cannot be written; no partial file is left behind.
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    tmp_name = None
+    tmp_name = str(parent / f".{path.name}.{secrets.token_hex(4)}.part")
     try:
-        # os.open with 0o666 (not mkstemp's 0o600), so the file gets the user's umask like any other
-        tmp_name = str(parent / f".{path.name}.{secrets.token_hex(4)}.part")
         fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or type(e).__name__}; choose another output path") from e
+    try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as e:
-        raise OutputError(f"cannot write {path}: {e.strerror or type(e).__name__}; choose another output path") from e
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+    except BaseException as e:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot write {path}: {e.strerror or type(e).__name__}; "
+                              f"choose another output path") from e
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder + ``os.replace``).
+
+    Raises:
+        OutputError: if the folder cannot be written; no partial file is left behind.
+    """
+    with atomic_writer(path) as fh:
+        fh.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from fractions import Fraction
 
 import pytest
@@ -174,7 +175,10 @@ def test_checkpoint_round_trip(tmp_path, metasrgan):
     lr = torch.rand(1, 1, 15, 16)
     with torch.no_grad():
         assert torch.equal(loaded(lr, "1.8"), metasrgan(lr, "1.8"))
-    assert not list(tmp_path.glob("run/*.tmp"))
+    assert list((tmp_path / "run").iterdir()) == [path]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # the user's umask, not mkstemp's 0600
 
 
 class _RunsCode:

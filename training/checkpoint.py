@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from metasr.runtime._atomic import atomic_writer
 from metasr.runtime.errors import CheckpointError
 from metasr.training.models import build_model
 
@@ -51,14 +51,8 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict[str,
     payload = {"format": CHECKPOINT_FORMAT, "format_version": _FORMAT_VERSION,
                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "config": config, "step": int(step), "metrics": dict(metrics or {}), **extra}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as f:
+        torch.save(payload, f)
     return path
 
 
