@@ -231,3 +231,26 @@ def test_sampler_one_scale_per_batch_uniform_and_rank_shards() -> None:
         assert r0.batch(step) + r1.batch(step) == one.batch(step)
     with pytest.raises(InputError):
         ScaleBatchSampler(10, 7, scales, world_size=2)
+
+
+@pytest.mark.parametrize("scale", ["1.1", "1.7", "2.3", "3.7"])
+def test_lr_is_resampled_at_exactly_the_scale(scale: str) -> None:
+    """An edge at HR position x must sit at LR position (x + 0.5) / r - 0.5 across the whole image.
+
+    Resizing the floor(h*r) crop to h pixels would put it at the size ratio instead, drifting by
+    up to one LR pixel at the far side (0.7 px here at x1.1), which the index contract cannot undo.
+    """
+    from metasr.training.data import downscale_exact, make_pair
+
+    r = Fraction(scale)
+    big = 175
+    for edge in (40, 150):  # near and far from the origin
+        image = np.zeros((40, big), np.float32)
+        image[:, edge:] = 1.0  # edge between pixels edge-1 and edge: continuous position edge - 0.5
+        lr, hr = make_pair(image, r)
+        step = np.diff(lr[2].numpy().astype(np.float64))  # step[k] sits at LR position k + 0.5
+        crossing = float((step * (np.arange(step.size) + 0.5)).sum() / step.sum())  # the kernel is symmetric
+        assert crossing == pytest.approx(edge / float(r) - 0.5, abs=0.05), (edge, crossing)
+        assert hr.shape[1] == (lr.shape[1] * r.numerator) // r.denominator
+    with pytest.raises(ScaleError):
+        downscale_exact(np.zeros((10, 10), np.float32), r, (20, 20))

@@ -222,7 +222,12 @@ def test_ddp_two_gloo_processes_match_one_process(stage: str, tiny_data: Path, t
             # much per step in each run, and do not change the output.
             assert diff <= 2 * 3 * 3.2e-4, k
         else:
-            assert diff < 5e-5, (k, diff)
+            # Adam turns a gradient that is zero up to rounding (summed in another order across
+            # ranks) into a full step of either sign, so a rare element may differ by one such
+            # step; a real DDP fault (wrong shard, missing all-reduce) moves most elements.
+            delta = (ddp[k].float() - single[k].float()).abs()
+            assert diff <= 2 * 3 * 3.2e-4, (k, diff)
+            assert float((delta > 5e-5).float().mean()) <= 0.01, (k, float((delta > 5e-5).float().mean()))
     assert read_checkpoint(tmp_path / "ddp" / "last.pt")["training"]["world_size"] == 2
 
 

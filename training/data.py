@@ -53,6 +53,7 @@ __all__ = [
     "patch_geometry",
     "downscale",
     "make_pair",
+    "downscale_exact",
     "build_index",
     "split_index",
     "PatchDataset",
@@ -495,8 +496,38 @@ def downscale(hr: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Ten
     return out[0, 0] if squeeze else out
 
 
+def downscale_exact(hr: np.ndarray | torch.Tensor, scale: Fraction, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bicubic downsampling at exactly ``1/scale``, cropped to ``size``, clamped to [0, 1].
+
+    LR pixel ``k`` is centred on HR coordinate ``(k + 0.5) * r - 0.5`` for every ``k``, whatever
+    the image size (a resize to a target size would use the size ratio instead of ``r``). The
+    image must have at least ``floor(size * r)`` pixels per axis; one replicated pixel is added at
+    the far edges so that float rounding of ``(H + 1) / r`` can never drop the last LR pixel.
+    Accepts ``[H, W]`` / ``[N, 1, H, W]``; returns the same rank.
+    """
+    t = torch.as_tensor(hr, dtype=torch.float32)
+    squeeze = t.dim() == 2
+    if squeeze:
+        t = t[None, None]
+    h, w = size
+    if t.shape[-2] < hr_length(h, scale) or t.shape[-1] < hr_length(w, scale):
+        raise ScaleError(f"an image of {t.shape[-2]}x{t.shape[-1]} pixels cannot give {h}x{w} LR pixels at scale "
+                         f"{float(scale):g}")
+    t = F.pad(t, (0, 1, 0, 1), mode="replicate")
+    inv = scale.denominator / scale.numerator
+    out = F.interpolate(t, scale_factor=(inv, inv), mode="bicubic", align_corners=False, antialias=True,
+                        recompute_scale_factor=False)
+    out = out[..., :h, :w].clamp_(0.0, 1.0).contiguous()
+    return out[0, 0] if squeeze else out
+
+
 def make_pair(hr: np.ndarray, scale: Fraction) -> tuple[torch.Tensor, torch.Tensor]:
     """Evaluation protocol: LR of ``floor(H/r) x floor(W/r)`` and HR cropped to ``floor(h*r)``.
+
+    The LR is the antialiased bicubic resampling of the image at exactly ``1/r``
+    (:func:`downscale_exact`), so HR row ``i`` and LR row ``i/r`` show the same anatomy everywhere,
+    as the Meta-Upscale index contract assumes. (Resizing the ``floor(h*r)`` crop to ``h`` pixels
+    instead would resample at ``floor(h*r)/h``, which drifts by up to one LR pixel across the image.)
 
     Returns ``(lr [h, w], hr [floor(h*r), floor(w*r)])`` tensors.
     """
@@ -505,8 +536,9 @@ def make_pair(hr: np.ndarray, scale: Fraction) -> tuple[torch.Tensor, torch.Tens
     w = (big_w * scale.denominator) // scale.numerator
     if h < 1 or w < 1:
         raise ScaleError(f"image of {big_h}x{big_w} pixels is too small for scale {float(scale):g}")
-    crop = torch.as_tensor(np.ascontiguousarray(hr[:hr_length(h, scale), :hr_length(w, scale)]))
-    return downscale(crop, (h, w)), crop
+    image = torch.as_tensor(np.ascontiguousarray(hr, dtype=np.float32))
+    crop = image[:hr_length(h, scale), :hr_length(w, scale)].contiguous()
+    return downscale_exact(image, scale, (h, w)), crop
 
 
 # --------------------------------------------------------------------------------------------
@@ -547,15 +579,19 @@ class PatchDataset(Dataset):
         image = load_slice(self.index.slices[i], self._cache)
         rng = np.random.default_rng(seed)
         h, big = patch_geometry(self.patch_size, scale)
-        if image.shape[0] < big or image.shape[1] < big:  # pad small slices with background
-            image = np.pad(image, ((0, max(0, big - image.shape[0])), (0, max(0, big - image.shape[1]))))
-        top = int(rng.integers(0, image.shape[0] - big + 1))
-        left = int(rng.integers(0, image.shape[1] - big + 1))
-        patch = image[top:top + big, left:left + big]
+        # one HR pixel more than the target: the LR pixels at the far edge integrate real anatomy
+        # beyond floor(h*r), as they would in a scanner's image
+        region = big + 1
+        if image.shape[0] < region or image.shape[1] < region:  # pad small slices with background
+            image = np.pad(image, ((0, max(0, region - image.shape[0])), (0, max(0, region - image.shape[1]))))
+        top = int(rng.integers(0, image.shape[0] - region + 1))
+        left = int(rng.integers(0, image.shape[1] - region + 1))
+        patch = image[top:top + region, left:left + region]
         if self.augment:
             patch = _augment(patch, int(rng.integers(0, 8)))
-        hr = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
-        lr = downscale(hr, (h, h))
+        patch_t = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
+        lr = downscale_exact(patch_t, scale, (h, h))
+        hr = patch_t[:big, :big].contiguous()
         return lr[None], hr[None]
 
 
