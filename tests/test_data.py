@@ -241,6 +241,7 @@ def test_lr_is_resampled_at_exactly_the_scale(scale: str) -> None:
     up to one LR pixel at the far side (0.7 px here at x1.1), which the index contract cannot undo.
     """
     from metasr.training.data import downscale_exact, make_pair
+    from metasr.training.models import Bicubic
 
     r = Fraction(scale)
     big = 175
@@ -252,5 +253,11 @@ def test_lr_is_resampled_at_exactly_the_scale(scale: str) -> None:
         crossing = float((step * (np.arange(step.size) + 0.5)).sum() / step.sum())  # the kernel is symmetric
         assert crossing == pytest.approx(edge / float(r) - 0.5, abs=0.05), (edge, crossing)
         assert hr.shape[1] == (lr.shape[1] * r.numerator) // r.denominator
+        # the bicubic baseline resamples back at exactly r: the edge returns to its HR position
+        up = Bicubic()(lr[None, None], r)[0, 0]
+        assert up.shape == hr.shape
+        step_hr = np.diff(up[2].numpy().astype(np.float64))
+        back = float((step_hr * (np.arange(step_hr.size) + 0.5)).sum() / step_hr.sum())
+        assert back == pytest.approx(edge - 0.5, abs=0.1), (edge, back)
     with pytest.raises(ScaleError):
         downscale_exact(np.zeros((10, 10), np.float32), r, (20, 20))

@@ -58,8 +58,11 @@ def test_metrics_match_scikit_image_on_the_protocol_pairs() -> None:
         expect = []
         for img in images:
             lr, hr = make_pair(img, s)
-            sr = torch.nn.functional.interpolate(lr[None, None], size=hr.shape, mode="bicubic",
-                                                 align_corners=False).clamp(0, 1)[0, 0].double().numpy()
+            # bicubic at exactly r (the baseline's geometry), cropped to the HR size
+            padded = torch.nn.functional.pad(lr[None, None], (0, 1, 0, 1), mode="replicate")
+            sr = torch.nn.functional.interpolate(padded, scale_factor=float(s), mode="bicubic", align_corners=False,
+                                                 recompute_scale_factor=False)
+            sr = sr[0, 0, :hr.shape[0], :hr.shape[1]].clamp(0, 1).double().numpy()
             hr = hr.double().numpy()
             expect.append((peak_signal_noise_ratio(hr, sr, data_range=1), structural_similarity(hr, sr, data_range=1)))
         row = report.get("bicubic", s)

@@ -277,13 +277,24 @@ class EDSR(_FixedScale):
 
 
 class Bicubic(nn.Module):
-    """Bicubic interpolation baseline (no parameters), same calling convention."""
+    """Bicubic interpolation baseline (no parameters), same calling convention.
+
+    Resamples at exactly ``r`` (HR pixel ``i`` centred on LR ``(i + 0.5) / r - 0.5``), the
+    geometry of :func:`metasr.training.data.downscale_exact`; resizing to ``floor(h*r)`` pixels
+    would use the size ratio instead and drift by up to one pixel across the image.
+    """
 
     def forward(self, lr: Tensor, scale: ScaleLike) -> Tensor:
         _check_input(lr)
         s = Scale.parse(scale)
-        size = s.output_size(lr.shape[-2], lr.shape[-1])
-        return F.interpolate(lr, size=size, mode="bicubic", align_corners=False)
+        big_h, big_w = s.output_size(lr.shape[-2], lr.shape[-1])
+        # one replicated LR pixel at the far edges, so float rounding of (h + 1) * r never
+        # leaves the output short of floor(h * r); then crop to the exact size
+        padded = F.pad(lr, (0, 1, 0, 1), mode="replicate")
+        factor = float(s.value)
+        out = F.interpolate(padded, scale_factor=(factor, factor), mode="bicubic", align_corners=False,
+                            recompute_scale_factor=False)
+        return out[..., :big_h, :big_w]
 
 
 class Discriminator(nn.Module):
