@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metasr.runtime._atomic import atomic_write_bytes
 from metasr.runtime.errors import InputError, OutputError, ScaleError
 from metasr.training.checkpoint import load_checkpoint, read_checkpoint
 from metasr.training.data import Axis, build_index, load_slice, make_pair
@@ -197,21 +197,6 @@ def load_images(specs: Sequence[str], axes: Sequence[str] = ("axial",), max_imag
 # Writing
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _fmt_scale(s: Fraction) -> str:
     return f"{float(s):g}"
 
@@ -325,6 +310,6 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
         files["crops.png"] = plot_crops(report)
     written = {}
     for name, data in files.items():
-        _atomic_write(out / name, data)
+        atomic_write_bytes(out / name, data)
         written[name] = out / name
     return written
