@@ -18,10 +18,10 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from metasr.runtime._choices import ChoiceEnum
 from metasr.runtime.errors import InputError, ModelError
 
 __all__ = [
@@ -43,11 +43,11 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
-class Device(str, Enum):
+class Device(ChoiceEnum):
     """Where inference runs. ``AUTO`` picks TensorRT, then CUDA, then CPU.
 
-    Accepts strings in any case (``Device("CUDA")``); anything else raises :class:`ValueError`
-    listing the choices.
+    Accepts strings in any case (``Device("CUDA")``, also ``"trt"`` and ``"gpu"``); anything
+    else raises :class:`ValueError` (:meth:`parse`: :class:`InputError`) listing the choices.
     """
 
     AUTO = "auto"
@@ -56,45 +56,20 @@ class Device(str, Enum):
     TENSORRT = "tensorrt"
 
     @classmethod
-    def _missing_(cls, value: object) -> Device | None:
-        if isinstance(value, str):
-            key = value.strip().lower()
-            aliases = {"trt": "tensorrt", "gpu": "cuda"}
-            key = aliases.get(key, key)
-            for member in cls:
-                if member.value == key:
-                    return member
-        return None
-
-    @classmethod
-    def parse(cls, value: str | Device) -> Device:
-        """Like ``Device(value)`` but raises :class:`InputError` with the valid choices."""
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(m.value for m in cls)
-            raise InputError(f"unknown device {value!r}; choose one of: {choices}") from None
+    def aliases(cls) -> dict[str, str]:
+        return {"trt": "tensorrt", "gpu": "cuda"}
 
     @property
     def label(self) -> str:
         return {"auto": "auto", "cpu": "CPU", "cuda": "CUDA", "tensorrt": "TensorRT"}[self.value]
 
 
-class Precision(str, Enum):
+class Precision(ChoiceEnum):
     """Arithmetic of the TensorRT engines. ``FP16`` is TensorRT's half precision (ORT's
     ``trt_fp16_enable``); the CUDA and CPU providers always run the float32 graphs."""
 
     FP32 = "fp32"
     FP16 = "fp16"
-
-    @classmethod
-    def parse(cls, value: str | Precision) -> Precision:
-        """Like ``Precision(value)`` (any case) but raises :class:`InputError` with the choices."""
-        if isinstance(value, str):
-            for member in cls:
-                if member.value == value.strip().lower():
-                    return member
-        raise InputError(f"unknown precision {value!r}; choose one of: {', '.join(m.value for m in cls)}")
 
 
 # ORT's logger and the Python-level fallback both write straight to fds 1/2 or sys.stdout; the

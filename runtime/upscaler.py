@@ -22,7 +22,6 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from enum import Enum
 from fractions import Fraction
 from numbers import Real
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from metasr.runtime._choices import ChoiceEnum
 from metasr.runtime.backends import (
     Device,
     Precision,
@@ -78,7 +78,7 @@ _UP_HR_TENSORS = 3.0  # live [N, hidden, H, W] tensors in the upscale graph
 _HIDDEN = 256
 
 
-class UpscaleMethod(str, Enum):
+class UpscaleMethod(ChoiceEnum):
     """How the Meta-Upscale stage runs (same results, to float32 rounding).
 
     ``GRAPH`` runs the export's ``upscale.onnx`` on every image. ``KERNELS`` reads the scale's
@@ -92,12 +92,8 @@ class UpscaleMethod(str, Enum):
     KERNELS = "kernels"
 
     @classmethod
-    def _missing_(cls, value: object) -> UpscaleMethod | None:
-        if isinstance(value, str):
-            for member in cls:
-                if member.value == value.strip().lower():
-                    return member
-        return None
+    def choice_name(cls) -> str:
+        return "upscale method"
 
 
 def check_image(image: Any) -> np.ndarray:
@@ -183,11 +179,7 @@ class Upscaler:
         requested = Device.parse(device)
         #: Requested TensorRT precision; :attr:`precision` is what actually runs (fp32 off TensorRT).
         self.requested_precision = Precision.parse(precision)
-        try:
-            self.method = UpscaleMethod(method)
-        except ValueError:
-            raise InputError(f"unknown upscale method {method!r}; choose one of: "
-                             f"{', '.join(m.value for m in UpscaleMethod)}") from None
+        self.method = UpscaleMethod.parse(method)
         if model_dir is None:
             from metasr.models import default_model_dir
 
