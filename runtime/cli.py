@@ -134,12 +134,14 @@ def _check_writable_dir(folder: Path) -> None:
     os.unlink(probe)
 
 
-def _check_output(out: Path, source: Path) -> Path:
+def _check_output(out: Path, scan: ScanImage) -> Path:
+    source = scan.path
     if _same_file(out, source):
         raise OutputError(f"output path {out} is the input file; choose another output path (inputs are never "
                           f"overwritten)")
     if out.is_dir():
         raise OutputError(f"output path {out} is a folder; give a file name")
+    scan.check_output_name(out)
     _check_writable_dir(out.parent if str(out.parent) else Path("."))
     return out
 
@@ -255,7 +257,7 @@ def command(input_path: Path, scale_text: str | None, size_text: str | None, spa
         scale, tag = job.scale_for(scan.frames.shape, scan.spacing)
         name = default_output_name(input_path, tag, scan.default_suffix)
         out = output / name if output is not None and output.is_dir() else output or input_path.with_name(name)
-        _check_output(out, input_path)
+        _check_output(out, scan)
         up = _load(model, dev, memory_budget, threads, prec)
         up.check_scale(scale, allow_extrapolation=job.allow_extrapolation)
         big_h, big_w = scale.output_size(*scan.size)
@@ -301,7 +303,7 @@ def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None
                 with scan:
                     scale, tag = job.scale_for(scan.frames.shape, scan.spacing)
                     up.check_scale(scale, allow_extrapolation=job.allow_extrapolation)
-                    out = _check_output(output / default_output_name(path, tag, scan.default_suffix), path)
+                    out = _check_output(output / default_output_name(path, tag, scan.default_suffix), scan)
                     if out.exists() and not overwrite:
                         kept += 1  # written by an earlier (interrupted) run: outputs are atomic, so complete
                         continue

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metasr.runtime.errors import InputError
+from metasr.runtime.errors import InputError, OutputError
 from metasr.runtime._atomic import atomic_write_bytes, check_output_path
 from metasr.scanners.intensity import IntensityMap
 
@@ -170,9 +170,34 @@ class ScanImage(ABC):
         """
         sr = self._check_sr(sr_frames)
         out = check_output_path(out_path, self.path)
+        self.check_output_name(out)
         data = self._encode_derived(sr, out, info)
         atomic_write_bytes(out, data)
         return out
+
+    def check_output_name(self, out_path: str | os.PathLike) -> None:
+        """Refuse an output name whose suffix promises another format than the one written.
+
+        A derived image is written in the input's format (that is what keeps its units, geometry
+        and metadata), so ``-o out.png`` for a DICOM input would be a DICOM file under a PNG name.
+        Called before any work starts, so a wrong name costs nothing.
+
+        Raises:
+            OutputError: naming the suffixes this input can be written as.
+        """
+        name = Path(out_path).name.lower()
+        if not any(name.endswith(s) if s else "." not in name for s in self.output_suffixes):
+            shown = ", ".join(s or "no suffix" for s in self.output_suffixes)
+            raise OutputError(
+                f"output {Path(out_path).name}: a {self.format.value.upper()} input is written as"
+                f" {self.format.value.upper()} ({shown}); name the output e.g. {Path(out_path).stem}"
+                f"{self.default_suffix}"
+            )
+
+    @property
+    def output_suffixes(self) -> tuple[str, ...]:
+        """Suffixes an output of this input may carry (``""``: a name without a dot, as ``IM0001``)."""
+        return (self.default_suffix,)
 
     def _check_sr(self, sr_frames: np.ndarray) -> np.ndarray:
         sr = np.asarray(sr_frames)

@@ -122,6 +122,10 @@ class DicomScan(ScanImage):
         super().close()
         self.chroma = None
 
+    @property
+    def output_suffixes(self) -> tuple[str, ...]:
+        return (".dcm", ".dicom", ".ima", "")  # PACS exports often name files IM0001
+
     def _encode_derived(self, sr: np.ndarray, out: Path, info: DerivationInfo) -> bytes:
         pydicom = _pydicom()
         from pydicom.dataelem import DataElement

@@ -198,7 +198,9 @@ class RasterScan(ScanImage):
         super().close()
         self.chroma = self.alpha = None
 
-    def _encode_derived(self, sr: np.ndarray, out: Path, info: DerivationInfo) -> bytes:
+    def check_output_name(self, out_path: str | os.PathLike) -> None:
+        """A raster input may be written as any raster format that holds its bit depth."""
+        out = Path(out_path)
         suffix = out.suffix.lower()
         fmt = RASTER_SUFFIXES.get(suffix)
         if fmt is None:
@@ -212,6 +214,10 @@ class RasterScan(ScanImage):
                 f"output {out.name}: {fmt.value.upper()} cannot hold {dtype} pixels of the input; use a"
                 f" {self.default_suffix} output"
             )
+
+    def _encode_derived(self, sr: np.ndarray, out: Path, info: DerivationInfo) -> bytes:
+        suffix = out.suffix.lower()
+        fmt = RASTER_SUFFIXES[suffix]  # checked by check_output_name
         if self.chroma is None:
             pixels = self.intensity.from_unit(sr[0])
         else:

@@ -103,11 +103,13 @@ class NiftiScan(ScanImage):
         self.slope_inter = slope_inter
         self.default_suffix = ".nii.gz" if compressed else ".nii"
 
+    @property
+    def output_suffixes(self) -> tuple[str, ...]:
+        return (".nii", ".nii.gz")  # compression follows the output's name
+
     def _encode_derived(self, sr: np.ndarray, out: Path, info: DerivationInfo) -> bytes:
         nib = _nib()
         name = out.name.lower()
-        if not (name.endswith(".nii") or name.endswith(".nii.gz")):
-            raise OutputError(f"output {out.name}: NIfTI output needs a .nii or .nii.gz name")
         _, height, width = sr.shape
         row_axis, col_axis = self.in_plane
         values = self.intensity.from_unit(sr)  # [F, H, W] in the stored dtype

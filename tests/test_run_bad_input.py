@@ -192,6 +192,41 @@ def test_output_path_equal_to_input(good_png: Path, model: str, capfd: pytest.Ca
                           good_png.parent, capfd, "is the input file")
 
 
+# (input builder, output name, expected fragment): the output's suffix must name the format written
+WRONG_OUTPUT_NAMES: dict[str, tuple[Callable[[Path], Path], str, str]] = {
+    "DICOM to .png": (lambda d: write_dicom(d / "mr.dcm", _phantom()), "mr_big.png", "written as DICOM"),
+    "DICOM to .nii.gz": (lambda d: write_dicom(d / "mr.dcm", _phantom()), "mr_big.nii.gz", "written as DICOM"),
+    "NIfTI to .dcm": (lambda d: _nifti_with(d / "vol.nii.gz", 0.5), "vol_big.dcm", "written as NIFTI"),
+    "NIfTI to no suffix": (lambda d: _nifti_with(d / "vol.nii.gz", 0.5), "vol_big", "written as NIFTI"),
+    "PNG to .dcm": (lambda d: _write_png(d / "frame.png", _phantom()), "frame_big.dcm", "unknown image suffix"),
+    "16-bit PNG to .jpg": (lambda d: _write_png(d / "frame.png", _phantom()), "frame_big.jpg", "cannot hold uint16"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_OUTPUT_NAMES))
+def test_output_suffix_must_match_the_format_written(case: str, tmp_path: Path, model: str,
+                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    build, name, expect = WRONG_OUTPUT_NAMES[case]
+    source = build(tmp_path)
+    _assert_clean_failure(["--input", str(source), "--scale", "2", "--output", str(tmp_path / name),
+                           "--model", model], tmp_path, capfd, expect)
+
+
+@pytest.mark.parametrize(("source_name", "out_name"), [("mr.dcm", "IM0001"), ("mr.dcm", "mr_big.DCM"),
+                                                        ("vol.nii.gz", "vol_big.nii")])
+def test_output_names_that_match_the_format_are_written(source_name: str, out_name: str, tmp_path: Path,
+                                                        model: str) -> None:
+    from metasr.scanners import read_image
+
+    source = (write_dicom(tmp_path / source_name, _phantom()) if source_name.endswith(".dcm")
+              else _nifti_with(tmp_path / source_name, 0.5))
+    out = tmp_path / out_name
+    assert main(["--input", str(source), "--scale", "2", "--output", str(out), "--model", model]) == 0
+    with read_image(out) as scan, read_image(source) as original:
+        assert scan.format is original.format
+        assert scan.size == tuple(2 * n for n in original.size)
+
+
 @pytest.mark.parametrize("where", ["missing folder", "parent is a file", "read-only folder", "system folder"])
 def test_unwritable_output(where: str, good_png: Path, tmp_path: Path, model: str,
                            capfd: pytest.CaptureFixture[str]) -> None:
