@@ -190,7 +190,8 @@ def _run_one(up: Upscaler, scan: ScanImage, scale: Scale, tag: str, out: Path) -
         software = "0.1.0"
     sr = up.upscale(scan.frames, scale)
     label = tag.removeprefix("sr")
-    info = DerivationInfo(scale=label, model_id=up.model_id, software_version=software, model_name=up.model_name)
+    info = DerivationInfo(scale=label, model_id=up.model_id, software_version=software, model_name=up.model_name,
+                          exact_scale=scale.value)
     return scan.write_derived(sr, out, info)
 
 

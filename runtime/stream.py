@@ -4,7 +4,7 @@ Three stages run concurrently, joined by small bounded queues::
 
     capture thread     read a frame, split it into luminance (float32 [0,1]) and chroma
     inference thread   batch up to N frames of one size, Upscaler.upscale(luma [N,h,w], scale)
-    consumer           resize the chroma bicubically to the SR size, merge, quantise to uint8,
+    consumer           resample the chroma bicubically on the luma's grid, merge, quantise to uint8,
                        then yield the frame (the caller writes it, shows it, or passes it on)
 
 ONNX Runtime and OpenCV release the GIL, so capture, inference and output overlap and the stream
@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 
 from metasr.runtime.errors import InputError, OutputError, ScaleError
+from metasr.runtime.resample import resize_on_grid
 from metasr.runtime.scale import Scale
 
 __all__ = [
@@ -595,13 +596,13 @@ def _split_frame(frame: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
     return ycrcb[:, :, 0].astype(np.float32) * np.float32(1 / 255), np.ascontiguousarray(ycrcb[:, :, 1:])
 
 
-def _compose(sr_luma: np.ndarray, chroma: np.ndarray | None) -> np.ndarray:
-    """uint8 output frame: quantised SR luminance, plus bicubically resized chroma for colour."""
+def _compose(sr_luma: np.ndarray, chroma: np.ndarray | None, scale: Fraction) -> np.ndarray:
+    """uint8 output frame: quantised SR luminance, plus chroma resampled on the luma's grid for colour."""
     y = np.clip(np.rint(sr_luma * np.float32(255)), 0, 255).astype(np.uint8)
     if chroma is None:
         return y
     h, w = y.shape
-    crcb = cv2.resize(chroma, (w, h), interpolation=cv2.INTER_CUBIC)
+    crcb = resize_on_grid(chroma, h, w, scale)
     return cv2.cvtColor(np.dstack([y, crcb]), cv2.COLOR_YCrCb2BGR)
 
 
@@ -789,7 +790,7 @@ class VideoStream:
                 if last_size is not None and size != last_size:
                     self.stats.add("size_changes")
                 last_size = size
-                image = _compose(sr, captured.chroma)
+                image = _compose(sr, captured.chroma, self.scale.value)
                 if image.ndim == 3:
                     color = True
                 elif color:

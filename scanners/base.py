@@ -12,6 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +61,16 @@ class DerivationInfo:
         model_id: Hash identifying the exported model (``Upscaler.model_id``).
         software_version: metasr version, e.g. ``"0.1.0"``.
         model_name: Human-readable model name, e.g. ``"metasrgan-mri"``.
+        exact_scale: The exact scale the frames were made with (``Scale.value``). Colour and
+            alpha planes are then resampled on the network's pixel grid, so they stay aligned with
+            the luma; ``None`` resamples them by the size ratio.
     """
 
     scale: str
     model_id: str
     software_version: str
     model_name: str
+    exact_scale: Fraction | None = None
 
 
 def describe_error(error: BaseException, limit: int = 200) -> str:

@@ -145,7 +145,7 @@ class DicomScan(ScanImage):
         if self.chroma is None:
             pixels = self.intensity.from_unit(sr)
         else:
-            pixels = self.intensity.from_unit(merge_luma(sr, self.chroma))
+            pixels = self.intensity.from_unit(merge_luma(sr, self.chroma, scale=info.exact_scale))
             ds.PhotometricInterpretation = "RGB"  # decoders hand us RGB; it is written uncompressed
             ds.PlanarConfiguration = 0
         pixels = np.ascontiguousarray(pixels.astype(stored))

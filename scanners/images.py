@@ -4,7 +4,7 @@ Images are decoded with ``cv2.IMREAD_UNCHANGED`` (so 16-bit PNG/TIFF stay 16-bit
 stays float) after the header's width and height have been checked against
 :data:`~metasr.scanners.base.MAX_SIDE`, so a header claiming 65535x65535 is refused before any
 allocation. Colour images are processed on luminance (see :mod:`metasr.scanners.intensity`);
-alpha is resized bicubically with the chroma. Only single-page TIFFs are accepted.
+alpha is resampled bicubically with the chroma, on the luma's grid when the scale is known. Only single-page TIFFs are accepted.
 
 Output format follows the output file's suffix (``.png``, ``.tif``/``.tiff``, ``.jpg``/``.jpeg``)
 and keeps the input's bit depth; a suffix whose format cannot hold it (16-bit into JPEG) is an
@@ -221,10 +221,10 @@ class RasterScan(ScanImage):
         if self.chroma is None:
             pixels = self.intensity.from_unit(sr[0])
         else:
-            rgb = merge_luma(sr, self.chroma)[0]
+            rgb = merge_luma(sr, self.chroma, scale=info.exact_scale)[0]
             pixels = self.intensity.from_unit(rgb)[..., ::-1]  # RGB -> OpenCV's BGR
             if self.alpha is not None and self.alpha_map is not None:
-                a = merge_luma(sr, self.chroma, self.alpha)[0][..., 3]
+                a = merge_luma(sr, self.chroma, self.alpha, scale=info.exact_scale)[0][..., 3]
                 pixels = np.concatenate([pixels, self.alpha_map.from_unit(a)[..., None]], axis=-1)
         params = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY] if fmt is ImageFormat.JPEG else []
         ok, buf = cv2.imencode(suffix, np.ascontiguousarray(pixels), params)

@@ -20,19 +20,20 @@ input's range and bit depth.
 
 Colour images are processed on luminance: :func:`split_luma` gives BT.601 luma
 ``Y = 0.299 R + 0.587 G + 0.114 B`` plus the chroma differences ``(B - Y, R - Y)``;
-:func:`merge_luma` resizes the chroma (and any alpha) bicubically to the super-resolved size and
-inverts the transform exactly.
+:func:`merge_luma` resizes the chroma (and any alpha) bicubically to the super-resolved size, on
+the network's pixel grid when the scale is known, and inverts the transform exactly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from fractions import Fraction
 
-import cv2
 import numpy as np
 
 from metasr.runtime.errors import InputError
+from metasr.runtime.resample import resize_on_grid
 
 __all__ = ["IntensityRange", "IntensityMap", "split_luma", "merge_luma", "check_finite"]
 
@@ -182,18 +183,19 @@ def split_luma(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.float32), np.stack([b - y, r - y], axis=-1).astype(np.float32)
 
 
-def _resize_planes(planes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bicubic resize of ``[F, h, w, C]`` float planes to ``[F, height, width, C]``."""
+def _resize_planes(planes: np.ndarray, height: int, width: int, scale: Fraction | None) -> np.ndarray:
+    """Bicubic resize of ``[F, h, w, C]`` float planes to ``[F, height, width, C]`` on the luma's grid."""
     if planes.shape[1:3] == (height, width):
         return planes
     out = np.empty((planes.shape[0], height, width, planes.shape[3]), dtype=np.float32)
     for f in range(planes.shape[0]):
-        resized = cv2.resize(planes[f], (width, height), interpolation=cv2.INTER_CUBIC)
+        resized = resize_on_grid(planes[f], height, width, scale)
         out[f] = resized.reshape(height, width, planes.shape[3])
     return out
 
 
-def merge_luma(luma: np.ndarray, chroma: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+def merge_luma(luma: np.ndarray, chroma: np.ndarray, extra: np.ndarray | None = None,
+               scale: Fraction | None = None) -> np.ndarray:
     """Recombine super-resolved luma with chroma resized bicubically.
 
     Args:
@@ -201,18 +203,21 @@ def merge_luma(luma: np.ndarray, chroma: np.ndarray, extra: np.ndarray | None = 
         chroma: ``[F, h, w, 2]`` from :func:`split_luma` (any ``h, w``).
         extra: Optional ``[F, h, w, C]`` planes in [0, 1] (e.g. alpha), resized the same way and
             appended after the RGB channels.
+        scale: The exact scale the luma was made with: the chroma is then resampled on the
+            network's pixel grid (:func:`~metasr.runtime.resample.resize_on_grid`), so colour stays
+            on the luma to the far edge; ``None`` resizes by the size ratio.
 
     Returns:
         ``[F, H, W, 3 + C]`` float32 in [0, 1].
     """
     f, height, width = luma.shape
-    c = _resize_planes(np.asarray(chroma, dtype=np.float32), height, width)
+    c = _resize_planes(np.asarray(chroma, dtype=np.float32), height, width, scale)
     y = luma.astype(np.float32)
     b = y + c[..., 0]
     r = y + c[..., 1]
     g = (y - _KR * r - _KB * b) / _KG
     channels = [r, g, b]
     if extra is not None:
-        e = _resize_planes(np.asarray(extra, dtype=np.float32), height, width)
+        e = _resize_planes(np.asarray(extra, dtype=np.float32), height, width, scale)
         channels += [e[..., k] for k in range(e.shape[-1])]
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)

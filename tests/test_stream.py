@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from metasr.runtime.errors import InputError, OutputError, ScaleError
+from metasr.runtime.resample import resize_on_grid
 from metasr.runtime.scale import Scale
 from metasr.runtime.stream import (
     EndReason,
@@ -183,24 +185,25 @@ def upscaler(export_dir):
 
 
 @pytest.mark.parametrize("color", [True, False], ids=["colour", "gray"])
-@pytest.mark.parametrize("batch", [1, 3])
-def test_iterator_frames_are_upscaled_luminance(tmp_path, upscaler, color, batch):
+@pytest.mark.parametrize(("batch", "scale", "out_size"), [(1, "1.5", (57, 75)), (3, "1.5", (57, 75)),
+                                                          (1, "1.7", (64, 85))])
+def test_iterator_frames_are_upscaled_luminance(tmp_path, upscaler, color, batch, scale, out_size):
     src = write_video(tmp_path / "in.avi", moving_shapes(6, 38, 50, color=color))
     decoded, _ = read_video(src)
-    scale = "1.5"
     with VideoStream(open_source(src), upscaler, scale, batch=batch) as stream:
         frames = list(stream)
     assert stream.end_reason is EndReason.END_OF_FILE
     assert len(frames) == len(decoded) == 6
     for f, d in zip(frames, decoded, strict=True):
         expected = upscaler.upscale(luminance(d), scale)
-        assert f.luma.shape == (57, 75) and f.input_size == (38, 50)
+        assert f.luma.shape == out_size and f.input_size == (38, 50)
         assert np.abs(f.luma - expected).max() <= 1e-5
         y = np.clip(np.rint(expected * 255), 0, 255).astype(np.uint8)
         if color:
-            crcb = cv2.resize(cv2.cvtColor(d, cv2.COLOR_BGR2YCrCb)[:, :, 1:], (75, 57), interpolation=cv2.INTER_CUBIC)
+            # chroma on the luma's grid: at 1.7, 38 x 1.7 = 64.6, so a resize to 64x85 would drift
+            crcb = resize_on_grid(cv2.cvtColor(d, cv2.COLOR_BGR2YCrCb)[:, :, 1:], *out_size, Fraction(scale))
             want = cv2.cvtColor(np.dstack([y, crcb]), cv2.COLOR_YCrCb2BGR)
-            assert f.image.shape == (57, 75, 3)
+            assert f.image.shape == (*out_size, 3)
             assert np.abs(f.image.astype(int) - want).max() <= 1
         else:
             assert f.image.ndim == 2, "a grayscale source must stay grayscale"
