@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metasr.runtime.errors import InputError, MetaSRError, OutputError
+from metasr.runtime.errors import InputError, MetaSRError
 from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions, describe_error
 from metasr.scanners.intensity import IntensityMap, IntensityRange
 

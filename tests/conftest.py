@@ -5,9 +5,28 @@ torch is imported inside the fixtures only, so torch-free tests still collect wi
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One torch thread for the whole run, where torch is installed.
+
+    The test machine has 2 cores shared with ONNX Runtime's own pools; oversubscribed OpenMP
+    threads spun and made 2 torch threads up to 10x slower than 1 under load.
+    """
+    if importlib.util.find_spec("torch") is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_checkpoint(path: Path, arch: str = "metasrgan", seed: int = 0) -> Path:

@@ -32,11 +32,6 @@ from metasr.training.data import (
 ODD_SCALES = ["1.1", "2.3", "2.7", "3.7"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def _blob_volume(shape=(40, 36, 8), empty_ends: int = 2, seed: int = 0) -> np.ndarray:
     """A volume whose axial slices hold a bright blob, except ``empty_ends`` black slices at each end."""
     rng = np.random.default_rng(seed)

@@ -17,11 +17,6 @@ from metasr.training.data import make_pair
 from metasr.training.evaluate import Predictor, bicubic_predictor, evaluate, load_predictor
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def eval_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("evaldata")

@@ -43,15 +43,6 @@ def _snapshot(folder: Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # shared 2-core test machine: oversubscribed OpenMP threads are far slower than one
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
     """A verified export into the checkpoint's own folder (the default --out)."""

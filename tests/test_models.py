@@ -23,7 +23,6 @@ from metasr.training.losses import (
 )
 from metasr.training.models import Discriminator, MetaUpscale
 
-torch.set_num_threads(1)
 SCALES = ["1.1", "1.5", "1.8", "2.0", "2.3", "2.7", "3.7", "4.0"]
 
 

@@ -28,16 +28,6 @@ INPUTS = {  # (N, h, w): odd sizes, batch 1 and 3
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # the test machine is shared: one thread per library avoids oversubscription (OpenMP spinning
-    # made 2 threads ~10x slower than 1 under load)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("parity")

@@ -73,19 +73,14 @@ def test_shipped_graphs_reproduce_the_checkpoint(shipped) -> None:
 
     manifest, ckpt = shipped
     validate_manifest(manifest)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = load_checkpoint(ckpt)
-        fe = ort_session(MODEL_DIR / "feature_extractor.onnx", threads=1)
-        up = ort_session(MODEL_DIR / "upscale.onnx", threads=1)
-        lr = phantom(2, 41, 52, seed=5)
-        feats = fe.run(["features"], {"lr": lr})[0]
-        for scale in ("1.5", "2", "2.7", "4"):
-            with torch.no_grad():
-                ref = model(torch.from_numpy(lr), scale).numpy()
-            sr = up.run(["sr"], upscale_feeds(feats, scale))[0]
-            assert sr.shape == ref.shape
-            assert np.isfinite(sr).all() and np.abs(sr - ref).max() <= 1e-4, scale
-    finally:
-        torch.set_num_threads(before)
+    model = load_checkpoint(ckpt)
+    fe = ort_session(MODEL_DIR / "feature_extractor.onnx", threads=1)
+    up = ort_session(MODEL_DIR / "upscale.onnx", threads=1)
+    lr = phantom(2, 41, 52, seed=5)
+    feats = fe.run(["features"], {"lr": lr})[0]
+    for scale in ("1.5", "2", "2.7", "4"):
+        with torch.no_grad():
+            ref = model(torch.from_numpy(lr), scale).numpy()
+        sr = up.run(["sr"], upscale_feeds(feats, scale))[0]
+        assert sr.shape == ref.shape
+        assert np.isfinite(sr).all() and np.abs(sr - ref).max() <= 1e-4, scale

@@ -47,12 +47,7 @@ def _checkpoint(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def onnx_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return export_model(_checkpoint(tmp_path_factory.mktemp("trt") / "best.pt"), verify=False).out_dir
-    finally:
-        torch.set_num_threads(before)
+    return export_model(_checkpoint(tmp_path_factory.mktemp("trt") / "best.pt"), verify=False).out_dir
 
 
 # ---- CPU: profiles, fp16 graph, availability ---------------------------------------------------

@@ -17,11 +17,6 @@ from metasr.training.cli import train_main
 from metasr.training.trainer import Stage, TrainConfig, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five smooth 40x48 grayscale PNGs (one becomes the validation file)."""

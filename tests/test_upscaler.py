@@ -39,7 +39,6 @@ def _torch_reference(checkpoint: Path, batch: np.ndarray, scale: str) -> np.ndar
 
     from metasr.training import load_checkpoint
 
-    torch.set_num_threads(1)
     model = load_checkpoint(checkpoint)
     with torch.no_grad():
         return model(torch.from_numpy(batch)[:, None], scale)[:, 0].clamp(0, 1).numpy()
