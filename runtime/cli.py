@@ -266,6 +266,8 @@ def command(input_path: Path, scale_text: str | None, size_text: str | None, spa
             raise ScaleError(f"scale {scale} turns a {scan.size[1]}x{scan.size[0]} image into nothing")
         print(up.describe(), file=sys.stderr)
         written = _run_one(up, scan, scale, tag, out)
+        for note in scan.notes:
+            print(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
     click.echo(str(written))
     return 0
 
@@ -309,6 +311,8 @@ def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None
                         kept += 1  # written by an earlier (interrupted) run: outputs are atomic, so complete
                         continue
                     written = _run_one(up, scan, scale, tag, out)
+                    for note in scan.notes:
+                        tqdm.write(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
                 tqdm.write(str(written), file=sys.stdout)
             except MetaSRError as e:
                 failed.append(path.name)

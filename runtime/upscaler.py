@@ -493,7 +493,7 @@ class Upscaler:
         """One line saying what runs where, e.g.
         ``metasr: model metasrgan-mri (3f2a...) on CPU (CPUExecutionProvider), 2 threads``."""
         where = f"{self.device.label} ({self.providers[0]})"
-        threads = f", {self.threads} threads" if self.device is Device.CPU else ""
+        threads = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.device is Device.CPU else ""
         precision = f", {self.precision.value}" if self.device is Device.TENSORRT else ""
         if self.requested_precision is not self.precision:
             precision += f" ({self.requested_precision.value} needs TensorRT)"

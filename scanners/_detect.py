@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from metasr.runtime.errors import InputError
-from metasr.scanners.base import ImageFormat, ScanImage
+from metasr.scanners.base import ImageFormat, ScanImage, recorded_warnings
 from metasr.scanners.images import RASTER_SUFFIXES, raster_format
 from metasr.scanners.intensity import IntensityRange
 
@@ -86,7 +86,9 @@ def read_image(
             :mod:`metasr.scanners.intensity`).
 
     Returns:
-        A :class:`~metasr.scanners.base.ScanImage` (DICOM, NIfTI or raster subclass).
+        A :class:`~metasr.scanners.base.ScanImage` (DICOM, NIfTI or raster subclass). Warnings the
+        format libraries raise while reading (e.g. pydicom on excess pixel padding or a value
+        that breaks its VR) are collected in its ``notes`` as one-line texts instead of printed.
 
     Raises:
         InputError: one line saying what is wrong with the file and what to do.
@@ -99,17 +101,22 @@ def read_image(
         raise InputError(
             f"{path.name}: not a supported image; expected DICOM, NIfTI (.nii/.nii.gz), PNG, TIFF or JPEG"
         )
-    if fmt is ImageFormat.DICOM:
-        from metasr.scanners.dicom import read_dicom
+    notes: list[str] = []
+    with recorded_warnings(notes, path.name):  # pydicom/nibabel warnings become notes, not stderr noise
+        if fmt is ImageFormat.DICOM:
+            from metasr.scanners.dicom import read_dicom
 
-        return read_dicom(path, data, intensity=intensity)
-    if fmt is ImageFormat.NIFTI:
-        from metasr.scanners.nifti import read_nifti
+            scan: ScanImage = read_dicom(path, data, intensity=intensity)
+        elif fmt is ImageFormat.NIFTI:
+            from metasr.scanners.nifti import read_nifti
 
-        return read_nifti(path, data, axis=axis, intensity=intensity)
-    from metasr.scanners.images import read_raster
+            scan = read_nifti(path, data, axis=axis, intensity=intensity)
+        else:
+            from metasr.scanners.images import read_raster
 
-    return read_raster(path, data, intensity=intensity)
+            scan = read_raster(path, data, intensity=intensity)
+    scan.notes.extend(notes)
+    return scan
 
 
 def _is_dicom_file(path: Path) -> bool:

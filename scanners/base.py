@@ -9,7 +9,10 @@ context manager so callers can release its arrays deterministically.
 from __future__ import annotations
 
 import os
+import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
@@ -73,6 +76,24 @@ class DerivationInfo:
     exact_scale: Fraction | None = None
 
 
+@contextmanager
+def recorded_warnings(notes: list[str], source: str) -> Iterator[None]:
+    """Collect the warnings raised inside as one-line notes about ``source`` (duplicates once).
+
+    pydicom and nibabel report odd but readable files (excess padding, a value that breaks its VR)
+    through :mod:`warnings`, which would print two lines of library internals on the user's
+    stderr. The command-line tools print these notes in one line each instead; if the block
+    raises, the error says what matters and the notes are dropped.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        text = f"{source}: {describe_error(warning.message, limit=240)}"
+        if text not in notes:
+            notes.append(text)
+
+
 def describe_error(error: BaseException, limit: int = 200) -> str:
     """A library exception as a short single line (for wrapping into one-line user errors)."""
     text = " ".join(str(error).split()) or type(error).__name__
@@ -128,6 +149,8 @@ class ScanImage(ABC):
         self.frames = np.ascontiguousarray(frames, dtype=np.float32)
         self.intensity = intensity
         self.spacing = spacing
+        #: One-line remarks about the file from the format libraries (see :func:`recorded_warnings`).
+        self.notes: list[str] = []
 
     @property
     def n_frames(self) -> int:
@@ -176,7 +199,8 @@ class ScanImage(ABC):
         sr = self._check_sr(sr_frames)
         out = check_output_path(out_path, self.path)
         self.check_output_name(out)
-        data = self._encode_derived(sr, out, info)
+        with recorded_warnings(self.notes, f"writing {out.name}"):
+            data = self._encode_derived(sr, out, info)
         atomic_write_bytes(out, data)
         return out
 

@@ -135,6 +135,11 @@ class DicomScan(ScanImage):
 
         src = self.dataset
         ds = copy.deepcopy(src)
+        # Convert every element that is still raw: a body read as implicit VR (some files declare an
+        # explicit syntax but are implicit inside) leaves raw elements without a VR, which an
+        # explicit-VR writer cannot encode; conversion takes the VR from the dictionary.
+        for _ in ds.iterall():
+            pass
         n_frames, height, width = sr.shape
         old_h, old_w = self.size
         bits_allocated = int(src.BitsAllocated)
@@ -204,9 +209,15 @@ class DicomScan(ScanImage):
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta = meta
         buf = io.BytesIO()
-        pydicom.dcmwrite(
-            buf, ds, implicit_vr=out_ts == ImplicitVRLittleEndian, little_endian=True, enforce_file_format=True
-        )
+        try:
+            pydicom.dcmwrite(
+                buf, ds, implicit_vr=out_ts == ImplicitVRLittleEndian, little_endian=True, enforce_file_format=True
+            )
+        except Exception as e:  # a header value pydicom reads but cannot encode again
+            raise InputError(
+                f"{self.path.name}: the derived DICOM cannot be encoded ({type(e).__name__}: {describe_error(e)});"
+                " the input's header holds a value pydicom cannot write back, repair it (e.g. dcmodify) first"
+            ) from e
         return buf.getvalue()
 
 

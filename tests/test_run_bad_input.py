@@ -145,7 +145,15 @@ FILE_CASES: dict[str, tuple[Callable[[Path], Path], str | None]] = {
     "header claims 65535x65535 (PNG)": (lambda d: write_png_header_only(d / "huge.png", 65535, 65535), None),
     "header claims 65535x65535 (DICOM)": (lambda d: write_dicom(d / "huge.dcm", _phantom(8, 8), rows=65535,
                                                                 cols=65535), None),
+    # pydicom first warns about the value, then fails on it: still one line
+    "IS value '1A' (pydicom warns first)": (lambda d: _copy_testdata("badVR.dcm", d), "header is damaged"),
 }
+
+
+def _copy_testdata(name: str, folder: Path) -> Path:
+    from pydicom.data import get_testdata_file
+
+    return Path(shutil.copyfile(get_testdata_file(name), folder / name))
 
 
 def _write_bytes(path: Path, data: bytes) -> Path:

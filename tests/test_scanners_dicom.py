@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import warnings
 
 import cv2
 import numpy as np
@@ -35,7 +36,9 @@ def _bicubic(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 def _decoder_available(name: str) -> bool:
     from pydicom.pixels import get_decoder
 
-    ts = pydicom.dcmread(get_testdata_file(name), stop_before_pixels=True).file_meta.TransferSyntaxUID
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # some test files are odd on purpose
+        ts = pydicom.dcmread(get_testdata_file(name), stop_before_pixels=True).file_meta.TransferSyntaxUID
     return not ts.is_compressed or get_decoder(ts).is_available
 
 
@@ -287,3 +290,69 @@ def test_ultrasound_regions_follow_the_new_pixel_grid(tmp_path):
     # Reference pixel centre (10 + 20 + 0.5) * 2 - 0.5 = 60.5 absolute -> 40 or 41 relative to the new origin 20.
     assert r.ReferencePixelX0 in (40, 41) and r.ReferencePixelY0 in (0, 1)
     assert (r.PhysicalDeltaX, r.PhysicalDeltaY) == pytest.approx((0.05 / gx, 0.04 / gy))
+
+
+def _odd_but_readable(tmp_path):
+    """MR_small with 128 bytes of excess pixel padding and a UID that breaks its VR (leading zero)."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.PixelData = ds.PixelData + b"\0" * 128
+    path = tmp_path / "odd.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.0123"
+        ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_library_warnings_become_notes_not_stderr_noise(tmp_path, monkeypatch):
+    encode = DicomScan._encode_derived
+
+    def encode_and_complain(self, *args):  # pydicom warns on write when it converts an odd value
+        warnings.warn("Invalid value for VR UI: '1.2.0123'.\nSee the standard.", UserWarning, stacklevel=1)
+        return encode(self, *args)
+
+    monkeypatch.setattr(DicomScan, "_encode_derived", encode_and_complain)
+    path = _odd_but_readable(tmp_path)
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        with read_image(path) as scan:
+            assert any(n.startswith("odd.dcm:") and "excess padding" in n for n in scan.notes), scan.notes
+            scan.write_derived(_bicubic(scan.frames, 80, 80), tmp_path / "odd_x.dcm", INFO)
+            assert any(n.startswith("writing odd_x.dcm:") and "VR UI" in n for n in scan.notes), scan.notes
+            assert all("\n" not in n for n in scan.notes)
+    assert not escaped, [str(w.message) for w in escaped]
+    assert pydicom.dcmread(tmp_path / "odd_x.dcm").Rows == 80
+
+
+def test_metasr_run_prints_notes_one_line_each(tmp_path, tiny_export_dir, capfd):
+    from metasr.runtime.cli import main
+
+    path = _odd_but_readable(tmp_path)
+    capfd.readouterr()
+    assert main(["--input", str(path), "--scale", "2", "--model", str(tiny_export_dir)]) == 0
+    out, err = capfd.readouterr()
+    lines = err.splitlines()
+    assert lines[0].startswith("metasr: model ") and len(lines) == 3, err
+    assert lines[1].startswith("metasr-run: note: odd.dcm: ") and "excess padding" in lines[1]
+    # the input's malformed UID is carried into the derived file: the user is told
+    assert lines[2].startswith("metasr-run: note: writing odd_sr2.dcm: Invalid value for VR UI"), err
+    assert "UserWarning" not in err and "warn_and_log" not in err
+    assert out.strip() == str(tmp_path / "odd_sr2.dcm")
+
+
+@pytest.mark.skipif(not _decoder_available("SC_rgb_jpeg.dcm"), reason="no JPEG decoder (pip install 'metasr[jpeg]')")
+def test_implicit_body_under_an_explicit_syntax_is_written_back(tmp_path):
+    """SC_rgb_jpeg.dcm declares JPEG Baseline (explicit VR) but its body is implicit VR.
+
+    pydicom reads it (with a warning, kept as a note); the derived file used to fail in the
+    writer with a TypeError on elements that had no VR.
+    """
+    path = _copy("SC_rgb_jpeg.dcm", tmp_path)
+    with read_image(path) as scan:
+        assert any("implicit VR" in n for n in scan.notes), scan.notes
+        h, w = scan.size
+        out = scan.write_derived(_bicubic(scan.frames, 2 * h, 2 * w), tmp_path / "sc_x2.dcm", INFO)
+    back = pydicom.dcmread(out)
+    assert back.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert (back.Rows, back.Columns) == (2 * h, 2 * w) and back["ContentDate"].VR == "DA"
+    assert back.pixel_array.shape == (2 * h, 2 * w, 3)

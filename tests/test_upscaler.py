@@ -179,7 +179,7 @@ def test_properties_and_describe(up: Upscaler, tiny_export_dir: Path) -> None:
     assert len(up.model_id) == 64
     line = up.describe()
     assert "\n" not in line
-    assert line == f"metasr: model {tiny_export_dir.name} ({up.model_id[:12]}) on CPU (CPUExecutionProvider), 1 threads"
+    assert line == f"metasr: model {tiny_export_dir.name} ({up.model_id[:12]}) on CPU (CPUExecutionProvider), 1 thread"
 
 
 def test_model_id_is_stable_across_copies(up: Upscaler, tiny_export_dir: Path, tmp_path: Path) -> None:
