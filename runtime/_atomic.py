@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import BinaryIO
 
 from metasr.runtime.errors import OutputError
 
-__all__ = ["check_output_path", "atomic_writer", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["check_output_path", "check_writable_folder", "atomic_writer", "atomic_write_bytes", "atomic_write_text"]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -46,14 +47,30 @@ def check_output_path(out_path: str | os.PathLike, source: str | os.PathLike | N
         )
     if out.is_dir():
         raise OutputError(f"output path {out} is a folder; give a file name")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.exists():
-        raise OutputError(f"output folder {parent} does not exist; create it or choose another output path")
-    if not parent.is_dir():
-        raise OutputError(f"output folder {parent} is not a folder; choose another output path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {parent} is not writable; choose another output path")
+    check_writable_folder(out.parent if str(out.parent) else Path("."))
     return out
+
+
+def check_writable_folder(folder: str | os.PathLike) -> None:
+    """Check that ``folder`` exists and takes new files, by creating (and removing) one.
+
+    A probe, not permission bits: those mislead root and read-only mounts.
+
+    Raises:
+        OutputError: if the folder is missing, not a folder, or not writable.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise OutputError(f"output folder {folder} does not exist; create it or choose another output path")
+    if not folder.is_dir():
+        raise OutputError(f"output folder {folder} is not a folder; choose another output path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".metasr-probe-", dir=folder)
+    except OSError as e:
+        raise OutputError(f"output folder {folder} is not writable ({e.strerror or e}); choose another output "
+                          f"path") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 @contextmanager

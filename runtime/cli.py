@@ -15,9 +15,7 @@ on stderr saying what runs where, and the written path(s) on stdout.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from metasr.runtime._atomic import check_output_path, check_writable_folder
 from metasr.runtime._cli import one_line, run_command
 from metasr.runtime.backends import Device, Precision
 from metasr.runtime.errors import InputError, MetaSRError, OutputError, ScaleError
@@ -112,37 +111,10 @@ def default_output_name(source: Path, tag: str, suffix: str) -> str:
     return f"{_stem(source)}_{tag.replace('/', '-')}{suffix}"
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
-def _check_writable_dir(folder: Path) -> None:
-    """Probe by creating (and removing) a file: permission bits alone mislead root and read-only mounts."""
-    if not folder.exists():
-        raise OutputError(f"output folder {folder} does not exist; create it or choose another output path")
-    if not folder.is_dir():
-        raise OutputError(f"output folder {folder} is not a folder; choose another output path")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".metasr-probe-", dir=folder)
-    except OSError as e:
-        raise OutputError(f"output folder {folder} is not writable ({e.strerror or e}); choose another output "
-                          f"path") from None
-    os.close(fd)
-    os.unlink(probe)
-
-
 def _check_output(out: Path, scan: ScanImage) -> Path:
-    source = scan.path
-    if _same_file(out, source):
-        raise OutputError(f"output path {out} is the input file; choose another output path (inputs are never "
-                          f"overwritten)")
-    if out.is_dir():
-        raise OutputError(f"output path {out} is a folder; give a file name")
+    """Everything about the output that can fail, checked before any work: path, folder, name."""
+    check_output_path(out, scan.path)
     scan.check_output_name(out)
-    _check_writable_dir(out.parent if str(out.parent) else Path("."))
     return out
 
 
@@ -180,7 +152,10 @@ def _read_checked(path: Path, job: _Job) -> ScanImage:
 
 
 def _run_one(up: Upscaler, scan: ScanImage, scale: Scale, tag: str, out: Path) -> Path:
+    """Upscale, write the derived file, then print the file's notes (one line each, beside any bar)."""
     from importlib.metadata import PackageNotFoundError, version
+
+    from tqdm import tqdm
 
     from metasr.scanners import DerivationInfo
 
@@ -192,7 +167,10 @@ def _run_one(up: Upscaler, scan: ScanImage, scale: Scale, tag: str, out: Path) -
     label = tag.removeprefix("sr")
     info = DerivationInfo(scale=label, model_id=up.model_id, software_version=software, model_name=up.model_name,
                           exact_scale=scale.value)
-    return scan.write_derived(sr, out, info)
+    written = scan.write_derived(sr, out, info)
+    for note in scan.notes:
+        tqdm.write(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
+    return written
 
 
 def _load(model: Path | None, device: Device, budget: float, threads: int | None,
@@ -266,8 +244,6 @@ def command(input_path: Path, scale_text: str | None, size_text: str | None, spa
             raise ScaleError(f"scale {scale} turns a {scan.size[1]}x{scan.size[0]} image into nothing")
         print(up.describe(), file=sys.stderr)
         written = _run_one(up, scan, scale, tag, out)
-        for note in scan.notes:
-            print(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
     click.echo(str(written))
     return 0
 
@@ -290,12 +266,12 @@ def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None
         raise OutputError(f"--output {output} is the input folder; choose another folder (inputs are never "
                           f"overwritten)")
     if not output.exists():
-        _check_writable_dir(output.parent if str(output.parent) else Path("."))
+        check_writable_folder(output.parent if str(output.parent) else Path("."))
     up = _load(model, dev, budget, threads, precision)
     if job.scale is not None:
         up.check_scale(job.scale, allow_extrapolation=job.allow_extrapolation)
     output.mkdir(parents=True, exist_ok=True)
-    _check_writable_dir(output)
+    check_writable_folder(output)
     print(up.describe(), file=sys.stderr)
     failed: list[str] = []
     kept = 0
@@ -311,8 +287,6 @@ def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None
                         kept += 1  # written by an earlier (interrupted) run: outputs are atomic, so complete
                         continue
                     written = _run_one(up, scan, scale, tag, out)
-                    for note in scan.notes:
-                        tqdm.write(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
                 tqdm.write(str(written), file=sys.stdout)
             except MetaSRError as e:
                 failed.append(path.name)
