@@ -7,16 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from metasr.runtime.errors import InputError
-from metasr.scanners.base import ImageFormat, ScanImage, recorded_warnings
+from metasr.scanners.base import DICOM_SUFFIXES, NIFTI_SUFFIXES, ImageFormat, ScanImage, recorded_warnings
 from metasr.scanners.images import RASTER_SUFFIXES, raster_format
 from metasr.scanners.intensity import IntensityRange
 
 __all__ = ["read_image", "iter_images", "detect_format", "SUPPORTED_SUFFIXES"]
 
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: File suffixes :func:`iter_images` lists (files without a suffix are listed when they are DICOM).
-SUPPORTED_SUFFIXES: tuple[str, ...] = _DICOM_SUFFIXES + _NIFTI_SUFFIXES + tuple(RASTER_SUFFIXES)
+SUPPORTED_SUFFIXES: tuple[str, ...] = DICOM_SUFFIXES + NIFTI_SUFFIXES + tuple(RASTER_SUFFIXES)
 
 
 def _full_suffix(path: Path) -> str:
@@ -43,9 +41,9 @@ def detect_format(path: Path, head: bytes) -> ImageFormat | None:
     if _is_nifti_header(head):
         return ImageFormat.NIFTI
     suffix = _full_suffix(path)
-    if suffix in _NIFTI_SUFFIXES:
+    if suffix in NIFTI_SUFFIXES:
         return ImageFormat.NIFTI  # gzip-compressed: the reader checks the header inside
-    if suffix in _DICOM_SUFFIXES or suffix == "":
+    if suffix in DICOM_SUFFIXES or suffix == "":
         return ImageFormat.DICOM  # DICOM written without the 128-byte preamble
     if suffix in RASTER_SUFFIXES:
         return RASTER_SUFFIXES[suffix]  # the reader reports the content does not match

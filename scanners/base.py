@@ -25,6 +25,8 @@ from metasr.runtime._atomic import atomic_write_bytes, check_output_path
 from metasr.scanners.intensity import IntensityMap
 
 __all__ = [
+    "DICOM_SUFFIXES",
+    "NIFTI_SUFFIXES",
     "ImageFormat",
     "DerivationInfo",
     "ScanImage",
@@ -53,6 +55,11 @@ class ImageFormat(str, Enum):
     PNG = "png"
     TIFF = "tiff"
     JPEG = "jpeg"
+
+
+#: File suffixes of DICOM and NIfTI files (read by detection, accepted for outputs).
+DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".ima")
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 
 
 @dataclass(frozen=True)

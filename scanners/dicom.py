@@ -43,7 +43,14 @@ from pathlib import Path
 import numpy as np
 
 from metasr.runtime.errors import InputError, MetaSRError
-from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions, describe_error
+from metasr.scanners.base import (
+    DICOM_SUFFIXES,
+    DerivationInfo,
+    ImageFormat,
+    ScanImage,
+    check_dimensions,
+    describe_error,
+)
 from metasr.scanners.intensity import IntensityMap, IntensityRange, merge_luma, split_luma
 
 __all__ = ["DicomScan", "read_dicom", "DERIVATION_CODE"]
@@ -124,7 +131,7 @@ class DicomScan(ScanImage):
 
     @property
     def output_suffixes(self) -> tuple[str, ...]:
-        return (".dcm", ".dicom", ".ima", "")  # PACS exports often name files IM0001
+        return (*DICOM_SUFFIXES, "")  # PACS exports often name files IM0001
 
     def _encode_derived(self, sr: np.ndarray, out: Path, info: DerivationInfo) -> bytes:
         pydicom = _pydicom()

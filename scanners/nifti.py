@@ -34,7 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from metasr.runtime.errors import InputError, MetaSRError
-from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions, describe_error
+from metasr.scanners.base import (
+    NIFTI_SUFFIXES,
+    DerivationInfo,
+    ImageFormat,
+    ScanImage,
+    check_dimensions,
+    describe_error,
+)
 from metasr.scanners.intensity import IntensityMap, IntensityRange
 
 __all__ = ["NiftiScan", "read_nifti", "default_slice_axis", "rescale_affine"]
@@ -105,7 +112,7 @@ class NiftiScan(ScanImage):
 
     @property
     def output_suffixes(self) -> tuple[str, ...]:
-        return (".nii", ".nii.gz")  # compression follows the output's name
+        return NIFTI_SUFFIXES  # compression follows the output's name
 
     def _encode_derived(self, sr: np.ndarray, out: Path, info: DerivationInfo) -> bytes:
         nib = _nib()
