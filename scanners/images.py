@@ -4,7 +4,8 @@ Images are decoded with ``cv2.IMREAD_UNCHANGED`` (so 16-bit PNG/TIFF stay 16-bit
 stays float) after the header's width and height have been checked against
 :data:`~metasr.scanners.base.MAX_SIDE`, so a header claiming 65535x65535 is refused before any
 allocation. Colour images are processed on luminance (see :mod:`metasr.scanners.intensity`);
-alpha is resampled bicubically with the chroma, on the luma's grid when the scale is known. Only single-page TIFFs are accepted.
+alpha is resampled bicubically with the chroma, on the luma's grid when the scale is known.
+Only single-page TIFFs are accepted.
 
 Output format follows the output file's suffix (``.png``, ``.tif``/``.tiff``, ``.jpg``/``.jpeg``)
 and keeps the input's bit depth; a suffix whose format cannot hold it (16-bit into JPEG) is an
