@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metasr.core.scale import Scale
 from metasr.export import export_model
 from metasr.export.verify import ort_session, phantom, upscale_feeds
 from metasr.models import default_model_dir
-from metasr.runtime.scale import Scale
 from metasr.training import build_model, load_checkpoint, model_config, save_checkpoint
 
 BANDS = {"1.1-2.0": range(11, 21), "2.1-3.0": range(21, 31), "3.1-4.0": range(31, 41)}
@@ -67,8 +67,10 @@ def main() -> None:
         t = time.perf_counter()
         result = export_model(ckpt, out, verify=True)
         t_full = time.perf_counter() - t
-        print(f"# metasr export figures ({ckpt}; {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs, torch/ORT threads {args.threads})\n")
+        print(
+            f"# metasr export figures ({ckpt}; {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} CPUs, torch/ORT threads {args.threads})\n"
+        )
         print("| what | value |\n|---|---|")
         print(f"| export, graphs + checker only (--no-verify) | {t_write:.1f} s |")
         print(f"| export with self-verification ({result.parity.cases} cases) | {t_full:.1f} s |")
@@ -100,13 +102,14 @@ def main() -> None:
         # ORT CPU latency at 256x256
         lr = phantom(1, 256, 256)
         f256 = fe.run(["features"], {"lr": lr})[0]
-        print(f"\n| graph (ORT CPU, {args.threads} threads, 256x256 LR, batch 1) | median of {args.repeats} |\n"
-              "|---|---|")
+        print(
+            f"\n| graph (ORT CPU, {args.threads} threads, 256x256 LR, batch 1) | median of {args.repeats} |\n|---|---|"
+        )
         print(f"| feature_extractor | {_median_time(lambda: fe.run(['features'], {'lr': lr}), args.repeats):.3f} s |")
         for scale in ("2", "4"):
             feeds = upscale_feeds(f256, scale)
             h, w = Scale.parse(scale).output_size(256, 256)
-            secs = _median_time(lambda: up.run(["sr"], feeds), args.repeats)
+            secs = _median_time(lambda feeds=feeds: up.run(["sr"], feeds), args.repeats)
             print(f"| upscale x{scale} (-> {h}x{w}) | {secs:.3f} s |")
 
 

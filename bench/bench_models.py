@@ -55,12 +55,15 @@ def main() -> None:
     for arch in ("metasrgan", "srgan", "edsr"):
         print(f"| {arch} | {sum(p.numel() for p in build_model(arch).parameters()):,} |")
     print(f"\n| case ({args.threads} threads) | time | peak RSS |\n|---|---|---|")
-    labels = {"train2": "train step, batch 8, 48x48 LR, x2 (fwd+bwd+Adam)",
-              "train4": "train step, batch 8, 48x48 LR, x4 (fwd+bwd+Adam)",
-              "infer4": "inference 512x512 -> 2048x2048 (x4)"}
+    labels = {
+        "train2": "train step, batch 8, 48x48 LR, x2 (fwd+bwd+Adam)",
+        "train4": "train step, batch 8, 48x48 LR, x4 (fwd+bwd+Adam)",
+        "infer4": "inference 512x512 -> 2048x2048 (x4)",
+    }
     for kind, label in labels.items():
-        out = subprocess.run([sys.executable, "-c", CASE, kind, str(args.threads)], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CASE, kind, str(args.threads)], capture_output=True, text=True, check=True
+        )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"| {label} | {r['secs'] * 1000:.0f} ms | {r['peak_mb']:.0f} MB |")
 

@@ -89,10 +89,15 @@ def _matmul_peak(threads: int) -> tuple[float, float]:
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
     b = np.random.default_rng(1).random((n, n), dtype=np.float32)
     t_np = _best_time(lambda: a @ b, 3)
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
-                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
-                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "mm",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n]),
+        ],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     opts = ort.SessionOptions()
@@ -104,9 +109,11 @@ def _matmul_peak(threads: int) -> tuple[float, float]:
 
 def _rss_run(args: list[str]) -> tuple[float, float, int]:
     """Peak RSS (MiB) and wall time of one metasr-run in a fresh process (children's max RSS)."""
-    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-             "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t, r.returncode)")
+    probe = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, time.perf_counter() - t, r.returncode)"
+    )
     runner = [sys.executable, "-c", "from metasr.runtime.cli import main; import sys; sys.exit(main())"]
     out = subprocess.run([sys.executable, "-c", probe] + runner + args, capture_output=True, text=True, check=True)
     rss_kb, seconds, code = out.stdout.split()
@@ -133,29 +140,37 @@ def main() -> None:
         image = _phantom(args.size)
         n = args.size
         load = os.getloadavg()
-        print(f"Machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores "
-              f"available, {args.threads} threads; load average {load[0]:.1f} (shared with other jobs when > 0). "
-              f"Weights: {origin}; SRGAN: {srgan_origin}. Input {n}x{n}, best of {args.repeats} runs after a "
-              f"warm-up.\n")
+        print(
+            f"Machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores "
+            f"available, {args.threads} threads; load average {load[0]:.1f} (shared with other jobs when > 0). "
+            f"Weights: {origin}; SRGAN: {srgan_origin}. Input {n}x{n}, best of {args.repeats} runs after a "
+            f"warm-up.\n"
+        )
 
         up = Upscaler(meta_dir, device="cpu", threads=args.threads)  # default: kernels on CPU
         graph = Upscaler(meta_dir, device="cpu", threads=args.threads, method="graph")
         model = load_checkpoint(ckpt)
         lr = torch.from_numpy(image)[None, None]
 
-        print("| scale | output | PyTorch eager (ms) | runtime, upscale graph (ms) | runtime, default: kernels (ms) "
-              "| speed-up vs eager (graph / default) |")
+        print(
+            "| scale | output | PyTorch eager (ms) | runtime, upscale graph (ms) | runtime, default: kernels (ms) "
+            "| speed-up vs eager (graph / default) |"
+        )
         print("|---|---|---:|---:|---:|---:|")
         for scale in SCALES:
+
             def eager(scale: str = scale) -> None:
                 with torch.inference_mode():
                     model(lr, scale).clamp_(0, 1)
+
             t_torch = _best_time(eager, args.repeats)
             t_graph = _best_time(lambda scale=scale: graph.upscale(image, scale), args.repeats)
             t_ort = _best_time(lambda scale=scale: up.upscale(image, scale), args.repeats)
             h, w = up.check_scale(scale).output_size(n, n)
-            print(f"| x{scale} | {w}x{h} | {t_torch * 1e3:.0f} | {t_graph * 1e3:.0f} | {t_ort * 1e3:.0f} | "
-                  f"{t_torch / t_graph:.2f}x / {t_torch / t_ort:.2f}x |")
+            print(
+                f"| x{scale} | {w}x{h} | {t_torch * 1e3:.0f} | {t_graph * 1e3:.0f} | {t_ort * 1e3:.0f} | "
+                f"{t_torch / t_graph:.2f}x / {t_torch / t_ort:.2f}x |"
+            )
 
         srgan = Upscaler(srgan_dir, device="cpu", threads=args.threads)
         t_meta = _best_time(lambda: up.upscale(image, 2), args.repeats)
@@ -165,8 +180,9 @@ def main() -> None:
         print("|---|---:|---:|")
         print(f"| SRGAN x2 (fixed scale, PixelShuffle) | {t_srgan * 1e3:.0f} | 1.00x |")
         print(f"| Meta-SRGAN x2 (any scale), default (kernels) | {t_meta * 1e3:.0f} | {t_meta / t_srgan:.2f}x |")
-        print(f"| Meta-SRGAN x2 (any scale), upscale graph | {t_meta_graph * 1e3:.0f} | "
-              f"{t_meta_graph / t_srgan:.2f}x |")
+        print(
+            f"| Meta-SRGAN x2 (any scale), upscale graph | {t_meta_graph * 1e3:.0f} | {t_meta_graph / t_srgan:.2f}x |"
+        )
 
         fresh = Upscaler(meta_dir, device="cpu", threads=args.threads)
         fresh.upscale(image, "2.5")  # warm the sessions, so the comparison isolates the new scale
@@ -202,16 +218,26 @@ def main() -> None:
         peak = max(peak_np, peak_ort)
         print("\n| compute | GFLOP | ms | GFLOP/s | of matmul peak |")
         print("|---|---:|---:|---:|---:|")
-        print(f"| matmul 2048^3, numpy (BLAS) | {2 * 2048**3 / 1e9:.1f} | {2 * 2048**3 / peak_np / 1e6:.0f} | "
-              f"{peak_np:.0f} | {peak_np / peak:.0%} |")
-        print(f"| matmul 2048^3, ONNX Runtime | {2 * 2048**3 / 1e9:.1f} | {2 * 2048**3 / peak_ort / 1e6:.0f} | "
-              f"{peak_ort:.0f} | {peak_ort / peak:.0%} |")
-        print(f"| feature extractor {n}x{n}, ORT | {flops / 1e9:.1f} | {t_fe * 1e3:.0f} | {flops / t_fe / 1e9:.0f} | "
-              f"{flops / t_fe / 1e9 / peak:.0%} |")
-        print(f"| feature extractor {n}x{n}, PyTorch eager | {flops / 1e9:.1f} | {t_fe_torch * 1e3:.0f} | "
-              f"{flops / t_fe_torch / 1e9:.0f} | {flops / t_fe_torch / 1e9 / peak:.0%} |")
-        print(f"| whole x2 upscale {n}x{n} (feature extractor share) | | {up_total * 1e3:.0f} | | "
-              f"{t_fe / up_total:.0%} in features |")
+        print(
+            f"| matmul 2048^3, numpy (BLAS) | {2 * 2048**3 / 1e9:.1f} | {2 * 2048**3 / peak_np / 1e6:.0f} | "
+            f"{peak_np:.0f} | {peak_np / peak:.0%} |"
+        )
+        print(
+            f"| matmul 2048^3, ONNX Runtime | {2 * 2048**3 / 1e9:.1f} | {2 * 2048**3 / peak_ort / 1e6:.0f} | "
+            f"{peak_ort:.0f} | {peak_ort / peak:.0%} |"
+        )
+        print(
+            f"| feature extractor {n}x{n}, ORT | {flops / 1e9:.1f} | {t_fe * 1e3:.0f} | {flops / t_fe / 1e9:.0f} | "
+            f"{flops / t_fe / 1e9 / peak:.0%} |"
+        )
+        print(
+            f"| feature extractor {n}x{n}, PyTorch eager | {flops / 1e9:.1f} | {t_fe_torch * 1e3:.0f} | "
+            f"{flops / t_fe_torch / 1e9:.0f} | {flops / t_fe_torch / 1e9 / peak:.0%} |"
+        )
+        print(
+            f"| whole x2 upscale {n}x{n} (feature extractor share) | | {up_total * 1e3:.0f} | | "
+            f"{t_fe / up_total:.0%} in features |"
+        )
 
         if not args.no_rss:
             import cv2
@@ -221,8 +247,20 @@ def main() -> None:
             for size in (512, 1024):
                 src = tmp / f"in{size}.png"
                 cv2.imwrite(str(src), (_phantom(size) * 65535).astype(np.uint16))
-                rss, seconds, code = _rss_run(["--input", str(src), "--scale", "4", "--model", str(meta_dir),
-                                               "--threads", str(args.threads), "-o", str(tmp / f"out{size}.png")])
+                rss, seconds, code = _rss_run(
+                    [
+                        "--input",
+                        str(src),
+                        "--scale",
+                        "4",
+                        "--model",
+                        str(meta_dir),
+                        "--threads",
+                        str(args.threads),
+                        "-o",
+                        str(tmp / f"out{size}.png"),
+                    ]
+                )
                 status = "" if code == 0 else f" (exit {code})"
                 print(f"| {size}x{size} PNG 16-bit | {4 * size}x{4 * size} | {rss:.0f}{status} | {seconds:.1f} |")
 

@@ -21,7 +21,7 @@ from metasr.training import build_model
 from metasr.training.data import ScaleBatchSampler, parse_scales, patch_geometry
 
 
-def _steps(rank: int, world: int, args: argparse.Namespace, port: int, out: "mp.Queue | None") -> float:
+def _steps(rank: int, world: int, args: argparse.Namespace, port: int, out: mp.Queue | None) -> float:
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -54,7 +54,7 @@ def _steps(rank: int, world: int, args: argparse.Namespace, port: int, out: "mp.
     return elapsed
 
 
-def _ddp(rank: int, world: int, args: argparse.Namespace, port: int, out: "mp.Queue") -> None:
+def _ddp(rank: int, world: int, args: argparse.Namespace, port: int, out: mp.Queue) -> None:
     _steps(rank, world, args, port, out)
 
 
@@ -76,8 +76,10 @@ def main() -> None:
     queue = ctx.Queue()
     mp.start_processes(_ddp, args=(2, args, port, queue), nprocs=2, join=True, start_method="spawn")
     rows.append(("2 processes (DDP, gloo)", max(1, args.threads // 2), queue.get()))
-    print(f"metasrgan, batch {args.batch}, HR patch {args.patch}, scales 1.1..4.0, {args.steps} updates, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"metasrgan, batch {args.batch}, HR patch {args.patch}, scales 1.1..4.0, {args.steps} updates, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"{'configuration':<26} {'threads/proc':>12} {'it/s':>8} {'s/it':>8}")
     for name, threads, seconds in rows:
         print(f"{name:<26} {threads:>12} {args.steps / seconds:>8.2f} {seconds / args.steps:>8.3f}")

@@ -6,7 +6,7 @@ Export directory contract (``INTERFACES.md`` section 1, ``design.md`` "Export co
   -> ``features`` float32 [N,64,h,w]) and ``upscale.onnx`` (``features``, ``inv_scale`` float32
   [1], ``row_index`` int64 [H], ``row_offset`` float32 [H], ``col_index`` int64 [W],
   ``col_offset`` float32 [W] -> ``sr`` float32 [N,1,H,W], [0,1] intensity space, not clipped).
-  Index/offset values come from :func:`metasr.runtime.scale.axis_mapping`; ``index_dtype`` in
+  Index/offset values come from :func:`metasr.core.scale.axis_mapping`; ``index_dtype`` in
   the manifest is ``"int64"``.
 * SRGAN/EDSR (``kind: "fixed"``, ``fixed_scale: 2``): ``model.onnx``, ``lr`` -> ``sr`` [N,1,2h,2w].
 * ``manifest.json`` (format_version 1), written last: arch, kind, normalisation (applied inside
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metasr.core.errors import CheckpointError, ModelError, OutputError
 from metasr.export.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -48,7 +49,7 @@ from metasr.export.manifest import (
 from metasr.export.onnx_graphs import INDEX_DTYPE, MAX_OPSET, receptive_radius
 from metasr.export.tensorrt import Precision, Profiles
 from metasr.export.verify import DEFAULT_SCALES, DEFAULT_SIZES, DEFAULT_TOLERANCE, ParityError, ParityReport
-from metasr.runtime.errors import CheckpointError, ModelError, OutputError
+from metasr.training.models import ARCH_SPECS
 
 __all__ = [
     "EXPORTABLE_ARCHS",
@@ -64,7 +65,7 @@ __all__ = [
 ]
 
 #: Architectures with weights that export, and the kind of export each gives.
-EXPORTABLE_ARCHS = {"metasrgan": "meta", "srgan": "fixed", "edsr": "fixed"}
+EXPORTABLE_ARCHS = {name: spec.kind for name, spec in ARCH_SPECS.items() if spec.exportable}
 _META_FILES = ("feature_extractor.onnx", "upscale.onnx")
 _FIXED_FILES = ("model.onnx",)
 
@@ -110,8 +111,12 @@ def _tool_versions() -> dict[str, str | None]:
         ort_version: str | None = onnxruntime.__version__
     except ImportError:
         ort_version = None
-    return {"metasr": dist("metasr"), "torch": torch.__version__.split("+")[0], "onnx": onnx.__version__,
-            "onnxruntime": ort_version}
+    return {
+        "metasr": dist("metasr"),
+        "torch": torch.__version__.split("+")[0],
+        "onnx": onnx.__version__,
+        "onnxruntime": ort_version,
+    }
 
 
 def _check_target(out_dir: Path, ckpt_path: Path, ckpt_sha: str, names: list[str], force: bool) -> dict | None:
@@ -120,8 +125,9 @@ def _check_target(out_dir: Path, ckpt_path: Path, ckpt_sha: str, names: list[str
         raise OutputError(f"--out {out_dir} exists and is not a folder; choose a folder for the export")
     for name in names + [MANIFEST_NAME]:
         if (out_dir / name).resolve() == ckpt_path.resolve():
-            raise OutputError(f"the export would overwrite the checkpoint {ckpt_path}; rename the checkpoint "
-                              f"or choose another --out")
+            raise OutputError(
+                f"the export would overwrite the checkpoint {ckpt_path}; rename the checkpoint or choose another --out"
+            )
     if not out_dir.is_dir():
         return None
     old = None
@@ -130,24 +136,36 @@ def _check_target(out_dir: Path, ckpt_path: Path, ckpt_sha: str, names: list[str
             old = read_manifest(out_dir)
         except ModelError as e:
             if not force:
-                raise OutputError(f"{out_dir} holds a {MANIFEST_NAME} that is not a valid metasr export ({e}); "
-                                  f"pass --force to replace it") from e
+                raise OutputError(
+                    f"{out_dir} holds a {MANIFEST_NAME} that is not a valid metasr export ({e}); "
+                    f"pass --force to replace it"
+                ) from e
             return None
         old_sha = (old.get("checkpoint") or {}).get("sha256")
         old_name = (old.get("checkpoint") or {}).get("file")
-        if old_sha != ckpt_sha and not force and old_name == ckpt_path.name \
-                and out_dir.resolve() == ckpt_path.parent.resolve():
-            raise OutputError(f"{out_dir} holds the export of an earlier version of {ckpt_path.name} "
-                              f"(sha256 {str(old_sha)[:12]}...); pass --force to re-export it")
+        if (
+            old_sha != ckpt_sha
+            and not force
+            and old_name == ckpt_path.name
+            and out_dir.resolve() == ckpt_path.parent.resolve()
+        ):
+            raise OutputError(
+                f"{out_dir} holds the export of an earlier version of {ckpt_path.name} "
+                f"(sha256 {str(old_sha)[:12]}...); pass --force to re-export it"
+            )
         if old_sha != ckpt_sha and not force:
-            raise OutputError(f"{out_dir} already holds the export of another checkpoint "
-                              f"({(old.get('checkpoint') or {}).get('file')}, sha256 {str(old_sha)[:12]}...); "
-                              f"pass --force to replace it, or choose another --out")
+            raise OutputError(
+                f"{out_dir} already holds the export of another checkpoint "
+                f"({(old.get('checkpoint') or {}).get('file')}, sha256 {str(old_sha)[:12]}...); "
+                f"pass --force to replace it, or choose another --out"
+            )
         return old
     clash = [n for n in names if (out_dir / n).exists()]
     if clash and not force:
-        raise OutputError(f"{out_dir} already has {', '.join(clash)} without a {MANIFEST_NAME} (unknown origin); "
-                          f"pass --force to replace them, or choose another --out")
+        raise OutputError(
+            f"{out_dir} already has {', '.join(clash)} without a {MANIFEST_NAME} (unknown origin); "
+            f"pass --force to replace them, or choose another --out"
+        )
     return None
 
 
@@ -163,8 +181,9 @@ def _make_temp_dir(out_dir: Path) -> Path:
             return _new_dir(parent, prefix)
         except OSError as e:
             error = e
-    raise OutputError(f"cannot write the export to {out_dir} ({getattr(error, 'strerror', None) or error}); "
-                      f"choose a writable --out") from error
+    raise OutputError(
+        f"cannot write the export to {out_dir} ({getattr(error, 'strerror', None) or error}); choose a writable --out"
+    ) from error
 
 
 def _new_dir(parent: Path, prefix: str) -> Path:
@@ -199,12 +218,21 @@ def _publish(tmp: Path, out_dir: Path, names: list[str], old: dict | None, keep:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, opset: int = 17,
-                 force: bool = False, verify: bool = True, trt: bool = False, fp16: bool = False,
-                 profiles: Profiles | None = None, tolerance: float = DEFAULT_TOLERANCE,
-                 scales: Sequence[str | float] = DEFAULT_SCALES,
-                 sizes: Sequence[tuple[int, int, int]] = DEFAULT_SIZES,
-                 log: Callable[[str], None] | None = None) -> ExportResult:
+def export_model(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    opset: int = 17,
+    force: bool = False,
+    verify: bool = True,
+    trt: bool = False,
+    fp16: bool = False,
+    profiles: Profiles | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    scales: Sequence[str | float] = DEFAULT_SCALES,
+    sizes: Sequence[tuple[int, int, int]] = DEFAULT_SIZES,
+    log: Callable[[str], None] | None = None,
+) -> ExportResult:
     """Export a metasr checkpoint to ONNX (and TensorRT), verify it, and publish it atomically.
 
     The graphs are written to a temporary folder beside ``out_dir``, checked (``onnx.checker``
@@ -237,7 +265,8 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | Non
         DependencyError: ``trt=True`` without TensorRT or a GPU.
         ParityError / ModelError: the exported graphs fail verification (nothing is written).
     """
-    from metasr.export import onnx_graphs, verify as verify_mod
+    from metasr.export import onnx_graphs
+    from metasr.export import verify as verify_mod
     from metasr.training.checkpoint import load_checkpoint, read_checkpoint
 
     start = time.perf_counter()
@@ -252,8 +281,10 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | Non
     arch = config["arch"]
     kind = EXPORTABLE_ARCHS.get(arch)
     if kind is None:
-        raise CheckpointError(f"{ckpt_path} holds architecture {arch!r}, which has nothing to export; "
-                              f"export one of: {', '.join(EXPORTABLE_ARCHS)}")
+        raise CheckpointError(
+            f"{ckpt_path} holds architecture {arch!r}, which has nothing to export; "
+            f"export one of: {', '.join(EXPORTABLE_ARCHS)}"
+        )
     model = load_checkpoint(ckpt_path)
     ckpt_sha = sha256_file(ckpt_path)
     trt_mod = None
@@ -282,24 +313,35 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | Non
         if verify:
             say("verifying ONNX Runtime against PyTorch")
             if kind == "meta":
-                report = verify_mod.verify_meta(model, tmp / "feature_extractor.onnx", tmp / "upscale.onnx",
-                                                scales=scales, sizes=sizes, tolerance=tolerance)
+                report = verify_mod.verify_meta(
+                    model,
+                    tmp / "feature_extractor.onnx",
+                    tmp / "upscale.onnx",
+                    scales=scales,
+                    sizes=sizes,
+                    tolerance=tolerance,
+                )
             else:
                 report = verify_mod.verify_fixed(model, tmp / "model.onnx", sizes=sizes, tolerance=tolerance)
-            say(f"parity: max abs error {report.max_abs_error:.3g} over {report.cases} cases "
-                f"(tolerance {tolerance:g}; worst: {report.worst_case})")
+            say(
+                f"parity: max abs error {report.max_abs_error:.3g} over {report.cases} cases "
+                f"(tolerance {tolerance:g}; worst: {report.worst_case})"
+            )
 
         names = list(graph_names)
         trt_info = None
         if trt_mod is not None:
-            trt_info, engine_names = _build_engines(tmp, out_dir, graph_names, kind, features, profiles,
-                                                    Precision.FP16 if fp16 else Precision.FP32, say)
+            trt_info, engine_names = _build_engines(
+                tmp, out_dir, graph_names, kind, features, profiles, Precision.FP16 if fp16 else Precision.FP32, say
+            )
             names += engine_names
 
         graphs = _graph_specs(kind, features)
         manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION,
-            "arch": arch, "kind": kind,
+            "format": MANIFEST_FORMAT,
+            "format_version": MANIFEST_VERSION,
+            "arch": arch,
+            "kind": kind,
             "fixed_scale": int(model.upscale_factor) if kind == "fixed" else None,
             "scale_range": [float(v) for v in config.get("scale_range", [])] or None,
             "normalization": {"mean": float(model.mean), "std": float(model.std)},
@@ -309,8 +351,13 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | Non
             "index_dtype": INDEX_DTYPE if kind == "meta" else None,
             "graphs": graphs,
             "files": {name: sha256_file(tmp / name) for name in names},
-            "checkpoint": {"file": ckpt_path.name, "sha256": ckpt_sha, "step": int(ckpt.get("step") or 0),
-                           "config": _jsonable(config), "metrics": _jsonable(ckpt.get("metrics") or {})},
+            "checkpoint": {
+                "file": ckpt_path.name,
+                "sha256": ckpt_sha,
+                "step": int(ckpt.get("step") or 0),
+                "config": _jsonable(config),
+                "metrics": _jsonable(ckpt.get("metrics") or {}),
+            },
             "tools": _tool_versions(),
             "parity": report.as_manifest() if report is not None else None,
             "tensorrt": trt_info,
@@ -322,8 +369,9 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike | Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     files = [out_dir / n for n in names] + [out_dir / MANIFEST_NAME]
-    return ExportResult(out_dir=out_dir, manifest=manifest, files=files, parity=report,
-                        seconds=time.perf_counter() - start)
+    return ExportResult(
+        out_dir=out_dir, manifest=manifest, files=files, parity=report, seconds=time.perf_counter() - start
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -344,24 +392,44 @@ def _graph_specs(kind: str, features: int | None) -> dict[str, Any]:
         return {"name": name, "dtype": dtype, "shape": shape}
 
     if kind == "fixed":
-        return {"model": {"file": "model.onnx", "inputs": [t("lr", "float32", ["N", 1, "h", "w"])],
-                          "outputs": [t("sr", "float32", ["N", 1, "H", "W"])]}}
+        return {
+            "model": {
+                "file": "model.onnx",
+                "inputs": [t("lr", "float32", ["N", 1, "h", "w"])],
+                "outputs": [t("sr", "float32", ["N", 1, "H", "W"])],
+            }
+        }
     return {
-        "feature_extractor": {"file": "feature_extractor.onnx",
-                              "inputs": [t("lr", "float32", ["N", 1, "h", "w"])],
-                              "outputs": [t("features", "float32", ["N", features, "h", "w"])]},
-        "upscale": {"file": "upscale.onnx",
-                    "inputs": [t("features", "float32", ["N", features, "h", "w"]),
-                               t("inv_scale", "float32", [1]),
-                               t("row_index", INDEX_DTYPE, ["H"]), t("row_offset", "float32", ["H"]),
-                               t("col_index", INDEX_DTYPE, ["W"]), t("col_offset", "float32", ["W"])],
-                    "outputs": [t("sr", "float32", ["N", 1, "H", "W"])]},
+        "feature_extractor": {
+            "file": "feature_extractor.onnx",
+            "inputs": [t("lr", "float32", ["N", 1, "h", "w"])],
+            "outputs": [t("features", "float32", ["N", features, "h", "w"])],
+        },
+        "upscale": {
+            "file": "upscale.onnx",
+            "inputs": [
+                t("features", "float32", ["N", features, "h", "w"]),
+                t("inv_scale", "float32", [1]),
+                t("row_index", INDEX_DTYPE, ["H"]),
+                t("row_offset", "float32", ["H"]),
+                t("col_index", INDEX_DTYPE, ["W"]),
+                t("col_offset", "float32", ["W"]),
+            ],
+            "outputs": [t("sr", "float32", ["N", 1, "H", "W"])],
+        },
     }
 
 
-def _build_engines(tmp: Path, out_dir: Path, graph_names: list[str], kind: str, features: int | None,
-                   profiles: Profiles, precision: Precision,
-                   say: Callable[[str], None]) -> tuple[dict[str, Any], list[str]]:
+def _build_engines(
+    tmp: Path,
+    out_dir: Path,
+    graph_names: list[str],
+    kind: str,
+    features: int | None,
+    profiles: Profiles,
+    precision: Precision,
+    say: Callable[[str], None],
+) -> tuple[dict[str, Any], list[str]]:
     from metasr.export.tensorrt import TIMING_CACHE_NAME, build_engine, input_profiles, tensorrt_version
 
     cache = tmp / TIMING_CACHE_NAME
@@ -374,10 +442,16 @@ def _build_engines(tmp: Path, out_dir: Path, graph_names: list[str], kind: str, 
         stem = graph.removesuffix(".onnx")
         engine = f"{stem}.{precision.value}.engine"
         say(f"building TensorRT {precision.value} engine {engine} (minutes on first build)")
-        engines[stem] = build_engine(tmp / graph, tmp / engine, input_profiles(stem, features or 0, profiles),
-                                     precision, timing_cache=cache)
+        engines[stem] = build_engine(
+            tmp / graph, tmp / engine, input_profiles(stem, features or 0, profiles), precision, timing_cache=cache
+        )
         names.append(engine)
     # the timing cache is published beside the engines for the next build, but is not part of the
     # model (it changes with every build and GPU), so it has no entry in "files"
-    return {"version": tensorrt_version(), "precision": precision.value, "profiles": profiles.as_dict(),
-            "engines": engines, "timing_cache": TIMING_CACHE_NAME}, names
+    return {
+        "version": tensorrt_version(),
+        "precision": precision.value,
+        "profiles": profiles.as_dict(),
+        "engines": engines,
+        "timing_cache": TIMING_CACHE_NAME,
+    }, names

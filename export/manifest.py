@@ -5,7 +5,7 @@ outputs, opset, index dtype, sha256 of every file and of the source checkpoint, 
 parity result, TensorRT engines), so the runtime never needs the training configuration. See
 ``INTERFACES.md`` section 1 / ``design.md`` "Export contract" for the format; this module is its
 producer-side reference; reading, validating and hash checks live in
-:mod:`metasr.runtime.manifest` (one reader for the runtime and the exporter) and are re-exported
+:mod:`metasr.core.manifest` (one reader for the runtime and the exporter) and are re-exported
 here. The module is torch-free.
 """
 
@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from metasr.runtime._atomic import atomic_write_text
-from metasr.runtime.manifest import (
+from metasr.core.atomic import atomic_write_text
+from metasr.core.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     MANIFEST_VERSION,

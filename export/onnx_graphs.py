@@ -7,7 +7,7 @@ Meta-SRGAN is exported as two graphs so that any scale runs without re-export:
 * ``upscale.onnx``: ``features`` [N, C, h, w], ``inv_scale`` float32 [1] (= 1/r), ``row_index``
   [H] and ``col_index`` [W] (:data:`INDEX_DTYPE`), ``row_offset`` float32 [H], ``col_offset``
   float32 [W] -> ``sr`` float32 [N, 1, H, W] in [0, 1] intensity space, not clipped. Index and
-  offset values are those of :func:`metasr.runtime.scale.axis_mapping`.
+  offset values are those of :func:`metasr.core.scale.axis_mapping`.
 
 The upscale graph is the one-hidden-layer identity that :class:`~metasr.training.models.MetaUpscale`
 implements (``conv_weights()`` / ``hidden_terms()``)::
@@ -90,8 +90,9 @@ class FixedScaleModel(nn.Module):
         return self.model(lr, self.model.upscale_factor)
 
 
-def _torch_export(module: nn.Module, path: Path, input_name: str, output_name: str, out_dims: tuple[str, str],
-                  opset: int) -> None:
+def _torch_export(
+    module: nn.Module, path: Path, input_name: str, output_name: str, out_dims: tuple[str, str], opset: int
+) -> None:
     """TorchScript-based export (fast, no torch.export tracing) with dynamic N, h, w."""
     _check_opset(opset)
     module = module.eval()
@@ -102,10 +103,17 @@ def _torch_export(module: nn.Module, path: Path, input_name: str, output_name: s
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", UserWarning)
-        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[input_name], output_names=[output_name], do_constant_folding=True,
-                          dynamic_axes={input_name: {0: "N", 2: "h", 3: "w"},
-                                        output_name: {0: "N", 2: out_dims[0], 3: out_dims[1]}})
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[input_name],
+            output_names=[output_name],
+            do_constant_folding=True,
+            dynamic_axes={input_name: {0: "N", 2: "h", 3: "w"}, output_name: {0: "N", 2: out_dims[0], 3: out_dims[1]}},
+        )
     _strip_doc_strings(path)
 
 
@@ -162,10 +170,15 @@ def build_upscale_graph(upscale: MetaUpscale, mean: float, std: float, opset: in
     idx = TensorProto.INT64 if INDEX_DTYPE == "int64" else TensorProto.INT32
     pad = k // 2
     inits = [
-        _init("wz", wz_np), _init("wb", wb_np), _init("bias_out", np.array([mean], np.float32)),
-        _init("w1_scale", vec(w1[:, 0])), _init("b1", vec(b1)),
-        _init("w1_row", vec(w1[:, 1])), _init("w1_col", vec(w1[:, 2])),
-        _init("axes_1", np.array([1], np.int64)), _init("axes_last", np.array([-1], np.int64)),
+        _init("wz", wz_np),
+        _init("wb", wb_np),
+        _init("bias_out", np.array([mean], np.float32)),
+        _init("w1_scale", vec(w1[:, 0])),
+        _init("b1", vec(b1)),
+        _init("w1_row", vec(w1[:, 1])),
+        _init("w1_col", vec(w1[:, 2])),
+        _init("axes_1", np.array([1], np.int64)),
+        _init("axes_last", np.array([-1], np.int64)),
     ]
     conv = dict(kernel_shape=[k, k], pads=[pad] * 4, strides=[1, 1], dilations=[1, 1], group=1)
     nodes = [

@@ -25,8 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from metasr.runtime._deps import require
-from metasr.runtime.errors import DependencyError, ModelError
+from metasr.core.deps import require
+from metasr.core.errors import DependencyError, ModelError
 
 __all__ = [
     "Precision",
@@ -71,8 +71,9 @@ class Profiles:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_size <= self.opt_size <= self.max_size:
-            raise ValueError(f"sizes must satisfy 1 <= min <= opt <= max, got {self.min_size}/{self.opt_size}/"
-                             f"{self.max_size}")
+            raise ValueError(
+                f"sizes must satisfy 1 <= min <= opt <= max, got {self.min_size}/{self.opt_size}/{self.max_size}"
+            )
         if not 1 <= self.opt_batch <= self.max_batch:
             raise ValueError(f"batch must satisfy 1 <= opt <= max, got {self.opt_batch}/{self.max_batch}")
         if self.max_hr_size < 1:
@@ -107,12 +108,16 @@ def check_available() -> Any:
     try:
         builder = trt.Builder(logger)
     except Exception as e:  # TensorRT raises plain errors (TypeError/RuntimeError) without a GPU
-        raise DependencyError(f"TensorRT {trt.__version__} is installed but cannot create a builder "
-                              f"(no usable CUDA GPU or driver: {str(e).splitlines()[0] if str(e) else e!r}); "
-                              f"build engines on the target device") from e
+        raise DependencyError(
+            f"TensorRT {trt.__version__} is installed but cannot create a builder "
+            f"(no usable CUDA GPU or driver: {str(e).splitlines()[0] if str(e) else e!r}); "
+            f"build engines on the target device"
+        ) from e
     if builder is None:
-        raise DependencyError(f"TensorRT {trt.__version__} is installed but no CUDA GPU is usable here; "
-                              f"build engines on the target device")
+        raise DependencyError(
+            f"TensorRT {trt.__version__} is installed but no CUDA GPU is usable here; "
+            f"build engines on the target device"
+        )
     return trt
 
 
@@ -142,8 +147,11 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     for inp in graph.input:
         if inp.type.tensor_type.elem_type == TensorProto.FLOAT:
             renames[inp.name] = f"{inp.name}__fp16"
-            casts_in.append(helper.make_node("Cast", [inp.name], [renames[inp.name]], name=f"{inp.name}_to_fp16",
-                                             to=TensorProto.FLOAT16))
+            casts_in.append(
+                helper.make_node(
+                    "Cast", [inp.name], [renames[inp.name]], name=f"{inp.name}_to_fp16", to=TensorProto.FLOAT16
+                )
+            )
     out_renames: dict[str, str] = {}
     for outp in graph.output:
         if outp.type.tensor_type.elem_type == TensorProto.FLOAT:
@@ -155,8 +163,10 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         for i, name in enumerate(node.output):
             if name in out_renames:
                 node.output[i] = out_renames[name]
-    casts_out = [helper.make_node("Cast", [new], [old], name=f"{old}_to_fp32", to=TensorProto.FLOAT)
-                 for old, new in out_renames.items()]
+    casts_out = [
+        helper.make_node("Cast", [new], [old], name=f"{old}_to_fp32", to=TensorProto.FLOAT)
+        for old, new in out_renames.items()
+    ]
     nodes = casts_in + list(graph.node) + casts_out
     del graph.node[:]
     graph.node.extend(nodes)
@@ -168,8 +178,11 @@ def input_profiles(kind: str, features: int, profiles: Profiles) -> dict[str, tu
     """(min, opt, max) shapes of every dynamic input of a graph (``kind``: feature_extractor,
     upscale or model)."""
     p = profiles
-    lr = ((1, 1, p.min_size, p.min_size), (p.opt_batch, 1, p.opt_size, p.opt_size),
-          (p.max_batch, 1, p.max_size, p.max_size))
+    lr = (
+        (1, 1, p.min_size, p.min_size),
+        (p.opt_batch, 1, p.opt_size, p.opt_size),
+        (p.max_batch, 1, p.max_size, p.max_size),
+    )
     if kind in ("feature_extractor", "model"):
         return {"lr": lr}
     if kind != "upscale":
@@ -179,9 +192,14 @@ def input_profiles(kind: str, features: int, profiles: Profiles) -> dict[str, tu
     return {"features": feats, "row_index": hr, "row_offset": hr, "col_index": hr, "col_offset": hr}
 
 
-def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, shapes: dict[str, tuple],
-                 precision: Precision | str = Precision.FP32, timing_cache: str | os.PathLike | None = None,
-                 workspace_gib: float = 4.0) -> dict[str, Any]:
+def build_engine(
+    onnx_path: str | os.PathLike,
+    engine_path: str | os.PathLike,
+    shapes: dict[str, tuple],
+    precision: Precision | str = Precision.FP32,
+    timing_cache: str | os.PathLike | None = None,
+    workspace_gib: float = 4.0,
+) -> dict[str, Any]:
     """Build and serialize a TensorRT engine for an ONNX graph with one optimisation profile.
 
     Args:
@@ -236,11 +254,16 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, s
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ModelError(f"TensorRT failed to build an engine for {Path(onnx_path).name} "
-                         f"(see the TensorRT log above); try smaller --max-size or fp32")
+        raise ModelError(
+            f"TensorRT failed to build an engine for {Path(onnx_path).name} "
+            f"(see the TensorRT log above); try smaller --max-size or fp32"
+        )
     Path(engine_path).write_bytes(bytes(serialized))
     if timing_cache is not None:
         Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
-    return {"file": Path(engine_path).name, "precision": precision.value,
-            "strongly_typed": strongly_typed,
-            "shapes": {k: [list(s) for s in v] for k, v in shapes.items()}}
+    return {
+        "file": Path(engine_path).name,
+        "precision": precision.value,
+        "strongly_typed": strongly_typed,
+        "shapes": {k: [list(s) for s in v] for k, v in shapes.items()},
+    }

@@ -16,8 +16,8 @@ import onnx
 import torch
 from torch import nn
 
-from metasr.runtime.errors import ModelError
-from metasr.runtime.scale import Scale, axis_mapping
+from metasr.core.errors import ModelError
+from metasr.core.scale import Scale, axis_mapping
 from metasr.training.models import MetaSRGAN
 
 __all__ = [
@@ -40,10 +40,27 @@ __all__ = [
 #: static attributes and shape-only output sizes. Deliberately absent: Col2Im (fold), NonZero,
 #: Unique, Loop/If/Scan, Resize (cubic unsupported), GridSample, anything with a data-dependent
 #: output shape.
-TRT_SAFE_OPS = frozenset({
-    "Add", "Cast", "Concat", "Constant", "Conv", "DepthToSpace", "Div", "Gather", "Identity", "Mul",
-    "PRelu", "ReduceSum", "Relu", "Reshape", "Sub", "Transpose", "Unsqueeze",
-})
+TRT_SAFE_OPS = frozenset(
+    {
+        "Add",
+        "Cast",
+        "Concat",
+        "Constant",
+        "Conv",
+        "DepthToSpace",
+        "Div",
+        "Gather",
+        "Identity",
+        "Mul",
+        "PRelu",
+        "ReduceSum",
+        "Relu",
+        "Reshape",
+        "Sub",
+        "Transpose",
+        "Unsqueeze",
+    }
+)
 #: Max abs error of ORT vs PyTorch on [0, 1] outputs (float32 CPU, both sides).
 DEFAULT_TOLERANCE = 1e-4
 #: Scales checked by the export itself (the tests cover every 0.1 step).
@@ -73,13 +90,19 @@ class ParityReport:
             self.max_abs_error, self.worst_case = error, case
 
     def as_manifest(self) -> dict[str, float | int | str]:
-        return {"max_abs_error": float(self.max_abs_error), "tolerance": float(self.tolerance), "cases": self.cases,
-                "worst_case": self.worst_case}
+        return {
+            "max_abs_error": float(self.max_abs_error),
+            "tolerance": float(self.tolerance),
+            "cases": self.cases,
+            "worst_case": self.worst_case,
+        }
 
     def raise_if_failed(self, what: str) -> None:
         if not (self.max_abs_error <= self.tolerance):  # also catches NaN
-            raise ParityError(f"{what} does not match the PyTorch model: max abs error {self.max_abs_error:.3g} "
-                              f"> tolerance {self.tolerance:g} (case {self.worst_case}); nothing was written")
+            raise ParityError(
+                f"{what} does not match the PyTorch model: max abs error {self.max_abs_error:.3g} "
+                f"> tolerance {self.tolerance:g} (case {self.worst_case}); nothing was written"
+            )
 
 
 def unsupported_ops(model: onnx.ModelProto, allowed: Iterable[str] = TRT_SAFE_OPS) -> list[str]:
@@ -135,8 +158,14 @@ def upscale_feeds(features: np.ndarray, scale: str | float | Scale) -> dict[str,
     s = Scale.parse(scale)
     h, w = features.shape[-2:]
     rows, cols = axis_mapping(h, s.value), axis_mapping(w, s.value)
-    return {"features": features, "inv_scale": np.array([s.inv], dtype=np.float32),
-            "row_index": rows.index, "row_offset": rows.offset, "col_index": cols.index, "col_offset": cols.offset}
+    return {
+        "features": features,
+        "inv_scale": np.array([s.inv], dtype=np.float32),
+        "row_index": rows.index,
+        "row_offset": rows.offset,
+        "col_index": cols.index,
+        "col_offset": cols.offset,
+    }
 
 
 def phantom(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -180,10 +209,17 @@ def _inputs(sizes: Sequence[tuple[int, int, int]], seed: int) -> list[tuple[str,
     return cases
 
 
-def verify_meta(model: MetaSRGAN, feature_path: str | Path, upscale_path: str | Path, *,
-                scales: Sequence[str | float] = DEFAULT_SCALES,
-                sizes: Sequence[tuple[int, int, int]] = DEFAULT_SIZES,
-                tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, threads: int = 0) -> ParityReport:
+def verify_meta(
+    model: MetaSRGAN,
+    feature_path: str | Path,
+    upscale_path: str | Path,
+    *,
+    scales: Sequence[str | float] = DEFAULT_SCALES,
+    sizes: Sequence[tuple[int, int, int]] = DEFAULT_SIZES,
+    tolerance: float = DEFAULT_TOLERANCE,
+    seed: int = 0,
+    threads: int = 0,
+) -> ParityReport:
     """Compare the two graphs with ``model`` on random and phantom inputs, every scale and size.
 
     Each case runs the feature graph once and the upscale graph per scale, and compares the
@@ -202,8 +238,16 @@ def verify_meta(model: MetaSRGAN, feature_path: str | Path, upscale_path: str | 
     return report
 
 
-def _compare_meta(model: MetaSRGAN, fe, up, up_name: str, sizes: Sequence[tuple[int, int, int]],
-                  scales: Sequence[str | float], seed: int, report: ParityReport) -> None:
+def _compare_meta(
+    model: MetaSRGAN,
+    fe,
+    up,
+    up_name: str,
+    sizes: Sequence[tuple[int, int, int]],
+    scales: Sequence[str | float],
+    seed: int,
+    report: ParityReport,
+) -> None:
     for name, lr in _inputs(sizes, seed):
         with torch.no_grad():
             feats_ref = model.extract_features(torch.from_numpy(lr))
@@ -215,14 +259,21 @@ def _compare_meta(model: MetaSRGAN, fe, up, up_name: str, sizes: Sequence[tuple[
                 ref_chain = model(torch.from_numpy(lr), scale).numpy()
             sr = up.run(["sr"], upscale_feeds(feats, scale))[0]
             if sr.shape != ref_chain.shape:
-                raise ParityError(f"{up_name} gives shape {sr.shape} at scale {scale} for {name}, "
-                                  f"PyTorch gives {ref_chain.shape}")
+                raise ParityError(
+                    f"{up_name} gives shape {sr.shape} at scale {scale} for {name}, PyTorch gives {ref_chain.shape}"
+                )
             report.add(f"{name} x{scale}", float(np.abs(sr - ref_chain).max()))
 
 
-def verify_fixed(model: nn.Module, path: str | Path, *,
-                 sizes: Sequence[tuple[int, int, int]] = DEFAULT_SIZES,
-                 tolerance: float = DEFAULT_TOLERANCE, seed: int = 0, threads: int = 0) -> ParityReport:
+def verify_fixed(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    sizes: Sequence[tuple[int, int, int]] = DEFAULT_SIZES,
+    tolerance: float = DEFAULT_TOLERANCE,
+    seed: int = 0,
+    threads: int = 0,
+) -> ParityReport:
     """Compare a fixed-scale ``model.onnx`` with its PyTorch model on random and phantom inputs.
 
     Raises:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metasr.runtime._choices import ChoiceEnum
-from metasr.runtime.errors import InputError, ModelError
+from metasr.core.choices import ChoiceEnum
+from metasr.core.errors import InputError, ModelError
 
 __all__ = [
     "Device",
@@ -180,8 +180,10 @@ def trt_cache_dir(model_dir: Path, model_id: str, precision: Precision = Precisi
             return path
         except OSError:
             continue
-    raise ModelError(f"no writable folder for TensorRT engines (tried {model_dir / 'trt_cache'} and ~/.cache/metasr); "
-                     f"make one of them writable or use --device cuda")
+    raise ModelError(
+        f"no writable folder for TensorRT engines (tried {model_dir / 'trt_cache'} and ~/.cache/metasr); "
+        f"make one of them writable or use --device cuda"
+    )
 
 
 @dataclass(frozen=True)
@@ -222,8 +224,9 @@ def device_of(providers: Sequence[str]) -> Device:
     return Device.CPU
 
 
-def create_session(path: Path, device: Device, *, threads: int, spec: SessionSpec = SessionSpec(),
-                   cache_dir: Path | None = None) -> Any:
+def create_session(
+    path: Path, device: Device, *, threads: int, spec: SessionSpec = SessionSpec(), cache_dir: Path | None = None
+) -> Any:
     """An ``onnxruntime.InferenceSession`` on ``device``, with ORT's loader noise captured.
 
     Args:
@@ -252,8 +255,9 @@ def create_session(path: Path, device: Device, *, threads: int, spec: SessionSpe
     names = [p[0] for p in chain]
     try:
         with quiet_native_output() as noise:
-            session = ort.InferenceSession(str(path), sess_options=options, providers=names,
-                                           provider_options=[p[1] for p in chain])
+            session = ort.InferenceSession(
+                str(path), sess_options=options, providers=names, provider_options=[p[1] for p in chain]
+            )
     except Exception as e:  # ORT raises its own pybind exception types for unreadable graphs
         reason = " ".join(str(e).split())[:300]
         raise ModelError(f"cannot load model graph {path}: {reason}; re-export the model with metasr-export") from e
@@ -262,6 +266,8 @@ def create_session(path: Path, device: Device, *, threads: int, spec: SessionSpe
     got = device_of(session.get_providers())
     if device not in (Device.AUTO, got):
         reason = _first_reason(noise.getvalue())
-        raise InputError(f"device {device.value} was requested but onnxruntime cannot use it on this machine "
-                         f"({reason}); use --device auto or --device cpu")
+        raise InputError(
+            f"device {device.value} was requested but onnxruntime cannot use it on this machine "
+            f"({reason}); use --device auto or --device cpu"
+        )
     return session

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from metasr.runtime._atomic import check_output_path, check_writable_folder
-from metasr.runtime._cli import one_line, run_command
+from metasr.core.atomic import check_output_path, check_writable_folder
+from metasr.core.cli import one_line, run_command
+from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
+from metasr.core.scale import MAX_DENOMINATOR, Scale, hr_length
 from metasr.runtime.backends import Device, Precision
-from metasr.runtime.errors import InputError, MetaSRError, OutputError, ScaleError
-from metasr.runtime.scale import MAX_DENOMINATOR, Scale, hr_length
 from metasr.runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB, MAX_SCALE, Upscaler, check_image
 
 if TYPE_CHECKING:  # the scanners are imported when a file is read, keeping --help fast
@@ -63,9 +63,11 @@ def scale_for_size(height: int, width: int, out_h: int, out_w: int) -> Scale:
     lo = max(Fraction(out_h, height), Fraction(out_w, width))
     hi = min(Fraction(out_h + 1, height), Fraction(out_w + 1, width))
     if lo >= hi:
-        raise ScaleError(f"no single scale turns {width}x{height} into {out_w}x{out_h} (the aspect ratio "
-                         f"differs); one scale serves both axes, so give a size with the input's aspect ratio, "
-                         f"e.g. {out_w}x{hr_length(height, Fraction(out_w, width))}")
+        raise ScaleError(
+            f"no single scale turns {width}x{height} into {out_w}x{out_h} (the aspect ratio "
+            f"differs); one scale serves both axes, so give a size with the input's aspect ratio, "
+            f"e.g. {out_w}x{hr_length(height, Fraction(out_w, width))}"
+        )
     r = _simplest_fraction_in(lo, hi)
     s = Scale(r)
     assert s.output_size(height, width) == (out_h, out_w)
@@ -85,8 +87,10 @@ def scale_for_spacing(spacing: tuple[float, float] | None, target_mm: float) -> 
         raise InputError("the input has no pixel spacing (only DICOM and NIfTI carry one); use --scale or --size")
     row, col = (float(v) for v in spacing)
     if abs(row - col) > 1e-6 * max(row, col):
-        raise InputError(f"the input's pixels are not square ({row:g} x {col:g} mm) and one scale serves both axes; "
-                         f"use --scale or --size")
+        raise InputError(
+            f"the input's pixels are not square ({row:g} x {col:g} mm) and one scale serves both axes; "
+            f"use --scale or --size"
+        )
     return Scale.parse(Fraction(repr(row)) / Fraction(repr(float(target_mm))))
 
 
@@ -153,28 +157,26 @@ def _read_checked(path: Path, job: _Job) -> ScanImage:
 
 def _run_one(up: Upscaler, scan: ScanImage, scale: Scale, tag: str, out: Path) -> Path:
     """Upscale, write the derived file, then print the file's notes (one line each, beside any bar)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     from tqdm import tqdm
 
+    from metasr import __version__
     from metasr.scanners import DerivationInfo
 
-    try:
-        software = version("metasr")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        software = "0.1.0"
+    software = __version__
     sr = up.upscale(scan.frames, scale)
     label = tag.removeprefix("sr")
-    info = DerivationInfo(scale=label, model_id=up.model_id, software_version=software, model_name=up.model_name,
-                          exact_scale=scale.value)
+    info = DerivationInfo(
+        scale=label, model_id=up.model_id, software_version=software, model_name=up.model_name, exact_scale=scale.value
+    )
     written = scan.write_derived(sr, out, info)
     for note in scan.notes:
         tqdm.write(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
     return written
 
 
-def _load(model: Path | None, device: Device, budget: float, threads: int | None,
-          precision: Precision = Precision.FP32) -> Upscaler:
+def _load(
+    model: Path | None, device: Device, budget: float, threads: int | None, precision: Precision = Precision.FP32
+) -> Upscaler:
     return Upscaler(model, device=device, memory_budget_mb=budget, threads=threads, precision=precision)
 
 
@@ -187,45 +189,85 @@ def _check_scale_early(text: str) -> Scale:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--input", "-i", "input_path", required=True, type=click.Path(path_type=Path),
-              help="Image file (DICOM, NIfTI, PNG, TIFF, JPEG) or a folder of them.")
+@click.option(
+    "--input",
+    "-i",
+    "input_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Image file (DICOM, NIfTI, PNG, TIFF, JPEG) or a folder of them.",
+)
 @click.option("--scale", "-s", "scale_text", help="Scale factor, e.g. 1.8 or 7/3.")
 @click.option("--size", "size_text", help="Exact output size WxH (one scale must give both sides).")
 @click.option("--spacing", type=float, help="Target pixel spacing in mm (DICOM/NIfTI; square pixels).")
-@click.option("--output", "-o", type=click.Path(path_type=Path),
-              help="Output file, or folder (default: beside the input, e.g. frame_sr1.8.dcm).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Output file, or folder (default: beside the input, e.g. frame_sr1.8.dcm).",
+)
 @click.option("--model", type=click.Path(path_type=Path), help="Export folder (default: the shipped model).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt.")
-@click.option("--precision", default="fp32", show_default=True,
-              help="TensorRT engine precision: fp32 or fp16 (other devices run fp32).")
-@click.option("--allow-extrapolation", is_flag=True,
-              help=f"Accept scales outside the model's trained range (up to {MAX_SCALE}).")
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    help="TensorRT engine precision: fp32 or fp16 (other devices run fp32).",
+)
+@click.option(
+    "--allow-extrapolation", is_flag=True, help=f"Accept scales outside the model's trained range (up to {MAX_SCALE})."
+)
 @click.option("--axis", type=int, help="NIfTI: the volume axis whose slices are super-resolved.")
-@click.option("--memory-budget", type=float, default=DEFAULT_MEMORY_BUDGET_MB, show_default=True,
-              help="Working memory per tile in MiB (large images are tiled, results unchanged).")
+@click.option(
+    "--memory-budget",
+    type=float,
+    default=DEFAULT_MEMORY_BUDGET_MB,
+    show_default=True,
+    help="Working memory per tile in MiB (large images are tiled, results unchanged).",
+)
 @click.option("--threads", type=int, help="CPU threads (default: all this process may use).")
-@click.option("--overwrite", is_flag=True,
-              help="Folder input: redo files whose output exists (default: keep them, so an interrupted "
-                   "batch resumes where it stopped).")
-def command(input_path: Path, scale_text: str | None, size_text: str | None, spacing: float | None,
-            output: Path | None, model: Path | None, device: str, precision: str, allow_extrapolation: bool,
-            axis: int | None,
-            memory_budget: float, threads: int | None, overwrite: bool) -> int:
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Folder input: redo files whose output exists (default: keep them, so an interrupted "
+    "batch resumes where it stopped).",
+)
+def command(
+    input_path: Path,
+    scale_text: str | None,
+    size_text: str | None,
+    spacing: float | None,
+    output: Path | None,
+    model: Path | None,
+    device: str,
+    precision: str,
+    allow_extrapolation: bool,
+    axis: int | None,
+    memory_budget: float,
+    threads: int | None,
+    overwrite: bool,
+) -> int:
     """Super-resolve medical images by any scale with an exported Meta-SRGAN model."""
     dev = Device.parse(device)
     prec = Precision.parse(precision)
-    chosen = [name for name, v in (("--scale", scale_text), ("--size", size_text), ("--spacing", spacing))
-              if v is not None]
+    chosen = [
+        name for name, v in (("--scale", scale_text), ("--size", size_text), ("--spacing", spacing)) if v is not None
+    ]
     if len(chosen) != 1:
-        raise InputError("give exactly one of --scale, --size or --spacing"
-                         + (f" (got {' and '.join(chosen)})" if chosen else ""))
+        raise InputError(
+            "give exactly one of --scale, --size or --spacing" + (f" (got {' and '.join(chosen)})" if chosen else "")
+        )
     if not memory_budget > 0:
         raise InputError(f"--memory-budget must be a positive number of MiB, got {memory_budget}")
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be at least 1, got {threads}")
-    job = _Job(scale=_check_scale_early(scale_text) if scale_text is not None else None,
-               size=_parse_size(size_text) if size_text is not None else None,
-               spacing=spacing, allow_extrapolation=allow_extrapolation, axis=axis)
+    job = _Job(
+        scale=_check_scale_early(scale_text) if scale_text is not None else None,
+        size=_parse_size(size_text) if size_text is not None else None,
+        spacing=spacing,
+        allow_extrapolation=allow_extrapolation,
+        axis=axis,
+    )
     if input_path.is_dir():
         return _run_folder(input_path, output, job, model, dev, memory_budget, threads, overwrite, prec)
     if not input_path.exists():
@@ -248,8 +290,17 @@ def command(input_path: Path, scale_text: str | None, size_text: str | None, spa
     return 0
 
 
-def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None, dev: Device, budget: float,
-                threads: int | None, overwrite: bool, precision: Precision = Precision.FP32) -> int:
+def _run_folder(
+    folder: Path,
+    output: Path | None,
+    job: _Job,
+    model: Path | None,
+    dev: Device,
+    budget: float,
+    threads: int | None,
+    overwrite: bool,
+    precision: Precision = Precision.FP32,
+) -> int:
     from tqdm import tqdm
 
     from metasr.scanners import iter_images
@@ -263,8 +314,9 @@ def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None
     if output.exists() and not output.is_dir():
         raise OutputError(f"--output {output} is a file; a folder input needs an output folder")
     if output.resolve() == folder.resolve():
-        raise OutputError(f"--output {output} is the input folder; choose another folder (inputs are never "
-                          f"overwritten)")
+        raise OutputError(
+            f"--output {output} is the input folder; choose another folder (inputs are never overwritten)"
+        )
     if not output.exists():
         check_writable_folder(output.parent if str(output.parent) else Path("."))
     up = _load(model, dev, budget, threads, precision)
@@ -294,8 +346,10 @@ def _run_folder(folder: Path, output: Path | None, job: _Job, model: Path | None
     if kept:
         print(f"{PROG}: kept {kept} existing output(s) in {output} (pass --overwrite to redo them)", file=sys.stderr)
     if failed:
-        raise InputError(f"{len(failed)} of {len(files)} files could not be processed (listed above); "
-                         f"the others were written to {output}")
+        raise InputError(
+            f"{len(failed)} of {len(files)} files could not be processed (listed above); "
+            f"the others were written to {output}"
+        )
     return 0
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metasr.runtime.scale import Scale
+from metasr.core.scale import Scale
 
 __all__ = ["MAX_CLASSES", "Kernels", "apply_kernels", "probe_kernels"]
 
@@ -62,8 +62,9 @@ class Kernels:
         return int(self.weights.nbytes + self.bias.nbytes)
 
 
-def probe_kernels(run_upscale: Callable[[dict[str, np.ndarray]], np.ndarray], scale: Scale, channels: int,
-                  index_dtype: type) -> Kernels:
+def probe_kernels(
+    run_upscale: Callable[[dict[str, np.ndarray]], np.ndarray], scale: Scale, channels: int, index_dtype: type
+) -> Kernels:
     """Read the kernels of ``scale`` out of an upscale graph.
 
     Args:
@@ -77,22 +78,34 @@ def probe_kernels(run_upscale: Callable[[dict[str, np.ndarray]], np.ndarray], sc
     basis = np.zeros((taps + 1, channels, 3, 3), np.float32)
     basis.reshape(taps + 1, taps)[np.arange(taps), np.arange(taps)] = _AMPLITUDE  # last patch stays zero
     # one HR pixel per offset class, all reading the centre of the 3x3 patch; offsets exactly as
-    # metasr.runtime.scale.axis_mapping computes them (residue / p in float64, then float32)
+    # metasr.core.scale.axis_mapping computes them (residue / p in float64, then float32)
     offsets = (np.arange(p) / p).astype(np.float32)
     index = np.ones(p, dtype=index_dtype)
-    feeds = {"inv_scale": np.array([scale.inv], np.float32), "row_index": index, "row_offset": offsets,
-             "col_index": index, "col_offset": offsets}
+    feeds = {
+        "inv_scale": np.array([scale.inv], np.float32),
+        "row_index": index,
+        "row_offset": offsets,
+        "col_index": index,
+        "col_offset": offsets,
+    }
     batch = max(1, min(_PROBE_BATCH, _PROBE_BYTES // (p * p * _PROBE_BYTES_PER_PIXEL)))
-    out = np.concatenate([run_upscale({"features": basis[e:e + batch], **feeds})[:, 0]
-                          for e in range(0, taps + 1, batch)]).astype(np.float64)  # [taps+1, p, p]
+    out = np.concatenate(
+        [run_upscale({"features": basis[e : e + batch], **feeds})[:, 0] for e in range(0, taps + 1, batch)]
+    ).astype(np.float64)  # [taps+1, p, p]
     bias = out[taps]
     k = (out[:taps] - bias) / _AMPLITUDE  # [C*9, a, b], tap order c*9 + dy*3 + dx (F.unfold order)
     weights = k.reshape(channels, 3, 3, p, p).transpose(3, 1, 0, 2, 4).reshape(p, 3 * channels, 3 * p)
     return Kernels(np.ascontiguousarray(weights, dtype=np.float32), bias.astype(np.float32))
 
 
-def apply_kernels(kernels: Kernels, features: np.ndarray, row_index: np.ndarray, row_residue: np.ndarray,
-                  col_index: np.ndarray, col_residue: np.ndarray) -> np.ndarray:
+def apply_kernels(
+    kernels: Kernels,
+    features: np.ndarray,
+    row_index: np.ndarray,
+    row_residue: np.ndarray,
+    col_index: np.ndarray,
+    col_residue: np.ndarray,
+) -> np.ndarray:
     """The upscale graph's output for these features and index/residue arrays, via the kernels.
 
     Args:
@@ -113,12 +126,12 @@ def apply_kernels(kernels: Kernels, features: np.ndarray, row_index: np.ndarray,
         padded = np.zeros((h + 2, w + 2, c), np.float32)
         padded[1:-1, 1:-1] = features[f].transpose(1, 2, 0)
         # row y of `stacked` holds padded rows y, y+1, y+2 (LR rows y-1..y+1) side by side on channels
-        stacked = np.concatenate([padded[0:h], padded[1:h + 1], padded[2:h + 2]], axis=2)  # [h, w+2, 3C]
+        stacked = np.concatenate([padded[0:h], padded[1 : h + 1], padded[2 : h + 2]], axis=2)  # [h, w+2, 3C]
         for a, rows in classes:
             if rows.size == 0:
                 continue
             gathered = stacked[row_index[rows]]  # [m, w+2, 3C]
             y = (gathered.reshape(-1, 3 * c) @ kernels.weights[a]).reshape(rows.size, w + 2, 3, p)
-            t = y[:, 0:w, 0] + y[:, 1:w + 1, 1] + y[:, 2:w + 2, 2]  # [m, w, p]: all column classes
+            t = y[:, 0:w, 0] + y[:, 1 : w + 1, 1] + y[:, 2 : w + 2, 2]  # [m, w, p]: all column classes
             out[f, rows] = t[:, col_index, col_residue] + col_bias[a]
     return out

@@ -47,9 +47,9 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from metasr.runtime.errors import InputError, OutputError, ScaleError
-from metasr.runtime.resample import resize_on_grid
-from metasr.runtime.scale import Scale
+from metasr.core.errors import InputError, OutputError, ScaleError
+from metasr.core.resample import resize_on_grid
+from metasr.core.scale import Scale
 
 __all__ = [
     "SourceKind",

@@ -17,10 +17,10 @@ from typing import Any
 
 import click
 
-from metasr.runtime._atomic import atomic_write_text
-from metasr.runtime._cli import run_command
-from metasr.runtime.errors import OutputError
-from metasr.runtime.scale import Scale
+from metasr.core.atomic import atomic_write_text
+from metasr.core.cli import run_command
+from metasr.core.errors import OutputError
+from metasr.core.scale import Scale
 
 __all__ = ["main", "EXIT_SOURCE_LOST"]
 

@@ -4,7 +4,7 @@ An output pixel depends on the LR pixels within ``radius`` of its source pixel (
 receptive radius). A tile is a *core* rectangle of LR pixels plus a *halo* of ``radius`` pixels
 of context on each side (clipped at the image border, where the network pads exactly as it does
 untiled). A tile produces exactly the HR pixels whose source LR pixel lies in its core, found with
-the exact index contract of :mod:`metasr.runtime.scale`:
+the exact index contract of :mod:`metasr.core.scale`:
 
     index[i] = (i * q) // p  lies in [y0, y1)   <=>   ceil(y0 * p / q) <= i < ceil(y1 * p / q)
 

@@ -29,7 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from metasr.runtime._choices import ChoiceEnum
+from metasr.core.choices import ChoiceEnum
+from metasr.core.errors import InputError, ModelError, ScaleError
+from metasr.core.manifest import read_manifest
+from metasr.core.scale import DEFAULT_SCALE_RANGE, Scale, axis_mapping, hr_length
 from metasr.runtime.backends import (
     Device,
     Precision,
@@ -39,10 +42,7 @@ from metasr.runtime.backends import (
     tensorrt_possible,
     trt_cache_dir,
 )
-from metasr.runtime.errors import InputError, ModelError, ScaleError
 from metasr.runtime.kernels import MAX_CLASSES, Kernels, apply_kernels, probe_kernels
-from metasr.runtime.manifest import read_manifest
-from metasr.runtime.scale import Scale, axis_mapping, hr_length
 from metasr.runtime.tiling import Span, hr_span, split_axis, tile_side_for_budget
 
 __all__ = [
@@ -108,19 +108,23 @@ def check_image(image: Any) -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise InputError(f"expected a numpy float array in [0, 1], got {type(image).__name__}")
     if image.dtype.kind != "f":
-        raise InputError(f"expected a float array in [0, 1], got dtype {image.dtype}; scale integer pixels to [0, 1] "
-                         f"first (e.g. divide by their maximum possible value) or read files with metasr.scanners")
+        raise InputError(
+            f"expected a float array in [0, 1], got dtype {image.dtype}; scale integer pixels to [0, 1] "
+            f"first (e.g. divide by their maximum possible value) or read files with metasr.scanners"
+        )
     if image.ndim not in (2, 3):
         raise InputError(f"expected an image [h, w] or a batch [N, h, w], got shape {image.shape}")
     batch = image if image.ndim == 3 else image[None]
     n, h, w = batch.shape
     if n < 1 or h < MIN_SIDE or w < MIN_SIDE:
-        raise InputError(f"image of shape {image.shape} is too small to super-resolve: each side needs at least "
-                         f"{MIN_SIDE} pixels")
+        raise InputError(
+            f"image of shape {image.shape} is too small to super-resolve: each side needs at least {MIN_SIDE} pixels"
+        )
     lo, hi = float(batch.min()), float(batch.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise InputError("image contains NaN or infinite pixel values; replace them (e.g. numpy.nan_to_num) "
-                         "before upscaling")
+        raise InputError(
+            "image contains NaN or infinite pixel values; replace them (e.g. numpy.nan_to_num) before upscaling"
+        )
     if lo < 0.0 or hi > 1.0:
         raise InputError(f"pixel values must lie in [0, 1], found [{lo:.4g}, {hi:.4g}]; rescale the image first")
     return np.ascontiguousarray(batch, dtype=np.float32)
@@ -172,10 +176,17 @@ class Upscaler:
     Thread-safe: one instance may serve several threads at once.
     """
 
-    def __init__(self, model_dir: str | os.PathLike | None = None, device: str | Device = "auto", *,
-                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, tile_size: int | None = None,
-                 threads: int | None = None, method: str | UpscaleMethod = UpscaleMethod.AUTO,
-                 precision: str | Precision = Precision.FP32) -> None:
+    def __init__(
+        self,
+        model_dir: str | os.PathLike | None = None,
+        device: str | Device = "auto",
+        *,
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+        tile_size: int | None = None,
+        threads: int | None = None,
+        method: str | UpscaleMethod = UpscaleMethod.AUTO,
+        precision: str | Precision = Precision.FP32,
+    ) -> None:
         requested = Device.parse(device)
         #: Requested TensorRT precision; :attr:`precision` is what actually runs (fp32 off TensorRT).
         self.requested_precision = Precision.parse(precision)
@@ -200,22 +211,29 @@ class Upscaler:
         self.arch: str = str(self.manifest.get("arch", "unknown"))
         self.fixed_scale: int | None = self.manifest.get("fixed_scale") if self.kind == "fixed" else None
         if self.kind == "fixed" and not (isinstance(self.fixed_scale, int) and self.fixed_scale >= 1):
-            raise ModelError(f"{self.model_dir / 'manifest.json'}: a fixed-scale model needs an integer fixed_scale, "
-                             f"got {self.fixed_scale!r}")
-        rng = self.manifest.get("scale_range") or ([self.fixed_scale] * 2 if self.fixed_scale else [1.1, 4.0])
+            raise ModelError(
+                f"{self.model_dir / 'manifest.json'}: a fixed-scale model needs an integer fixed_scale, "
+                f"got {self.fixed_scale!r}"
+            )
+        rng = self.manifest.get("scale_range") or (
+            [self.fixed_scale] * 2 if self.fixed_scale else list(DEFAULT_SCALE_RANGE)
+        )
         try:
             lo, hi = (float(v) for v in rng)
         except (TypeError, ValueError):
-            raise ModelError(f"{self.model_dir / 'manifest.json'}: scale_range must be [min, max], got {rng!r}; "
-                             f"re-export the model with metasr-export") from None
+            raise ModelError(
+                f"{self.model_dir / 'manifest.json'}: scale_range must be [min, max], got {rng!r}; "
+                f"re-export the model with metasr-export"
+            ) from None
         self.scale_range: tuple[float, float] = (lo, hi)
         radius = self.manifest.get("receptive_radius", DEFAULT_RECEPTIVE_RADIUS)
         self.receptive_radius = int(radius) if isinstance(radius, int) and radius >= 1 else DEFAULT_RECEPTIVE_RADIUS
         self.features = int(self.manifest.get("features") or 64)
         self.memory_budget_mb = float(memory_budget_mb)
         self.tile_size = tile_size
-        self.threads = threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                      else (os.cpu_count() or 1))
+        self.threads = threads or max(
+            1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        )
         self._plans: OrderedDict[tuple, _Plan] = OrderedDict()
         self._kernels: OrderedDict[Fraction, Kernels] = OrderedDict()
         self._lock = threading.Lock()
@@ -241,8 +259,10 @@ class Upscaler:
         }
         cache = None
         if device is Device.TENSORRT and not tensorrt_possible():
-            raise InputError("device tensorrt was requested but this machine has no NVIDIA GPU and no TensorRT "
-                             "installation; use --device auto or --device cpu")
+            raise InputError(
+                "device tensorrt was requested but this machine has no NVIDIA GPU and no TensorRT "
+                "installation; use --device auto or --device cpu"
+            )
         if device in (Device.AUTO, Device.TENSORRT) and tensorrt_possible():
             import onnxruntime as ort
 
@@ -252,8 +272,9 @@ class Upscaler:
         chosen = device
         for name in names:
             path = self.model_dir / graphs[name]["file"]
-            spec = (SessionSpec(self._trt_profiles(name), self.requested_precision) if cache is not None
-                    else SessionSpec())
+            spec = (
+                SessionSpec(self._trt_profiles(name), self.requested_precision) if cache is not None else SessionSpec()
+            )
             session = create_session(path, chosen, threads=self.threads, spec=spec, cache_dir=cache)
             # Every graph runs where the first one landed, so data never bounces between devices.
             chosen = device_of(session.get_providers())
@@ -261,8 +282,10 @@ class Upscaler:
             outputs = [o.name for o in session.get_outputs()]
             want_in, want_out = expected[name]
             if inputs != want_in or want_out not in outputs:
-                raise ModelError(f"graph {path} has inputs {sorted(inputs)} and outputs {outputs}, expected inputs "
-                                 f"{sorted(want_in)} and output {want_out!r}; re-export the model with metasr-export")
+                raise ModelError(
+                    f"graph {path} has inputs {sorted(inputs)} and outputs {outputs}, expected inputs "
+                    f"{sorted(want_in)} and output {want_out!r}; re-export the model with metasr-export"
+                )
             sessions[name] = session
         return sessions
 
@@ -275,9 +298,9 @@ class Upscaler:
         opt = 256
         if name in ("feature_extractor", "model"):
             return f"lr:1x1x{m}x{m}", f"lr:1x1x{opt}x{opt}", f"lr:{g}x1x{s}x{s}"
+
         def dims(n: int, lr: int, big: int) -> str:
-            return (f"features:{n}x{c}x{lr}x{lr},row_index:{big},row_offset:{big},"
-                    f"col_index:{big},col_offset:{big}")
+            return f"features:{n}x{c}x{lr}x{lr},row_index:{big},row_offset:{big},col_index:{big},col_offset:{big}"
 
         return dims(1, 1, 1), dims(1, opt, opt * 2), dims(g, s, s * MAX_SCALE)
 
@@ -297,15 +320,19 @@ class Upscaler:
         s = Scale.parse(scale)
         if self.fixed_scale is not None:
             if s.value != self.fixed_scale:
-                raise ScaleError(f"model {self.model_name} ({self.arch}) only supports scale {self.fixed_scale}, "
-                                 f"got {s}; use a Meta-SRGAN model for other scales")
+                raise ScaleError(
+                    f"model {self.model_name} ({self.arch}) only supports scale {self.fixed_scale}, "
+                    f"got {s}; use a Meta-SRGAN model for other scales"
+                )
             return s
         lo, hi = self.scale_range
         if s.value < 1 or s.value > MAX_SCALE:
             raise ScaleError(f"scale must be between 1 and {MAX_SCALE}, got {s}")
         if not allow_extrapolation and not (Fraction(repr(lo)) <= s.value <= Fraction(repr(hi))):
-            raise ScaleError(f"scale {s} is outside the model's trained range {lo:g}-{hi:g}; choose a scale in that "
-                             f"range or allow extrapolation (--allow-extrapolation, up to {MAX_SCALE})")
+            raise ScaleError(
+                f"scale {s} is outside the model's trained range {lo:g}-{hi:g}; choose a scale in that "
+                f"range or allow extrapolation (--allow-extrapolation, up to {MAX_SCALE})"
+            )
         return s
 
     # ------------------------------------------------------------------ planning
@@ -400,8 +427,17 @@ class Upscaler:
                 m = axis_mapping(n, scale, a, b)
                 # The 3x3 neighbourhood of the used LR pixels; outside the image the graph pads as untiled.
                 c0, c1 = max(0, int(m.index[0]) - 1), min(n, int(m.index[-1]) + 2)
-                per_tile.append(_Block(c0 - t.ctx_start, c1 - t.ctx_start, (m.index - c0).astype(self._index_dtype),
-                                       m.offset, m.residue, a, b))
+                per_tile.append(
+                    _Block(
+                        c0 - t.ctx_start,
+                        c1 - t.ctx_start,
+                        (m.index - c0).astype(self._index_dtype),
+                        m.offset,
+                        m.residue,
+                        a,
+                        b,
+                    )
+                )
             blocks.append(tuple(per_tile))
         return _AxisPlan(tiles, tuple(blocks))
 
@@ -428,8 +464,10 @@ class Upscaler:
         n, h, w = batch.shape
         big_h, big_w = hr_length(h, s.value), hr_length(w, s.value)
         if max(big_h, big_w) > MAX_OUTPUT_SIDE:
-            raise InputError(f"output would be {big_w}x{big_h} pixels, more than {MAX_OUTPUT_SIDE} per side; "
-                             f"use a smaller scale or crop the image")
+            raise InputError(
+                f"output would be {big_w}x{big_h} pixels, more than {MAX_OUTPUT_SIDE} per side; "
+                f"use a smaller scale or crop the image"
+            )
         if min(big_h, big_w) < 1:
             raise ScaleError(f"scale {s} turns a {w}x{h} image into nothing; use a scale of at least 1")
         plan = self._plan(s, n, h, w)
@@ -457,35 +495,48 @@ class Upscaler:
         single = len(plan.rows.tiles) == 1 and len(plan.cols.tiles) == 1
         for rt, rblocks in zip(plan.rows.tiles, plan.rows.blocks):
             for ct, cblocks in zip(plan.cols.tiles, plan.cols.blocks):
-                lr = x if single else np.ascontiguousarray(x[:, :, rt.ctx_start:rt.ctx_stop, ct.ctx_start:ct.ctx_stop])
+                lr = (
+                    x
+                    if single
+                    else np.ascontiguousarray(x[:, :, rt.ctx_start : rt.ctx_stop, ct.ctx_start : ct.ctx_stop])
+                )
                 feats = self._run("feature_extractor", {"lr": lr})
                 for rb in rblocks:
                     for cb in cblocks:
-                        f = feats[:, :, rb.crop_start:rb.crop_stop, cb.crop_start:cb.crop_stop]
+                        f = feats[:, :, rb.crop_start : rb.crop_stop, cb.crop_start : cb.crop_stop]
                         if kernels is not None:
-                            out[:, rb.hr_start:rb.hr_stop, cb.hr_start:cb.hr_stop] = apply_kernels(
-                                kernels, f, rb.index, rb.residue, cb.index, cb.residue)
+                            out[:, rb.hr_start : rb.hr_stop, cb.hr_start : cb.hr_stop] = apply_kernels(
+                                kernels, f, rb.index, rb.residue, cb.index, cb.residue
+                            )
                             continue
-                        sr = self._run("upscale", {
-                            "features": np.ascontiguousarray(f), "inv_scale": plan.inv_scale,
-                            "row_index": rb.index, "row_offset": rb.offset,
-                            "col_index": cb.index, "col_offset": cb.offset,
-                        })
-                        out[:, rb.hr_start:rb.hr_stop, cb.hr_start:cb.hr_stop] = sr[:, 0]
+                        sr = self._run(
+                            "upscale",
+                            {
+                                "features": np.ascontiguousarray(f),
+                                "inv_scale": plan.inv_scale,
+                                "row_index": rb.index,
+                                "row_offset": rb.offset,
+                                "col_index": cb.index,
+                                "col_offset": cb.offset,
+                            },
+                        )
+                        out[:, rb.hr_start : rb.hr_stop, cb.hr_start : cb.hr_stop] = sr[:, 0]
 
     def _run_fixed(self, x: np.ndarray, out: np.ndarray, plan: _Plan) -> None:
         f = int(self.fixed_scale or 1)
         for rt in plan.rows.tiles:
             for ct in plan.cols.tiles:
-                lr = np.ascontiguousarray(x[:, :, rt.ctx_start:rt.ctx_stop, ct.ctx_start:ct.ctx_stop])
+                lr = np.ascontiguousarray(x[:, :, rt.ctx_start : rt.ctx_stop, ct.ctx_start : ct.ctx_stop])
                 sr = self._run("model", {"lr": lr})
                 want = (lr.shape[2] * f, lr.shape[3] * f)
                 if tuple(sr.shape[2:]) != want:
-                    raise ModelError(f"fixed-scale graph returned {tuple(sr.shape[2:])} for a {lr.shape[2:]} input, "
-                                     f"expected {want}; the export does not match its manifest")
+                    raise ModelError(
+                        f"fixed-scale graph returned {tuple(sr.shape[2:])} for a {lr.shape[2:]} input, "
+                        f"expected {want}; the export does not match its manifest"
+                    )
                 r0, c0 = rt.hr_start - rt.ctx_start * f, ct.hr_start - ct.ctx_start * f
-                block = sr[:, 0, r0:r0 + rt.hr_size, c0:c0 + ct.hr_size]
-                out[:, rt.hr_start:rt.hr_stop, ct.hr_start:ct.hr_stop] = block
+                block = sr[:, 0, r0 : r0 + rt.hr_size, c0 : c0 + ct.hr_size]
+                out[:, rt.hr_start : rt.hr_stop, ct.hr_start : ct.hr_stop] = block
 
     # ------------------------------------------------------------------ reporting
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from metasr.runtime.errors import InputError
+from metasr.core.errors import InputError
 from metasr.scanners.base import DICOM_SUFFIXES, NIFTI_SUFFIXES, ImageFormat, ScanImage, recorded_warnings
 from metasr.scanners.images import RASTER_SUFFIXES, raster_format
 from metasr.scanners.intensity import IntensityRange
@@ -96,9 +96,7 @@ def read_image(
     data = _read_input(path)
     fmt = detect_format(path, data[:352])
     if fmt is None:
-        raise InputError(
-            f"{path.name}: not a supported image; expected DICOM, NIfTI (.nii/.nii.gz), PNG, TIFF or JPEG"
-        )
+        raise InputError(f"{path.name}: not a supported image; expected DICOM, NIfTI (.nii/.nii.gz), PNG, TIFF or JPEG")
     notes: list[str] = []
     with recorded_warnings(notes, path.name):  # pydicom/nibabel warnings become notes, not stderr noise
         if fmt is ImageFormat.DICOM:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metasr.runtime.errors import InputError, OutputError
-from metasr.runtime._atomic import atomic_write_bytes, check_output_path
+from metasr.core.atomic import atomic_write_bytes, check_output_path
+from metasr.core.errors import InputError, OutputError
 from metasr.scanners.intensity import IntensityMap
 
 __all__ = [
@@ -172,7 +172,7 @@ class ScanImage(ABC):
         """Release the pixel arrays; the file itself was closed after reading."""
         self.frames = np.empty((0, 0, 0), dtype=np.float32)
 
-    def __enter__(self) -> "ScanImage":
+    def __enter__(self) -> ScanImage:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metasr.runtime.errors import InputError, MetaSRError
+from metasr.core.errors import InputError, MetaSRError
 from metasr.scanners.base import (
     DICOM_SUFFIXES,
     DerivationInfo,
@@ -310,8 +310,12 @@ def _rescale_us_regions(ds, g_row: float, g_col: float) -> None:
     """
     for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
         for axis, g in (("X", g_col), ("Y", g_row)):
-            lo, hi, ref, delta = (f"RegionLocationMin{axis}0", f"RegionLocationMax{axis}1", f"ReferencePixel{axis}0",
-                                  f"PhysicalDelta{axis}")
+            lo, hi, ref, delta = (
+                f"RegionLocationMin{axis}0",
+                f"RegionLocationMax{axis}1",
+                f"ReferencePixel{axis}0",
+                f"PhysicalDelta{axis}",
+            )
             old_lo = int(region.get(lo) or 0)
             new_lo = int(np.floor(old_lo * g))
             if region.get(lo) is not None:

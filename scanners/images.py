@@ -9,7 +9,7 @@ Only single-page TIFFs are accepted.
 
 Output format follows the output file's suffix (``.png``, ``.tif``/``.tiff``, ``.jpg``/``.jpeg``)
 and keeps the input's bit depth; a suffix whose format cannot hold it (16-bit into JPEG) is an
-:class:`~metasr.runtime.errors.OutputError`. JPEG output is lossy (quality 95).
+:class:`~metasr.core.errors.OutputError`. JPEG output is lossy (quality 95).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from metasr.runtime.errors import InputError, OutputError
+from metasr.core.errors import InputError, OutputError
 from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions, describe_error
 from metasr.scanners.intensity import IntensityMap, IntensityRange, merge_luma, split_luma
 

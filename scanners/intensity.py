@@ -32,8 +32,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from metasr.runtime.errors import InputError
-from metasr.runtime.resample import resize_on_grid
+from metasr.core.errors import InputError
+from metasr.core.resample import resize_on_grid
 
 __all__ = ["IntensityRange", "IntensityMap", "split_luma", "merge_luma", "check_finite"]
 
@@ -91,7 +91,7 @@ class IntensityMap:
         signed: bool | None = None,
         invert: bool = False,
         source: str = "input",
-    ) -> "IntensityMap":
+    ) -> IntensityMap:
         """Choose the window for ``values`` (all frames/channels of one file).
 
         Args:
@@ -194,8 +194,9 @@ def _resize_planes(planes: np.ndarray, height: int, width: int, scale: Fraction 
     return out
 
 
-def merge_luma(luma: np.ndarray, chroma: np.ndarray, extra: np.ndarray | None = None,
-               scale: Fraction | None = None) -> np.ndarray:
+def merge_luma(
+    luma: np.ndarray, chroma: np.ndarray, extra: np.ndarray | None = None, scale: Fraction | None = None
+) -> np.ndarray:
     """Recombine super-resolved luma with chroma resized bicubically.
 
     Args:
@@ -204,7 +205,7 @@ def merge_luma(luma: np.ndarray, chroma: np.ndarray, extra: np.ndarray | None = 
         extra: Optional ``[F, h, w, C]`` planes in [0, 1] (e.g. alpha), resized the same way and
             appended after the RGB channels.
         scale: The exact scale the luma was made with: the chroma is then resampled on the
-            network's pixel grid (:func:`~metasr.runtime.resample.resize_on_grid`), so colour stays
+            network's pixel grid (:func:`~metasr.core.resample.resize_on_grid`), so colour stays
             on the luma to the far edge; ``None`` resizes by the size ratio.
 
     Returns:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metasr.runtime.errors import InputError, MetaSRError
+from metasr.core.errors import InputError, MetaSRError
 from metasr.scanners.base import (
     NIFTI_SUFFIXES,
     DerivationInfo,

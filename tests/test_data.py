@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from metasr.runtime.errors import InputError, ScaleError
+from metasr.core.errors import InputError, ScaleError
 from metasr.training import build_model
 from metasr.training.data import (
     PatchDataset,
@@ -36,7 +36,7 @@ def _blob_volume(shape=(40, 36, 8), empty_ends: int = 2, seed: int = 0) -> np.nd
     """A volume whose axial slices hold a bright blob, except ``empty_ends`` black slices at each end."""
     rng = np.random.default_rng(seed)
     vol = np.zeros(shape, np.float32)
-    vol[6:34, 5:31, empty_ends:shape[2] - empty_ends] = 100 + 50 * rng.random((28, 26, shape[2] - 2 * empty_ends))
+    vol[6:34, 5:31, empty_ends : shape[2] - empty_ends] = 100 + 50 * rng.random((28, 26, shape[2] - 2 * empty_ends))
     return vol
 
 
@@ -190,8 +190,9 @@ def test_downscale_matches_antialiased_bicubic() -> None:
 
     hr = np.random.default_rng(3).random((40, 40)).astype(np.float32)
     lr = downscale(hr, (20, 20))
-    ref = torch.nn.functional.interpolate(torch.from_numpy(hr)[None, None], size=(20, 20), mode="bicubic",
-                                          antialias=True, align_corners=False).clamp(0, 1)[0, 0]
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(hr)[None, None], size=(20, 20), mode="bicubic", antialias=True, align_corners=False
+    ).clamp(0, 1)[0, 0]
     assert torch.allclose(lr, ref)
     # Antialiasing: a pixel-level checkerboard averages out instead of aliasing.
     checker = (np.indices((40, 40)).sum(0) % 2).astype(np.float32)

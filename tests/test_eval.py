@@ -34,8 +34,10 @@ def eval_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpts")
     out = {}
-    for arch, args in (("metasrgan", {"features": 8, "num_blocks": 1, "wpn_hidden": 8}),
-                       ("srgan", {"features": 8, "num_blocks": 1})):
+    for arch, args in (
+        ("metasrgan", {"features": 8, "num_blocks": 1, "wpn_hidden": 8}),
+        ("srgan", {"features": 8, "num_blocks": 1}),
+    ):
         torch.manual_seed(0)
         model = build_model(arch, **args)
         out[arch] = save_checkpoint(root / f"{arch}.pt", model, model_config(arch, model, args))
@@ -55,9 +57,10 @@ def test_metrics_match_scikit_image_on_the_protocol_pairs() -> None:
             lr, hr = make_pair(img, s)
             # bicubic at exactly r (the baseline's geometry), cropped to the HR size
             padded = torch.nn.functional.pad(lr[None, None], (0, 1, 0, 1), mode="replicate")
-            sr = torch.nn.functional.interpolate(padded, scale_factor=float(s), mode="bicubic", align_corners=False,
-                                                 recompute_scale_factor=False)
-            sr = sr[0, 0, :hr.shape[0], :hr.shape[1]].clamp(0, 1).double().numpy()
+            sr = torch.nn.functional.interpolate(
+                padded, scale_factor=float(s), mode="bicubic", align_corners=False, recompute_scale_factor=False
+            )
+            sr = sr[0, 0, : hr.shape[0], : hr.shape[1]].clamp(0, 1).double().numpy()
             hr = hr.double().numpy()
             expect.append((peak_signal_noise_ratio(hr, sr, data_range=1), structural_similarity(hr, sr, data_range=1)))
         row = report.get("bicubic", s)
@@ -77,18 +80,33 @@ def test_a_perfect_model_beats_bicubic() -> None:
 
     for s in (Fraction(2), Fraction(3)):
         hr_of[s] = make_pair(images[0], s)[1].numpy()
-    report = evaluate([bicubic_predictor(), Predictor("oracle", oracle, (2.0, 3.0))], images,
-                      [Fraction(2), Fraction(3)])
+    report = evaluate(
+        [bicubic_predictor(), Predictor("oracle", oracle, (2.0, 3.0))], images, [Fraction(2), Fraction(3)]
+    )
     assert report.get("oracle", Fraction(2)).psnr == float("inf")
     assert report.get("oracle", Fraction(3)).ssim == pytest.approx(1.0)
     assert report.get("bicubic", Fraction(2)).ssim < 1.0
 
 
-def test_eval_cli_end_to_end_with_fixed_scale_baseline(eval_data: Path, checkpoints: dict[str, Path],
-                                                       tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_eval_cli_end_to_end_with_fixed_scale_baseline(
+    eval_data: Path, checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "eval"
-    rc = eval_main(["--ckpt", str(checkpoints["metasrgan"]), "--ckpt", str(checkpoints["srgan"]),
-                    "--data", f"folder:{eval_data}", "--scales", "1.5:3.0:0.5", "--out", str(out), "--no-progress"])
+    rc = eval_main(
+        [
+            "--ckpt",
+            str(checkpoints["metasrgan"]),
+            "--ckpt",
+            str(checkpoints["srgan"]),
+            "--data",
+            f"folder:{eval_data}",
+            "--scales",
+            "1.5:3.0:0.5",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["crops.png", "metrics.png", "table.csv", "table.md"]
     rows = list(csv.DictReader(open(out / "table.csv")))
@@ -114,15 +132,23 @@ def test_exported_model_folder_matches_its_checkpoint(tiny_checkpoint: Path, tin
         assert a.psnr == pytest.approx(b.psnr, abs=0.01) and a.ssim == pytest.approx(b.ssim, abs=1e-3)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--ckpt", "/nonexistent.pt"], "does not exist"),
-    (["--data", "folder:/nonexistent"], "does not exist"),
-    (["--scales", "2:6:1"], "outside"),
-    (["--scales", "0.5"], "greater than 1"),
-])
-def test_eval_bad_input_exits_2_with_one_line(args: list[str], message: str, eval_data: Path,
-                                              checkpoints: dict[str, Path], tmp_path: Path,
-                                              capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ckpt", "/nonexistent.pt"], "does not exist"),
+        (["--data", "folder:/nonexistent"], "does not exist"),
+        (["--scales", "2:6:1"], "outside"),
+        (["--scales", "0.5"], "greater than 1"),
+    ],
+)
+def test_eval_bad_input_exits_2_with_one_line(
+    args: list[str],
+    message: str,
+    eval_data: Path,
+    checkpoints: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
     argv = ["--out", str(tmp_path / "eval"), "--no-progress"]
     if "--ckpt" not in args:
         argv += ["--ckpt", str(checkpoints["metasrgan"])]

@@ -12,20 +12,51 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from metasr.core.errors import ModelError, OutputError  # noqa: E402
 from metasr.export import EXPORTABLE_ARCHS, ExportResult, export_model  # noqa: E402
 from metasr.export.cli import main  # noqa: E402
 from metasr.export.manifest import read_manifest, sha256_file, verify_files, write_manifest  # noqa: E402
 from metasr.export.onnx_graphs import receptive_radius  # noqa: E402
 from metasr.export.verify import ParityError, ort_session, phantom, upscale_feeds  # noqa: E402
-from metasr.runtime.errors import ModelError, OutputError  # noqa: E402
 from metasr.training import build_model, model_config, save_checkpoint  # noqa: E402
 
 # What TensorRT 10 and 11's ONNX parser imports with static shapes, written out independently of
 # the exporter's own list so the test does not just compare a list with itself.
-TRT_IMPORTABLE = {"Add", "Sub", "Mul", "Div", "Conv", "Relu", "PRelu", "Gather", "Unsqueeze", "ReduceSum",
-                  "Constant", "Identity", "DepthToSpace", "Cast", "Reshape", "Concat", "Transpose"}
-FORBIDDEN = {"Col2Im", "NonZero", "Unique", "Loop", "If", "Scan", "Resize", "GridSample", "Range",
-             "ConstantOfShape", "Expand", "TopK", "Compress", "Where"}
+TRT_IMPORTABLE = {
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Conv",
+    "Relu",
+    "PRelu",
+    "Gather",
+    "Unsqueeze",
+    "ReduceSum",
+    "Constant",
+    "Identity",
+    "DepthToSpace",
+    "Cast",
+    "Reshape",
+    "Concat",
+    "Transpose",
+}
+FORBIDDEN = {
+    "Col2Im",
+    "NonZero",
+    "Unique",
+    "Loop",
+    "If",
+    "Scan",
+    "Resize",
+    "GridSample",
+    "Range",
+    "ConstantOfShape",
+    "Expand",
+    "TopK",
+    "Compress",
+    "Where",
+}
 
 
 def _checkpoint(path: Path, arch: str = "metasrgan", seed: int = 0, **args) -> Path:
@@ -56,11 +87,20 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
 
 def test_export_writes_contract_files_and_manifest(exported: ExportResult) -> None:
     out = exported.out_dir
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "feature_extractor.onnx", "manifest.json",
-                                                      "upscale.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best.pt",
+        "feature_extractor.onnx",
+        "manifest.json",
+        "upscale.onnx",
+    ]
     m = read_manifest(out)
-    assert (m["format"], m["format_version"], m["arch"], m["kind"], m["fixed_scale"]) == \
-        ("metasr-export", 1, "metasrgan", "meta", None)
+    assert (m["format"], m["format_version"], m["arch"], m["kind"], m["fixed_scale"]) == (
+        "metasr-export",
+        1,
+        "metasrgan",
+        "meta",
+        None,
+    )
     assert m["scale_range"] == [1.1, 4.0] and m["features"] == 64 and m["index_dtype"] == "int64"
     assert m["normalization"] == {"mean": pytest.approx(0.37), "std": pytest.approx(0.117)}
     assert m["receptive_radius"] == 16  # 4 (9x9 head) + 5 blocks x 2 + 1 (tail) + 1 (upscale 3x3)
@@ -85,22 +125,29 @@ def test_graph_io_matches_contract_with_dynamic_dims(exported: ExportResult) -> 
     assert [(i.name, _dims(i)) for i in fe.graph.input] == [("lr", ["N", 1, "h", "w"])]
     assert [(o.name, _dims(o)) for o in fe.graph.output] == [("features", ["N", 64, "h", "w"])]
     assert [(i.name, _dims(i)) for i in up.graph.input] == [
-        ("features", ["N", 64, "h", "w"]), ("inv_scale", [1]), ("row_index", ["H"]), ("row_offset", ["H"]),
-        ("col_index", ["W"]), ("col_offset", ["W"])]
+        ("features", ["N", 64, "h", "w"]),
+        ("inv_scale", [1]),
+        ("row_index", ["H"]),
+        ("row_offset", ["H"]),
+        ("col_index", ["W"]),
+        ("col_offset", ["W"]),
+    ]
     types = {i.name: i.type.tensor_type.elem_type for i in up.graph.input}
     assert types["row_index"] == types["col_index"] == onnx.TensorProto.INT64
     assert types["features"] == types["row_offset"] == onnx.TensorProto.FLOAT
     assert [(o.name, _dims(o)) for o in up.graph.output] == [("sr", ["N", 1, "H", "W"])]
     for model in (fe, up):
         assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) <= 18
-        assert not model.graph.initializer or all(i.name not in {x.name for x in model.graph.input}
-                                                   for i in model.graph.initializer)
+        assert not model.graph.initializer or all(
+            i.name not in {x.name for x in model.graph.input} for i in model.graph.initializer
+        )
 
 
 def test_output_shape_follows_from_input_shapes_only(exported: ExportResult) -> None:
     # strict symbolic shape inference must derive sr = [N, 1, H, W] from the input dims alone
-    up = onnx.shape_inference.infer_shapes(onnx.load(str(exported.out_dir / "upscale.onnx")), strict_mode=True,
-                                           data_prop=True)
+    up = onnx.shape_inference.infer_shapes(
+        onnx.load(str(exported.out_dir / "upscale.onnx")), strict_mode=True, data_prop=True
+    )
     inferred = {v.name: _dims(v) for v in list(up.graph.value_info) + list(up.graph.output)}
     assert inferred["sr"] == ["N", 1, "H", "W"]
     assert inferred["z_rc"] == ["N", "H", "W", 256] and inferred["act"] == ["H", "W", 256]
@@ -245,8 +292,12 @@ def test_unwritable_parent_falls_back_to_a_temp_folder_inside_out(tmp_path: Path
 
     monkeypatch.setattr(export_pkg, "_new_dir", refuse_beside)
     export_model(ckpt, verify=False)  # out = the checkpoint's folder, whose parent "refuses" writes
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "feature_extractor.onnx", "manifest.json",
-                                                          "upscale.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.pt",
+        "feature_extractor.onnx",
+        "manifest.json",
+        "upscale.onnx",
+    ]
     with pytest.raises(OutputError, match="cannot write"):
         export_model(ckpt, tmp_path.parent / f"{tmp_path.name}-new", verify=False)  # new folder, parent refuses
     assert not (tmp_path.parent / f"{tmp_path.name}-new").exists()
@@ -279,8 +330,13 @@ def test_fixed_scale_archs_export_one_x2_graph(tmp_path: Path, arch: str, args: 
 
 def test_checkpoint_metadata_with_tensors_is_recorded_as_json(tmp_path: Path) -> None:
     model = build_model("srgan")
-    ckpt = save_checkpoint(tmp_path / "s.pt", model, model_config("srgan", model, {}), step=3,
-                           metrics={"psnr": torch.tensor(30.5), "curve": [torch.tensor([1.0, 2.0])]})
+    ckpt = save_checkpoint(
+        tmp_path / "s.pt",
+        model,
+        model_config("srgan", model, {}),
+        step=3,
+        metrics={"psnr": torch.tensor(30.5), "curve": [torch.tensor([1.0, 2.0])]},
+    )
     m = export_model(ckpt, tmp_path / "out", verify=False).manifest
     assert m["checkpoint"]["metrics"] == {"psnr": 30.5, "curve": [[1.0, 2.0]]} and m["checkpoint"]["step"] == 3
     assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == m
@@ -385,8 +441,8 @@ def test_cli_usage_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_cli_trt_without_tensorrt_writes_onnx_and_exits_2(tmp_path: Path, capsys) -> None:
+    from metasr.core.errors import DependencyError
     from metasr.export.tensorrt import check_available
-    from metasr.runtime.errors import DependencyError
 
     try:
         check_available()

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metasr.runtime.errors import CheckpointError
-from metasr.runtime.scale import Scale, axis_mapping
+from metasr.core.errors import CheckpointError
+from metasr.core.scale import Scale, axis_mapping
 from metasr.training import build_model, load_checkpoint, model_config, read_checkpoint, save_checkpoint
 from metasr.training.losses import (
     GeneratorLoss,
@@ -70,11 +70,14 @@ def _reference_meta_upscale(module: MetaUpscale, feat: torch.Tensor, scale: str)
     n, c, h, w = feat.shape
     rows, cols = axis_mapping(h, s.value), axis_mapping(w, s.value)
     big_h, big_w = len(rows.index), len(cols.index)
-    wpn_in = torch.stack([
-        torch.full((big_h, big_w), s.inv),
-        torch.from_numpy(rows.offset)[:, None].expand(big_h, big_w),
-        torch.from_numpy(cols.offset)[None, :].expand(big_h, big_w),
-    ], -1).double()
+    wpn_in = torch.stack(
+        [
+            torch.full((big_h, big_w), s.inv),
+            torch.from_numpy(rows.offset)[:, None].expand(big_h, big_w),
+            torch.from_numpy(cols.offset)[None, :].expand(big_h, big_w),
+        ],
+        -1,
+    ).double()
     weights = module.wpn.double()(wpn_in).view(big_h, big_w, c * 9, module.out_channels)
     module.float()
     unfolded = F.unfold(feat.double(), 3, padding=1).view(n, c * 9, h, w)
@@ -128,8 +131,11 @@ def test_gradients_reach_every_parameter(metasrgan):
     lr = torch.rand(2, 1, 12, 12)
     hr = torch.rand(2, 1, 27, 27)
     F.l1_loss(model(lr, "2.3"), hr).backward()
-    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
-               or p.grad.abs().sum() == 0]
+    missing = [
+        name
+        for name, p in model.named_parameters()
+        if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0
+    ]
     assert missing == []
 
 
@@ -163,8 +169,13 @@ def test_discriminator_logits():
 
 
 def test_checkpoint_round_trip(tmp_path, metasrgan):
-    path = save_checkpoint(tmp_path / "run" / "best.pt", metasrgan, model_config("metasrgan", metasrgan, {}),
-                           step=7, metrics={"psnr": 30.5})
+    path = save_checkpoint(
+        tmp_path / "run" / "best.pt",
+        metasrgan,
+        model_config("metasrgan", metasrgan, {}),
+        step=7,
+        metrics={"psnr": 30.5},
+    )
     ckpt = read_checkpoint(path)
     assert ckpt["step"] == 7 and ckpt["metrics"]["psnr"] == 30.5
     assert ckpt["config"]["normalization"] == {"mean": 0.37, "std": 0.117}

@@ -15,9 +15,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from metasr.core.scale import Scale, axis_mapping  # noqa: E402
 from metasr.export import export_model  # noqa: E402
 from metasr.export.verify import ort_session, phantom, upscale_feeds  # noqa: E402
-from metasr.runtime.scale import Scale, axis_mapping  # noqa: E402
 from metasr.training import build_model, load_checkpoint, model_config, save_checkpoint  # noqa: E402
 
 TOL = 1e-4
@@ -120,9 +120,14 @@ def test_upscale_graph_on_a_feature_slice_with_halo_gives_the_same_rows(setup, f
     full = up.run(["sr"], upscale_feeds(feats, s))[0]
     rows, cols = axis_mapping(64, s.value, 40, 90), axis_mapping(64, s.value)
     lo, hi = int(rows.index.min()) - 1, int(rows.index.max()) + 2
-    feeds = {"features": np.ascontiguousarray(feats[:, :, lo:hi]), "inv_scale": np.array([s.inv], np.float32),
-             "row_index": rows.index - lo, "row_offset": rows.offset, "col_index": cols.index,
-             "col_offset": cols.offset}
+    feeds = {
+        "features": np.ascontiguousarray(feats[:, :, lo:hi]),
+        "inv_scale": np.array([s.inv], np.float32),
+        "row_index": rows.index - lo,
+        "row_offset": rows.offset,
+        "col_index": cols.index,
+        "col_offset": cols.offset,
+    }
     tile = up.run(["sr"], feeds)[0]
     np.testing.assert_allclose(tile, full[:, :, 40:90], rtol=0, atol=1e-6)
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from metasr.core.resample import resize_on_grid
 from metasr.runtime.cli import main
-from metasr.runtime.resample import resize_on_grid
 
 # warpAffine interpolates at 1/32-pixel resolution (INTER_BITS = 5): positions are within 1/64
 POSITION_TOLERANCE = 1 / 64 + 1 / 1024
@@ -19,8 +19,9 @@ POSITION_TOLERANCE = 1 / 64 + 1 / 1024
 def _keys(t: np.ndarray, a: float = -0.75) -> np.ndarray:
     """OpenCV's bicubic kernel (Keys, a = -0.75)."""
     t = np.abs(t)
-    return np.where(t <= 1, (a + 2) * t**3 - (a + 3) * t**2 + 1,
-                    np.where(t < 2, a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a, 0.0))
+    return np.where(
+        t <= 1, (a + 2) * t**3 - (a + 3) * t**2 + 1, np.where(t < 2, a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a, 0.0)
+    )
 
 
 def _bicubic_at(row: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -32,8 +33,9 @@ def _bicubic_at(row: np.ndarray, where: np.ndarray) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize(("scale", "w"), [(Fraction(23, 10), 50), (Fraction(9, 5), 37), (Fraction(37, 10), 41),
-                                          (Fraction(11, 10), 64)])
+@pytest.mark.parametrize(
+    ("scale", "w"), [(Fraction(23, 10), 50), (Fraction(9, 5), 37), (Fraction(37, 10), 41), (Fraction(11, 10), 64)]
+)
 def test_output_pixel_i_samples_input_at_i_plus_half_over_r_minus_half(scale: Fraction, w: int) -> None:
     # columns of a smooth profile with slope <= 1 per pixel, so value errors bound position errors
     row = (w / 4) * np.sin(np.arange(w) / (w / 4)).astype(np.float32)
@@ -64,8 +66,9 @@ def test_integer_output_sizes_match_a_plain_resize(dtype: type, channels: int | 
 
 def test_no_scale_means_the_size_ratio() -> None:
     image = np.random.default_rng(1).random((10, 13)).astype(np.float32)
-    np.testing.assert_array_equal(resize_on_grid(image, 23, 29), cv2.resize(image, (29, 23),
-                                                                            interpolation=cv2.INTER_CUBIC))
+    np.testing.assert_array_equal(
+        resize_on_grid(image, 23, 29), cv2.resize(image, (29, 23), interpolation=cv2.INTER_CUBIC)
+    )
 
 
 def test_metasr_run_keeps_colour_on_the_luma_grid(tmp_path: Path, tiny_export_dir: Path) -> None:

@@ -24,9 +24,16 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 MPEG2 = "1.2.840.10008.1.2.4.100"  # video: no installed plugin decodes it
 
 
-def write_dicom(path: Path, pixels: np.ndarray | None = None, *, sop_class: str = MR_IMAGE,
-                syntax: str = EXPLICIT_LE, rows: int | None = None, cols: int | None = None,
-                encapsulated: bytes | None = None) -> Path:
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray | None = None,
+    *,
+    sop_class: str = MR_IMAGE,
+    syntax: str = EXPLICIT_LE,
+    rows: int | None = None,
+    cols: int | None = None,
+    encapsulated: bytes | None = None,
+) -> Path:
     """A small but complete DICOM file (MR image by default) written with pydicom."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
@@ -65,8 +72,12 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def write_png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims ``width x height`` 16-bit pixels but carries almost no data."""
     header = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
-    data = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) \
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
         + _png_chunk(b"IEND", b"")
+    )
     path.write_bytes(data)
     return path
 
@@ -93,12 +104,20 @@ def _nifti_with(path: Path, value: float) -> Path:
 
 
 def _tree(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
-def _assert_clean_failure(args: list[str], workdir: Path, capfd: pytest.CaptureFixture[str],
-                          expect: str | None = None, watch: tuple[Path, ...] = ()) -> str:
+def _assert_clean_failure(
+    args: list[str],
+    workdir: Path,
+    capfd: pytest.CaptureFixture[str],
+    expect: str | None = None,
+    watch: tuple[Path, ...] = (),
+) -> str:
     """Run metasr-run; check exit 2, one stderr line, no traceback, no new or changed file."""
     folders = (workdir,) + watch
     before = [_tree(f) if f.is_dir() else None for f in folders]
@@ -137,14 +156,20 @@ FILE_CASES: dict[str, tuple[Callable[[Path], Path], str | None]] = {
     "truncated DICOM": (lambda d: _truncate(write_dicom(d / "cut.dcm", _phantom(64, 64))), None),
     "DICOM without pixel data": (lambda d: write_dicom(d / "nopix.dcm"), None),
     "structured report": (lambda d: write_dicom(d / "report.dcm", sop_class=BASIC_TEXT_SR), None),
-    "unsupported compression": (lambda d: write_dicom(d / "mpeg.dcm", syntax=MPEG2, rows=16, cols=16,
-                                                      encapsulated=b"\x00\x00\x01\xb3" + b"\x11" * 60), None),
+    "unsupported compression": (
+        lambda d: write_dicom(
+            d / "mpeg.dcm", syntax=MPEG2, rows=16, cols=16, encapsulated=b"\x00\x00\x01\xb3" + b"\x11" * 60
+        ),
+        None,
+    ),
     "NaN pixels": (lambda d: _nifti_with(d / "nan.nii.gz", np.nan), "NaN"),
     "Inf pixels": (lambda d: _nifti_with(d / "inf.nii.gz", np.inf), "infinite"),
     "1x1 image": (lambda d: _write_png(d / "dot.png", np.full((1, 1), 900, np.uint16)), None),
     "header claims 65535x65535 (PNG)": (lambda d: write_png_header_only(d / "huge.png", 65535, 65535), None),
-    "header claims 65535x65535 (DICOM)": (lambda d: write_dicom(d / "huge.dcm", _phantom(8, 8), rows=65535,
-                                                                cols=65535), None),
+    "header claims 65535x65535 (DICOM)": (
+        lambda d: write_dicom(d / "huge.dcm", _phantom(8, 8), rows=65535, cols=65535),
+        None,
+    ),
     # pydicom first warns about the value, then fails on it: still one line
     "IS value '1A' (pydicom warns first)": (lambda d: _copy_testdata("badVR.dcm", d), "header is damaged"),
 }
@@ -182,22 +207,38 @@ def test_bad_scales(scale: str, good_png: Path, model: str, capfd: pytest.Captur
 def test_scale_outside_trained_range_needs_flag(good_png: Path, model: str, capfd: pytest.CaptureFixture[str]) -> None:
     line = _assert_clean_failure(["--input", str(good_png), "--scale", "6", "--model", model], good_png.parent, capfd)
     assert "--allow-extrapolation" in line
-    _assert_clean_failure(["--input", str(good_png), "--scale", "9", "--allow-extrapolation", "--model", model],
-                          good_png.parent, capfd, "between 1 and 8")
+    _assert_clean_failure(
+        ["--input", str(good_png), "--scale", "9", "--allow-extrapolation", "--model", model],
+        good_png.parent,
+        capfd,
+        "between 1 and 8",
+    )
 
 
 def test_unknown_device(good_png: Path, model: str, capfd: pytest.CaptureFixture[str]) -> None:
-    _assert_clean_failure(["--input", str(good_png), "--scale", "2", "--device", "npu", "--model", model],
-                          good_png.parent, capfd, "unknown device 'npu'")
+    _assert_clean_failure(
+        ["--input", str(good_png), "--scale", "2", "--device", "npu", "--model", model],
+        good_png.parent,
+        capfd,
+        "unknown device 'npu'",
+    )
 
 
 def test_output_path_equal_to_input(good_png: Path, model: str, capfd: pytest.CaptureFixture[str]) -> None:
-    _assert_clean_failure(["--input", str(good_png), "--scale", "2", "--output", str(good_png), "--model", model],
-                          good_png.parent, capfd, "is the input file")
+    _assert_clean_failure(
+        ["--input", str(good_png), "--scale", "2", "--output", str(good_png), "--model", model],
+        good_png.parent,
+        capfd,
+        "is the input file",
+    )
     # the same file through another spelling of the path
     other = good_png.parent / "." / good_png.name
-    _assert_clean_failure(["--input", str(good_png), "--scale", "2", "--output", str(other), "--model", model],
-                          good_png.parent, capfd, "is the input file")
+    _assert_clean_failure(
+        ["--input", str(good_png), "--scale", "2", "--output", str(other), "--model", model],
+        good_png.parent,
+        capfd,
+        "is the input file",
+    )
 
 
 # (input builder, output name, expected fragment): the output's suffix must name the format written
@@ -212,22 +253,32 @@ WRONG_OUTPUT_NAMES: dict[str, tuple[Callable[[Path], Path], str, str]] = {
 
 
 @pytest.mark.parametrize("case", list(WRONG_OUTPUT_NAMES))
-def test_output_suffix_must_match_the_format_written(case: str, tmp_path: Path, model: str,
-                                                     capfd: pytest.CaptureFixture[str]) -> None:
+def test_output_suffix_must_match_the_format_written(
+    case: str, tmp_path: Path, model: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     build, name, expect = WRONG_OUTPUT_NAMES[case]
     source = build(tmp_path)
-    _assert_clean_failure(["--input", str(source), "--scale", "2", "--output", str(tmp_path / name),
-                           "--model", model], tmp_path, capfd, expect)
+    _assert_clean_failure(
+        ["--input", str(source), "--scale", "2", "--output", str(tmp_path / name), "--model", model],
+        tmp_path,
+        capfd,
+        expect,
+    )
 
 
-@pytest.mark.parametrize(("source_name", "out_name"), [("mr.dcm", "IM0001"), ("mr.dcm", "mr_big.DCM"),
-                                                        ("vol.nii.gz", "vol_big.nii")])
-def test_output_names_that_match_the_format_are_written(source_name: str, out_name: str, tmp_path: Path,
-                                                        model: str) -> None:
+@pytest.mark.parametrize(
+    ("source_name", "out_name"), [("mr.dcm", "IM0001"), ("mr.dcm", "mr_big.DCM"), ("vol.nii.gz", "vol_big.nii")]
+)
+def test_output_names_that_match_the_format_are_written(
+    source_name: str, out_name: str, tmp_path: Path, model: str
+) -> None:
     from metasr.scanners import read_image
 
-    source = (write_dicom(tmp_path / source_name, _phantom()) if source_name.endswith(".dcm")
-              else _nifti_with(tmp_path / source_name, 0.5))
+    source = (
+        write_dicom(tmp_path / source_name, _phantom())
+        if source_name.endswith(".dcm")
+        else _nifti_with(tmp_path / source_name, 0.5)
+    )
     out = tmp_path / out_name
     assert main(["--input", str(source), "--scale", "2", "--output", str(out), "--model", model]) == 0
     with read_image(out) as scan, read_image(source) as original:
@@ -236,8 +287,9 @@ def test_output_names_that_match_the_format_are_written(source_name: str, out_na
 
 
 @pytest.mark.parametrize("where", ["missing folder", "parent is a file", "read-only folder", "system folder"])
-def test_unwritable_output(where: str, good_png: Path, tmp_path: Path, model: str,
-                           capfd: pytest.CaptureFixture[str]) -> None:
+def test_unwritable_output(
+    where: str, good_png: Path, tmp_path: Path, model: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     if where == "missing folder":
         out = tmp_path / "no" / "such" / "out.png"
     elif where == "system folder":
@@ -261,8 +313,9 @@ def test_unwritable_output(where: str, good_png: Path, tmp_path: Path, model: st
             pytest.skip("running as root: permission bits do not stop writes here")
         out = locked / "out.png"
     try:
-        _assert_clean_failure(["--input", str(good_png), "--scale", "2", "--output", str(out), "--model", model],
-                              tmp_path, capfd)
+        _assert_clean_failure(
+            ["--input", str(good_png), "--scale", "2", "--output", str(out), "--model", model], tmp_path, capfd
+        )
     finally:
         if where == "read-only folder":
             (tmp_path / "locked").chmod(0o700)
@@ -274,36 +327,54 @@ def test_forced_device_missing(device: str, good_png: Path, model: str, capfd: p
 
     if tensorrt_possible():
         pytest.skip("an NVIDIA GPU or TensorRT is present; this covers machines without one")
-    _assert_clean_failure(["--input", str(good_png), "--scale", "2", "--device", device, "--model", model],
-                          good_png.parent, capfd, f"device {device} was requested")
+    _assert_clean_failure(
+        ["--input", str(good_png), "--scale", "2", "--device", device, "--model", model],
+        good_png.parent,
+        capfd,
+        f"device {device} was requested",
+    )
 
 
-def test_damaged_model(good_png: Path, tiny_export_dir: Path, tmp_path: Path,
-                       capfd: pytest.CaptureFixture[str]) -> None:
+def test_damaged_model(
+    good_png: Path, tiny_export_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     damaged = shutil.copytree(tiny_export_dir, tmp_path / "model")
     data = bytearray((damaged / "upscale.onnx").read_bytes())
     data[100] ^= 0x01
     (damaged / "upscale.onnx").write_bytes(bytes(data))
-    _assert_clean_failure(["--input", str(good_png), "--scale", "2", "--model", str(damaged)], good_png.parent, capfd,
-                          "upscale.onnx is damaged", watch=(damaged,))
+    _assert_clean_failure(
+        ["--input", str(good_png), "--scale", "2", "--model", str(damaged)],
+        good_png.parent,
+        capfd,
+        "upscale.onnx is damaged",
+        watch=(damaged,),
+    )
 
 
 def test_missing_model_folder(good_png: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    _assert_clean_failure(["--input", str(good_png), "--scale", "2", "--model", str(tmp_path / "none")],
-                          good_png.parent, capfd, "does not exist")
+    _assert_clean_failure(
+        ["--input", str(good_png), "--scale", "2", "--model", str(tmp_path / "none")],
+        good_png.parent,
+        capfd,
+        "does not exist",
+    )
 
 
-@pytest.mark.parametrize("args, expect", [
-    ([], "exactly one of --scale, --size or --spacing"),
-    (["--scale", "2", "--size", "40x48"], "exactly one"),
-    (["--size", "40by48"], "--size must look like"),
-    (["--size", "0x0"], "--size must look like"),
-    (["--size", "41x30"], "no single scale"),  # 20x24 -> 41x30 changes the aspect ratio
-    (["--spacing", "0.5"], "no pixel spacing"),  # PNG has none
-    (["--spacing", "-1"], None),
-    (["--scale", "2", "--memory-budget", "0"], "--memory-budget"),
-    (["--scale", "2", "--bogus"], "No such option"),
-])
-def test_bad_arguments(args: list[str], expect: str | None, good_png: Path, model: str,
-                       capfd: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        ([], "exactly one of --scale, --size or --spacing"),
+        (["--scale", "2", "--size", "40x48"], "exactly one"),
+        (["--size", "40by48"], "--size must look like"),
+        (["--size", "0x0"], "--size must look like"),
+        (["--size", "41x30"], "no single scale"),  # 20x24 -> 41x30 changes the aspect ratio
+        (["--spacing", "0.5"], "no pixel spacing"),  # PNG has none
+        (["--spacing", "-1"], None),
+        (["--scale", "2", "--memory-budget", "0"], "--memory-budget"),
+        (["--scale", "2", "--bogus"], "No such option"),
+    ],
+)
+def test_bad_arguments(
+    args: list[str], expect: str | None, good_png: Path, model: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     _assert_clean_failure(["--input", str(good_png), "--model", model] + args, good_png.parent, capfd, expect)

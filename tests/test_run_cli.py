@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from test_run_bad_input import _phantom, _write_png, write_dicom
 
+from metasr.core.errors import InputError, ScaleError
+from metasr.core.scale import hr_length
 from metasr.runtime import Upscaler
 from metasr.runtime.cli import default_output_name, main, scale_for_size, scale_for_spacing
-from metasr.runtime.errors import InputError, ScaleError
-from metasr.runtime.scale import hr_length
 
 
 def _sha(path: Path) -> str:
@@ -27,8 +27,9 @@ def _run(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
-def test_png_default_output_beside_input(tmp_path: Path, tiny_export_dir: Path,
-                                         capfd: pytest.CaptureFixture[str]) -> None:
+def test_png_default_output_beside_input(
+    tmp_path: Path, tiny_export_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     import cv2
 
     src = _write_png(tmp_path / "frame.png", _phantom(24, 20) * 8)
@@ -73,8 +74,9 @@ def test_size_gives_exact_output(tmp_path: Path, tiny_export_dir: Path, capfd: p
 
     src = _write_png(tmp_path / "frame.png", _phantom(24, 20))
     out_path = tmp_path / "big.png"
-    code, _out, err = _run(["--input", str(src), "--size", "37x44", "--output", str(out_path),
-                           "--model", str(tiny_export_dir)], capfd)
+    code, _out, err = _run(
+        ["--input", str(src), "--size", "37x44", "--output", str(out_path), "--model", str(tiny_export_dir)], capfd
+    )
     assert code == 0, err
     assert cv2.imread(str(out_path), cv2.IMREAD_UNCHANGED).shape == (44, 37)
 
@@ -85,8 +87,9 @@ def test_spacing_from_nifti(tmp_path: Path, tiny_export_dir: Path, capfd: pytest
     volume = np.random.default_rng(0).random((16, 12, 3)).astype(np.float32)
     src = tmp_path / "vol.nii.gz"
     nib.save(nib.Nifti1Image(volume, np.diag([0.9, 0.9, 3.0, 1.0])), str(src))
-    code, out, err = _run(["--input", str(src), "--spacing", "0.5", "--axis", "2", "--model", str(tiny_export_dir)],
-                          capfd)
+    code, out, err = _run(
+        ["--input", str(src), "--spacing", "0.5", "--axis", "2", "--model", str(tiny_export_dir)], capfd
+    )
     assert code == 0, err
     written = Path(out.strip())
     assert written.name == "vol_sr1.8.nii.gz"  # 0.9 mm -> 0.5 mm is 9/5
@@ -97,8 +100,9 @@ def test_spacing_from_nifti(tmp_path: Path, tiny_export_dir: Path, capfd: pytest
 def test_output_folder_for_one_file(tmp_path: Path, tiny_export_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
     src = _write_png(tmp_path / "frame.png", _phantom())
     (tmp_path / "out").mkdir()
-    code, out, err = _run(["--input", str(src), "--scale", "7/3", "-o", str(tmp_path / "out"),
-                           "--model", str(tiny_export_dir)], capfd)
+    code, out, err = _run(
+        ["--input", str(src), "--scale", "7/3", "-o", str(tmp_path / "out"), "--model", str(tiny_export_dir)], capfd
+    )
     assert code == 0, err
     assert Path(out.strip()) == tmp_path / "out" / "frame_sr7-3.png"
 
@@ -109,8 +113,9 @@ def test_folder_batch(tmp_path: Path, tiny_export_dir: Path, capfd: pytest.Captu
     for k in range(3):
         _write_png(src / f"im{k}.png", _phantom(20 + k, 18))
     write_dicom(src / "im3.dcm", _phantom(16, 16))
-    code, out, err = _run(["--input", str(src), "--scale", "2", "--output", str(tmp_path / "sr"),
-                           "--model", str(tiny_export_dir)], capfd)
+    code, out, err = _run(
+        ["--input", str(src), "--scale", "2", "--output", str(tmp_path / "sr"), "--model", str(tiny_export_dir)], capfd
+    )
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "sr").iterdir())
     assert names == ["im0_sr2.png", "im1_sr2.png", "im2_sr2.png", "im3_sr2.dcm"]
@@ -118,8 +123,9 @@ def test_folder_batch(tmp_path: Path, tiny_export_dir: Path, capfd: pytest.Captu
     assert "metasr: model" in err.splitlines()[0] and "file" in err  # describe line, then tqdm progress
 
 
-def test_folder_batch_resumes_and_overwrites_on_request(tmp_path: Path, tiny_export_dir: Path,
-                                                       capfd: pytest.CaptureFixture[str]) -> None:
+def test_folder_batch_resumes_and_overwrites_on_request(
+    tmp_path: Path, tiny_export_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "series"
     src.mkdir()
     for k in range(2):
@@ -136,8 +142,9 @@ def test_folder_batch_resumes_and_overwrites_on_request(tmp_path: Path, tiny_exp
     assert code == 0 and len(out.splitlines()) == 2
 
 
-def test_folder_batch_reports_bad_files_and_keeps_going(tmp_path: Path, tiny_export_dir: Path,
-                                                        capfd: pytest.CaptureFixture[str]) -> None:
+def test_folder_batch_reports_bad_files_and_keeps_going(
+    tmp_path: Path, tiny_export_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "series"
     src.mkdir()
     _write_png(src / "a.png", _phantom())
@@ -153,8 +160,9 @@ def test_folder_batch_reports_bad_files_and_keeps_going(tmp_path: Path, tiny_exp
 
 def test_extrapolation_flag(tmp_path: Path, tiny_export_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
     src = _write_png(tmp_path / "frame.png", _phantom(8, 8))
-    code, _out, err = _run(["--input", str(src), "--scale", "6", "--allow-extrapolation",
-                           "--model", str(tiny_export_dir)], capfd)
+    code, _out, err = _run(
+        ["--input", str(src), "--scale", "6", "--allow-extrapolation", "--model", str(tiny_export_dir)], capfd
+    )
     assert code == 0, err
     assert (tmp_path / "frame_sr6.png").is_file()
 

@@ -8,16 +8,25 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from metasr.runtime.errors import ScaleError
-from metasr.runtime.scale import Scale, axis_mapping, hr_length, parse_scale
+from metasr.core.errors import ScaleError
+from metasr.core.scale import Scale, axis_mapping, hr_length, parse_scale
 
 PAPER_SCALES = [f"{k / 10:.1f}" for k in range(11, 41)]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("1.8", Fraction(9, 5)), ("2.3", Fraction(23, 10)), ("2", Fraction(2)), ("7/3", Fraction(7, 3)),
-    (2.3, Fraction(23, 10)), (3.7, Fraction(37, 10)), (4, Fraction(4)), (" 1.25 ", Fraction(5, 4)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1.8", Fraction(9, 5)),
+        ("2.3", Fraction(23, 10)),
+        ("2", Fraction(2)),
+        ("7/3", Fraction(7, 3)),
+        (2.3, Fraction(23, 10)),
+        (3.7, Fraction(37, 10)),
+        (4, Fraction(4)),
+        (" 1.25 ", Fraction(5, 4)),
+    ],
+)
 def test_parse_scale_is_exact(text, expected):
     assert parse_scale(text) == expected
 

@@ -19,7 +19,7 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML
 
-from metasr.runtime.errors import InputError, OutputError
+from metasr.core.errors import InputError, OutputError
 from metasr.scanners import MAX_SIDE, MIN_SIDE, DerivationInfo, read_image
 
 INFO = DerivationInfo(scale="2", model_id="ef" * 32, software_version="0.1.0", model_name="metasrgan-test")
@@ -199,8 +199,14 @@ def _huge_nifti() -> bytes:
 
 
 @pytest.mark.parametrize(
-    "name, build", [("h.png", _huge_png), ("h.jpg", _huge_jpeg), ("h.tif", _huge_tiff), ("h.dcm", _huge_dicom),
-                    ("h.nii", _huge_nifti)],
+    "name, build",
+    [
+        ("h.png", _huge_png),
+        ("h.jpg", _huge_jpeg),
+        ("h.tif", _huge_tiff),
+        ("h.dcm", _huge_dicom),
+        ("h.nii", _huge_nifti),
+    ],
 )
 def test_header_claiming_65535_squared_is_refused_before_allocating(tmp_path, name, build):
     (tmp_path / name).write_bytes(build())

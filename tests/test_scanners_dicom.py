@@ -61,8 +61,18 @@ def _make_oblique(tmp_path, rows=37, cols=50, spacing=(0.8, 0.5)):
 
 @pytest.mark.parametrize(
     "name",
-    ["MR_small.dcm", "CT_small.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
-     "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "SC_rgb_jpeg_dcmtk.dcm", "rtdose.dcm", "image_dfl.dcm"],
+    [
+        "MR_small.dcm",
+        "CT_small.dcm",
+        "MR_small_RLE.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "rtdose.dcm",
+        "image_dfl.dcm",
+    ],
 )
 def test_identity_round_trip_gives_same_stored_values(tmp_path, name):
     if not _decoder_available(name):
@@ -77,7 +87,10 @@ def test_identity_round_trip_gives_same_stored_values(tmp_path, name):
     assert not result.file_meta.TransferSyntaxUID.is_compressed
     np.testing.assert_array_equal(result.pixel_array, expected)
     # Same signedness and width (a big-endian input is written little-endian).
-    assert (result.pixel_array.dtype.kind, result.pixel_array.dtype.itemsize) == (expected.dtype.kind, expected.dtype.itemsize)
+    assert (result.pixel_array.dtype.kind, result.pixel_array.dtype.itemsize) == (
+        expected.dtype.kind,
+        expected.dtype.itemsize,
+    )
 
 
 def test_signed_ct_keeps_units_and_rescale(tmp_path):
@@ -86,7 +99,14 @@ def test_signed_ct_keeps_units_and_rescale(tmp_path):
     scan = read_image(src)
     assert scan.intensity.low == original.pixel_array.min() and scan.intensity.high == original.pixel_array.max()
     out = pydicom.dcmread(scan.write_derived(_bicubic(scan.frames, 294, 294), tmp_path / "out.dcm", INFO))
-    for keyword in ("BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "RescaleSlope", "RescaleIntercept"):
+    for keyword in (
+        "BitsAllocated",
+        "BitsStored",
+        "HighBit",
+        "PixelRepresentation",
+        "RescaleSlope",
+        "RescaleIntercept",
+    ):
         assert out[keyword].value == original[keyword].value, keyword
     pixels = out.pixel_array
     assert pixels.dtype == np.int16 and pixels.shape == (294, 294)
@@ -126,7 +146,9 @@ def test_geometry_of_a_derived_oblique_image(tmp_path):
     np.testing.assert_allclose(ipp, expected_ipp, atol=1e-6)
     # The far corner of the field of view is also unchanged.
     far_old = corner + 50 * 0.5 * row_dir + 37 * 0.8 * col_dir
-    far_new = ipp - 0.5 * new_col * row_dir - 0.5 * new_row * col_dir + cols * new_col * row_dir + rows * new_row * col_dir
+    far_new = (
+        ipp - 0.5 * new_col * row_dir - 0.5 * new_row * col_dir + cols * new_col * row_dir + rows * new_row * col_dir
+    )
     np.testing.assert_allclose(far_new, far_old, atol=1e-6)
     assert [float(v) for v in out.ImageOrientationPatient] == pytest.approx(list(row_dir) + list(col_dir))
 
@@ -172,8 +194,11 @@ def test_slices_of_one_series_land_in_one_derived_series(tmp_path):
 
 
 def test_transfer_syntax_of_output(tmp_path):
-    for name, expected in [("MR_small_RLE.dcm", ExplicitVRLittleEndian), ("MR_small_implicit.dcm", ImplicitVRLittleEndian),
-                           ("MR_small_bigendian.dcm", ExplicitVRLittleEndian)]:
+    for name, expected in [
+        ("MR_small_RLE.dcm", ExplicitVRLittleEndian),
+        ("MR_small_implicit.dcm", ImplicitVRLittleEndian),
+        ("MR_small_bigendian.dcm", ExplicitVRLittleEndian),
+    ]:
         scan = read_image(_copy(name, tmp_path))
         out = pydicom.dcmread(scan.write_derived(_bicubic(scan.frames, 100, 100), tmp_path / f"o_{name}", INFO))
         assert out.file_meta.TransferSyntaxUID == expected, name
@@ -244,9 +269,17 @@ def _error_lines(path) -> set[str]:
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) is not installed")
-@pytest.mark.parametrize("name, size", [("MR_small.dcm", (147, 147)), ("CT_small.dcm", (294, 294)),
-                                        ("MR_small_RLE.dcm", (147, 147)), ("rtdose.dcm", (23, 23)),
-                                        ("6154", (36, 36)), ("SC_rgb_jpeg_dcmtk.dcm", (150, 150))])
+@pytest.mark.parametrize(
+    "name, size",
+    [
+        ("MR_small.dcm", (147, 147)),
+        ("CT_small.dcm", (294, 294)),
+        ("MR_small_RLE.dcm", (147, 147)),
+        ("rtdose.dcm", (23, 23)),
+        ("6154", (36, 36)),
+        ("SC_rgb_jpeg_dcmtk.dcm", (150, 150)),
+    ],
+)
 def test_dciodvfy_reports_no_new_errors(tmp_path, name, size):
     src = _copy(name, tmp_path)
     scan = read_image(src)

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from metasr.runtime.errors import OutputError
-from metasr.scanners import DerivationInfo, IntensityMap, IntensityRange, ImageFormat, iter_images, read_image
+from metasr.core.errors import OutputError
+from metasr.scanners import DerivationInfo, ImageFormat, IntensityMap, IntensityRange, iter_images, read_image
 from metasr.scanners.intensity import merge_luma, split_luma
 
 INFO = DerivationInfo(scale="2.3", model_id="0" * 64, software_version="0.1.0", model_name="test-model")
@@ -23,8 +23,13 @@ def _write(path, array) -> None:
 
 @pytest.mark.parametrize(
     "name, dtype, high",
-    [("g8.png", np.uint8, 255), ("g16.png", np.uint16, 65535), ("g12.png", np.uint16, 4095),
-     ("g8.tif", np.uint8, 255), ("g16.tif", np.uint16, 65535)],
+    [
+        ("g8.png", np.uint8, 255),
+        ("g16.png", np.uint16, 65535),
+        ("g12.png", np.uint16, 4095),
+        ("g8.tif", np.uint8, 255),
+        ("g16.tif", np.uint16, 65535),
+    ],
 )
 def test_gray_identity_round_trip_is_exact(tmp_path, name, dtype, high):
     rng = np.random.default_rng(0)
@@ -109,7 +114,9 @@ def test_jpeg_reads_and_writes_8bit(tmp_path):
     assert cv2.imwrite(str(tmp_path / "a.jpg"), pixels)
     scan = read_image(tmp_path / "a.jpg")
     assert scan.format is ImageFormat.JPEG and scan.default_suffix == ".jpg"
-    back = cv2.imread(str(scan.write_derived(_bicubic(scan.frames, 64, 80), tmp_path / "b.jpg", INFO)), cv2.IMREAD_UNCHANGED)
+    back = cv2.imread(
+        str(scan.write_derived(_bicubic(scan.frames, 64, 80), tmp_path / "b.jpg", INFO)), cv2.IMREAD_UNCHANGED
+    )
     assert back.shape == (64, 80) and back.dtype == np.uint8
 
 

@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from metasr.runtime.errors import InputError
+from metasr.core.errors import InputError
 from metasr.scanners import DerivationInfo, ImageFormat, read_image
 from metasr.scanners.nifti import default_slice_axis
 
@@ -89,7 +89,7 @@ def test_geometry_of_derived_volume(tmp_path):
     expected[:3, 0] *= f0
     expected[:3, 1] *= f1
     expected[:3, 3] += 0.5 * (f0 - 1) * AFFINE[:3, 0] + 0.5 * (f1 - 1) * AFFINE[:3, 1]
-    for affine, code in (out.header.get_qform(coded=True), out.header.get_sform(coded=True)):
+    for affine, _code in (out.header.get_qform(coded=True), out.header.get_sform(coded=True)):
         np.testing.assert_allclose(affine, expected, atol=1e-5)
     assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == (1, 2)
     # World coordinates of the field of view's corners are preserved.

@@ -25,6 +25,7 @@ MANIFEST_NAME = "manifest.json"
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
+
 MODEL_DIR = default_model_dir()
 REEXPORT = f"metasr-export --ckpt {MODEL_DIR / 'best.pt'} --force"
 
@@ -60,8 +61,9 @@ def test_shipped_files_match_their_hashes(shipped) -> None:
 def test_shipped_export_was_made_from_the_shipped_checkpoint(shipped) -> None:
     manifest, ckpt = shipped
     assert ckpt.is_file(), f"the manifest names checkpoint {ckpt.name}, which is not shipped"
-    assert sha256_file(ckpt) == manifest["checkpoint"]["sha256"], \
+    assert sha256_file(ckpt) == manifest["checkpoint"]["sha256"], (
         f"the export is stale (made from another checkpoint); run: {REEXPORT}"
+    )
 
 
 def test_shipped_graphs_reproduce_the_checkpoint(shipped) -> None:

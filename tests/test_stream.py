@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 import pytest
 
-from metasr.runtime.errors import InputError, OutputError, ScaleError
-from metasr.runtime.resample import resize_on_grid
-from metasr.runtime.scale import Scale
+from metasr.core.errors import InputError, OutputError, ScaleError
+from metasr.core.resample import resize_on_grid
+from metasr.core.scale import Scale
 from metasr.runtime.stream import (
     EndReason,
     SourceKind,
@@ -185,8 +185,9 @@ def upscaler(export_dir):
 
 
 @pytest.mark.parametrize("color", [True, False], ids=["colour", "gray"])
-@pytest.mark.parametrize(("batch", "scale", "out_size"), [(1, "1.5", (57, 75)), (3, "1.5", (57, 75)),
-                                                          (1, "1.7", (64, 85))])
+@pytest.mark.parametrize(
+    ("batch", "scale", "out_size"), [(1, "1.5", (57, 75)), (3, "1.5", (57, 75)), (1, "1.7", (64, 85))]
+)
 def test_iterator_frames_are_upscaled_luminance(tmp_path, upscaler, color, batch, scale, out_size):
     src = write_video(tmp_path / "in.avi", moving_shapes(6, 38, 50, color=color))
     decoded, _ = read_video(src)

@@ -17,11 +17,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from metasr.core.errors import DependencyError  # noqa: E402
 from metasr.export import Profiles, export_model  # noqa: E402
 from metasr.export.manifest import read_manifest, verify_files  # noqa: E402
 from metasr.export.tensorrt import check_available, input_profiles, to_fp16  # noqa: E402
 from metasr.export.verify import ort_session, phantom, upscale_feeds  # noqa: E402
-from metasr.runtime.errors import DependencyError  # noqa: E402
 from metasr.training import build_model, model_config, save_checkpoint  # noqa: E402
 
 SCALES = ("1.1", "1.8", "2", "2.3", "3", "3.7", "4")
@@ -72,8 +72,7 @@ def test_fp16_graph_keeps_the_float32_contract_and_is_accurate(onnx_export: Path
     for name in ("feature_extractor", "upscale"):
         half = to_fp16(onnx.load(str(onnx_export / f"{name}.onnx")))
         onnx.checker.check_model(half, full_check=True)
-        inits = [i for i in half.graph.initializer if i.data_type in (onnx.TensorProto.FLOAT,
-                                                                       onnx.TensorProto.FLOAT16)]
+        inits = [i for i in half.graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
         assert inits and all(i.data_type == onnx.TensorProto.FLOAT16 for i in inits)
         io = list(half.graph.input) + list(half.graph.output)
         assert {v.type.tensor_type.elem_type for v in io} <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
@@ -119,8 +118,10 @@ def _fake_tensorrt(version: str, has_fp16_flag: bool):
     import types
 
     log: dict = {"flags": set(), "shapes": {}, "parsed": [], "network_flags": []}
-    creation = enum.IntEnum("NetworkDefinitionCreationFlag",
-                            {"STRONGLY_TYPED": 5} if not has_fp16_flag else {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 5})
+    creation = enum.IntEnum(
+        "NetworkDefinitionCreationFlag",
+        {"STRONGLY_TYPED": 5} if not has_fp16_flag else {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 5},
+    )
     builder_flag = enum.Enum("BuilderFlag", {"FP16": 0, "TF32": 1} if has_fp16_flag else {"TF32": 1})
 
     class Network:
@@ -201,15 +202,22 @@ def _fake_tensorrt(version: str, has_fp16_flag: bool):
         def __init__(self, level: int) -> None:
             pass
 
-    fake = types.SimpleNamespace(__version__=version, Logger=Logger, Builder=Builder, OnnxParser=Parser,
-                                 NetworkDefinitionCreationFlag=creation, BuilderFlag=builder_flag,
-                                 MemoryPoolType=types.SimpleNamespace(WORKSPACE=0))
+    fake = types.SimpleNamespace(
+        __version__=version,
+        Logger=Logger,
+        Builder=Builder,
+        OnnxParser=Parser,
+        NetworkDefinitionCreationFlag=creation,
+        BuilderFlag=builder_flag,
+        MemoryPoolType=types.SimpleNamespace(WORKSPACE=0),
+    )
     return fake, log
 
 
 @pytest.mark.parametrize("version, has_flag", [("10.7.0", True), ("11.0.0", False)])
-def test_engine_build_logic_with_a_stand_in_tensorrt(onnx_export: Path, tmp_path: Path, monkeypatch,
-                                                     version: str, has_flag: bool) -> None:
+def test_engine_build_logic_with_a_stand_in_tensorrt(
+    onnx_export: Path, tmp_path: Path, monkeypatch, version: str, has_flag: bool
+) -> None:
     import sys
 
     fake, log = _fake_tensorrt(version, has_flag)
@@ -219,15 +227,20 @@ def test_engine_build_logic_with_a_stand_in_tensorrt(onnx_export: Path, tmp_path
     result = export_model(onnx_export / "best.pt", out, trt=True, fp16=True, profiles=profiles, verify=False)
     m = result.manifest
     assert m["tensorrt"]["precision"] == "fp16" and m["tensorrt"]["profiles"]["max_hr_size"] == 256
-    assert set(m["files"]) == {"feature_extractor.onnx", "upscale.onnx", "feature_extractor.fp16.engine",
-                               "upscale.fp16.engine"}
+    assert set(m["files"]) == {
+        "feature_extractor.onnx",
+        "upscale.onnx",
+        "feature_extractor.fp16.engine",
+        "upscale.fp16.engine",
+    }
     verify_files(out, m)
     assert (out / "upscale.fp16.engine").read_bytes().startswith(b"ENGINE:features,inv_scale,row_index")
     assert log["shapes"]["features"] == ((1, 64, 8, 8), (1, 64, 64, 64), (2, 64, 128, 128))
     assert log["shapes"]["lr"] == ((1, 1, 8, 8), (1, 1, 64, 64), (2, 1, 128, 128))
     assert "inv_scale" not in log["shapes"]
-    fp16_inits = [any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
-                  for model in log["parsed"]]
+    fp16_inits = [
+        any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer) for model in log["parsed"]
+    ]
     if has_flag:  # TensorRT 10: fp32 graph, the builder flag does the rest
         assert log["flags"] == {"FP16"} and not any(fp16_inits)
         assert all(f == 1 << 0 for f in log["network_flags"])
@@ -291,8 +304,9 @@ def engines(onnx_export: Path, tmp_path_factory: pytest.TempPathFactory):
     built = {}
     for precision in ("fp32", "fp16"):
         out = tmp_path_factory.mktemp(f"engines-{precision}")
-        result = export_model(ckpt, out, trt=True, fp16=precision == "fp16", profiles=PROFILES,
-                              sizes=((1, 16, 20),), scales=("2", "3.7"))
+        result = export_model(
+            ckpt, out, trt=True, fp16=precision == "fp16", profiles=PROFILES, sizes=((1, 16, 20),), scales=("2", "3.7")
+        )
         built[precision] = result.out_dir
     return trt, built
 

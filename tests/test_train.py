@@ -30,9 +30,20 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, steps: int, **kw) -> TrainConfig:
-    base = dict(out_dir=out, data=[f"folder:{data}"], steps=steps, batch_size=2, patch_size=16, val_every=3,
-                checkpoint_every=100, progress=False, tensorboard=False, val_images=2, val_scales="2,3",
-                val_fraction=0.2)
+    base = dict(
+        out_dir=out,
+        data=[f"folder:{data}"],
+        steps=steps,
+        batch_size=2,
+        patch_size=16,
+        val_every=3,
+        checkpoint_every=100,
+        progress=False,
+        tensorboard=False,
+        val_images=2,
+        val_scales="2,3",
+        val_fraction=0.2,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -45,11 +56,29 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_steps_zero_writes_the_initialised_checkpoint(tiny_data: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture) -> None:
+def test_steps_zero_writes_the_initialised_checkpoint(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "run"
-    rc = train_main(["--data", f"folder:{tiny_data}", "--out", str(out), "--steps", "0", "--patch-size", "16",
-                     "--seed", "3", "--no-progress", "--val-images", "1", "--val-scales", "2"])
+    rc = train_main(
+        [
+            "--data",
+            f"folder:{tiny_data}",
+            "--out",
+            str(out),
+            "--steps",
+            "0",
+            "--patch-size",
+            "16",
+            "--seed",
+            "3",
+            "--no-progress",
+            "--val-images",
+            "1",
+            "--val-scales",
+            "2",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     ckpt = read_checkpoint(out / "last.pt")
     assert ckpt["step"] == 0 and ckpt["config"]["arch"] == "metasrgan"
@@ -64,9 +93,31 @@ def test_steps_zero_writes_the_initialised_checkpoint(tiny_data: Path, tmp_path:
 
 def test_train_cli_end_to_end(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
-    rc = train_main(["--data", f"folder:{tiny_data}", "--out", str(out), "--steps", "4", "--patch-size", "16",
-                     "--batch-size", "2", "--val-every", "2", "--val-images", "1", "--val-scales", "2.3",
-                     "--workers", "1", "--identity-init", "--max-minutes", "5"])
+    rc = train_main(
+        [
+            "--data",
+            f"folder:{tiny_data}",
+            "--out",
+            str(out),
+            "--steps",
+            "4",
+            "--patch-size",
+            "16",
+            "--batch-size",
+            "2",
+            "--val-every",
+            "2",
+            "--val-images",
+            "1",
+            "--val-scales",
+            "2.3",
+            "--workers",
+            "1",
+            "--identity-init",
+            "--max-minutes",
+            "5",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv", "tb"]
@@ -142,7 +193,7 @@ def test_gan_stage_with_vgg_perceptual_loss(tiny_data: Path, tmp_path: Path) -> 
 def test_identity_init_starts_as_nearest_neighbour(scale: str) -> None:
     from fractions import Fraction
 
-    from metasr.runtime.scale import axis_mapping
+    from metasr.core.scale import axis_mapping
     from metasr.training import build_model
     from metasr.training.trainer import identity_init
 
@@ -194,8 +245,9 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, stage: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     train(_cfg(Path(data), Path(out), 3, batch_size=4, stage=Stage(stage)))
 
@@ -226,16 +278,20 @@ def test_ddp_two_gloo_processes_match_one_process(stage: str, tiny_data: Path, t
     assert read_checkpoint(tmp_path / "ddp" / "last.pt")["training"]["world_size"] == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data", "folder:/nonexistent/path"], "does not exist"),
-    (["--data", "EMPTY"], "no usable images"),
-    (["--arch", "resnet"], "resnet"),
-    (["--scales", "0.5:2.0:0.1"], "greater than 1"),
-    (["--scales", "2:9:1"], "outside"),
-    (["--init", "/nonexistent.pt"], "does not exist"),
-])
-def test_bad_input_exits_2_with_one_line(args: list[str], message: str, tiny_data: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "folder:/nonexistent/path"], "does not exist"),
+        (["--data", "EMPTY"], "no usable images"),
+        (["--arch", "resnet"], "resnet"),
+        (["--scales", "0.5:2.0:0.1"], "greater than 1"),
+        (["--scales", "2:9:1"], "outside"),
+        (["--init", "/nonexistent.pt"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    args: list[str], message: str, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     cv2.imwrite(str(empty / "black.png"), np.zeros((32, 32), np.uint8))

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from metasr.core.errors import InputError, ModelError, ScaleError
+from metasr.core.scale import axis_mapping, hr_length
 from metasr.runtime import Device, UpscaleMethod, Upscaler, check_image
 from metasr.runtime.backends import tensorrt_possible, trt_cache_dir
-from metasr.runtime.errors import InputError, ModelError, ScaleError
-from metasr.runtime.scale import axis_mapping, hr_length
 from metasr.runtime.tiling import split_axis
 
 
@@ -30,8 +30,9 @@ def image() -> np.ndarray:
     rng = np.random.default_rng(7)
     # smooth structure plus noise, so the network sees edges as well as texture
     y, x = np.mgrid[0:29, 0:37]
-    return np.clip(0.5 + 0.3 * np.sin(x / 4.0) * np.cos(y / 5.0) + 0.1 * rng.standard_normal((29, 37)), 0, 1) \
-        .astype(np.float32)
+    return np.clip(0.5 + 0.3 * np.sin(x / 4.0) * np.cos(y / 5.0) + 0.1 * rng.standard_normal((29, 37)), 0, 1).astype(
+        np.float32
+    )
 
 
 def _torch_reference(checkpoint: Path, batch: np.ndarray, scale: str) -> np.ndarray:
@@ -71,8 +72,9 @@ def test_kernels_match_the_upscale_graph(up: Upscaler, graph_up: Upscaler, image
     assert up._kernels[s.value].classes == s.p  # p * p kernels, probed once per scale
 
 
-def test_auto_method_falls_back_to_the_graph_for_many_classes(up: Upscaler, graph_up: Upscaler,
-                                                             image: np.ndarray) -> None:
+def test_auto_method_falls_back_to_the_graph_for_many_classes(
+    up: Upscaler, graph_up: Upscaler, image: np.ndarray
+) -> None:
     s = up.check_scale("1.51")  # 151/100: 151 offset classes per axis, too many to probe cheaply
     assert not up._plan(s, 1, *image.shape).kernels
     np.testing.assert_array_equal(up.upscale(image, "1.51"), graph_up.upscale(image, "1.51"))
@@ -92,8 +94,9 @@ def test_batch_equals_single_frames(up: Upscaler, image: np.ndarray) -> None:
 @pytest.mark.parametrize("scale", ["1.1", "1.8", "2", "2.7", "4"])
 @pytest.mark.parametrize("tile", [5, 12])
 @pytest.mark.parametrize("method", ["kernels", "graph"])
-def test_tiled_equals_untiled(tiny_export_dir: Path, up: Upscaler, image: np.ndarray, scale: str, tile: int,
-                              method: str) -> None:
+def test_tiled_equals_untiled(
+    tiny_export_dir: Path, up: Upscaler, image: np.ndarray, scale: str, tile: int, method: str
+) -> None:
     tiled = Upscaler(tiny_export_dir, device="cpu", threads=1, tile_size=tile, method=method)
     plan = tiled._plan(tiled.check_scale(scale), 1, *image.shape)
     assert len(plan.rows.tiles) > 1 and len(plan.cols.tiles) > 1  # really tiled
@@ -120,7 +123,7 @@ def test_split_axis_partitions_lr_and_hr(n: int, scale: str) -> None:
     covered = []
     for s in spans:
         assert s.ctx_start == max(0, s.start - 16) and s.ctx_stop == min(n, s.stop + 16)
-        src = mapping.index[s.hr_start:s.hr_stop]
+        src = mapping.index[s.hr_start : s.hr_stop]
         assert ((src >= s.start) & (src < s.stop)).all()  # every HR pixel of a tile comes from its core
         covered.extend(range(s.hr_start, s.hr_stop))
     assert covered == list(range(hr_length(n, r)))  # HR spans partition the output, in order
@@ -211,8 +214,9 @@ def _gpu_usable() -> bool:
 
 
 @pytest.mark.parametrize("device", ["cuda", "tensorrt"])
-def test_forcing_a_missing_gpu_is_one_clear_error(tiny_export_dir: Path, device: str,
-                                                  capfd: pytest.CaptureFixture[str]) -> None:
+def test_forcing_a_missing_gpu_is_one_clear_error(
+    tiny_export_dir: Path, device: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     if _gpu_usable():
         pytest.skip("a GPU is present; this test covers machines without one")
     with pytest.raises(InputError) as info:
@@ -252,8 +256,9 @@ def test_trt_cache_is_keyed_by_gpu_and_tensorrt(tmp_path: Path, monkeypatch: pyt
     assert len({a, b, c}) == 3 and all(p.is_dir() for p in (a, b, c))
 
 
-def test_fp16_engines_are_cached_apart_and_requested_from_tensorrt(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fp16_engines_are_cached_apart_and_requested_from_tensorrt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from metasr.runtime import backends
     from metasr.runtime.backends import Precision, SessionSpec, provider_chain
 
@@ -279,16 +284,19 @@ def test_fp16_off_tensorrt_runs_fp32_and_says_so(tiny_export_dir: Path) -> None:
         Upscaler(tiny_export_dir, device="cpu", precision="fp8")
 
 
-@pytest.mark.parametrize("bad, message", [
-    (np.full((8, 8), np.nan, np.float32), "NaN or infinite"),
-    (np.pad(np.zeros((7, 7), np.float32), ((0, 1), (0, 1)), constant_values=np.inf), "NaN or infinite"),
-    (np.zeros((8, 8), np.uint16), "float array"),
-    (np.zeros((2, 2, 8, 8), np.float32), "expected an image"),
-    (np.zeros((1, 1), np.float32), "too small"),
-    (np.zeros((0, 8, 8), np.float32), "too small"),
-    (np.full((8, 8), 1.5, np.float32), r"in \[0, 1\]"),
-    ([[0.5] * 8] * 8, "numpy float array"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.full((8, 8), np.nan, np.float32), "NaN or infinite"),
+        (np.pad(np.zeros((7, 7), np.float32), ((0, 1), (0, 1)), constant_values=np.inf), "NaN or infinite"),
+        (np.zeros((8, 8), np.uint16), "float array"),
+        (np.zeros((2, 2, 8, 8), np.float32), "expected an image"),
+        (np.zeros((1, 1), np.float32), "too small"),
+        (np.zeros((0, 8, 8), np.float32), "too small"),
+        (np.full((8, 8), 1.5, np.float32), r"in \[0, 1\]"),
+        ([[0.5] * 8] * 8, "numpy float array"),
+    ],
+)
 def test_bad_images_raise_input_error(up: Upscaler, bad: object, message: str) -> None:
     with pytest.raises(InputError, match=message):
         up.upscale(bad, "2")  # type: ignore[arg-type]
@@ -346,10 +354,12 @@ def test_missing_model_parts_are_refused(tiny_export_dir: Path, tmp_path: Path) 
 
 
 def test_runtime_never_imports_torch(tiny_export_dir: Path) -> None:
-    code = ("import sys, numpy as np; from metasr.runtime import Upscaler; "
-            f"up = Upscaler({str(tiny_export_dir)!r}, device='cpu'); up.upscale(np.full((9, 9), 0.5, np.float32), 2); "
-            "import metasr.runtime.cli; "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, numpy as np; from metasr.runtime import Upscaler; "
+        f"up = Upscaler({str(tiny_export_dir)!r}, device='cpu'); up.upscale(np.full((9, 9), 0.5, np.float32), 2); "
+        "import metasr.runtime.cli; "
+        "print('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from metasr.runtime._atomic import atomic_writer
-from metasr.runtime.errors import CheckpointError
+from metasr.core.atomic import atomic_writer
+from metasr.core.errors import CheckpointError
 from metasr.training.models import build_model
 
 __all__ = ["CHECKPOINT_FORMAT", "model_config", "save_checkpoint", "read_checkpoint", "load_checkpoint"]
@@ -43,14 +43,26 @@ def model_config(arch: str, model: nn.Module, args: dict[str, Any]) -> dict[str,
     return config
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: dict[str, Any], step: int = 0,
-                    metrics: dict[str, float] | None = None, **extra: Any) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    config: dict[str, Any],
+    step: int = 0,
+    metrics: dict[str, float] | None = None,
+    **extra: Any,
+) -> Path:
     """Write a checkpoint atomically (temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "format_version": _FORMAT_VERSION,
-               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "config": config, "step": int(step), "metrics": dict(metrics or {}), **extra}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": _FORMAT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": config,
+        "step": int(step),
+        "metrics": dict(metrics or {}),
+        **extra,
+    }
     with atomic_writer(path) as f:
         torch.save(payload, f)
     return path
@@ -71,16 +83,28 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"checkpoint {path} was refused: it contains objects other than tensors and plain "
-                              f"data (a pickle that could run code); only metasr checkpoints are loaded") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
-            KeyError, IndexError, TypeError, AttributeError) as e:  # garbage bytes fail anywhere in the unpickler
+        raise CheckpointError(
+            f"checkpoint {path} was refused: it contains objects other than tensors and plain "
+            f"data (a pickle that could run code); only metasr checkpoints are loaded"
+        ) from e
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+    ) as e:  # garbage bytes fail anywhere in the unpickler
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file: {reason})") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         found = sorted(ckpt)[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path} is not a metasr checkpoint: expected a dict with 'model' and 'config', "
-                              f"found {found}")
+        raise CheckpointError(
+            f"{path} is not a metasr checkpoint: expected a dict with 'model' and 'config', found {found}"
+        )
     config = ckpt["config"]
     if not isinstance(config, dict) or "arch" not in config:
         raise CheckpointError(f"{path} has no architecture in its 'config'; it was not written by metasr")

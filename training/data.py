@@ -16,7 +16,7 @@ box (the bounding box of the non-background pixels), so training and evaluation 
 LR images are made from HR by bicubic downsampling with antialiasing, with the geometry of the
 Meta-Upscale index contract: for scale ``r`` and an HR patch of ``P`` pixels, the LR patch has
 ``h = floor(P / r)`` pixels and the HR patch is cropped to ``floor(h * r)``, so
-``model(lr, r).shape == hr.shape`` exactly (exact rational arithmetic, :mod:`metasr.runtime.scale`).
+``model(lr, r).shape == hr.shape`` exactly (exact rational arithmetic, :mod:`metasr.core.scale`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from metasr.runtime.errors import InputError, ScaleError
-from metasr.runtime.scale import hr_length, parse_scale
+from metasr.core.errors import InputError, ScaleError
+from metasr.core.scale import hr_length, parse_scale
 
 __all__ = [
     "DatasetKind",
@@ -151,8 +151,10 @@ def parse_scales(text: str, low: float | None = None, high: float | None = None)
         below = low is not None and v < Fraction(repr(float(low)))
         above = high is not None and v > Fraction(repr(float(high)))
         if below or above:
-            raise ScaleError(f"scale {float(v):g} is outside the range {low:g}-{high:g} the model was trained for; "
-                             f"choose scales within it")
+            raise ScaleError(
+                f"scale {float(v):g} is outside the range {low:g}-{high:g} the model was trained for; "
+                f"choose scales within it"
+            )
     return values
 
 
@@ -252,8 +254,9 @@ def _take_slice(volume: np.ndarray, axis: Axis, index: int) -> np.ndarray:
 # Maximal-information crop
 
 
-def foreground_box(image: np.ndarray, reference_max: float | None = None,
-                   threshold: float = FOREGROUND_THRESHOLD) -> tuple[int, int, int, int] | None:
+def foreground_box(
+    image: np.ndarray, reference_max: float | None = None, threshold: float = FOREGROUND_THRESHOLD
+) -> tuple[int, int, int, int] | None:
     """Bounding box ``(top, left, bottom, right)`` (exclusive ends) of the non-background pixels.
 
     Background is everything at or below ``threshold * reference_max`` (default: the image's own
@@ -270,8 +273,9 @@ def foreground_box(image: np.ndarray, reference_max: float | None = None,
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
-def max_information_crop(image: np.ndarray, reference_max: float | None = None,
-                         threshold: float = FOREGROUND_THRESHOLD) -> np.ndarray | None:
+def max_information_crop(
+    image: np.ndarray, reference_max: float | None = None, threshold: float = FOREGROUND_THRESHOLD
+) -> np.ndarray | None:
     """Crop an image to its maximal-information region (bounding box of its foreground)."""
     box = foreground_box(image, reference_max, threshold)
     if box is None:
@@ -323,7 +327,7 @@ class ImageIndex:
     def groups(self) -> list[str]:
         return sorted({s.group for s in self.slices})
 
-    def extend(self, other: "ImageIndex") -> None:
+    def extend(self, other: ImageIndex) -> None:
         self.slices += other.slices
         self.skipped_files += other.skipped_files
         self.skipped_slices += other.skipped_slices
@@ -332,8 +336,11 @@ class ImageIndex:
 def _files_under(path: Path, volumes: bool = True) -> list[Path]:
     if path.is_file():
         return [path]
-    found = [p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")
-             and (_is_image(p) or (volumes and _is_volume(p)))]
+    found = [
+        p
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and not p.name.startswith(".") and (_is_image(p) or (volumes and _is_volume(p)))
+    ]
     return found
 
 
@@ -359,8 +366,7 @@ def _brats_files(root: Path) -> list[tuple[Path, str]]:
     return pairs
 
 
-def _index_file(path: Path, group: str, axes: Sequence[Axis], min_size: int,
-                threshold: float) -> ImageIndex:
+def _index_file(path: Path, group: str, axes: Sequence[Axis], min_size: int, threshold: float) -> ImageIndex:
     out = ImageIndex()
     arr = read_image_file(path)
     if arr.ndim == 3:
@@ -381,8 +387,12 @@ def _index_file(path: Path, group: str, axes: Sequence[Axis], min_size: int,
     return out
 
 
-def build_index(specs: Sequence[str | DataSpec], axes: Sequence[Axis | str] = (Axis.AXIAL,),
-                min_size: int = 16, threshold: float = FOREGROUND_THRESHOLD) -> ImageIndex:
+def build_index(
+    specs: Sequence[str | DataSpec],
+    axes: Sequence[Axis | str] = (Axis.AXIAL,),
+    min_size: int = 16,
+    threshold: float = FOREGROUND_THRESHOLD,
+) -> ImageIndex:
     """Index every usable slice of the given specs.
 
     Args:
@@ -416,9 +426,11 @@ def build_index(specs: Sequence[str | DataSpec], axes: Sequence[Axis | str] = (A
                 index.skipped_files.append(str(path))
     if not index.slices:
         names = ", ".join(str(s) for s in specs) or "(none given)"
-        raise InputError(f"no usable images in {names}: found no readable image with content of at least "
-                         f"{min_size}x{min_size} pixels ({len(index.skipped_files)} unreadable files, "
-                         f"{index.skipped_slices} empty or too small slices); check the paths and formats")
+        raise InputError(
+            f"no usable images in {names}: found no readable image with content of at least "
+            f"{min_size}x{min_size} pixels ({len(index.skipped_files)} unreadable files, "
+            f"{index.skipped_slices} empty or too small slices); check the paths and formats"
+        )
     return index
 
 
@@ -433,13 +445,14 @@ def split_index(index: ImageIndex, val_fraction: float, seed: int = 0) -> tuple[
 
     def key(g: str) -> float:
         digest = hashlib.sha256(f"{seed}:{g}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") / 2 ** 64
+        return int.from_bytes(digest[:8], "big") / 2**64
 
     ranked = sorted(groups, key=key)
     n_val = min(len(groups) - 1, max(1, round(len(groups) * val_fraction))) if len(groups) > 1 else 0
     val_groups = set(ranked[:n_val])
-    train = ImageIndex([s for s in index.slices if s.group not in val_groups], index.skipped_files,
-                       index.skipped_slices)
+    train = ImageIndex(
+        [s for s in index.slices if s.group not in val_groups], index.skipped_files, index.skipped_slices
+    )
     val = ImageIndex([s for s in index.slices if s.group in val_groups])
     return train, val
 
@@ -511,12 +524,14 @@ def downscale_exact(hr: np.ndarray | torch.Tensor, scale: Fraction, size: tuple[
         t = t[None, None]
     h, w = size
     if t.shape[-2] < hr_length(h, scale) or t.shape[-1] < hr_length(w, scale):
-        raise ScaleError(f"an image of {t.shape[-2]}x{t.shape[-1]} pixels cannot give {h}x{w} LR pixels at scale "
-                         f"{float(scale):g}")
+        raise ScaleError(
+            f"an image of {t.shape[-2]}x{t.shape[-1]} pixels cannot give {h}x{w} LR pixels at scale {float(scale):g}"
+        )
     t = F.pad(t, (0, 1, 0, 1), mode="replicate")
     inv = scale.denominator / scale.numerator
-    out = F.interpolate(t, scale_factor=(inv, inv), mode="bicubic", align_corners=False, antialias=True,
-                        recompute_scale_factor=False)
+    out = F.interpolate(
+        t, scale_factor=(inv, inv), mode="bicubic", align_corners=False, antialias=True, recompute_scale_factor=False
+    )
     out = out[..., :h, :w].clamp_(0.0, 1.0).contiguous()
     return out[0, 0] if squeeze else out
 
@@ -537,7 +552,7 @@ def make_pair(hr: np.ndarray, scale: Fraction) -> tuple[torch.Tensor, torch.Tens
     if h < 1 or w < 1:
         raise ScaleError(f"image of {big_h}x{big_w} pixels is too small for scale {float(scale):g}")
     image = torch.as_tensor(np.ascontiguousarray(hr, dtype=np.float32))
-    crop = image[:hr_length(h, scale), :hr_length(w, scale)].contiguous()
+    crop = image[: hr_length(h, scale), : hr_length(w, scale)].contiguous()
     return downscale_exact(image, scale, (h, w)), crop
 
 
@@ -586,7 +601,7 @@ class PatchDataset(Dataset):
             image = np.pad(image, ((0, max(0, region - image.shape[0])), (0, max(0, region - image.shape[1]))))
         top = int(rng.integers(0, image.shape[0] - region + 1))
         left = int(rng.integers(0, image.shape[1] - region + 1))
-        patch = image[top:top + region, left:left + region]
+        patch = image[top : top + region, left : left + region]
         if self.augment:
             patch = _augment(patch, int(rng.integers(0, 8)))
         patch_t = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
@@ -604,9 +619,18 @@ class ScaleBatchSampler(Sampler):
     batch, so K processes see exactly the samples one process would.
     """
 
-    def __init__(self, num_slices: int, batch_size: int, scales: Sequence[Fraction], seed: int = 0,
-                 start_step: int = 0, stop_step: int | None = None, patches_per_image: int = 16,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        num_slices: int,
+        batch_size: int,
+        scales: Sequence[Fraction],
+        seed: int = 0,
+        start_step: int = 0,
+        stop_step: int | None = None,
+        patches_per_image: int = 16,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if batch_size % world_size:
             raise InputError(f"batch size {batch_size} is not divisible by the {world_size} processes")
         self.num_slots = num_slices * patches_per_image
@@ -641,8 +665,13 @@ class ScaleBatchSampler(Sampler):
         items = []
         for position in range(first, first + per_rank):
             slot = self._slot(position)
-            items.append((slot // self.patches_per_image, scale, int(np.random.default_rng([self.seed, 3, position])
-                                                                    .integers(0, 2 ** 62))))
+            items.append(
+                (
+                    slot // self.patches_per_image,
+                    scale,
+                    int(np.random.default_rng([self.seed, 3, position]).integers(0, 2**62)),
+                )
+            )
         return items
 
     def __iter__(self) -> Iterator[list[tuple[int, str, int]]]:

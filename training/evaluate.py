@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metasr.runtime._atomic import atomic_write_bytes
-from metasr.runtime.errors import InputError, OutputError, ScaleError
+from metasr.core.atomic import atomic_write_bytes
+from metasr.core.errors import InputError, OutputError, ScaleError
+from metasr.core.scale import DEFAULT_SCALE_RANGE
 from metasr.training.checkpoint import load_checkpoint, read_checkpoint
 from metasr.training.data import Axis, build_index, load_slice, make_pair
 from metasr.training.models import Bicubic
 
-__all__ = ["Predictor", "EvalRow", "EvalReport", "load_predictor", "bicubic_predictor", "evaluate",
-           "write_report"]
+__all__ = ["Predictor", "EvalRow", "EvalReport", "load_predictor", "bicubic_predictor", "evaluate", "write_report"]
 
 #: ``predict(lr [h, w] float32, scale) -> sr [H, W]``
 PredictFn = Callable[[np.ndarray, Fraction], np.ndarray]
@@ -45,8 +45,9 @@ class Predictor:
         if self.fixed_scale is not None:
             return scale == self.fixed_scale
         lo, hi = self.scale_range
-        return (lo == float("-inf") or Fraction(repr(float(lo))) <= scale) and \
-            (hi == float("inf") or scale <= Fraction(repr(float(hi))))
+        return (lo == float("-inf") or Fraction(repr(float(lo))) <= scale) and (
+            hi == float("inf") or scale <= Fraction(repr(float(hi)))
+        )
 
 
 def bicubic_predictor() -> Predictor:
@@ -73,23 +74,23 @@ def load_predictor(source: str | os.PathLike, device: str = "cpu") -> Predictor:
 
         up = Upscaler(path, device="cpu" if device == "cpu" else "auto")
         fixed = getattr(up, "fixed_scale", None)
-        return Predictor(f"{getattr(up, 'arch', 'model')} (onnx)",
-                         lambda lr, s: up.upscale(lr, s), tuple(up.scale_range), fixed)
+        return Predictor(
+            f"{getattr(up, 'arch', 'model')} (onnx)", lambda lr, s: up.upscale(lr, s), tuple(up.scale_range), fixed
+        )
     if not path.exists():
         raise InputError(f"model {path} does not exist; pass a checkpoint (.pt) or an exported model folder")
     ckpt = read_checkpoint(path)
     model = load_checkpoint(path, device)
     config = ckpt["config"]
     fixed = getattr(model, "upscale_factor", None)
-    scale_range = tuple(config.get("scale_range") or ([fixed] * 2 if fixed else [1.1, 4.0]))
+    scale_range = tuple(config.get("scale_range") or ([fixed] * 2 if fixed else list(DEFAULT_SCALE_RANGE)))
     dev = torch.device(device)
 
     def predict(lr: np.ndarray, scale: Fraction) -> np.ndarray:
         with torch.inference_mode():
             return model(torch.from_numpy(lr)[None, None].to(dev), scale)[0, 0].float().cpu().numpy()
 
-    return Predictor(str(config["arch"]), predict, (float(scale_range[0]), float(scale_range[1])),
-                     fixed)
+    return Predictor(str(config["arch"]), predict, (float(scale_range[0]), float(scale_range[1])), fixed)
 
 
 @dataclass
@@ -130,9 +131,14 @@ def _unique_names(predictors: Sequence[Predictor]) -> None:
             seen[p.name] = 1
 
 
-def evaluate(predictors: Sequence[Predictor], images: Sequence[np.ndarray], scales: Sequence[Fraction],
-             sample_scales: Sequence[Fraction] = (), sample_image: int | None = None,
-             progress: Callable[[int], None] | None = None) -> EvalReport:
+def evaluate(
+    predictors: Sequence[Predictor],
+    images: Sequence[np.ndarray],
+    scales: Sequence[Fraction],
+    sample_scales: Sequence[Fraction] = (),
+    sample_image: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvalReport:
     """PSNR/SSIM of each predictor at each scale it supports, averaged over ``images``.
 
     Args:
@@ -156,8 +162,9 @@ def evaluate(predictors: Sequence[Predictor], images: Sequence[np.ndarray], scal
             lr_t, hr_t = make_pair(image, s)
             lr, hr = lr_t.numpy(), hr_t.numpy().astype(np.float64)
             if min(hr.shape) < 7:
-                raise ScaleError(f"image {idx} ({image.shape[0]}x{image.shape[1]}) is too small for SSIM at "
-                                 f"scale {float(s):g}")
+                raise ScaleError(
+                    f"image {idx} ({image.shape[0]}x{image.shape[1]}) is too small for SSIM at scale {float(s):g}"
+                )
             keep = idx == sample_image and s in sample_scales
             if keep:
                 report.samples[s] = {"LR": lr, "HR": hr.astype(np.float32)}
@@ -168,7 +175,8 @@ def evaluate(predictors: Sequence[Predictor], images: Sequence[np.ndarray], scal
                 if sr.shape != hr.shape:
                     raise InputError(f"{p.name} returned {sr.shape} at scale {float(s):g}, expected {hr.shape}")
                 acc.setdefault((p.name, s), []).append(
-                    (peak_signal_noise_ratio(hr, sr, data_range=1.0), structural_similarity(hr, sr, data_range=1.0)))
+                    (peak_signal_noise_ratio(hr, sr, data_range=1.0), structural_similarity(hr, sr, data_range=1.0))
+                )
                 if keep:
                     report.samples[s][p.name] = sr.astype(np.float32)
             if progress is not None:
@@ -182,8 +190,9 @@ def evaluate(predictors: Sequence[Predictor], images: Sequence[np.ndarray], scal
     return report
 
 
-def load_images(specs: Sequence[str], axes: Sequence[str] = ("axial",), max_images: int = 0,
-                min_size: int = 16) -> list[np.ndarray]:
+def load_images(
+    specs: Sequence[str], axes: Sequence[str] = ("axial",), max_images: int = 0, min_size: int = 16
+) -> list[np.ndarray]:
     """Maximal-information crops of every usable slice of ``specs`` (evenly thinned to ``max_images``)."""
     index = build_index(specs, axes=[Axis(a) for a in axes], min_size=min_size)
     refs = index.slices
@@ -290,7 +299,7 @@ def plot_crops(report: EvalReport, size: int = 96) -> bytes:
                 rows = (np.arange(hr.shape[0]) * s.denominator) // s.numerator
                 cols_idx = (np.arange(hr.shape[1]) * s.denominator) // s.numerator
                 img = img[np.minimum(rows, img.shape[0] - 1)][:, np.minimum(cols_idx, img.shape[1] - 1)]
-            ax.imshow(img[top:top + size, left:left + size], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(img[top : top + size, left : left + size], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(f"{name} x{_fmt_scale(s)}" if j == 0 else name, fontsize=7)
     data = _figure_bytes(fig)
     plt.close(fig)
@@ -304,8 +313,11 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create output folder {out}: {e.strerror}") from e
-    files = {"table.md": table_markdown(report).encode(), "table.csv": table_csv(report).encode(),
-             "metrics.png": plot_metrics(report)}
+    files = {
+        "table.md": table_markdown(report).encode(),
+        "table.csv": table_csv(report).encode(),
+        "metrics.png": plot_metrics(report),
+    }
     if report.samples:
         files["crops.png"] = plot_crops(report)
     written = {}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metasr.runtime.errors import CheckpointError
+from metasr.core.errors import CheckpointError
 
 __all__ = [
     "VGG19_CONV54_INDEX",
@@ -26,8 +26,29 @@ __all__ = [
 ]
 
 # torchvision's vgg19 "features" layout: numbers are conv widths, "M" a 2x2 max pool.
-_VGG19_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-                               512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+_VGG19_CFG: list[int | str] = [
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+]
 #: ``features[:36]`` ends with conv5_4 + ReLU, before the last max pool (SRGAN's "VGG54").
 VGG19_CONV54_INDEX = 36
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -81,7 +102,7 @@ class VGGPerceptualLoss(nn.Module):
         self.register_buffer("img_mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("img_std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def train(self, mode: bool = True) -> "VGGPerceptualLoss":
+    def train(self, mode: bool = True) -> VGGPerceptualLoss:
         # The feature network is frozen: it always stays in eval mode.
         return super().train(False)
 
@@ -100,8 +121,9 @@ def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """``-log D(hr) - log(1 - D(G(lr)))`` from logits, computed stably."""
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+    return F.binary_cross_entropy_with_logits(
+        real_logits, torch.ones_like(real_logits)
+    ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
 
 @dataclass(frozen=True)

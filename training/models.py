@@ -8,15 +8,17 @@ its constructor arguments, so checkpoints and exports describe themselves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Real
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metasr.runtime.scale import Scale, axis_mapping
+from metasr.core.scale import DEFAULT_SCALE_RANGE, Scale, axis_mapping
 
 __all__ = [
     "NORM_MEAN",
@@ -30,6 +32,11 @@ __all__ = [
     "Bicubic",
     "Discriminator",
     "ARCHS",
+    "ARCH_SPECS",
+    "ArchSpec",
+    "EXPORTABLE_ARCHS",
+    "TRAINABLE_ARCHS",
+    "arch_spec",
     "build_model",
     "meta_srgan",
     "srgan_x2",
@@ -111,8 +118,14 @@ class MetaUpscale(nn.Module):
     HR pixel is ``hidden`` floats, and inference processes HR rows in bounded chunks.
     """
 
-    def __init__(self, in_channels: int = 64, out_channels: int = 1, hidden: int = 256, kernel_size: int = 3,
-                 chunk_elements: int = 1 << 25) -> None:
+    def __init__(
+        self,
+        in_channels: int = 64,
+        out_channels: int = 1,
+        hidden: int = 256,
+        kernel_size: int = 3,
+        chunk_elements: int = 1 << 25,
+    ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
@@ -137,8 +150,9 @@ class MetaUpscale(nn.Module):
         wb = last.bias.view(c, k, k, co).permute(3, 0, 1, 2)
         return wz, wb
 
-    def hidden_terms(self, scale: Scale, h: int, w: int, device: torch.device,
-                     dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def hidden_terms(
+        self, scale: Scale, h: int, w: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Row/column index arrays and the separable parts of the WPN's hidden pre-activation.
 
         Returns ``(row_index [H], col_index [W], row_term [hidden, H], col_term [hidden, W])``
@@ -176,8 +190,8 @@ class MetaUpscale(nn.Module):
             rows_per_chunk = max(1, self.chunk_elements // per_row)
         out = []
         for r0 in range(0, big_h, rows_per_chunk) if big_h else [0]:
-            ri = row_idx[r0:r0 + rows_per_chunk]
-            act = torch.relu(row_term[:, r0:r0 + rows_per_chunk, None] + col_term[:, None, :])  # [hidden, rows, W]
+            ri = row_idx[r0 : r0 + rows_per_chunk]
+            act = torch.relu(row_term[:, r0 : r0 + rows_per_chunk, None] + col_term[:, None, :])  # [hidden, rows, W]
             zg = z_cols.index_select(3, ri)  # [N, Cout, hidden, rows, W]
             out.append((zg * act).sum(dim=2) + b_cols.index_select(2, ri))
         return torch.cat(out, dim=2)
@@ -186,9 +200,15 @@ class MetaUpscale(nn.Module):
 class MetaSRGAN(_Normalized):
     """Meta-SRGAN generator: the SRGAN trunk with a Meta-Upscale module (any scale)."""
 
-    def __init__(self, features: int = 64, num_blocks: int = 5, wpn_hidden: int = 256,
-                 mean: float = NORM_MEAN, std: float = NORM_STD,
-                 scale_range: tuple[float, float] = (1.1, 4.0)) -> None:
+    def __init__(
+        self,
+        features: int = 64,
+        num_blocks: int = 5,
+        wpn_hidden: int = 256,
+        mean: float = NORM_MEAN,
+        std: float = NORM_STD,
+        scale_range: tuple[float, float] = DEFAULT_SCALE_RANGE,
+    ) -> None:
         super().__init__(mean, std)
         self.features = features
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
@@ -234,8 +254,14 @@ def _upsampler(features: int, factor: int, act: Callable[[], nn.Module] | None) 
 class SRGAN(_FixedScale):
     """SRGAN generator (Ledig et al.): the same trunk, PixelShuffle upsampling, 9x9 output conv."""
 
-    def __init__(self, upscale_factor: int = 2, features: int = 64, num_blocks: int = 5,
-                 mean: float = NORM_MEAN, std: float = NORM_STD) -> None:
+    def __init__(
+        self,
+        upscale_factor: int = 2,
+        features: int = 64,
+        num_blocks: int = 5,
+        mean: float = NORM_MEAN,
+        std: float = NORM_STD,
+    ) -> None:
         super().__init__(upscale_factor, mean, std)
         self.trunk = SRResNetTrunk(1, features, num_blocks)
         self.upsample = _upsampler(features, upscale_factor, nn.PReLU)
@@ -250,8 +276,9 @@ class SRGAN(_FixedScale):
 class _EDSRBlock(nn.Module):
     def __init__(self, features: int, res_scale: float) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(features, features, 3, padding=1), nn.ReLU(),
-                                  nn.Conv2d(features, features, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(features, features, 3, padding=1), nn.ReLU(), nn.Conv2d(features, features, 3, padding=1)
+        )
         self.res_scale = res_scale
 
     def forward(self, x: Tensor) -> Tensor:
@@ -261,12 +288,20 @@ class _EDSRBlock(nn.Module):
 class EDSR(_FixedScale):
     """EDSR (Lim et al. 2017), no BN, residual scaling, PixelShuffle upsampling."""
 
-    def __init__(self, upscale_factor: int = 2, features: int = 256, num_blocks: int = 32,
-                 res_scale: float = 0.1, mean: float = NORM_MEAN, std: float = NORM_STD) -> None:
+    def __init__(
+        self,
+        upscale_factor: int = 2,
+        features: int = 256,
+        num_blocks: int = 32,
+        res_scale: float = 0.1,
+        mean: float = NORM_MEAN,
+        std: float = NORM_STD,
+    ) -> None:
         super().__init__(upscale_factor, mean, std)
         self.head = nn.Conv2d(1, features, 3, padding=1)
-        self.body = nn.Sequential(*[_EDSRBlock(features, res_scale) for _ in range(num_blocks)],
-                                  nn.Conv2d(features, features, 3, padding=1))
+        self.body = nn.Sequential(
+            *[_EDSRBlock(features, res_scale) for _ in range(num_blocks)], nn.Conv2d(features, features, 3, padding=1)
+        )
         self.tail = nn.Sequential(_upsampler(features, upscale_factor, None), nn.Conv2d(features, 1, 3, padding=1))
 
     def forward(self, lr: Tensor, scale: ScaleLike = 2) -> Tensor:
@@ -292,8 +327,9 @@ class Bicubic(nn.Module):
         # leaves the output short of floor(h * r); then crop to the exact size
         padded = F.pad(lr, (0, 1, 0, 1), mode="replicate")
         factor = float(s.value)
-        out = F.interpolate(padded, scale_factor=(factor, factor), mode="bicubic", align_corners=False,
-                            recompute_scale_factor=False)
+        out = F.interpolate(
+            padded, scale_factor=(factor, factor), mode="bicubic", align_corners=False, recompute_scale_factor=False
+        )
         return out[..., :big_h, :big_w]
 
 
@@ -320,8 +356,9 @@ class Discriminator(nn.Module):
             layers += block(cin, base * mult, 1) + block(base * mult, base * mult, 2)
             cin = base * mult
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, base * 16, 1), nn.LeakyReLU(0.2),
-                                  nn.Conv2d(base * 16, 1, 1))
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, base * 16, 1), nn.LeakyReLU(0.2), nn.Conv2d(base * 16, 1, 1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x)).flatten()
@@ -344,13 +381,55 @@ def edsr_x2(**kwargs: Any) -> EDSR:
     return EDSR(**kwargs)
 
 
-#: Architecture names accepted by :func:`build_model` and stored in checkpoints.
-ARCHS: dict[str, Callable[..., nn.Module]] = {
-    "metasrgan": meta_srgan,
-    "srgan": srgan_x2,
-    "edsr": edsr_x2,
-    "bicubic": lambda **kwargs: Bicubic(**kwargs),
+@dataclass(frozen=True)
+class ArchSpec:
+    """Everything the tools need to know about one architecture, in one place.
+
+    Attributes:
+        name: Name stored in checkpoints and accepted by every CLI.
+        builder: Builds the generator from its constructor arguments.
+        kind: ``"meta"`` (any scale), ``"fixed"`` (one integer scale) or ``"interp"`` (no weights).
+        fixed_scale: The only scale of a ``"fixed"`` architecture, else None.
+        trainable: ``metasr-train`` accepts it.
+        exportable: ``metasr-export`` accepts it (its export ``kind`` is :attr:`kind`).
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    kind: str
+    fixed_scale: int | None = None
+    trainable: bool = True
+    exportable: bool = True
+
+
+#: The architectures, by the name stored in checkpoints: the one registry every check reads.
+ARCH_SPECS: dict[str, ArchSpec] = {
+    spec.name: spec
+    for spec in (
+        ArchSpec("metasrgan", meta_srgan, "meta"),
+        ArchSpec("srgan", srgan_x2, "fixed", fixed_scale=2),
+        ArchSpec("edsr", edsr_x2, "fixed", fixed_scale=2),
+        ArchSpec("bicubic", lambda **kwargs: Bicubic(**kwargs), "interp", trainable=False, exportable=False),
+    )
 }
+#: Architecture names accepted by :func:`build_model` and stored in checkpoints.
+ARCHS: dict[str, Callable[..., nn.Module]] = {name: spec.builder for name, spec in ARCH_SPECS.items()}
+#: Names ``metasr-train`` accepts.
+TRAINABLE_ARCHS: tuple[str, ...] = tuple(n for n, s in ARCH_SPECS.items() if s.trainable)
+#: Names ``metasr-export`` accepts.
+EXPORTABLE_ARCHS: tuple[str, ...] = tuple(n for n, s in ARCH_SPECS.items() if s.exportable)
+
+
+def arch_spec(arch: str) -> ArchSpec:
+    """The :class:`ArchSpec` of ``arch``.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+    """
+    try:
+        return ARCH_SPECS[arch]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCH_SPECS)}") from None
 
 
 def build_model(arch: str, **kwargs: Any) -> nn.Module:
@@ -359,8 +438,4 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
     Raises:
         ValueError: for an unknown name, listing the known ones.
     """
-    try:
-        builder = ARCHS[arch]
-    except KeyError:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}") from None
-    return builder(**kwargs)
+    return arch_spec(arch).builder(**kwargs)

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from metasr.runtime.errors import CheckpointError, InputError
+from metasr.core.errors import CheckpointError, InputError
 from metasr.training.checkpoint import model_config, read_checkpoint, save_checkpoint
 from metasr.training.data import (
     Axis,
@@ -41,10 +41,19 @@ from metasr.training.data import (
     split_index,
 )
 from metasr.training.losses import GeneratorLoss, LossWeights, VGGPerceptualLoss, discriminator_loss
-from metasr.training.models import ARCHS, Discriminator, build_model
+from metasr.training.models import TRAINABLE_ARCHS, Discriminator, arch_spec, build_model
 
-__all__ = ["Stage", "TrainConfig", "TrainResult", "ValidationSet", "train", "psnr", "identity_init",
-           "average_checkpoints", "recalibrate_batchnorm"]
+__all__ = [
+    "Stage",
+    "TrainConfig",
+    "TrainResult",
+    "ValidationSet",
+    "train",
+    "psnr",
+    "identity_init",
+    "average_checkpoints",
+    "recalibrate_batchnorm",
+]
 
 log = logging.getLogger("metasr.training")
 
@@ -174,8 +183,15 @@ def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, dataset: PatchDataset, scales: list[Fraction], batches: int,
-                          batch_size: int = 8, seed: int = 0, device: torch.device | str = "cpu") -> nn.Module:
+def recalibrate_batchnorm(
+    model: nn.Module,
+    dataset: PatchDataset,
+    scales: list[Fraction],
+    batches: int,
+    batch_size: int = 8,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> nn.Module:
     """Recompute batch-norm running statistics as exact averages over ``batches`` training batches.
 
     The batches cycle through ``scales`` so every scale weighs the same (during training the
@@ -192,8 +208,7 @@ def recalibrate_batchnorm(model: nn.Module, dataset: PatchDataset, scales: list[
     try:
         for k in range(batches):
             scale = str(scales[k % len(scales)])
-            items = [(int(rng.integers(len(dataset))), scale, int(rng.integers(0, 2 ** 62)))
-                     for _ in range(batch_size)]
+            items = [(int(rng.integers(len(dataset))), scale, int(rng.integers(0, 2**62))) for _ in range(batch_size)]
             lr = torch.stack([dataset[item][0] for item in items]).to(device)
             model(lr, scale)
     finally:
@@ -239,7 +254,7 @@ class _DistributedBatchNorm2d(nn.BatchNorm2d):
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
         with torch.no_grad():
             self.num_batches_tracked += 1
             m = self.momentum
@@ -252,8 +267,9 @@ class _DistributedBatchNorm2d(nn.BatchNorm2d):
 def _distribute_batchnorm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
-            new = _DistributedBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                          child.track_running_stats)
+            new = _DistributedBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             new.load_state_dict(child.state_dict())
             setattr(module, name, new)
         else:
@@ -334,8 +350,9 @@ def _resolve_device(name: str) -> torch.device:
 
 
 def _scales_for(arch: str, text: str) -> list[Fraction]:
-    if arch in ("srgan", "edsr"):  # the fixed-scale baselines of the paper are x2
-        return [Fraction(2)]
+    fixed = arch_spec(arch).fixed_scale
+    if fixed is not None:  # the fixed-scale baselines train at their own scale only
+        return [Fraction(fixed)]
     scales = parse_scales(text)
     if max(scales) > 8:
         raise InputError(f"training scales up to x{float(max(scales)):g} are outside the supported range (<= 8)")
@@ -344,8 +361,18 @@ def _scales_for(arch: str, text: str) -> list[Fraction]:
 
 class _CsvLog:
     def __init__(self, path: Path, resume: bool) -> None:
-        self.fields = ["step", "seconds", "scale", "loss", "l1", "adversarial", "perceptual", "d_loss", "lr",
-                       "val_psnr"]
+        self.fields = [
+            "step",
+            "seconds",
+            "scale",
+            "loss",
+            "l1",
+            "adversarial",
+            "perceptual",
+            "d_loss",
+            "lr",
+            "val_psnr",
+        ]
         new = not (resume and path.is_file())
         self._f = open(path, "w" if new else "a", newline="")
         self._w = csv.DictWriter(self._f, fieldnames=self.fields, extrasaction="ignore")
@@ -361,10 +388,10 @@ class _CsvLog:
 
 
 def _build_model(cfg: TrainConfig, scales: list[Fraction]) -> tuple[nn.Module, dict[str, Any]]:
-    if cfg.arch not in ARCHS or cfg.arch == "bicubic":
-        raise InputError(f"unknown architecture {cfg.arch!r}; choose one of: metasrgan, srgan, edsr")
+    if cfg.arch not in TRAINABLE_ARCHS:
+        raise InputError(f"unknown architecture {cfg.arch!r}; choose one of: {', '.join(TRAINABLE_ARCHS)}")
     args: dict[str, Any] = {}
-    if cfg.arch == "metasrgan":
+    if arch_spec(cfg.arch).kind == "meta":
         args["scale_range"] = [float(min(scales)), float(max(scales))]  # a list: JSON-friendly config
     model = build_model(cfg.arch, **args)
     return model, model_config(cfg.arch, model, args)
@@ -373,8 +400,10 @@ def _build_model(cfg: TrainConfig, scales: list[Fraction]) -> tuple[nn.Module, d
 def _load_init(model: nn.Module, path: Path, arch: str) -> int:
     ckpt = read_checkpoint(path)
     if ckpt["config"].get("arch") != arch:
-        raise CheckpointError(f"--init checkpoint {path} holds a {ckpt['config'].get('arch')!r} model, "
-                              f"not {arch!r}; pass a checkpoint of the same architecture")
+        raise CheckpointError(
+            f"--init checkpoint {path} holds a {ckpt['config'].get('arch')!r} model, "
+            f"not {arch!r}; pass a checkpoint of the same architecture"
+        )
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -391,8 +420,8 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, float]], None] | N
     """
     started = time.monotonic()
     cfg.stage = Stage(cfg.stage)
-    if cfg.arch not in ARCHS or cfg.arch == "bicubic":
-        raise InputError(f"unknown architecture {cfg.arch!r}; choose one of: metasrgan, srgan, edsr")
+    if cfg.arch not in TRAINABLE_ARCHS:
+        raise InputError(f"unknown architecture {cfg.arch!r}; choose one of: {', '.join(TRAINABLE_ARCHS)}")
     if cfg.steps < 0 or cfg.batch_size < 1 or cfg.patch_size < 8:
         raise InputError("need --steps >= 0, --batch-size >= 1 and --patch-size >= 8")
     scales = _scales_for(cfg.arch, cfg.scales)
@@ -407,8 +436,16 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, float]], None] | N
             dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank: int, world: int,
-           out_dir: Path, started: float, on_step: Callable[[int, dict[str, float]], None] | None) -> TrainResult:
+def _train(
+    cfg: TrainConfig,
+    scales: list[Fraction],
+    device: torch.device,
+    rank: int,
+    world: int,
+    out_dir: Path,
+    started: float,
+    on_step: Callable[[int, dict[str, float]], None] | None,
+) -> TrainResult:
     torch.manual_seed(cfg.seed)
     model, config = _build_model(cfg, scales)
     disc: nn.Module | None = Discriminator() if cfg.stage is Stage.GAN else None
@@ -424,8 +461,13 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
         train_index, val_index = split_index(index, cfg.val_fraction, cfg.seed)
     if not len(train_index):
         raise InputError("the training set is empty after the validation split; add data or lower --val-fraction")
-    val_set = ValidationSet(val_index, parse_scales(cfg.val_scales) if cfg.arch == "metasrgan" else [Fraction(2)],
-                            cfg.val_images) if len(val_index) else None
+    val_set = (
+        ValidationSet(
+            val_index, parse_scales(cfg.val_scales) if cfg.arch == "metasrgan" else [Fraction(2)], cfg.val_images
+        )
+        if len(val_index)
+        else None
+    )
 
     step = 0
     best_psnr: float | None = None
@@ -433,18 +475,24 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if cfg.resume:
         if not last_path.is_file():
-            raise CheckpointError(f"--resume: {last_path} does not exist; start without --resume or pass the "
-                                  f"run folder of an earlier run")
+            raise CheckpointError(
+                f"--resume: {last_path} does not exist; start without --resume or pass the run folder of an earlier run"
+            )
         ckpt = read_checkpoint(last_path)
         if ckpt["config"].get("arch") != cfg.arch or ckpt.get("stage", "l1") != cfg.stage.value:
-            raise CheckpointError(f"--resume: {last_path} is a {ckpt['config'].get('arch')} / "
-                                  f"{ckpt.get('stage', 'l1')} run, not {cfg.arch} / {cfg.stage.value}")
+            raise CheckpointError(
+                f"--resume: {last_path} is a {ckpt['config'].get('arch')} / "
+                f"{ckpt.get('stage', 'l1')} run, not {cfg.arch} / {cfg.stage.value}"
+            )
         model.load_state_dict(ckpt["model"])
         step = int(ckpt["step"])
         best_psnr = ckpt.get("best_psnr")
         opt_state, sched_state = ckpt.get("optimizer"), ckpt.get("scheduler")
-        d_state, d_opt_state, d_sched_state = (ckpt.get("discriminator"), ckpt.get("d_optimizer"),
-                                               ckpt.get("d_scheduler"))
+        d_state, d_opt_state, d_sched_state = (
+            ckpt.get("discriminator"),
+            ckpt.get("d_optimizer"),
+            ckpt.get("d_scheduler"),
+        )
         if "torch_rng" in ckpt:
             torch.set_rng_state(ckpt["torch_rng"])
     elif cfg.init is not None:
@@ -477,25 +525,42 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
             d_opt.load_state_dict(d_opt_state)
             d_sched.load_state_dict(d_sched_state)
     perceptual = VGGPerceptualLoss(cfg.vgg_weights).to(device) if (cfg.stage is Stage.GAN and cfg.vgg_weights) else None
-    weights = LossWeights(adversarial=cfg.adversarial_weight if cfg.stage is Stage.GAN else 0.0,
-                          perceptual=cfg.perceptual_weight)
+    weights = LossWeights(
+        adversarial=cfg.adversarial_weight if cfg.stage is Stage.GAN else 0.0, perceptual=cfg.perceptual_weight
+    )
     criterion = GeneratorLoss(weights, perceptual)
 
     is_main = rank == 0
-    training_info = {"stage": cfg.stage.value, "data": list(cfg.data), "val": list(cfg.val),
-                     "patch_size": cfg.patch_size, "batch_size": cfg.batch_size, "scales": cfg.scales,
-                     "lr": cfg.lr, "seed": cfg.seed, "world_size": world,
-                     "init": str(cfg.init) if cfg.init else None}
+    training_info = {
+        "stage": cfg.stage.value,
+        "data": list(cfg.data),
+        "val": list(cfg.val),
+        "patch_size": cfg.patch_size,
+        "batch_size": cfg.batch_size,
+        "scales": cfg.scales,
+        "lr": cfg.lr,
+        "seed": cfg.seed,
+        "world_size": world,
+        "init": str(cfg.init) if cfg.init else None,
+    }
 
     def save_last(metrics: dict[str, float]) -> None:
         if not is_main:
             return
-        extra: dict[str, Any] = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                 "torch_rng": torch.get_rng_state(), "best_psnr": best_psnr,
-                                 "stage": cfg.stage.value, "training": training_info}
+        extra: dict[str, Any] = {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "best_psnr": best_psnr,
+            "stage": cfg.stage.value,
+            "training": training_info,
+        }
         if disc is not None:
-            extra.update(discriminator={k: v.detach().cpu() for k, v in disc.state_dict().items()},
-                         d_optimizer=d_opt.state_dict(), d_scheduler=d_sched.state_dict())
+            extra.update(
+                discriminator={k: v.detach().cpu() for k, v in disc.state_dict().items()},
+                d_optimizer=d_opt.state_dict(),
+                d_scheduler=d_sched.state_dict(),
+            )
         save_checkpoint(last_path, model, config, step, metrics, **extra)
 
     def save_best(metrics: dict[str, float]) -> None:
@@ -512,8 +577,12 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
             writer = SummaryWriter(str(out_dir / "tb"), purge_step=step if cfg.resume else None)
         if train_index.skipped_files or index.skipped_files:
             log.warning("%d unreadable files skipped", len(set(train_index.skipped_files + index.skipped_files)))
-        log.info("training on %d slices (%d held out for validation), %d empty/small slices skipped",
-                 len(train_index), len(val_index), index.skipped_slices)
+        log.info(
+            "training on %d slices (%d held out for validation), %d empty/small slices skipped",
+            len(train_index),
+            len(val_index),
+            index.skipped_slices,
+        )
 
     result = TrainResult(step=step, last=None, best=None, best_psnr=best_psnr)
     if cfg.steps == 0 and not cfg.resume:
@@ -532,17 +601,36 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
         return result
 
     dataset = PatchDataset(train_index, cfg.patch_size)
-    sampler = ScaleBatchSampler(len(train_index), cfg.batch_size, scales, cfg.seed, start_step=step,
-                                stop_step=cfg.steps, patches_per_image=cfg.patches_per_image, rank=rank,
-                                world_size=world)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                                         persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
+    sampler = ScaleBatchSampler(
+        len(train_index),
+        cfg.batch_size,
+        scales,
+        cfg.seed,
+        start_step=step,
+        stop_step=cfg.steps,
+        patches_per_image=cfg.patches_per_image,
+        rank=rank,
+        world_size=world,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.workers,
+        persistent_workers=False,
+        prefetch_factor=4 if cfg.workers else None,
+    )
     bar = None
     if is_main and cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=step, desc=f"{cfg.arch} {cfg.stage.value}", unit="step",
-                   file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=step,
+            desc=f"{cfg.arch} {cfg.stage.value}",
+            unit="step",
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
     deadline = started + cfg.max_minutes * 60 if cfg.max_minutes else None
     metrics: dict[str, float] = {}
     interrupted = False
@@ -579,8 +667,15 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
             if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(f"training diverged at step {step}: loss is {float(loss)}")
             stop_now = deadline is not None and _agree_stop(time.monotonic() > deadline, world, device)
-            row = {"step": step, "seconds": round(time.monotonic() - started, 2), "scale": scale,
-                   "loss": float(loss.detach()), "d_loss": d_loss_value, "lr": sched.get_last_lr()[0], **terms}
+            row = {
+                "step": step,
+                "seconds": round(time.monotonic() - started, 2),
+                "scale": scale,
+                "loss": float(loss.detach()),
+                "d_loss": d_loss_value,
+                "lr": sched.get_last_lr()[0],
+                **terms,
+            }
             if is_main:
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", scale=scale, refresh=False)
@@ -604,8 +699,10 @@ def _train(cfg: TrainConfig, scales: list[Fraction], device: torch.device, rank:
                         save_best(metrics)
                         result.best = best_path
                     if bar is not None:
-                        bar.write(f"step {step}: validation PSNR {metrics['psnr']:.3f} dB (best {best_psnr:.3f})",
-                                  file=sys.stderr)
+                        bar.write(
+                            f"step {step}: validation PSNR {metrics['psnr']:.3f} dB (best {best_psnr:.3f})",
+                            file=sys.stderr,
+                        )
                 if step % 50 == 0 or val_now or step == cfg.steps:
                     csv_log.write(row)
                 if step % cfg.checkpoint_every == 0:

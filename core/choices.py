@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import TypeVar
 
-from metasr.runtime.errors import InputError
+from metasr.core.errors import InputError
 
 __all__ = ["ChoiceEnum"]
 

@@ -18,9 +18,10 @@ from numbers import Real
 
 import numpy as np
 
-from metasr.runtime.errors import ScaleError
+from metasr.core.errors import ScaleError
 
 __all__ = [
+    "DEFAULT_SCALE_RANGE",
     "MAX_DENOMINATOR",
     "Scale",
     "parse_scale",
@@ -31,6 +32,8 @@ __all__ = [
 
 #: Denominators above this are approximated (``Fraction.limit_denominator``).
 MAX_DENOMINATOR = 1000
+#: Scales a Meta-SRGAN is trained on unless told otherwise (the paper's 1.1 to 4.0).
+DEFAULT_SCALE_RANGE: tuple[float, float] = (1.1, 4.0)
 
 
 def parse_scale(value: str | Real | Fraction) -> Fraction:
@@ -109,7 +112,7 @@ class Scale:
     value: Fraction
 
     @classmethod
-    def parse(cls, value: str | Real | Fraction | "Scale") -> "Scale":
+    def parse(cls, value: str | Real | Fraction | Scale) -> Scale:
         if isinstance(value, Scale):
             return value
         return cls(parse_scale(value))

@@ -39,5 +39,6 @@ def resize_on_grid(image: np.ndarray, height: int, width: int, scale: Fraction |
     inv = float(1 / Fraction(scale))
     shift = 0.5 * inv - 0.5
     to_source = np.array([[inv, 0.0, shift], [0.0, inv, shift]], dtype=np.float64)
-    return cv2.warpAffine(image, to_source, (width, height), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        image, to_source, (width, height), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+    )

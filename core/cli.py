@@ -1,7 +1,7 @@
 """Shared plumbing of metasr's command-line entry points.
 
 Every command is a ``click.Command`` run through :func:`run_command`, which turns user errors
-(bad options, :class:`~metasr.runtime.errors.MetaSRError`) into one line on stderr and exit
+(bad options, :class:`~metasr.core.errors.MetaSRError`) into one line on stderr and exit
 code 2, with no traceback. Programming errors still raise, so bugs are not hidden.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import click
 
-from metasr.runtime.errors import MetaSRError
+from metasr.core.errors import MetaSRError
 
 __all__ = ["EXIT_USAGE", "EXIT_INTERRUPTED", "run_command", "one_line"]
 

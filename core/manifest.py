@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from metasr.runtime.errors import ModelError
+from metasr.core.errors import ModelError
 
 __all__ = [
     "MANIFEST_NAME",
@@ -30,8 +30,18 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "metasr-export"
 MANIFEST_VERSION = 1
 
-_REQUIRED = ("format", "format_version", "arch", "kind", "graphs", "files", "normalization", "opset",
-             "receptive_radius", "checkpoint")
+_REQUIRED = (
+    "format",
+    "format_version",
+    "arch",
+    "kind",
+    "graphs",
+    "files",
+    "normalization",
+    "opset",
+    "receptive_radius",
+    "checkpoint",
+)
 _KIND_GRAPHS = {"meta": {"feature_extractor", "upscale"}, "fixed": {"model"}}
 _FIX = "re-export the model (metasr-export) or reinstall metasr"
 
@@ -53,11 +63,14 @@ def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> None:
     """
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ModelError(f"{where} is not a metasr export manifest (expected format {MANIFEST_FORMAT!r}, "
-                         f"found {found!r})")
+        raise ModelError(
+            f"{where} is not a metasr export manifest (expected format {MANIFEST_FORMAT!r}, found {found!r})"
+        )
     if manifest.get("format_version") != MANIFEST_VERSION:
-        raise ModelError(f"{where}: format_version {manifest.get('format_version')!r} is not supported "
-                         f"(this metasr reads {MANIFEST_VERSION}); re-export with this version or upgrade metasr")
+        raise ModelError(
+            f"{where}: format_version {manifest.get('format_version')!r} is not supported "
+            f"(this metasr reads {MANIFEST_VERSION}); re-export with this version or upgrade metasr"
+        )
     missing = [key for key in _REQUIRED if key not in manifest]
     if missing:
         raise ModelError(f"{where}: missing keys {missing}; {_FIX}")
@@ -66,8 +79,10 @@ def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> None:
         raise ModelError(f"{where}: kind must be one of {sorted(_KIND_GRAPHS)}, found {kind!r}")
     graphs, files = manifest["graphs"], manifest["files"]
     if not isinstance(graphs, dict) or set(graphs) != _KIND_GRAPHS[kind]:
-        raise ModelError(f"{where}: a {kind!r} export has graphs {sorted(_KIND_GRAPHS[kind])}, "
-                         f"found {sorted(graphs) if isinstance(graphs, dict) else graphs!r}")
+        raise ModelError(
+            f"{where}: a {kind!r} export has graphs {sorted(_KIND_GRAPHS[kind])}, "
+            f"found {sorted(graphs) if isinstance(graphs, dict) else graphs!r}"
+        )
     if not isinstance(files, dict) or not all(isinstance(v, str) and len(v) == 64 for v in files.values()):
         raise ModelError(f"{where}: 'files' must map file names to sha256 hex digests; {_FIX}")
     for name, spec in graphs.items():
@@ -93,8 +108,10 @@ def verify_files(model_dir: str | os.PathLike, manifest: dict[str, Any]) -> None
             raise ModelError(f"model file {path} is missing; {_FIX}")
         found = sha256_file(path)
         if found != expected:
-            raise ModelError(f"model file {path} is damaged: its sha256 {found[:12]}... does not match the "
-                             f"manifest ({expected[:12]}...); {_FIX}")
+            raise ModelError(
+                f"model file {path} is damaged: its sha256 {found[:12]}... does not match the "
+                f"manifest ({expected[:12]}...); {_FIX}"
+            )
 
 
 def read_manifest(model_dir: str | os.PathLike, verify: bool = False) -> dict[str, Any]:
@@ -109,8 +126,10 @@ def read_manifest(model_dir: str | os.PathLike, verify: bool = False) -> dict[st
     if not model_dir.is_dir():
         raise ModelError(f"model folder {model_dir} does not exist; pass a folder written by metasr-export")
     if not path.is_file():
-        raise ModelError(f"model folder {model_dir} has no {MANIFEST_NAME}; pass a folder written by metasr-export "
-                         f"(or reinstall metasr for the shipped model)")
+        raise ModelError(
+            f"model folder {model_dir} has no {MANIFEST_NAME}; pass a folder written by metasr-export "
+            f"(or reinstall metasr for the shipped model)"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from metasr.runtime.errors import OutputError
+from metasr.core.errors import OutputError
 
 __all__ = ["check_output_path", "check_writable_folder", "atomic_writer", "atomic_write_bytes", "atomic_write_text"]
 
@@ -67,8 +67,9 @@ def check_writable_folder(folder: str | os.PathLike) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".metasr-probe-", dir=folder)
     except OSError as e:
-        raise OutputError(f"output folder {folder} is not writable ({e.strerror or e}); choose another output "
-                          f"path") from None
+        raise OutputError(
+            f"output folder {folder} is not writable ({e.strerror or e}); choose another output path"
+        ) from None
     os.close(fd)
     os.unlink(probe)
 
@@ -103,8 +104,9 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
         except OSError:
             pass
         if isinstance(e, OSError):
-            raise OutputError(f"cannot write {path}: {e.strerror or type(e).__name__}; "
-                              f"choose another output path") from e
+            raise OutputError(
+                f"cannot write {path}: {e.strerror or type(e).__name__}; choose another output path"
+            ) from e
         raise
 
 

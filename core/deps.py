@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from metasr.runtime.errors import DependencyError
+from metasr.core.errors import DependencyError
 
 __all__ = ["require"]
 
