@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from metasr.core.errors import InputError
 
-__all__ = ["ChoiceEnum"]
+__all__ = ["ChoiceEnum", "Device", "Precision"]
 
 E = TypeVar("E", bound="ChoiceEnum")
 
@@ -46,3 +46,32 @@ class ChoiceEnum(str, Enum):
         except ValueError:
             choices = ", ".join(m.value for m in cls)
             raise InputError(f"unknown {cls.choice_name()} {value!r}; choose one of: {choices}") from None
+
+
+class Device(ChoiceEnum):
+    """Where inference runs. ``AUTO`` picks TensorRT, then CUDA, then CPU.
+
+    Accepts strings in any case (``Device("CUDA")``, also ``"trt"`` and ``"gpu"``); anything
+    else raises :class:`ValueError` (:meth:`parse`: :class:`InputError`) listing the choices.
+    """
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+    @classmethod
+    def aliases(cls) -> dict[str, str]:
+        return {"trt": "tensorrt", "gpu": "cuda"}
+
+    @property
+    def label(self) -> str:
+        return {"auto": "auto", "cpu": "CPU", "cuda": "CUDA", "tensorrt": "TensorRT"}[self.value]
+
+
+class Precision(ChoiceEnum):
+    """Arithmetic of the TensorRT engines. ``FP16`` is TensorRT's half precision (ORT's
+    ``trt_fp16_enable``); the CUDA and CPU providers always run the float32 graphs."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from metasr.core.choices import Precision
 from metasr.core.deps import require
 from metasr.core.errors import DependencyError, ModelError
+from metasr.core.hardware import tensorrt_version
 
 __all__ = [
     "Precision",
@@ -40,13 +41,6 @@ __all__ = [
 ]
 
 TIMING_CACHE_NAME = "trt_timing.cache"
-
-
-class Precision(str, Enum):
-    """Engine precision; accepts the strings ``"fp32"`` and ``"fp16"``."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"
 
 
 @dataclass(frozen=True)
@@ -81,20 +75,6 @@ class Profiles:
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
-
-
-def tensorrt_version() -> str | None:
-    """Installed TensorRT version, or None (without importing CUDA state)."""
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover
-        return None
-    for dist in ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12", "tensorrt_cu13"):
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return None
 
 
 def check_available() -> Any:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metasr.core.choices import ChoiceEnum
+from metasr.core.choices import Device, Precision
 from metasr.core.errors import InputError, ModelError
+from metasr.core.hardware import gpu_name, tensorrt_version
 
 __all__ = [
     "Device",
@@ -41,35 +42,6 @@ __all__ = [
 TRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-
-
-class Device(ChoiceEnum):
-    """Where inference runs. ``AUTO`` picks TensorRT, then CUDA, then CPU.
-
-    Accepts strings in any case (``Device("CUDA")``, also ``"trt"`` and ``"gpu"``); anything
-    else raises :class:`ValueError` (:meth:`parse`: :class:`InputError`) listing the choices.
-    """
-
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-    TENSORRT = "tensorrt"
-
-    @classmethod
-    def aliases(cls) -> dict[str, str]:
-        return {"trt": "tensorrt", "gpu": "cuda"}
-
-    @property
-    def label(self) -> str:
-        return {"auto": "auto", "cpu": "CPU", "cuda": "CUDA", "tensorrt": "TensorRT"}[self.value]
-
-
-class Precision(ChoiceEnum):
-    """Arithmetic of the TensorRT engines. ``FP16`` is TensorRT's half precision (ORT's
-    ``trt_fp16_enable``); the CUDA and CPU providers always run the float32 graphs."""
-
-    FP32 = "fp32"
-    FP16 = "fp16"
 
 
 # ORT's logger and the Python-level fallback both write straight to fds 1/2 or sys.stdout; the
@@ -120,31 +92,6 @@ def _first_reason(text: str) -> str:
             if m:
                 return m.group(1).strip()[:200]
     return lines[0][:200] if lines else "no reason given by onnxruntime"
-
-
-def gpu_name() -> str | None:
-    """Name of the first NVIDIA GPU from the driver's /proc entry (no CUDA import), or None."""
-    root = Path("/proc/driver/nvidia/gpus")
-    try:
-        for info in sorted(root.glob("*/information")):
-            for line in info.read_text().splitlines():
-                if line.startswith("Model:"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
-
-
-def tensorrt_version() -> str | None:
-    """Installed TensorRT version (the Python package's metadata), or None."""
-    from importlib import metadata
-
-    for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt_libs", "tensorrt-cu12-libs"):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def tensorrt_possible() -> bool:

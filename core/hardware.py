@@ -1,0 +1,44 @@
+"""What accelerator software this machine has, asked without importing CUDA or TensorRT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["gpu_name", "tensorrt_version"]
+
+# Every name TensorRT's Python packages are published under (meta package, per-CUDA builds, libs).
+_TENSORRT_DISTRIBUTIONS = (
+    "tensorrt",
+    "tensorrt-cu13",
+    "tensorrt-cu12",
+    "tensorrt_cu13",
+    "tensorrt_cu12",
+    "tensorrt_libs",
+    "tensorrt-cu13-libs",
+    "tensorrt-cu12-libs",
+)
+
+
+def gpu_name() -> str | None:
+    """Name of the first NVIDIA GPU from the driver's /proc entry (no CUDA import), or None."""
+    root = Path("/proc/driver/nvidia/gpus")
+    try:
+        for info in sorted(root.glob("*/information")):
+            for line in info.read_text().splitlines():
+                if line.startswith("Model:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def tensorrt_version() -> str | None:
+    """Installed TensorRT version (the Python package's metadata), or None."""
+    from importlib import metadata
+
+    for dist in _TENSORRT_DISTRIBUTIONS:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
