@@ -8,16 +8,29 @@ code 2, with no traceback. Programming errors still raise, so bugs are not hidde
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from enum import Enum
+from typing import Any
 
 import click
 
 from metasr.core.errors import MetaSRError
 
-__all__ = ["EXIT_USAGE", "EXIT_INTERRUPTED", "run_command", "one_line"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "Verbosity",
+    "common_options",
+    "one_line",
+    "progress_enabled",
+    "run_command",
+]
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+#: Exit code after SIGTERM (128 + 15), the shell's convention.
+EXIT_TERMINATED = 143
 
 
 def one_line(text: str) -> str:
@@ -50,3 +63,52 @@ def run_command(command: click.Command, argv: Sequence[str] | None, prog: str) -
         print(f"{prog}: error: {one_line(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     return int(rv) if isinstance(rv, int) else 0
+
+
+class Verbosity(int, Enum):
+    """How much a command prints to stderr besides errors (``-q`` and ``-v``)."""
+
+    QUIET = 0  # errors only
+    NORMAL = 1  # status line, notes, progress on a terminal
+    VERBOSE = 2  # also per-file details
+
+
+def _version_text() -> str:
+    from metasr import __version__
+
+    return __version__
+
+
+def common_options(prog: str) -> Callable[[click.Command], click.Command]:
+    """Decorate a click command with the options every metasr command has.
+
+    Adds ``--version`` (prints ``<prog> <version>`` and exits 0) and ``-q/--quiet`` /
+    ``-v/--verbose``, which reach the command as one ``verbosity`` argument (a :class:`Verbosity`).
+    """
+
+    def to_verbosity(ctx: click.Context, _param: click.Parameter, value: int) -> Verbosity:
+        quiet = ctx.params.pop("quiet", False)
+        if quiet and value:
+            raise click.BadParameter("choose either --quiet or --verbose, not both")
+        return Verbosity.QUIET if quiet else (Verbosity.VERBOSE if value else Verbosity.NORMAL)
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "-v", "--verbose", "verbosity", count=True, callback=to_verbosity, help="Say more on stderr."
+        )(command)
+        command = click.option(
+            "-q", "--quiet", is_flag=True, is_eager=True, expose_value=True, help="Print errors only."
+        )(command)
+        return click.version_option(_version_text(), "--version", prog_name=prog, message="%(prog)s %(version)s")(
+            command
+        )
+
+    return decorate
+
+
+def progress_enabled(verbosity: Verbosity, stream: Any = None) -> bool:
+    """Whether a progress bar may draw: not when quiet, and only on a terminal (no carriage
+    returns in log files or pipes)."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return verbosity is not Verbosity.QUIET and bool(isatty and isatty())
