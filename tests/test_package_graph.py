@@ -22,9 +22,9 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"core"},
     "scanners": {"core"},
     "runtime": {"core", "models", "scanners"},
-    "video": {"core", "runtime"},
+    "video": {"core", "models", "runtime"},
     "training": {"core", "scanners", "runtime"},
-    "export": {"core", "training"},
+    "export": {"core", "training", "runtime"},
 }
 #: Packages a plain ``pip install metasr`` must run without PyTorch.
 TORCH_FREE = {"core", "models", "scanners", "runtime", "video"}
