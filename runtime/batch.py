@@ -79,13 +79,12 @@ class SignalGuard:
 
     @contextmanager
     def critical(self) -> Iterator[None]:
-        """A block that a signal does not cut short (the signal is raised when it ends)."""
+        """A block that a signal does not cut short; the signal waits for the next :meth:`check`."""
         self._depth += 1
         try:
             yield
         finally:
             self._depth -= 1
-        self.check()
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -165,7 +164,11 @@ class Batch:
                 raise OutputError(f"cannot create folder {out.parent}: {e.strerror or type(e).__name__}") from None
             with self.guard.critical():
                 written = write_one(self.up, scan, scale, tag, out)
-                self.journal.record(written, item.source, source_sha, self.settings)
+                try:
+                    self.journal.record(written, item.source, source_sha, self.settings)
+                except OutputError:
+                    written.unlink(missing_ok=True)  # an unrecorded output could never be resumed: none at all
+                    raise
             self._written.add(key)
             for note in notes + scan.notes:
                 self.say(f"{PROG}: note: {one_line(note)}")
@@ -213,6 +216,7 @@ class Batch:
                 else:
                     _write_line(str(out), sys.stdout, bar)
                     self.say(f"{PROG}: wrote {out} ({seconds:.2f} s)", Verbosity.VERBOSE)
+                self.guard.check()  # a signal held back during the write stops the run here, verdict recorded
         except (KeyboardInterrupt, Terminated) as e:
             bar.close()
             self.rows.extend(_row(i.source, None, "not run", "interrupted", 0.0) for i in items if i.source not in done)

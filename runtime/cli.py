@@ -180,6 +180,7 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
         try:
             with guard.critical():
                 written = write_one(up, scan, scale, tag, out)
+            guard.check()
         except BaseException:
             _remove_if_empty(to_create)
             raise
