@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ __all__ = [
     "file_identity",
     "check_no_overlap",
     "nearest_existing_folder",
+    "check_replaceable",
 ]
 
 
@@ -237,3 +239,20 @@ def nearest_existing_folder(path: str | os.PathLike) -> Path:
         _check_not_a_loop(path)
         path = path.parent
     return path
+
+
+def check_replaceable(path: str | os.PathLike, role: str = "output") -> None:
+    """Refuse to replace anything at ``path`` but a regular file (or a link to one): never a device or FIFO.
+
+    Raises:
+        OutputError: naming what is there.
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # nothing there (or a dangling link, which atomic replacement removes)
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{role} {path} is a folder; give a file name")
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{role} {path} is a device, FIFO or socket, not a file; choose another path")

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from metasr.core.atomic import check_name_length
+from metasr.core.atomic import check_name_length, check_replaceable
 from metasr.core.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Verbosity, one_line, progress_enabled
 from metasr.core.errors import MetaSRError, OutputError, ScaleError
 from metasr.core.scale import Scale
@@ -149,8 +149,7 @@ class Batch:
             if key in self._written:
                 raise OutputError(f"output {out} was already written by this run from another input")
             if out.exists() or out.is_symlink():
-                if out.is_dir():
-                    raise OutputError(f"output {out} is a folder; move it away or choose another --output")
+                check_replaceable(out)
                 if not self.overwrite:
                     if self.journal.proves(out, item.source, source_sha, self.settings):
                         return "kept", out, "written earlier from the same input with the same settings"

@@ -29,6 +29,7 @@ import click
 from metasr.core.atomic import (
     check_name_length,
     check_no_overlap,
+    check_replaceable,
     check_writable_folder,
     file_identity,
     nearest_existing_folder,
@@ -158,8 +159,7 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
             out = Path(output) / name if _output_is_folder(output) else Path(output)
         check_name_length(out)
         InputSet([source]).check("output path", out)
-        if out.is_dir():
-            raise OutputError(f"output path {out} is a folder; give a file name")
+        check_replaceable(out, "output path")
         if (out.exists() or out.is_symlink()) and not run.overwrite:
             raise OutputError(f"output {out} already exists; pass --overwrite to replace it or choose another --output")
         if output is not None and _output_is_folder(output):
@@ -336,6 +336,7 @@ def command(
     inputs = _inputs(input_texts)
     if report is not None:
         check_report_path(report)
+        check_replaceable(report, "--report")
         check_writable_folder(report.parent if str(report.parent) else Path("."))
         InputSet(inputs).check("--report", report)
     with SignalGuard() as guard:
