@@ -11,8 +11,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -91,8 +91,20 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
-def write_one(up: Upscaler, scan: ScanImage, scale: Scale, tag: str, out: Path) -> Path:
-    """Upscale ``scan`` and write the derived file to ``out`` (atomically)."""
+def write_one(
+    up: Upscaler,
+    scan: ScanImage,
+    scale: Scale,
+    tag: str,
+    out: Path,
+    then: Callable[[Path], None] | None = None,
+    guard: SignalGuard | None = None,
+) -> Path:
+    """Upscale ``scan`` and write the derived file to ``out`` (atomically).
+
+    The write and ``then(out)`` (e.g. recording it) run as one :meth:`SignalGuard.critical`
+    section of ``guard``; the upscaling before them can be interrupted at any time.
+    """
     from metasr import __version__
     from metasr.scanners import DerivationInfo
 
@@ -107,7 +119,11 @@ def write_one(up: Upscaler, scan: ScanImage, scale: Scale, tag: str, out: Path) 
         model_name=up.model_name,
         exact_scale=scale.value,
     )
-    return scan.write_derived(sr, out, info)
+    with guard.critical() if guard is not None else nullcontext():
+        written = scan.write_derived(sr, out, info)
+        if then is not None:
+            then(written)
+    return written
 
 
 @dataclass
@@ -161,13 +177,15 @@ class Batch:
                 out.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise OutputError(f"cannot create folder {out.parent}: {e.strerror or type(e).__name__}") from None
-            with self.guard.critical():
-                written = write_one(self.up, scan, scale, tag, out)
+
+            def record(written: Path) -> None:
                 try:
                     self.journal.record(written, item.source, source_sha, self.settings)
                 except OutputError:
                     written.unlink(missing_ok=True)  # an unrecorded output could never be resumed: none at all
                     raise
+
+            written = write_one(self.up, scan, scale, tag, out, then=record, guard=self.guard)
             self._written.add(key)
             for note in notes + scan.notes:
                 self.say(f"{PROG}: note: {one_line(note)}")

@@ -36,7 +36,7 @@ from metasr.core.atomic import (
 )
 from metasr.core.choices import Precision
 from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line, run_command
-from metasr.core.errors import InputError, OutputError, ScaleError
+from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, write_one
 from metasr.runtime.folders import JOURNAL_NAME, InputSet, Journal, check_report_path, default_output_name, plan_items
 from metasr.runtime.jobs import (
@@ -119,7 +119,10 @@ def _inputs(texts: Sequence[str]) -> list[Path]:
 
 
 def _output_is_folder(text: str) -> bool:
-    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+    try:
+        return text.endswith(("/", os.sep)) or Path(text).is_dir()
+    except OSError:  # a name too long to look up: not a folder, and refused as a file name next
+        return False
 
 
 def _probe_folder(folder: Path) -> list[Path]:
@@ -178,8 +181,7 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
         run.announce(up, notes)
         _make_folders(to_create)
         try:
-            with guard.critical():
-                written = write_one(up, scan, scale, tag, out)
+            written = write_one(up, scan, scale, tag, out, guard=guard)
             guard.check()
         except BaseException:
             _remove_if_empty(to_create)
@@ -347,6 +349,12 @@ def command(
         except Terminated:
             print(f"{PROG}: terminated", file=sys.stderr)
             return EXIT_TERMINATED
+        except OSError as e:
+            if isinstance(e, MetaSRError):
+                raise
+            # a path the file system refuses to look up (too long, a loop, no permission): one line
+            where = f" {e.filename}" if e.filename else ""
+            raise OutputError(f"cannot use{where}: {e.strerror or type(e).__name__}; choose another path") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -175,10 +175,10 @@ def test_one_bad_file_of_any_kind_never_stops_the_rest(
     (src / "im1.png").write_bytes(b"broken")
     real = batch_module.write_one
 
-    def flaky(up, scan, scale, tag, out):
+    def flaky(up, scan, scale, tag, out, **kw):
         if scan.path.name == "im2.png":
             raise RuntimeError("simulated bug\nwith two lines")
-        return real(up, scan, scale, tag, out)
+        return real(up, scan, scale, tag, out, **kw)
 
     monkeypatch.setattr(batch_module, "write_one", flaky)
     report = tmp_path / "report.json"
@@ -215,15 +215,16 @@ def test_sigterm_leaves_complete_outputs_and_resumes_identically(
     args = ["-i", str(src), "-s", "1.5", "-o", str(tmp_path / "out"), "--model", model]
     assert _run(args + ["-o", str(tmp_path / "ref")], capfd)[0] == 0
     reference = _files(tmp_path / "ref")
-    real = batch_module.write_one
+    from metasr.runtime.folders import Journal
 
-    def write_then_signal(up, scan, scale, tag, out):
-        written = real(up, scan, scale, tag, out)
-        if scan.path.name == "im1.png":
-            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the output is being recorded
-        return written
+    real = Journal.record
 
-    monkeypatch.setattr(batch_module, "write_one", write_then_signal)
+    def record_then_signal(self, out, source, *args):
+        if source.name == "im1.png":
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the output is being written and recorded
+        real(self, out, source, *args)
+
+    monkeypatch.setattr(Journal, "record", record_then_signal)
     code, out, err = _run(args + ["--report", str(tmp_path / "r.csv")], capfd)
     assert code == 143
     assert "terminated after 2 of 4 files" in err
@@ -235,7 +236,7 @@ def test_sigterm_leaves_complete_outputs_and_resumes_identically(
         "not run",
     ]
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".part")]
-    monkeypatch.setattr(batch_module, "write_one", real)
+    monkeypatch.setattr(Journal, "record", real)
     code, out, err = _run(args, capfd)
     assert code == 0 and len(out.splitlines()) == 2 and "kept 2 output(s)" in err
     assert _files(tmp_path / "out") == reference
