@@ -205,8 +205,17 @@ def test_csv_report(tmp_path: Path, model: str, capfd: pytest.CaptureFixture[str
     ]
 
 
-def test_sigterm_leaves_complete_outputs_and_resumes_identically(
-    tmp_path: Path, model: str, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("signum", "code", "word"), [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_signal_leaves_complete_outputs_and_resumes_identically(
+    signum: int,
+    code: int,
+    word: str,
+    tmp_path: Path,
+    model: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     src = tmp_path / "in"
     src.mkdir()
@@ -221,13 +230,13 @@ def test_sigterm_leaves_complete_outputs_and_resumes_identically(
 
     def record_then_signal(self, out, source, *args):
         if source.name == "im1.png":
-            os.kill(os.getpid(), signal.SIGTERM)  # arrives while the output is being written and recorded
+            os.kill(os.getpid(), signum)  # arrives while the output is being written and recorded
         real(self, out, source, *args)
 
     monkeypatch.setattr(Journal, "record", record_then_signal)
-    code, out, err = _run(args + ["--report", str(tmp_path / "r.csv")], capfd)
-    assert code == 143
-    assert "terminated after 2 of 4 files" in err
+    got, out, err = _run(args + ["--report", str(tmp_path / "r.csv")], capfd)
+    assert got == code
+    assert f"{word} after 2 of 4 files" in err
     assert sorted(_files(tmp_path / "out")) == ["im0_sr1.5.png", "im1_sr1.5.png"]
     assert [r["status"] for r in csv.DictReader((tmp_path / "r.csv").open())] == [
         "written",
