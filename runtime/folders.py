@@ -32,6 +32,9 @@ from metasr.core.errors import InputError, OutputError
 
 __all__ = [
     "JOURNAL_NAME",
+    "REPORT_FIELDS",
+    "check_report_path",
+    "output_stem",
     "InputSet",
     "Item",
     "Journal",

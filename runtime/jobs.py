@@ -11,7 +11,7 @@ import math
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,8 +34,12 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_MEMORY_BUDGET_MB",
     "MAX_OUTPUT_SIDE",
+    "SCALE_LIMITS",
     "Job",
     "available_cpus",
+    "check_regular_file",
+    "parse_scale_option",
+    "parse_spacing",
     "parse_device",
     "parse_memory_budget",
     "parse_size",
@@ -152,7 +156,6 @@ class Job:
     allow_extrapolation: bool = False
     axis: int | None = None
     intensity: str = "auto"
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def tag(self) -> str | None:
@@ -170,7 +173,7 @@ class Job:
             if self.scale is not None
             else (f"size={self.size[1]}x{self.size[0]}" if self.size is not None else f"spacing={self.spacing}")
         )
-        return {"asked": asked, "axis": str(self.axis), "intensity": self.intensity, **self.extra}
+        return {"asked": asked, "axis": str(self.axis), "intensity": self.intensity}
 
     def scale_for(self, scan: ScanImage) -> tuple[Scale, str, list[str]]:
         """The scale for one image, the tag naming its output, and notes on the resulting spacing."""
