@@ -230,10 +230,9 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     up = run.load()
     if job.scale is not None:
         up.check_scale(job.scale, allow_extrapolation=job.allow_extrapolation)
-    run.announce(up)
     new_dirs = to_create + sorted({i.out_dir for i in items if not i.out_dir.exists()})
     _make_folders(to_create)
-    check_writable_folder(output)
+    run.announce(up)
     settings = job.settings() | {"model": up.model_id, "software": __version__}
     batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), Journal(output), guard)
     try:
