@@ -223,7 +223,11 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     to_create = _probe_folder(output)
     items = plan_items(inputs, output)
     sources = [i.source for i in items]
-    writes = [("resume journal", output / JOURNAL_NAME)]
+    journal = output / JOURNAL_NAME
+    if journal.is_symlink():
+        raise OutputError(f"resume journal {journal} is a symbolic link; remove it (a rerun then redoes every file)")
+    check_replaceable(journal, "resume journal")
+    writes = [("resume journal", journal)]
     if run.report is not None:
         writes.append(("--report", run.report))
     check_no_overlap(writes, sources)

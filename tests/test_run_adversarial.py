@@ -23,6 +23,7 @@ from test_run_bad_input import _phantom, _tree, _write_png, write_dicom
 from metasr.runtime.cli import main
 
 Builder = Callable[[Path], list[str]]
+JOURNAL = ".metasr-run.jsonl"
 
 
 def _png(d: Path, name: str = "frame.png") -> Path:
@@ -161,6 +162,21 @@ CASES: dict[str, tuple[Builder, str]] = {
         lambda d: ["-i", str(_folder(d, "a.png")), "-s", "2", "-o", str(d / "o"), "--report", str(d / "o" / "j.csv")],
         "does not exist",
     ),
+    "resume journal links to an input": (
+        lambda d: ["-i", str(_folder(d, "a.png")), "-s", "2", "-o", str(_journal_link(d, d / "series" / "a.png"))],
+        "resume journal",
+    ),
+    "resume journal is a FIFO": (
+        lambda d: [
+            "-i",
+            str(_folder(d, "a.png")),
+            "-s",
+            "2",
+            "-o",
+            str(_fifo(_mkdir(d / "o"), ".metasr-run.jsonl").parent),
+        ],
+        "FIFO",
+    ),
     # bad numbers
     "scale 1e999999999": (lambda d: _scale(d, "1e999999999"), "exponent too large"),
     "scale of 5000 digits": (lambda d: _scale(d, "9" * 5000), "characters"),
@@ -210,6 +226,12 @@ CASES: dict[str, tuple[Builder, str]] = {
     "intensity bogus": (lambda d: _scale(d, "2", "--intensity", "bogus"), "--intensity"),
     "quiet and verbose": (lambda d: _scale(d, "2", "-q", "-v"), "either --quiet or --verbose"),
 }
+
+
+def _journal_link(d: Path, target: Path) -> Path:
+    out = _mkdir(d / "o")
+    (out / JOURNAL).symlink_to(target)
+    return out
 
 
 def _mkdir(path: Path) -> Path:
