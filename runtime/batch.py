@@ -7,6 +7,7 @@ interrupted run leaves only complete, recorded outputs and a rerun resumes where
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -22,7 +23,7 @@ from metasr.core.atomic import check_name_length, check_replaceable
 from metasr.core.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Verbosity, one_line, progress_enabled
 from metasr.core.errors import MetaSRError, OutputError, ScaleError
 from metasr.core.scale import Scale
-from metasr.runtime.folders import InputSet, Item, Journal, sha256_file, write_report
+from metasr.runtime.folders import InputSet, Item, Journal, partial_path, sha256_file, write_report
 from metasr.runtime.jobs import Job, check_regular_file, read_input
 
 if TYPE_CHECKING:
@@ -97,13 +98,14 @@ def write_one(
     scale: Scale,
     tag: str,
     out: Path,
-    then: Callable[[Path], None] | None = None,
+    then: Callable[[Path], Path] | None = None,
     guard: SignalGuard | None = None,
 ) -> Path:
     """Upscale ``scan`` and write the derived file to ``out`` (atomically).
 
-    The write and ``then(out)`` (e.g. recording it) run as one :meth:`SignalGuard.critical`
-    section of ``guard``; the upscaling before them can be interrupted at any time.
+    The write and ``then(out)`` (e.g. recording and renaming it; returns the final path) run as
+    one :meth:`SignalGuard.critical` section of ``guard``; the upscaling before them can be
+    interrupted at any time.
     """
     from metasr import __version__
     from metasr.scanners import DerivationInfo
@@ -122,7 +124,7 @@ def write_one(
     with guard.critical() if guard is not None else nullcontext():
         written = scan.write_derived(sr, out, info)
         if then is not None:
-            then(written)
+            written = then(written)
     return written
 
 
@@ -178,14 +180,21 @@ class Batch:
             except OSError as e:
                 raise OutputError(f"cannot create folder {out.parent}: {e.strerror or type(e).__name__}") from None
 
-            def record(written: Path) -> None:
-                try:
-                    self.journal.record(written, item.source, source_sha, self.settings)
-                except OutputError:
-                    written.unlink(missing_ok=True)  # an unrecorded output could never be resumed: none at all
-                    raise
+            partial = partial_path(out, scan.default_suffix)
+            check_name_length(partial)
 
-            written = write_one(self.up, scan, scale, tag, out, then=record, guard=self.guard)
+            def record_and_move(written: Path) -> Path:
+                try:
+                    self.journal.record(out, item.source, source_sha, self.settings, written=written)
+                    os.replace(written, out)
+                except BaseException as e:
+                    written.unlink(missing_ok=True)  # an unrecorded output could never be resumed: none at all
+                    if isinstance(e, OSError) and not isinstance(e, OutputError):
+                        raise OutputError(f"cannot write {out}: {e.strerror or type(e).__name__}") from None
+                    raise
+                return out
+
+            written = write_one(self.up, scan, scale, tag, partial, then=record_and_move, guard=self.guard)
             self._written.add(key)
             for note in notes + scan.notes:
                 self.say(f"{PROG}: note: {one_line(note)}")

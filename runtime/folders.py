@@ -8,11 +8,13 @@ would share a name in one folder (the same name apart from the suffix or letter 
 ``a``, the next get ``a-2``, ``a-3`` (skipping names another input already has), so every input
 gets its own output and a rerun of the same folder gives the same names.
 
-Resume. After each output is written, a line is appended to ``.metasr-run.jsonl`` in the output
-folder: input path and sha256, the settings (scale asked, axis, intensity, model id, software
-version), the output's name and sha256. A later run keeps an existing output only when such a
-line proves it came from the same input bytes with the same settings and the output is unchanged;
-any other existing output is refused (or redone with ``--overwrite``), never silently kept.
+Resume. Each output is written under a hidden partial name, a line is appended to
+``.metasr-run.jsonl`` in the output folder (input path and sha256, the settings: scale asked,
+axis, intensity, model id, software version; the output's name and sha256), and only then is the
+output moved to its name, so even a killed run never leaves an output without its proof. A later
+run keeps an existing output only when such a line proves it came from the same input bytes with
+the same settings and the output is unchanged; any other existing output is refused (or redone
+with ``--overwrite``), never silently kept.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ def output_stem(path: Path) -> str:
     if name.lower().endswith(".nii.gz"):
         return name[: -len(".nii.gz")]
     return path.stem if path.suffix else name
+
+
+def partial_path(out: Path, suffix: str) -> Path:
+    """The hidden name an output is written under before it is recorded (same suffix, same bytes)."""
+    base = out.name[: -len(suffix)] if suffix and out.name.endswith(suffix) else out.name
+    return out.with_name(f".{base}.partial{suffix}")
 
 
 def default_output_name(source: Path | str, tag: str, suffix: str, stem: str | None = None) -> str:
@@ -239,14 +247,23 @@ class Journal:
         except OSError:
             return False
 
-    def record(self, out: Path, source: Path, source_sha: str, settings: dict[str, str]) -> None:
-        """Append the proof for a freshly written ``out`` (one line, flushed to disk)."""
+    def record(
+        self, out: Path, source: Path, source_sha: str, settings: dict[str, str], written: Path | None = None
+    ) -> None:
+        """Append the proof for ``out`` (one line, flushed to disk).
+
+        Args:
+            out: The output's final path.
+            source, source_sha, settings: What it was made from.
+            written: Where its bytes are now, if not yet at ``out`` (they are moved there after
+                the line is on disk, so an output never exists without its proof).
+        """
         rec = {
             "output": self._key(out),
             "input": str(source.resolve()),
             "input_sha256": source_sha,
             "settings": settings,
-            "output_sha256": sha256_file(out),
+            "output_sha256": sha256_file(written or out),
         }
         try:
             with open(self.path, "a", encoding="utf-8") as fh:

@@ -228,10 +228,10 @@ def test_signal_leaves_complete_outputs_and_resumes_identically(
 
     real = Journal.record
 
-    def record_then_signal(self, out, source, *args):
+    def record_then_signal(self, out, source, *args, **kw):
         if source.name == "im1.png":
             os.kill(os.getpid(), signum)  # arrives while the output is being written and recorded
-        real(self, out, source, *args)
+        real(self, out, source, *args, **kw)
 
     monkeypatch.setattr(Journal, "record", record_then_signal)
     got, out, err = _run(args + ["--report", str(tmp_path / "r.csv")], capfd)
@@ -361,3 +361,24 @@ def test_reading_goes_through_one_function_with_a_window(
     _write_png(src / "one.png", _phantom())
     assert _run(["-i", str(src), "-s", "2", "--model", model], capfd)[0] == 0
     assert seen == [None]
+
+
+def test_resume_after_a_kill_between_write_and_move(
+    tmp_path: Path, model: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A killed run leaves either a recorded output not yet moved (gone) or a hidden partial file: both are redone."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for k in range(3):
+        _write_png(src / f"im{k}.png", _phantom(20, 16 + k))
+    out_dir = tmp_path / "out"
+    args = ["-i", str(src), "-s", "2", "-o", str(out_dir), "--model", model]
+    assert _run(args, capfd)[0] == 0
+    reference = _files(out_dir)
+    (out_dir / "im0_sr2.png").unlink()  # recorded, killed before the move
+    (out_dir / "im1_sr2.png").rename(out_dir / ".im1_sr2.partial.png")  # killed before the record
+    code, out, err = _run(args, capfd)
+    assert code == 0, err
+    assert sorted(Path(line).name for line in out.splitlines()) == ["im0_sr2.png", "im1_sr2.png"]
+    assert _files(out_dir) == reference
+    assert sorted(p.name for p in out_dir.iterdir()) == [".metasr-run.jsonl", *sorted(reference)]
