@@ -284,7 +284,7 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     "memory_text",
     help=f"Working memory per tile in MiB [default: {DEFAULT_MEMORY_BUDGET_MB}] (large images are tiled).",
 )
-@click.option("--tile", type=int, help="Tile side in pixels instead of --memory-budget (results unchanged).")
+@click.option("--tile", type=int, help="Tile side in pixels instead of --memory-budget (same result up to rounding).")
 @click.option("--threads", type=int, help="CPU threads (default and most: the CPUs this process may use).")
 @click.option(
     "--overwrite",
