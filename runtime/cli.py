@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,7 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
             raise ScaleError(f"scale {scale} turns a {scan.size[1]}x{scan.size[0]} image into nothing")
         run.announce(up, notes)
         _make_folders(to_create)
+        start = time.perf_counter()
         try:
             written = write_one(up, scan, scale, tag, out, guard=guard)
             guard.check()
@@ -189,10 +191,10 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
         if run.verbosity >= Verbosity.NORMAL:
             for note in scan.notes:
                 print(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
+        seconds = round(time.perf_counter() - start, 3)
     click.echo(str(written))
-    finish_report(
-        run.report, [{"input": str(source), "output": str(written), "status": "written", "reason": "", "seconds": ""}]
-    )
+    row = {"input": str(source), "output": str(written), "status": "written", "reason": "", "seconds": seconds}
+    finish_report(run.report, [row])
     return 0
 
 
