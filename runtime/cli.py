@@ -39,7 +39,16 @@ from metasr.core.choices import Precision
 from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line, run_command
 from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, write_one
-from metasr.runtime.folders import JOURNAL_NAME, InputSet, Journal, check_report_path, default_output_name, plan_items
+from metasr.runtime.folders import (
+    JOURNAL_NAME,
+    InputSet,
+    Item,
+    Journal,
+    check_report_path,
+    default_output_name,
+    output_stem,
+    plan_items,
+)
 from metasr.runtime.jobs import (
     Job,
     check_regular_file,
@@ -210,6 +219,14 @@ def _folder_output(inputs: list[Path], output: str | None, job: Job) -> Path:
     return folder.with_name(f"{folder.name}_{tag}")
 
 
+def _renamed_note(renamed: list[Item]) -> str:
+    first = renamed[0]
+    return (
+        f"{len(renamed)} input(s) would share an output name with another input and are numbered "
+        f"(e.g. {first.source} -> {first.stem}_...)"
+    )
+
+
 def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Run, guard: SignalGuard) -> int:
     from metasr import __version__
 
@@ -238,7 +255,8 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
         up.check_scale(job.scale, allow_extrapolation=job.allow_extrapolation)
     new_dirs = to_create + sorted({i.out_dir for i in items if not i.out_dir.exists()})
     _make_folders(to_create)
-    run.announce(up)
+    renamed = [i for i in items if i.stem != output_stem(i.source)]
+    run.announce(up, [_renamed_note(renamed)] if renamed else [])
     settings = job.settings() | {"model": up.model_id, "software": __version__}
     batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), Journal(output), guard)
     try:

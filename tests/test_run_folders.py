@@ -81,6 +81,7 @@ def test_colliding_names_get_unique_outputs(tmp_path: Path, model: str, capfd: p
     widths = [pydicom.dcmread(out_dir / n).Columns for n in ("a_sr2.dcm", "a-2_sr2.dcm", "a-3_sr2.dcm", "a-4_sr2.dcm")]
     assert widths == [2 * 14, 2 * 13, 2 * 12, 2 * 15]
     assert "kept" not in err
+    assert "note: 4 input(s) would share an output name with another input and are numbered" in err
 
 
 def test_numbered_names_skip_names_inputs_already_have(tmp_path: Path) -> None:
