@@ -148,7 +148,7 @@ class Batch:
         if self.verbosity >= level:
             _write_line(text, sys.stderr)
 
-    def process(self, item: Item, window: tuple[float, float] | None = None) -> tuple[str, Path | None, str]:
+    def process(self, item: Item, window: object | None = None) -> tuple[str, Path | None, str]:
         """Handle one file; returns ``(status, output, reason)`` with status ``written`` or ``kept``.
 
         Raises:
@@ -175,13 +175,12 @@ class Batch:
                         f"output {out.name} exists in {out.parent} but does not provably come from this input with "
                         f"these settings; pass --overwrite to replace it or choose another --output"
                     )
+            partial = partial_path(out, scan.default_suffix)
+            check_name_length(partial)
             try:
                 out.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise OutputError(f"cannot create folder {out.parent}: {e.strerror or type(e).__name__}") from None
-
-            partial = partial_path(out, scan.default_suffix)
-            check_name_length(partial)
 
             def record_and_move(written: Path) -> Path:
                 try:
@@ -200,7 +199,7 @@ class Batch:
                 self.say(f"{PROG}: note: {one_line(note)}")
         return "written", written, ""
 
-    def run(self, items: list[Item], windows: Mapping[Path, tuple[float, float]] | None = None) -> int:
+    def run(self, items: list[Item], windows: Mapping[Path, object] | None = None) -> int:
         """Process every item in order; returns the exit code (0, 2 if any file failed, 130/143 if stopped).
 
         Args:

@@ -232,7 +232,7 @@ def check_regular_file(path: Path) -> None:
         raise InputError(f"input {path} is {kind}; give an image file (copy the data to a file first)")
 
 
-def read_input(path: Path, job: Job, window: tuple[float, float] | None = None) -> ScanImage:
+def read_input(path: Path, job: Job, window: object | None = None) -> ScanImage:
     """Read one input file as the job asks; the only place ``metasr-run`` reads images.
 
     Args:
