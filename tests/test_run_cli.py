@@ -195,3 +195,19 @@ def test_default_output_names() -> None:
     assert default_output_name(Path("a/frame.dcm"), "sr1.8", ".dcm") == "frame_sr1.8.dcm"
     assert default_output_name(Path("vol.nii.gz"), "sr7/3", ".nii.gz") == "vol_sr7-3.nii.gz"
     assert default_output_name(Path("IM0001"), "sr2", ".dcm") == "IM0001_sr2.dcm"
+
+
+@pytest.mark.parametrize(("text", "expected"), [("cuda:0", "cuda"), ("GPU:0", "cuda"), ("tensorrt:0", "tensorrt")])
+def test_device_with_the_first_gpu_index(text: str, expected: str) -> None:
+    from metasr.runtime.jobs import parse_device
+
+    assert parse_device(text).value == expected
+
+
+def test_threads_cap_follows_the_cpus_this_process_may_use() -> None:
+    from metasr.runtime.jobs import available_cpus, parse_threads
+
+    cpus = available_cpus()
+    assert parse_threads(cpus) == (cpus, None)
+    capped, note = parse_threads(cpus + 1)
+    assert capped == cpus and note == f"--threads {cpus + 1} capped at {cpus}, the CPUs this process may use"
