@@ -7,17 +7,31 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from metasr.core.errors import OutputError
 
-__all__ = ["check_output_path", "check_writable_folder", "atomic_writer", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "check_output_path",
+    "check_writable_folder",
+    "atomic_writer",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "NAME_MAX",
+    "check_name_length",
+    "file_identity",
+    "check_no_overlap",
+    "nearest_existing_folder",
+    "check_replaceable",
+]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -41,6 +55,7 @@ def check_output_path(out_path: str | os.PathLike, source: str | os.PathLike | N
         OutputError: if the path is the input, a folder, or its folder is missing or unwritable.
     """
     out = Path(out_path)
+    check_name_length(out)
     if source is not None and _same_file(out, Path(source)):
         raise OutputError(
             f"output path {out} is the input file; choose another output path (inputs are never overwritten)"
@@ -60,6 +75,7 @@ def check_writable_folder(folder: str | os.PathLike) -> None:
         OutputError: if the folder is missing, not a folder, or not writable.
     """
     folder = Path(folder)
+    _check_not_a_loop(folder)
     if not folder.exists():
         raise OutputError(f"output folder {folder} does not exist; create it or choose another output path")
     if not folder.is_dir():
@@ -123,3 +139,120 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """UTF-8 text version of :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+#: Longest file name (in bytes) most file systems take.
+NAME_MAX = 255
+#: Bytes :func:`atomic_writer`'s temporary name adds to the final name (``.NAME.xxxxxxxx.part``).
+_TEMP_EXTRA = len(".") + len(".") + 8 + len(".part")
+
+
+def check_name_length(path: str | os.PathLike) -> None:
+    """Refuse a file name that (with the temporary name written first) is longer than :data:`NAME_MAX` bytes.
+
+    Raises:
+        OutputError: naming the length and the limit.
+    """
+    name = Path(path).name
+    size = len(os.fsencode(name))
+    if size + _TEMP_EXTRA > NAME_MAX:
+        shown = name if len(name) <= 48 else name[:40] + "..." + name[-8:]
+        raise OutputError(
+            f"output name {shown} is {size} bytes; names of at most {NAME_MAX - _TEMP_EXTRA} bytes can be written "
+            f"(file systems take {NAME_MAX}, the temporary file needs {_TEMP_EXTRA} more); choose a shorter output path"
+        )
+
+
+def _check_not_a_loop(path: Path) -> None:
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OutputError(f"{path} is a symbolic link loop; choose another output path") from None
+        if e.errno == errno.ENAMETOOLONG:
+            shown = str(path)[:60]
+            raise OutputError(f"path {shown}... is too long for the file system; choose a shorter path") from None
+
+
+def file_identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file ``path`` names (through symbolic links), or ``None`` if there is none.
+
+    Two paths with one identity are one file, whether through symbolic links, hard links or
+    another spelling of the path.
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _resolved(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symbolic link loop: compare the spelling
+        return os.path.abspath(path)
+
+
+def check_no_overlap(writes: Sequence[tuple[str, str | os.PathLike]], inputs: Sequence[str | os.PathLike]) -> None:
+    """Check, before any work, that no path a command writes is an input or another written path.
+
+    Compared by file identity (symbolic and hard links, other spellings) for paths that exist, and
+    by resolved path for all; written paths that differ only in letter case count as one.
+
+    Args:
+        writes: ``(role, path)`` pairs, e.g. ``("output", p)``, ``("--report", r)``.
+        inputs: Every file the command reads.
+
+    Raises:
+        OutputError: naming the two paths that meet.
+    """
+    read_ids: dict[tuple[int, int], Path] = {}
+    read_keys: dict[str, Path] = {}
+    for src in inputs:
+        src = Path(src)
+        ident = file_identity(src)
+        if ident is not None:
+            read_ids[ident] = src
+        read_keys[_resolved(src)] = src
+    seen: dict[str, tuple[str, Path]] = {}
+    for role, path in writes:
+        path = Path(path)
+        ident = file_identity(path)
+        src = read_ids.get(ident) if ident is not None else None
+        src = src or read_keys.get(_resolved(path))
+        key = _resolved(path).casefold()  # two new files differing in case only are one on some file systems
+        if src is not None:
+            raise OutputError(
+                f"{role} {path} is the input file {src}; choose another path (inputs are never overwritten)"
+            )
+        if key in seen:
+            other_role, other = seen[key]
+            raise OutputError(f"{role} {path} and {other_role} {other} are the same file; give them different paths")
+        seen[key] = (role, path)
+
+
+def nearest_existing_folder(path: str | os.PathLike) -> Path:
+    """The closest ancestor of ``path`` (or ``path`` itself) that exists, for probing before creating folders."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        _check_not_a_loop(path)
+        path = path.parent
+    return path
+
+
+def check_replaceable(path: str | os.PathLike, role: str = "output") -> None:
+    """Refuse to replace anything at ``path`` but a regular file (or a link to one): never a device or FIFO.
+
+    Raises:
+        OutputError: naming what is there.
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # nothing there (or a dangling link, which atomic replacement removes)
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{role} {path} is a folder; give a file name")
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{role} {path} is a device, FIFO or socket, not a file; choose another path")

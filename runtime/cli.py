@@ -1,356 +1,383 @@
-"""``metasr-run``: super-resolve DICOM, NIfTI, PNG/TIFF/JPEG files (or folders of them).
+"""``metasr-run``: super-resolve DICOM, NIfTI, PNG/TIFF/JPEG files, or folders of them.
 
 Examples::
 
-    metasr-run --input frame.dcm --scale 1.8              # writes frame_sr1.8.dcm beside it
-    metasr-run --input slice.png --size 512x512 -o big.png
-    metasr-run --input vol.nii.gz --spacing 0.5 --axis 2  # target 0.5 mm in-plane pixels
-    metasr-run --input series/ --scale 2 --output series_x2/
+    metasr-run -i frame.dcm -s 1.8                     # writes frame_sr1.8.dcm beside it
+    metasr-run -i slice.png --size 512x512 -o big.png
+    metasr-run -i vol.nii.gz --spacing 0.5 --axis 2    # exactly 0.5 mm in-plane pixels
+    metasr-run -i study/ -s 2 -o study_x2/ --report run.csv
+    metasr-run -i a.dcm -i b.dcm -i series/ -s 2 -o out/
 
-Everything that can be checked is checked before any work starts (input readable and finite,
-scale usable, output writable and not the input, model intact), so a bad run stops with one line
-on stderr, exit code 2, no output file and the input untouched. A run that works prints one line
-on stderr saying what runs where, and the written path(s) on stdout.
+Everything that can be checked is checked before the model loads and before anything is written
+(every number, every input, every output and report path against the inputs and each other), so
+a bad run stops with one line on stderr, exit code 2, nothing written and the inputs untouched.
+A run that works prints one line on stderr saying what runs where, and the written path(s) on
+stdout. In a folder run each file gets its own verdict; see :mod:`metasr.runtime.folders` for
+output names, collisions and resuming.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from metasr.core.atomic import check_output_path, check_writable_folder
-from metasr.core.cli import one_line, run_command
+from metasr.core.atomic import (
+    check_name_length,
+    check_no_overlap,
+    check_replaceable,
+    check_writable_folder,
+    file_identity,
+    nearest_existing_folder,
+)
+from metasr.core.choices import Precision
+from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line, run_command
 from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
-from metasr.core.scale import MAX_DENOMINATOR, Scale, hr_length
-from metasr.runtime.backends import Device, Precision
-from metasr.runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB, MAX_SCALE, Upscaler, check_image
+from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, write_one
+from metasr.runtime.folders import (
+    JOURNAL_NAME,
+    InputSet,
+    Item,
+    Journal,
+    check_report_path,
+    default_output_name,
+    output_stem,
+    plan_items,
+)
+from metasr.runtime.jobs import (
+    Job,
+    check_regular_file,
+    parse_device,
+    parse_memory_budget,
+    parse_scale_option,
+    parse_size,
+    parse_spacing,
+    parse_threads,
+    parse_tile,
+    read_input,
+)
+from metasr.runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB, MAX_SCALE, Upscaler
+from metasr.scanners.intensity import IntensityRange
 
-if TYPE_CHECKING:  # the scanners are imported when a file is read, keeping --help fast
-    from metasr.scanners import ScanImage
-
-__all__ = ["command", "default_output_name", "main", "scale_for_size", "scale_for_spacing"]
+__all__ = ["command", "default_output_name", "main"]
 
 PROG = "metasr-run"
 
 
-def _simplest_fraction_in(lo: Fraction, hi: Fraction) -> Fraction:
-    """The fraction with the smallest denominator in ``[lo, hi)`` (Stern-Brocot descent)."""
-    if lo.denominator == 1:
-        return lo
-    # smallest denominator in the half-open interval: search denominators upward (small bound)
-    for q in range(1, MAX_DENOMINATOR + 1):
-        p = -((-lo.numerator * q) // lo.denominator)  # ceil(lo * q)
-        if Fraction(p, q) < hi:
-            return Fraction(p, q)
-    raise ScaleError(f"no scale with a denominator up to {MAX_DENOMINATOR} lies in [{lo}, {hi})")
-
-
-def scale_for_size(height: int, width: int, out_h: int, out_w: int) -> Scale:
-    """The scale giving exactly ``out_h x out_w`` from ``height x width``: ``floor(n*r)`` must hit both.
-
-    One scale serves both axes (the contract has one ``r``), so the target must keep the aspect
-    ratio within a pixel. Among the scales that work, the simplest fraction is chosen.
-
-    Raises:
-        ScaleError: if no single scale gives both sizes.
-    """
-    lo = max(Fraction(out_h, height), Fraction(out_w, width))
-    hi = min(Fraction(out_h + 1, height), Fraction(out_w + 1, width))
-    if lo >= hi:
-        raise ScaleError(
-            f"no single scale turns {width}x{height} into {out_w}x{out_h} (the aspect ratio "
-            f"differs); one scale serves both axes, so give a size with the input's aspect ratio, "
-            f"e.g. {out_w}x{hr_length(height, Fraction(out_w, width))}"
-        )
-    r = _simplest_fraction_in(lo, hi)
-    s = Scale(r)
-    assert s.output_size(height, width) == (out_h, out_w)
-    return s
-
-
-def scale_for_spacing(spacing: tuple[float, float] | None, target_mm: float) -> Scale:
-    """The scale that turns pixels of ``spacing`` mm into pixels of about ``target_mm`` mm.
-
-    Raises:
-        InputError: no spacing in the file, or non-square pixels.
-        ScaleError: a target that is not a positive finite number.
-    """
-    if not (target_mm > 0 and target_mm < float("inf")):
-        raise ScaleError(f"--spacing must be a positive number of millimetres, got {target_mm!r}")
-    if spacing is None:
-        raise InputError("the input has no pixel spacing (only DICOM and NIfTI carry one); use --scale or --size")
-    row, col = (float(v) for v in spacing)
-    if abs(row - col) > 1e-6 * max(row, col):
-        raise InputError(
-            f"the input's pixels are not square ({row:g} x {col:g} mm) and one scale serves both axes; "
-            f"use --scale or --size"
-        )
-    return Scale.parse(Fraction(repr(row)) / Fraction(repr(float(target_mm))))
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` -> ``(H, W)``."""
-    parts = text.lower().replace(" ", "").split("x")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts) or min(int(p) for p in parts) < 1:
-        raise InputError(f"--size must look like 512x384 (width x height in pixels), got {text!r}")
-    return int(parts[1]), int(parts[0])
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz",):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem if path.suffix else name
-
-
-def default_output_name(source: Path, tag: str, suffix: str) -> str:
-    """``frame.dcm`` + ``sr1.8`` -> ``frame_sr1.8.dcm`` (fractions as ``7-3``)."""
-    return f"{_stem(source)}_{tag.replace('/', '-')}{suffix}"
-
-
-def _check_output(out: Path, scan: ScanImage) -> Path:
-    """Everything about the output that can fail, checked before any work: path, folder, name."""
-    check_output_path(out, scan.path)
-    scan.check_output_name(out)
-    return out
-
-
 @dataclass
-class _Job:
-    """What one run needs besides the file: how to pick the scale and where outputs go."""
+class _Run:
+    """Options that do not choose the scale: how the model runs and what the command prints."""
 
-    scale: Scale | None
-    size: tuple[int, int] | None
-    spacing: float | None
-    allow_extrapolation: bool
-    axis: int | None
+    model: Path | None
+    device: str
+    precision: Precision
+    memory_budget: float
+    tile: int | None
+    threads: int | None
+    overwrite: bool
+    verbosity: Verbosity
+    report: Path | None
+    notes: list[str]
 
-    def scale_for(self, frames_shape: tuple[int, ...], spacing: tuple[float, float] | None) -> tuple[Scale, str]:
-        """The scale for one image and the tag naming its output (``sr1.8`` or ``512x384``)."""
-        h, w = frames_shape[-2:]
-        if self.scale is not None:
-            return self.scale, f"sr{self.scale}"
-        if self.size is not None:
-            return scale_for_size(h, w, *self.size), f"{self.size[1]}x{self.size[0]}"
-        assert self.spacing is not None
-        s = scale_for_spacing(spacing, self.spacing)
-        return s, f"sr{s}"
+    def load(self) -> Upscaler:
+        dev = parse_device(self.device)
+        return Upscaler(
+            self.model,
+            device=dev,
+            memory_budget_mb=self.memory_budget,
+            tile_size=self.tile,
+            threads=self.threads,
+            precision=self.precision,
+        )
+
+    def announce(self, up: Upscaler, notes: Sequence[str] = ()) -> None:
+        """The status line and notes, printed once every check has passed."""
+        if self.verbosity >= Verbosity.NORMAL:
+            print(up.describe(), file=sys.stderr)
+            for note in [*self.notes, *notes]:
+                print(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
 
 
-def _read_checked(path: Path, job: _Job) -> ScanImage:
-    from metasr.scanners import read_image
-
-    scan = read_image(path, axis=job.axis)
-    try:
-        check_image(scan.frames)
-    except InputError as e:
-        raise InputError(f"{path.name}: {e}") from None
-    return scan
-
-
-def _run_one(up: Upscaler, scan: ScanImage, scale: Scale, tag: str, out: Path) -> Path:
-    """Upscale, write the derived file, then print the file's notes (one line each, beside any bar)."""
-    from tqdm import tqdm
-
-    from metasr import __version__
-    from metasr.scanners import DerivationInfo
-
-    software = __version__
-    sr = up.upscale(scan.frames, scale)
-    label = tag.removeprefix("sr")
-    info = DerivationInfo(
-        scale=label, model_id=up.model_id, software_version=software, model_name=up.model_name, exact_scale=scale.value
+def _make_job(scale_text: str | None, size_text: str | None, spacing_text: str | None, **kw: object) -> Job:
+    given = (("--scale", scale_text), ("--size", size_text), ("--spacing", spacing_text))
+    chosen = [name for name, value in given if value is not None]
+    if len(chosen) != 1:
+        raise InputError(
+            "give exactly one of --scale, --size or --spacing" + (f" (got {' and '.join(chosen)})" if chosen else "")
+        )
+    return Job(
+        scale=parse_scale_option(scale_text) if scale_text is not None else None,
+        size=parse_size(size_text) if size_text is not None else None,
+        spacing=parse_spacing(spacing_text) if spacing_text is not None else None,
+        **kw,  # type: ignore[arg-type]
     )
-    written = scan.write_derived(sr, out, info)
-    for note in scan.notes:
-        tqdm.write(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
-    return written
 
 
-def _load(
-    model: Path | None, device: Device, budget: float, threads: int | None, precision: Precision = Precision.FP32
-) -> Upscaler:
-    return Upscaler(model, device=device, memory_budget_mb=budget, threads=threads, precision=precision)
+def _inputs(texts: Sequence[str]) -> list[Path]:
+    """The ``--input`` paths, each an existing regular file or folder (an empty string is no input)."""
+    if not texts or any(not t.strip() for t in texts):
+        raise InputError("no input given; pass --input FILE or --input FOLDER (repeat --input for several)")
+    paths = [Path(t) for t in texts]
+    for p in paths:
+        check_regular_file(p)
+    return paths
 
 
-def _check_scale_early(text: str) -> Scale:
-    """Reject malformed scales before reading anything (the model's range is checked later)."""
-    s = Scale.parse(text)
-    if s.value < 1 or s.value > MAX_SCALE:
-        raise ScaleError(f"--scale must be between 1 and {MAX_SCALE}, got {text}")
-    return s
+def _output_is_folder(text: str) -> bool:
+    try:
+        return text.endswith(("/", os.sep)) or Path(text).is_dir()
+    except OSError:  # a name too long to look up: not a folder, and refused as a file name next
+        return False
+
+
+def _probe_folder(folder: Path) -> list[Path]:
+    """Check that ``folder`` exists or can be created; returns the folders that would be created."""
+    existing = nearest_existing_folder(folder)
+    check_writable_folder(existing)
+    missing, p = [], Path(os.path.abspath(folder))
+    while p != existing:
+        missing.append(p)
+        p = p.parent
+    return missing
+
+
+def _make_folders(folders: list[Path]) -> None:
+    for p in reversed(folders):
+        try:
+            p.mkdir(exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create folder {p}: {e.strerror or type(e).__name__}") from None
+
+
+def _remove_if_empty(folders: Sequence[Path]) -> None:
+    for p in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        try:
+            p.rmdir()
+        except OSError:
+            pass  # not empty, or already gone
+
+
+def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: SignalGuard) -> int:
+    with read_input(source, job) as scan:
+        scale, tag, notes = job.scale_for(scan)
+        name = default_output_name(source, tag, scan.default_suffix)
+        if output is None:
+            out = source.with_name(name)
+        else:
+            out = Path(output) / name if _output_is_folder(output) else Path(output)
+        check_name_length(out)
+        InputSet([source]).check("output path", out)
+        check_replaceable(out, "output path")
+        if (out.exists() or out.is_symlink()) and not run.overwrite:
+            raise OutputError(f"output {out} already exists; pass --overwrite to replace it or choose another --output")
+        if output is not None and _output_is_folder(output):
+            to_create = _probe_folder(out.parent)  # a folder named with a trailing slash is created
+        else:
+            check_writable_folder(out.parent if str(out.parent) else Path("."))
+            to_create = []
+        scan.check_output_name(out)
+        if run.report is not None:
+            check_no_overlap([("output", out), ("--report", run.report)], [source])
+        up = run.load()
+        up.check_scale(scale, allow_extrapolation=job.allow_extrapolation)
+        big_h, big_w = scale.output_size(*scan.size)
+        if min(big_h, big_w) < 1:
+            raise ScaleError(f"scale {scale} turns a {scan.size[1]}x{scan.size[0]} image into nothing")
+        run.announce(up, notes)
+        _make_folders(to_create)
+        start = time.perf_counter()
+        try:
+            written = write_one(up, scan, scale, tag, out, guard=guard)
+            guard.check()
+        except BaseException:
+            _remove_if_empty(to_create)
+            raise
+        if run.verbosity >= Verbosity.NORMAL:
+            for note in scan.notes:
+                print(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
+        seconds = round(time.perf_counter() - start, 3)
+    click.echo(str(written))
+    row = {"input": str(source), "output": str(written), "status": "written", "reason": "", "seconds": seconds}
+    finish_report(run.report, [row])
+    return 0
+
+
+def _folder_output(inputs: list[Path], output: str | None, job: Job) -> Path:
+    if output is not None:
+        return Path(output)
+    if len(inputs) > 1:
+        raise InputError("several inputs need --output FOLDER (their outputs go there, folder trees kept)")
+    folder = inputs[0].resolve()
+    if folder.parent == folder:
+        raise InputError(f"input {inputs[0]} is the file system root; give --output FOLDER")
+    tag = (job.tag or "sr").replace("/", "-")
+    return folder.with_name(f"{folder.name}_{tag}")
+
+
+def _renamed_note(renamed: list[Item]) -> str:
+    first = renamed[0]
+    return (
+        f"{len(renamed)} input(s) would share an output name with another input and are numbered "
+        f"(e.g. {first.source} -> {first.stem}_...)"
+    )
+
+
+def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Run, guard: SignalGuard) -> int:
+    from metasr import __version__
+
+    output = _folder_output(inputs, output_text, job)
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"--output {output} is a file; folder inputs need an output folder")
+    out_id = file_identity(output)
+    for given in inputs:
+        if given.is_dir() and out_id is not None and file_identity(given) == out_id:
+            raise OutputError(
+                f"--output {output} is the input folder {given}; choose another folder (inputs are never overwritten)"
+            )
+    to_create = _probe_folder(output)
+    items = plan_items(inputs, output)
+    sources = [i.source for i in items]
+    journal = output / JOURNAL_NAME
+    if journal.is_symlink():
+        raise OutputError(f"resume journal {journal} is a symbolic link; remove it (a rerun then redoes every file)")
+    check_replaceable(journal, "resume journal")
+    writes = [("resume journal", journal)]
+    if run.report is not None:
+        writes.append(("--report", run.report))
+    check_no_overlap(writes, sources)
+    up = run.load()
+    if job.scale is not None:
+        up.check_scale(job.scale, allow_extrapolation=job.allow_extrapolation)
+    new_dirs = to_create + sorted({i.out_dir for i in items if not i.out_dir.exists()})
+    _make_folders(to_create)
+    renamed = [i for i in items if i.stem != output_stem(i.source)]
+    run.announce(up, [_renamed_note(renamed)] if renamed else [])
+    settings = job.settings() | {"model": up.model_id, "software": __version__}
+    batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), Journal(output), guard)
+    try:
+        code = batch.run(items)
+    finally:
+        _remove_if_empty(new_dirs)
+    finish_report(run.report, batch.rows)
+    return code
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--input",
     "-i",
-    "input_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Image file (DICOM, NIfTI, PNG, TIFF, JPEG) or a folder of them.",
+    "input_texts",
+    multiple=True,
+    help="Image file (DICOM, NIfTI, PNG, TIFF, JPEG) or folder (series subfolders included); repeat for several.",
 )
-@click.option("--scale", "-s", "scale_text", help="Scale factor, e.g. 1.8 or 7/3.")
+@click.option("--scale", "-s", "scale_text", help=f"Scale factor from 1 to {MAX_SCALE}, e.g. 1.8 or 7/3.")
 @click.option("--size", "size_text", help="Exact output size WxH (one scale must give both sides).")
-@click.option("--spacing", type=float, help="Target pixel spacing in mm (DICOM/NIfTI; square pixels).")
+@click.option("--spacing", "spacing_text", help="Target pixel spacing in mm (DICOM/NIfTI, square pixels).")
 @click.option(
     "--output",
     "-o",
-    type=click.Path(path_type=Path),
-    help="Output file, or folder (default: beside the input, e.g. frame_sr1.8.dcm).",
+    "output_text",
+    help="Output file, or folder (a trailing / makes one; default: beside the input, e.g. frame_sr1.8.dcm).",
 )
+@click.option("--report", type=click.Path(path_type=Path), help="Per-file report, CSV or JSON by suffix.")
 @click.option("--model", type=click.Path(path_type=Path), help="Export folder (default: the shipped model).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt.")
-@click.option(
-    "--precision",
-    default="fp32",
-    show_default=True,
-    help="TensorRT engine precision: fp32 or fp16 (other devices run fp32).",
-)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda (or cuda:0) or tensorrt.")
+@click.option("--precision", default="fp32", show_default=True, help="TensorRT engine precision: fp32 or fp16.")
 @click.option(
     "--allow-extrapolation", is_flag=True, help=f"Accept scales outside the model's trained range (up to {MAX_SCALE})."
 )
-@click.option("--axis", type=int, help="NIfTI: the volume axis whose slices are super-resolved.")
+@click.option("--axis", type=click.IntRange(0, 3), help="NIfTI: the volume axis whose slices are super-resolved.")
+@click.option(
+    "--intensity",
+    type=click.Choice([m.value for m in IntensityRange], case_sensitive=False),
+    default=IntensityRange.AUTO.value,
+    show_default=True,
+    help="Stored-value window mapped to the model's [0, 1] range.",
+)
 @click.option(
     "--memory-budget",
-    type=float,
-    default=DEFAULT_MEMORY_BUDGET_MB,
-    show_default=True,
-    help="Working memory per tile in MiB (large images are tiled, results unchanged).",
+    "memory_text",
+    help=f"Working memory per tile in MiB [default: {DEFAULT_MEMORY_BUDGET_MB}] (large images are tiled).",
 )
-@click.option("--threads", type=int, help="CPU threads (default: all this process may use).")
+@click.option("--tile", type=int, help="Tile side in pixels instead of --memory-budget (same result up to rounding).")
+@click.option("--threads", type=int, help="CPU threads (default and most: the CPUs this process may use).")
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Folder input: redo files whose output exists (default: keep them, so an interrupted "
-    "batch resumes where it stopped).",
+    help="Replace existing outputs (default: refuse, except folder outputs the resume journal proves).",
 )
+@common_options(PROG)
 def command(
-    input_path: Path,
+    input_texts: tuple[str, ...],
     scale_text: str | None,
     size_text: str | None,
-    spacing: float | None,
-    output: Path | None,
+    spacing_text: str | None,
+    output_text: str | None,
+    report: Path | None,
     model: Path | None,
     device: str,
     precision: str,
     allow_extrapolation: bool,
     axis: int | None,
-    memory_budget: float,
+    intensity: str,
+    memory_text: str | None,
+    tile: int | None,
     threads: int | None,
     overwrite: bool,
+    verbosity: Verbosity,
 ) -> int:
     """Super-resolve medical images by any scale with an exported Meta-SRGAN model."""
-    dev = Device.parse(device)
-    prec = Precision.parse(precision)
-    chosen = [
-        name for name, v in (("--scale", scale_text), ("--size", size_text), ("--spacing", spacing)) if v is not None
-    ]
-    if len(chosen) != 1:
-        raise InputError(
-            "give exactly one of --scale, --size or --spacing" + (f" (got {' and '.join(chosen)})" if chosen else "")
-        )
-    if not memory_budget > 0:
-        raise InputError(f"--memory-budget must be a positive number of MiB, got {memory_budget}")
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be at least 1, got {threads}")
-    job = _Job(
-        scale=_check_scale_early(scale_text) if scale_text is not None else None,
-        size=_parse_size(size_text) if size_text is not None else None,
-        spacing=spacing,
+    parse_device(device)
+    if memory_text is not None and tile is not None:
+        raise InputError("give --tile or --memory-budget, not both (both size the tiles)")
+    job = _make_job(
+        scale_text,
+        size_text,
+        spacing_text,
         allow_extrapolation=allow_extrapolation,
         axis=axis,
+        intensity=intensity.lower(),
     )
-    if input_path.is_dir():
-        return _run_folder(input_path, output, job, model, dev, memory_budget, threads, overwrite, prec)
-    if not input_path.exists():
-        raise InputError(f"input {input_path} does not exist; give an image file or a folder of images")
-
-    scan = _read_checked(input_path, job)
-    with scan:
-        scale, tag = job.scale_for(scan.frames.shape, scan.spacing)
-        name = default_output_name(input_path, tag, scan.default_suffix)
-        out = output / name if output is not None and output.is_dir() else output or input_path.with_name(name)
-        _check_output(out, scan)
-        up = _load(model, dev, memory_budget, threads, prec)
-        up.check_scale(scale, allow_extrapolation=job.allow_extrapolation)
-        big_h, big_w = scale.output_size(*scan.size)
-        if min(big_h, big_w) < 1:
-            raise ScaleError(f"scale {scale} turns a {scan.size[1]}x{scan.size[0]} image into nothing")
-        print(up.describe(), file=sys.stderr)
-        written = _run_one(up, scan, scale, tag, out)
-    click.echo(str(written))
-    return 0
-
-
-def _run_folder(
-    folder: Path,
-    output: Path | None,
-    job: _Job,
-    model: Path | None,
-    dev: Device,
-    budget: float,
-    threads: int | None,
-    overwrite: bool,
-    precision: Precision = Precision.FP32,
-) -> int:
-    from tqdm import tqdm
-
-    from metasr.scanners import iter_images
-
-    files = list(iter_images(folder))
-    if not files:
-        raise InputError(f"folder {folder} holds no supported images (DICOM, NIfTI, PNG, TIFF, JPEG)")
-    if output is None:
-        tag = f"sr{job.scale}" if job.scale is not None else "sr"
-        output = folder.with_name(f"{folder.name}_{tag.replace('/', '-')}")
-    if output.exists() and not output.is_dir():
-        raise OutputError(f"--output {output} is a file; a folder input needs an output folder")
-    if output.resolve() == folder.resolve():
-        raise OutputError(
-            f"--output {output} is the input folder; choose another folder (inputs are never overwritten)"
-        )
-    if not output.exists():
-        check_writable_folder(output.parent if str(output.parent) else Path("."))
-    up = _load(model, dev, budget, threads, precision)
-    if job.scale is not None:
-        up.check_scale(job.scale, allow_extrapolation=job.allow_extrapolation)
-    output.mkdir(parents=True, exist_ok=True)
-    check_writable_folder(output)
-    print(up.describe(), file=sys.stderr)
-    failed: list[str] = []
-    kept = 0
-    with tqdm(files, desc=PROG, unit="file", file=sys.stderr, dynamic_ncols=True) as bar:
-        for path in bar:
-            try:
-                scan = _read_checked(path, job)
-                with scan:
-                    scale, tag = job.scale_for(scan.frames.shape, scan.spacing)
-                    up.check_scale(scale, allow_extrapolation=job.allow_extrapolation)
-                    out = _check_output(output / default_output_name(path, tag, scan.default_suffix), scan)
-                    if out.exists() and not overwrite:
-                        kept += 1  # written by an earlier (interrupted) run: outputs are atomic, so complete
-                        continue
-                    written = _run_one(up, scan, scale, tag, out)
-                tqdm.write(str(written), file=sys.stdout)
-            except MetaSRError as e:
-                failed.append(path.name)
-                tqdm.write(f"{PROG}: skipped {path.name}: {one_line(str(e))}", file=sys.stderr)
-    if kept:
-        print(f"{PROG}: kept {kept} existing output(s) in {output} (pass --overwrite to redo them)", file=sys.stderr)
-    if failed:
-        raise InputError(
-            f"{len(failed)} of {len(files)} files could not be processed (listed above); "
-            f"the others were written to {output}"
-        )
-    return 0
+    capped, note = parse_threads(threads)
+    run = _Run(
+        model=model,
+        device=device,
+        precision=Precision.parse(precision),
+        memory_budget=parse_memory_budget(memory_text) if memory_text is not None else DEFAULT_MEMORY_BUDGET_MB,
+        tile=parse_tile(tile),
+        threads=capped,
+        overwrite=overwrite,
+        verbosity=verbosity,
+        report=report,
+        notes=[note] if note else [],
+    )
+    if output_text is not None and not output_text.strip():
+        raise InputError("--output is empty; give a file or folder path, or leave it out")
+    inputs = _inputs(input_texts)
+    if report is not None:
+        check_report_path(report)
+        check_replaceable(report, "--report")
+        check_writable_folder(report.parent if str(report.parent) else Path("."))
+        InputSet(inputs).check("--report", report)
+    with SignalGuard() as guard:
+        try:
+            if len(inputs) == 1 and not inputs[0].is_dir():
+                return _run_single(inputs[0], output_text, job, run, guard)
+            return _run_folders(inputs, output_text, job, run, guard)
+        except Terminated:
+            print(f"{PROG}: terminated", file=sys.stderr)
+            return EXIT_TERMINATED
+        except OSError as e:
+            if isinstance(e, MetaSRError):
+                raise
+            # a path the file system refuses to look up (too long, a loop, no permission): one line
+            where = f" {e.filename}" if e.filename else ""
+            raise OutputError(f"cannot use{where}: {e.strerror or type(e).__name__}; choose another path") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

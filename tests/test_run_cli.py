@@ -11,9 +11,9 @@ import pytest
 from test_run_bad_input import _phantom, _write_png, write_dicom
 
 from metasr.core.errors import InputError, ScaleError
-from metasr.core.scale import hr_length
+from metasr.core.scale import hr_length, scale_for_size, scale_for_spacing
 from metasr.runtime import Upscaler
-from metasr.runtime.cli import default_output_name, main, scale_for_size, scale_for_spacing
+from metasr.runtime.cli import default_output_name, main
 
 
 def _sha(path: Path) -> str:
@@ -118,9 +118,10 @@ def test_folder_batch(tmp_path: Path, tiny_export_dir: Path, capfd: pytest.Captu
     )
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "sr").iterdir())
-    assert names == ["im0_sr2.png", "im1_sr2.png", "im2_sr2.png", "im3_sr2.dcm"]
+    assert names == [".metasr-run.jsonl", "im0_sr2.png", "im1_sr2.png", "im2_sr2.png", "im3_sr2.dcm"]
     assert len(out.splitlines()) == 4
-    assert "metasr: model" in err.splitlines()[0] and "file" in err  # describe line, then tqdm progress
+    # the status line only: no progress bar when stderr is not a terminal
+    assert len(err.splitlines()) == 1 and err.startswith("metasr: model") and "\r" not in err
 
 
 def test_folder_batch_resumes_and_overwrites_on_request(
@@ -137,7 +138,7 @@ def test_folder_batch_resumes_and_overwrites_on_request(
     (out_dir / "im1_sr2.png").unlink()  # as if the first run had been interrupted before im1
     code, out, err = _run(args, capfd)
     assert code == 0 and out.splitlines() == [str(out_dir / "im1_sr2.png")]
-    assert "kept 1 existing output" in err and (out_dir / "im0_sr2.png").stat().st_mtime_ns == stamp
+    assert "kept 1 output(s)" in err and (out_dir / "im0_sr2.png").stat().st_mtime_ns == stamp
     code, out, err = _run(args + ["--overwrite"], capfd)
     assert code == 0 and len(out.splitlines()) == 2
 
@@ -153,8 +154,8 @@ def test_folder_batch_reports_bad_files_and_keeps_going(
     code, _out, err = _run(["--input", str(src), "--scale", "2", "--model", str(tiny_export_dir)], capfd)
     assert code == 2
     default_out = tmp_path / "series_sr2"
-    assert sorted(p.name for p in default_out.iterdir()) == ["a_sr2.png", "c_sr2.png"]
-    assert "skipped b.png" in err and "1 of 3 files could not be processed" in err
+    assert sorted(p.name for p in default_out.iterdir()) == [".metasr-run.jsonl", "a_sr2.png", "c_sr2.png"]
+    assert f"skipped {src / 'b.png'}: " in err and "1 of 3 files could not be processed" in err
     assert "Traceback" not in err
 
 
@@ -194,3 +195,19 @@ def test_default_output_names() -> None:
     assert default_output_name(Path("a/frame.dcm"), "sr1.8", ".dcm") == "frame_sr1.8.dcm"
     assert default_output_name(Path("vol.nii.gz"), "sr7/3", ".nii.gz") == "vol_sr7-3.nii.gz"
     assert default_output_name(Path("IM0001"), "sr2", ".dcm") == "IM0001_sr2.dcm"
+
+
+@pytest.mark.parametrize(("text", "expected"), [("cuda:0", "cuda"), ("GPU:0", "cuda"), ("tensorrt:0", "tensorrt")])
+def test_device_with_the_first_gpu_index(text: str, expected: str) -> None:
+    from metasr.runtime.jobs import parse_device
+
+    assert parse_device(text).value == expected
+
+
+def test_threads_cap_follows_the_cpus_this_process_may_use() -> None:
+    from metasr.runtime.jobs import available_cpus, parse_threads
+
+    cpus = available_cpus()
+    assert parse_threads(cpus) == (cpus, None)
+    capped, note = parse_threads(cpus + 1)
+    assert capped == cpus and note == f"--threads {cpus + 1} capped at {cpus}, the CPUs this process may use"
