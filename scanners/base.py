@@ -8,6 +8,7 @@ context manager so callers can release its arrays deterministically.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from abc import ABC, abstractmethod
@@ -22,6 +23,7 @@ import numpy as np
 
 from metasr.core.atomic import atomic_write_bytes, check_output_path
 from metasr.core.errors import InputError, OutputError
+from metasr.core.resample import resize_on_grid_linear
 from metasr.scanners.intensity import IntensityMap
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "MAX_PIXELS",
     "check_dimensions",
     "describe_error",
+    "grid_scale",
+    "spacing_factors",
 ]
 
 #: Smallest accepted image side in pixels. A 1-pixel side carries no spatial structure to
@@ -92,11 +96,22 @@ def recorded_warnings(notes: list[str], source: str) -> Iterator[None]:
     stderr. The command-line tools print these notes in one line each instead; if the block
     raises, the error says what matters and the notes are dropped.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for warning in caught:
-        text = f"{source}: {describe_error(warning.message, limit=240)}"
+    logged: list[logging.LogRecord] = []
+    nib_logger = logging.getLogger("nibabel.global")  # nibabel logs header fixes to stderr itself
+    handlers, propagate = nib_logger.handlers[:], nib_logger.propagate
+    collector = logging.Handler()
+    collector.emit = logged.append  # type: ignore[method-assign]
+    nib_logger.handlers, nib_logger.propagate = [collector], False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        nib_logger.handlers, nib_logger.propagate = handlers, propagate
+    messages = [w.message for w in caught] + [r.getMessage() for r in logged]
+    for message in messages:
+        error = message if isinstance(message, BaseException) else Exception(message)
+        text = f"{source}: {describe_error(error, limit=240)}"
         if text not in notes:
             notes.append(text)
 
@@ -132,6 +147,31 @@ def check_dimensions(source: str, height: int, width: int, frames: int = 1) -> N
         )
 
 
+def grid_scale(info: DerivationInfo, old_size: tuple[int, int], new_size: tuple[int, int]) -> Fraction | None:
+    """The exact scale the frames were made with, if it explains the new size on both axes.
+
+    ``None`` when ``info`` carries no exact scale or when ``floor(n * r) != N`` on an axis (frames
+    resized by other means): geometry then follows the size ratio.
+    """
+    r = info.exact_scale
+    if r is None:
+        return None
+    r = Fraction(r)
+    if r <= 0 or any(int(n * r) != big for n, big in zip(old_size, new_size)):
+        return None
+    return r
+
+
+def spacing_factors(
+    old_size: tuple[int, int], new_size: tuple[int, int], scale: Fraction | None
+) -> tuple[float, float]:
+    """``(row, col)`` factors from old to new pixel spacing: exactly ``1/r`` on the network's grid,
+    else the size ratio ``old / new`` (field of view preserved)."""
+    if scale is not None:
+        return float(1 / scale), float(1 / scale)
+    return old_size[0] / new_size[0], old_size[1] / new_size[1]
+
+
 class ScanImage(ABC):
     """One input file, read into frames in [0, 1], that can write derived images back.
 
@@ -151,11 +191,14 @@ class ScanImage(ABC):
         frames: np.ndarray,
         intensity: IntensityMap,
         spacing: tuple[float, float] | None = None,
+        residual: np.ndarray | None = None,
     ) -> None:
         self.path = Path(path)
         self.frames = np.ascontiguousarray(frames, dtype=np.float32)
         self.intensity = intensity
         self.spacing = spacing
+        #: ``[F, h, w]`` stored-unit excess of pixels beyond the intensity window, or ``None``.
+        self.residual = residual
         #: One-line remarks about the file from the format libraries (see :func:`recorded_warnings`).
         self.notes: list[str] = []
 
@@ -171,6 +214,17 @@ class ScanImage(ABC):
     def close(self) -> None:
         """Release the pixel arrays; the file itself was closed after reading."""
         self.frames = np.empty((0, 0, 0), dtype=np.float32)
+        self.residual = None
+
+    def stored_values(self, sr: np.ndarray, info: DerivationInfo) -> np.ndarray:
+        """Gray ``[F, H, W]`` frames in [0, 1] -> stored values, with the out-of-window residual
+        resampled on the network's grid and added back."""
+        residual = None
+        if self.residual is not None:
+            height, width = sr.shape[1:]
+            scale = grid_scale(info, self.size, (height, width))
+            residual = np.stack([resize_on_grid_linear(r, height, width, scale) for r in self.residual])
+        return self.intensity.from_unit(sr, residual)
 
     def __enter__(self) -> ScanImage:
         return self
@@ -188,8 +242,9 @@ class ScanImage(ABC):
     def write_derived(self, sr_frames: np.ndarray, out_path: str | os.PathLike, info: DerivationInfo) -> Path:
         """Write super-resolved frames as a derived image in the input's format, units and geometry.
 
-        The geometry follows from the sizes: each axis is rescaled by ``new_size / old_size`` with
-        the field of view preserved.
+        The geometry follows the pixels: with ``info.exact_scale`` (r) explaining the new size,
+        the spacing becomes exactly ``old / r`` per axis with the outer top-left corner kept (the
+        field of view is ``N * old / r``); without it, the size ratio with the field of view kept.
 
         Args:
             sr_frames: float32 ``[F, H, W]`` (or ``[H, W]`` when ``F == 1``) in [0, 1].
