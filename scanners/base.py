@@ -164,12 +164,13 @@ def grid_scale(info: DerivationInfo, old_size: tuple[int, int], new_size: tuple[
 
 def spacing_factors(
     old_size: tuple[int, int], new_size: tuple[int, int], scale: Fraction | None
-) -> tuple[float, float]:
+) -> tuple[Fraction, Fraction]:
     """``(row, col)`` factors from old to new pixel spacing: exactly ``1/r`` on the network's grid,
-    else the size ratio ``old / new`` (field of view preserved)."""
+    else the size ratio ``old / new`` (field of view preserved). Exact fractions, so a spacing
+    asked for (``old / r`` with ``r = old / wanted``) comes out exactly."""
     if scale is not None:
-        return float(1 / scale), float(1 / scale)
-    return old_size[0] / new_size[0], old_size[1] / new_size[1]
+        return 1 / scale, 1 / scale
+    return Fraction(old_size[0], new_size[0]), Fraction(old_size[1], new_size[1])
 
 
 class ScanImage(ABC):

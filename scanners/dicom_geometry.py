@@ -12,6 +12,7 @@ bounds, reference pixel, physical size per pixel) are mapped onto the new grid t
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -107,12 +108,20 @@ def _shifted_position(ipp, cosines, old_spacing, f_row: float, f_col: float) -> 
     """
     row_dir, col_dir = cosines
     row_mm, col_mm = float(old_spacing[0]), float(old_spacing[1])
-    shift = 0.5 * (f_col - 1.0) * col_mm * row_dir + 0.5 * (f_row - 1.0) * row_mm * col_dir
+    shift = 0.5 * (float(f_col) - 1.0) * col_mm * row_dir + 0.5 * (float(f_row) - 1.0) * row_mm * col_dir
     return [_ds(float(p) + s) for p, s in zip(ipp, shift)]
 
 
-def _scaled(spacing, f_row: float, f_col: float) -> list:
-    return [_ds(float(spacing[0]) * f_row), _ds(float(spacing[1]) * f_col)]
+def _times(value, factor) -> float:
+    """``value * factor`` computed on the decimal text of ``value`` (0.9 / (9/5) gives exactly 0.5)."""
+    try:
+        return float(Fraction(str(value).strip()) * Fraction(factor))
+    except (ValueError, ZeroDivisionError):
+        return float(value) * float(factor)
+
+
+def _scaled(spacing, f_row, f_col) -> list:
+    return [_ds(_times(spacing[0], f_row)), _ds(_times(spacing[1], f_col))]
 
 
 def _move_plane(measures_spacing, position, orientation, f_row: float, f_col: float) -> None:
@@ -135,7 +144,7 @@ def rescale_geometry(ds, f_row: float, f_col: float, new_size: tuple[int, int]) 
     for keyword in ("ImagerPixelSpacing", "NominalScannedPixelSpacing"):
         if ds.get(keyword) is not None and len(ds.get(keyword)) == 2:
             setattr(ds, keyword, _scaled(ds.get(keyword), f_row, f_col))
-    _rescale_us_regions(ds, 1.0 / f_row, 1.0 / f_col, new_size)
+    _rescale_us_regions(ds, 1.0 / float(f_row), 1.0 / float(f_col), new_size)
 
     # Enhanced multi-frame: per-frame groups override shared ones.
     shared = first_item(ds, "SharedFunctionalGroupsSequence")

@@ -128,7 +128,7 @@ class NiftiScan(ScanImage):
         values = self.stored_values(sr, info)  # [F, H, W] in the stored dtype
         volume = np.moveaxis(values, 0, self.axis) if len(self.shape) == 3 else values[0]
         f_row, f_col = spacing_factors(self.size, (height, width), grid_scale(info, self.size, (height, width)))
-        factors = {row_axis: f_row, col_axis: f_col}
+        factors = {row_axis: float(f_row), col_axis: float(f_col)}
 
         header = self.header.copy()
         qform, qcode = header.get_qform(coded=True)
