@@ -99,7 +99,7 @@ def _container_range(dtype: np.dtype, bits: int | None, signed: bool | None) -> 
 
 
 def _robust_bounds(sample: np.ndarray, vmin: float, vmax: float, integer: bool) -> tuple[float, float]:
-    """Percentile window widened outward to a coarse grid, inside the data's range."""
+    """Percentile window (values that occur) widened outward to a coarse grid."""
     lo_p = float(np.percentile(sample, ROBUST_PERCENTILES[0], method="lower"))  # values that occur
     hi_p = float(np.percentile(sample, ROBUST_PERCENTILES[1], method="higher"))
     span = hi_p - lo_p
@@ -108,9 +108,8 @@ def _robust_bounds(sample: np.ndarray, vmin: float, vmax: float, integer: bool) 
     step = 2.0 ** np.floor(np.log2(span / 64.0))
     if integer:
         step = max(step, 1.0)
-    low = max(np.floor(lo_p / step) * step, vmin)
-    high = min(np.ceil(hi_p / step) * step, vmax)
-    return float(low), float(high)
+    # Not clipped to vmin..vmax: an extreme pixel would then move the window through that clip.
+    return float(np.floor(lo_p / step) * step), float(np.ceil(hi_p / step) * step)
 
 
 def measure_window(
@@ -177,6 +176,10 @@ class IntensityMap:
         invert: Map ``low`` to 1 and ``high`` to 0 (DICOM MONOCHROME1, where low values are white).
         data_low: Smallest value in the input file (outputs never go below it); ``None``: no bound.
         data_high: Largest value in the input file (outputs never go above it); ``None``: no bound.
+        inner_low: Smallest value of the file inside the window (``None``: ``data_low``).
+        inner_high: Largest value of the file inside the window (``None``: ``data_high``). The
+            network's part of an output is kept within ``inner_low..inner_high`` before the
+            residual is added, so an extreme pixel elsewhere does not widen what the rest may reach.
     """
 
     low: float
@@ -187,6 +190,8 @@ class IntensityMap:
     invert: bool = False
     data_low: float | None = None
     data_high: float | None = None
+    inner_low: float | None = None
+    inner_high: float | None = None
 
     @property
     def is_integer(self) -> bool:
@@ -240,7 +245,14 @@ class IntensityMap:
             )
         if window is None:
             window = measure_window(values, vmin, vmax, policy=policy, dtype=dtype, bits=bits, signed=signed)
-        return cls(window.low, window.high, dtype, rep_low, rep_high, invert, vmin, vmax)
+        inner_low, inner_high = vmin, vmax
+        if values.size and (vmin < window.low or vmax > window.high):
+            inside = (values >= window.low) & (values <= window.high)
+            if inside.any():
+                inner_low, inner_high = float(values[inside].min()), float(values[inside].max())
+            else:
+                inner_low, inner_high = window.low, window.high
+        return cls(window.low, window.high, dtype, rep_low, rep_high, invert, vmin, vmax, inner_low, inner_high)
 
     @property
     def _work_dtype(self) -> type:
@@ -289,12 +301,18 @@ class IntensityMap:
             np.subtract(1.0, values, out=values)
         values *= work(self.high - self.low)
         values += work(self.low)
-        if residual is not None:
-            values += np.asarray(residual, dtype=work)
         lo = self.clip_low if self.data_low is None else max(self.data_low, self.clip_low)
         hi = self.clip_high if self.data_high is None else min(self.data_high, self.clip_high)
-        if residual is None:
-            lo, hi = max(lo, min(self.low, hi)), min(hi, max(self.high, lo))
+        inner_lo = max(lo, self.low) if self.inner_low is None else max(lo, self.inner_low)
+        inner_hi = min(hi, self.high) if self.inner_high is None else min(hi, self.inner_high)
+        if residual is not None:
+            residual = np.asarray(residual, dtype=work)
+            # Where an extreme value contributes, the window's edge plus the residual rebuilds it.
+            if inner_lo <= inner_hi:
+                values = np.where(residual != 0, values, np.clip(values, inner_lo, inner_hi))
+            values += residual
+        elif inner_lo <= inner_hi:
+            np.clip(values, inner_lo, inner_hi, out=values)
         if self.is_integer:
             np.rint(values, out=values)
         np.clip(values, lo, hi, out=values)

@@ -53,8 +53,17 @@ def _dicom_key(path: Path) -> str | None:
         if not series:
             return None
         slope, intercept = ds.get("RescaleSlope", 1), ds.get("RescaleIntercept", 0)
-    rescale = "" if (float(slope), float(intercept)) == (1.0, 0.0) else f"|{float(slope)!r},{float(intercept)!r}"
-    return f"dicom:{series}{rescale}"
+    return f"dicom:{series}|{float(slope)!r},{float(intercept)!r}"
+
+
+def _series_keys(keys: list[str | None]) -> list[str | None]:
+    """Drop the rescale suffix of series whose files share one rescaling (``dicom:<uid>`` then)."""
+    variants: dict[str, set[str]] = {}
+    for key in keys:
+        if key is not None:
+            uid, _, rescale = key.partition("|")
+            variants.setdefault(uid, set()).add(rescale)
+    return [None if k is None else (k if len(variants[k.partition("|")[0]]) > 1 else k.partition("|")[0]) for k in keys]
 
 
 def _key_of(path: Path) -> str | None:
@@ -80,7 +89,7 @@ def _series_window(paths: list[Path], policy: IntensityRange) -> tuple[Intensity
     """
     from metasr.scanners.dicom import read_stored_pixels
 
-    per_file = max(4096, SAMPLE_VALUES // max(len(paths), 1))
+    per_file = max(1024, SAMPLE_VALUES // max(len(paths), 1))
     samples, failed = [], []
     vmin, vmax, dtype, options = np.inf, -np.inf, None, {}
     for path in paths:
@@ -94,7 +103,7 @@ def _series_window(paths: list[Path], policy: IntensityRange) -> tuple[Intensity
             failed.append(path)
             continue
         flat = pixels.reshape(-1)
-        samples.append(flat[:: max(1, flat.size // per_file)].astype(np.float64))
+        samples.append(flat[:: -(-flat.size // per_file)].astype(np.float64))  # at most per_file values
         vmin, vmax = min(vmin, float(flat.min())), max(vmax, float(flat.max()))
         if dtype is None:
             dtype, options = pixels.dtype, file_options
@@ -123,9 +132,9 @@ def group_series(
     """
     policy = IntensityRange(intensity)
     groups: dict[str, SeriesGroup] = {}
-    for raw in paths:
-        path = Path(raw)
-        key = _key_of(path) or f"file:{path}"
+    paths = [Path(p) for p in paths]
+    for path, key in zip(paths, _series_keys([_key_of(p) for p in paths])):
+        key = key or f"file:{path}"
         while key in groups and key.startswith("file:") and path in groups[key].paths:
             key += "+"  # the same file given twice stays two entries
         groups.setdefault(key, SeriesGroup(key)).paths.append(path)

@@ -50,9 +50,12 @@ def test_16bit_is_not_crushed_to_8bit(tmp_path):
     _write(tmp_path / "a.png", pixels)
     scan = read_image(tmp_path / "a.png")
     assert len(np.unique(scan.frames)) == 1000
-    # The data window is the data's own range: darkest -> 0, brightest -> 1.
-    assert scan.frames.min() == 0.0 and scan.frames.max() == 1.0
-    assert scan.intensity.low == 1000 and scan.intensity.high == 1999
+    # The window hugs the data (robust percentiles on a coarse grid): the frames use almost all of [0, 1].
+    assert scan.frames.max() - scan.frames.min() > 0.98
+    assert 1000 - 16 <= scan.intensity.low <= 1000 and 1999 <= scan.intensity.high <= 1999 + 16
+    data = read_image(tmp_path / "a.png", intensity="data")
+    assert (data.intensity.low, data.intensity.high) == (1000, 1999)
+    assert data.frames.min() == 0.0 and data.frames.max() == 1.0
 
 
 def test_upscaled_output_keeps_bit_depth_and_range(tmp_path):
@@ -158,8 +161,8 @@ def test_intensity_auto_policy():
     u8 = np.array([[10, 20]], np.uint8)
     assert (IntensityMap.for_data(u8).low, IntensityMap.for_data(u8).high) == (0, 255)
     s16 = np.array([[-100, 900]], np.int16)
-    m = IntensityMap.for_data(s16, bits=12)
-    assert (m.low, m.high, m.clip_low, m.clip_high) == (-100, 900, -2048, 2047)
+    m = IntensityMap.for_data(s16, bits=12)  # robust: the percentiles on a grid of 1/64 of the span
+    assert (m.low, m.high, m.clip_low, m.clip_high) == (-104, 904, -2048, 2047)
     full = IntensityMap.for_data(s16, bits=12, policy=IntensityRange.FULL)
     assert (full.low, full.high) == (-2048, 2047)
     with pytest.raises(ValueError):
