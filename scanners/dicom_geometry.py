@@ -21,6 +21,8 @@ from metasr.core.errors import InputError
 __all__ = ["spacing_of", "rescale_geometry", "first_item"]
 
 _TAGS = {
+    "ImagePositionPatient": "(0020,0032)",
+    "ImageOrientationPatient": "(0020,0037)",
     "PixelSpacing": "(0028,0030)",
     "ImagerPixelSpacing": "(0018,1164)",
     "NominalScannedPixelSpacing": "(0018,2010)",
@@ -40,8 +42,11 @@ def first_item(item, keyword):
 
 
 def _raw_text(item, keyword) -> str:
-    elem = item[keyword]
-    value = elem.value
+    try:
+        value = item[keyword].value
+    except Exception:  # a value pydicom cannot convert: show the raw bytes
+        raw = item.get_item(keyword)
+        value = getattr(raw, "value", b"")
     if isinstance(value, bytes):
         return value.decode("latin-1", "replace")
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
@@ -49,44 +54,73 @@ def _raw_text(item, keyword) -> str:
     return str(value)
 
 
-def _checked_spacing(item, keyword: str, name: str) -> tuple[float, float] | None:
-    """A spacing element as two positive finite floats; ``None`` when absent or empty."""
+def _numbers(item, keyword) -> list[float] | None:
+    """The element's values as floats: ``None`` when absent or empty, ``[]`` when not all numeric."""
     if item is None or keyword not in item:
         return None
     try:
         value = item[keyword].value
     except Exception:  # pydicom may refuse to convert a malformed DS
-        value = None
-    text = _raw_text(item, keyword) if value is not None else "unreadable"
-    if value is None or value == "" or (hasattr(value, "__len__") and len(value) == 0):
+        return []
+    if value is None or value == "" or (isinstance(value, (bytes, list, tuple)) and len(value) == 0):
         return None
+    values = [value] if isinstance(value, (str, bytes, int, float)) else list(value)
     try:
-        numbers = [float(v) for v in (value if hasattr(value, "__iter__") and not isinstance(value, str) else [value])]
+        return [float(v) for v in values]
     except (TypeError, ValueError):
-        numbers = []
-    tag = _TAGS.get(keyword, keyword)
+        return []
+
+
+def _checked_spacing(item, keyword: str, name: str) -> tuple[float, float] | None:
+    """A spacing element as two positive finite floats; ``None`` when absent or empty."""
+    numbers = _numbers(item, keyword)
+    if numbers is None:
+        return None
     if len(numbers) != 2 or not all(math.isfinite(v) and v > 0 for v in numbers):
+        tag = _TAGS.get(keyword, keyword)
         raise InputError(
-            f"{name}: {keyword} {tag} is {text[:60]!r}; it must be two positive finite numbers (mm between rows,"
-            f' between columns); correct or remove it (e.g. dcmodify -m "{tag}=0.5\\0.5") and retry'
+            f"{name}: {keyword} {tag} is {_raw_text(item, keyword)[:60]!r}; it must be two positive finite numbers"
+            f' (mm between rows, between columns); correct or remove it (e.g. dcmodify -m "{tag}=0.5\\0.5")'
+            " and retry"
         )
     return numbers[0], numbers[1]
 
 
+def _check_plane(item, name: str) -> None:
+    """Image Position (3 finite numbers) and Orientation (6 finite, two non-zero directions), if present."""
+    for keyword, count in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6)):
+        numbers = _numbers(item, keyword)
+        if numbers is None:
+            continue
+        ok = len(numbers) == count and all(math.isfinite(v) for v in numbers)
+        if ok and count == 6:
+            ok = math.hypot(*numbers[:3]) > 0 and math.hypot(*numbers[3:]) > 0
+        if not ok:
+            what = "six finite numbers (two non-zero direction vectors)" if count == 6 else "three finite numbers"
+            raise InputError(
+                f"{name}: {keyword} {_TAGS[keyword]} is {_raw_text(item, keyword)[:60]!r}; it must be {what};"
+                " correct or remove it (e.g. dcmodify) and retry"
+            )
+
+
 def spacing_of(ds, name: str) -> tuple[float, float] | None:
-    """``(row_mm, col_mm)`` of a dataset, validating every spacing it holds.
+    """``(row_mm, col_mm)`` of a dataset, validating every spacing, position and orientation it holds.
 
     Raises:
-        InputError: naming the element when a spacing is not two positive finite numbers.
+        InputError: naming the element when a spacing is not two positive finite numbers, a
+            position not three finite numbers or an orientation not six.
     """
     found = None
     for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
         spacing = _checked_spacing(ds, keyword, name)
         found = found or (spacing if keyword != "NominalScannedPixelSpacing" else None)
+    _check_plane(ds, name)
     groups = [first_item(ds, "SharedFunctionalGroupsSequence"), *(ds.get("PerFrameFunctionalGroupsSequence") or [])]
     for group in groups:
         spacing = _checked_spacing(first_item(group, "PixelMeasuresSequence"), "PixelSpacing", name)
         found = found or spacing
+        _check_plane(first_item(group, "PlanePositionSequence"), name)
+        _check_plane(first_item(group, "PlaneOrientationSequence"), name)
     return found
 
 

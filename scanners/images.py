@@ -10,8 +10,8 @@ Only single-page TIFFs are accepted.
 What OpenCV would change silently is handled explicitly: palette PNGs are read as RGB (and
 written back as RGB), 1/2/4-bit gray PNGs as 8-bit gray (0..255), each with a note; an EXIF
 orientation (JPEG, TIFF) is applied so the frames are upright as a viewer shows them, and the
-output is stored upright without the tag (a note says so); TIFFs with 2 or more than 4 samples
-per pixel are refused rather than losing a channel.
+output is stored upright without the tag (a note says so; OpenCV turns TIFFs itself); TIFFs
+with 2 or more than 4 samples per pixel are refused rather than losing a channel.
 
 Output format follows the output file's suffix (``.png``, ``.tif``/``.tiff``, ``.jpg``/``.jpeg``)
 and keeps the input's bit depth; a suffix whose format cannot hold it (16-bit into JPEG) is an
@@ -286,7 +286,7 @@ def _jpeg_exif(data: bytes) -> bytes:
 
 
 def _orientation(data: bytes, fmt: ImageFormat) -> int:
-    """EXIF/TIFF orientation (1..8; 1 when absent or invalid)."""
+    """EXIF/TIFF orientation (1..8; 1 when absent or invalid). OpenCV applies a TIFF's itself."""
     if fmt is ImageFormat.JPEG:
         exif = _jpeg_exif(data)
         value = _tiff_ifd0_values(exif, {274}).get(274, 1) if exif else 1
@@ -397,8 +397,9 @@ def read_raster(
     notes = _decode_notes(data, fmt, name)
     orientation = _orientation(data, fmt)
     if orientation != 1:
-        img = _upright(img, orientation)
-        notes.append(f"{name}: EXIF orientation {orientation} applied; the output is stored upright without it")
+        if fmt is ImageFormat.JPEG:  # OpenCV's TIFF decoder has already turned the pixels upright
+            img = _upright(img, orientation)
+        notes.append(f"{name}: orientation tag {orientation} applied; the output is stored upright without it")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     if img.ndim == 2:

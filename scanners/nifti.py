@@ -176,7 +176,7 @@ def _load(nib, data: bytes, name: str):
     else:
         raise InputError(f"{name}: not a NIfTI file (no NIfTI-1/NIfTI-2 header); check the file")
     try:
-        header = header_class.from_fileobj(io.BytesIO(head))
+        header = header_class.from_fileobj(io.BytesIO(head), check=False)  # checked here, no silent fixes
         shape = tuple(int(s) for s in header.get_data_shape())
     except Exception as e:  # nibabel raises HeaderDataError, ValueError ... on damaged headers
         raise InputError(f"{name}: NIfTI header is damaged ({describe_error(e)})") from e
@@ -207,7 +207,7 @@ def _check_zooms(header, shape: tuple[int, ...], name: str) -> tuple[float, ...]
     for axis, size in enumerate(pixdim):
         if not (np.isfinite(size) and size > 0):
             raise InputError(
-                f"{name}: NIfTI pixdim[{axis + 1}] (voxel size along axis {axis}) is {size}; it must be a positive"
+                f"{name}: NIfTI pixdim[{axis + 1}] (voxel size along axis {axis}) is {size:.6g}; it must be a positive"
                 " finite number in mm, correct the header (e.g. nibabel set_zooms) and retry"
             )
     return tuple(pixdim)
