@@ -69,6 +69,8 @@ class IntensityRange(str, Enum):
 
 #: Percentiles bounding the ``robust`` window.
 ROBUST_PERCENTILES = (0.5, 99.5)
+#: Most values one file's percentiles are computed from (a regular stride through larger files).
+PERCENTILE_SAMPLE = 2**22
 
 
 @dataclass(frozen=True)
@@ -244,12 +246,15 @@ class IntensityMap:
                 " rescale the image to a smaller range first"
             )
         if window is None:
-            window = measure_window(values, vmin, vmax, policy=policy, dtype=dtype, bits=bits, signed=signed)
+            flat = values.reshape(-1)
+            sample = flat[:: -(-flat.size // PERCENTILE_SAMPLE)] if flat.size else flat  # bounded, deterministic
+            window = measure_window(sample, vmin, vmax, policy=policy, dtype=dtype, bits=bits, signed=signed)
         inner_low, inner_high = vmin, vmax
         if values.size and (vmin < window.low or vmax > window.high):
             inside = (values >= window.low) & (values <= window.high)
-            if inside.any():
-                inner_low, inner_high = float(values[inside].min()), float(values[inside].max())
+            if inside.any():  # reductions with where=: no copy of the selected values
+                inner_low = float(np.min(values, where=inside, initial=vmax))
+                inner_high = float(np.max(values, where=inside, initial=vmin))
             else:
                 inner_low, inner_high = window.low, window.high
         return cls(window.low, window.high, dtype, rep_low, rep_high, invert, vmin, vmax, inner_low, inner_high)
@@ -280,10 +285,13 @@ class IntensityMap:
         Resampled to the output grid and passed to :meth:`from_unit`, it keeps values beyond the
         window (bone beside soft tissue, a marker) instead of flattening them to the window's edge.
         """
-        v = np.asarray(values, dtype=np.float64)
-        if v.size == 0 or (v.min() >= self.low and v.max() <= self.high):
+        values = np.asarray(values)
+        if values.size == 0 or (values.min() >= self.low and values.max() <= self.high):
             return None
-        return v - np.clip(v, self.low, self.high)
+        v = values.astype(self._work_dtype)  # exact for 8/16-bit integers in float32
+        inside = np.clip(v, self.low, self.high)
+        v -= inside
+        return v
 
     def from_unit(self, unit: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
         """Float values in [0, 1] -> stored values of :attr:`dtype`.

@@ -224,6 +224,37 @@ def _check_length(header, data: bytes, name: str) -> None:
         )
 
 
+def _slicing(shape: tuple[int, ...], header, axis, name: str) -> tuple[tuple[int, ...], int, tuple[int, int]]:
+    """``(shape, slice axis, in-plane axes)`` of a 2D image or 3D volume, sizes checked."""
+    # Trailing singleton dimensions (e.g. a 3D volume stored as X x Y x Z x 1) are dropped.
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) > 3:
+        raise InputError(
+            f"{name}: {len(shape)}D NIfTI images are not supported; split the series into 3D volumes first"
+        )
+    if len(shape) < 2:
+        raise InputError(f"{name}: NIfTI image has shape {shape}; expected a 2D image or 3D volume")
+    zooms = _check_zooms(header, shape, name)
+    if len(shape) == 2:
+        if axis not in (None, 2, -1):
+            raise InputError(f"{name}: a 2D NIfTI image has no slice axis {axis}; omit the axis")
+        axis, in_plane = 2, (0, 1)
+        check_dimensions(name, shape[0], shape[1])
+    else:
+        if axis is None:
+            # A volume with a singleton axis is a stack of one slice along it, whatever the zooms.
+            singleton = [a for a in range(3) if shape[a] == 1]
+            axis = singleton[-1] if singleton else default_slice_axis(zooms)
+        elif isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -3 <= int(axis) <= 2:
+            raise InputError(f"{name}: slice axis must be 0, 1 or 2 for a 3D volume, got {axis!r}")
+        axis = int(axis) % 3
+        in_plane = tuple(a for a in range(3) if a != axis)
+        check_dimensions(name, shape[in_plane[0]], shape[in_plane[1]], shape[axis])
+
+    return shape, axis, in_plane
+
+
 def read_nifti(
     path: str | os.PathLike,
     data: bytes | None = None,
@@ -251,31 +282,8 @@ def read_nifti(
         data = path.read_bytes()
     compressed, header, image_class, shape = _load(nib, data, name)
 
-    # Trailing singleton dimensions (e.g. a 3D volume stored as X x Y x Z x 1) are dropped.
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) > 3:
-        raise InputError(
-            f"{name}: {len(shape)}D NIfTI images are not supported; split the series into 3D volumes first"
-        )
-    if len(shape) < 2:
-        raise InputError(f"{name}: NIfTI image has shape {shape}; expected a 2D image or 3D volume")
+    shape, axis, in_plane = _slicing(shape, header, axis, name)
     zooms = _check_zooms(header, shape, name)
-    if len(shape) == 2:
-        if axis not in (None, 2, -1):
-            raise InputError(f"{name}: a 2D NIfTI image has no slice axis {axis}; omit the axis")
-        axis, in_plane = 2, (0, 1)
-        check_dimensions(name, shape[0], shape[1])
-    else:
-        if axis is None:
-            # A volume with a singleton axis is a stack of one slice along it, whatever the zooms.
-            singleton = [a for a in range(3) if shape[a] == 1]
-            axis = singleton[-1] if singleton else default_slice_axis(zooms)
-        elif isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -3 <= int(axis) <= 2:
-            raise InputError(f"{name}: slice axis must be 0, 1 or 2 for a 3D volume, got {axis!r}")
-        axis = int(axis) % 3
-        in_plane = tuple(a for a in range(3) if a != axis)
-        check_dimensions(name, shape[in_plane[0]], shape[in_plane[1]], shape[axis])
 
     try:
         if compressed:

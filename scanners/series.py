@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metasr.core.errors import MetaSRError
+from metasr.core.errors import InputError, MetaSRError
 from metasr.scanners.base import ImageFormat, recorded_warnings
 from metasr.scanners.intensity import IntensityRange, IntensityWindow, measure_window
 from metasr.scanners.reader import check_input_file, detect_format
@@ -129,8 +129,15 @@ def group_series(
 
     Returns:
         The groups in order of their first file; files keep their input order within a group.
+
+    Raises:
+        InputError: only for an unknown ``intensity`` policy.
     """
-    policy = IntensityRange(intensity)
+    try:
+        policy = IntensityRange(intensity)
+    except ValueError:
+        choices = ", ".join(v.value for v in IntensityRange)
+        raise InputError(f"intensity {intensity!r} is not one of {choices}") from None
     groups: dict[str, SeriesGroup] = {}
     paths = [Path(p) for p in paths]
     for path, key in zip(paths, _series_keys([_key_of(p) for p in paths])):
