@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -87,27 +88,57 @@ class DerivationInfo:
     exact_scale: Fraction | None = None
 
 
+class _LogCollector(logging.Handler):
+    """Routes nibabel's log records to the recording thread's list while any recording is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.active = 0
+        self.saved: tuple[list[logging.Handler], bool] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        records = getattr(self.local, "records", None)
+        if records is not None:
+            records.append(record)
+
+    @contextmanager
+    def collect(self, logger: logging.Logger) -> Iterator[list[logging.LogRecord]]:
+        with self.lock:
+            if self.active == 0:
+                self.saved = (logger.handlers[:], logger.propagate)
+                logger.handlers, logger.propagate = [self], False
+            self.active += 1
+        outer = getattr(self.local, "records", None)
+        self.local.records = records = []
+        try:
+            yield records
+        finally:
+            self.local.records = outer
+            with self.lock:
+                self.active -= 1
+                if self.active == 0 and self.saved is not None:
+                    logger.handlers, logger.propagate = self.saved
+
+
+_NIBABEL_LOG = _LogCollector()
+
+
 @contextmanager
 def recorded_warnings(notes: list[str], source: str) -> Iterator[None]:
     """Collect the warnings raised inside as one-line notes about ``source`` (duplicates once).
 
     pydicom and nibabel report odd but readable files (excess padding, a value that breaks its VR)
-    through :mod:`warnings`, which would print two lines of library internals on the user's
-    stderr. The command-line tools print these notes in one line each instead; if the block
-    raises, the error says what matters and the notes are dropped.
+    through :mod:`warnings`, and nibabel also logs header fixes straight to stderr; either would
+    print lines of library internals on the user's stderr. The command-line tools print these
+    notes in one line each instead; if the block raises, the error says what matters and the
+    notes are dropped. nibabel's logger is redirected only while a block runs (thread-safe).
     """
-    logged: list[logging.LogRecord] = []
-    nib_logger = logging.getLogger("nibabel.global")  # nibabel logs header fixes to stderr itself
-    handlers, propagate = nib_logger.handlers[:], nib_logger.propagate
-    collector = logging.Handler()
-    collector.emit = logged.append  # type: ignore[method-assign]
-    nib_logger.handlers, nib_logger.propagate = [collector], False
-    try:
+    with _NIBABEL_LOG.collect(logging.getLogger("nibabel.global")) as logged:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield
-    finally:
-        nib_logger.handlers, nib_logger.propagate = handlers, propagate
     messages = [w.message for w in caught] + [r.getMessage() for r in logged]
     for message in messages:
         error = message if isinstance(message, BaseException) else Exception(message)

@@ -438,3 +438,26 @@ def _info():
     from metasr.scanners import DerivationInfo
 
     return DerivationInfo("1", "ab" * 32, "0.1.0", "m")
+
+
+def test_file_over_the_size_bound_is_refused_before_reading(tmp_path, monkeypatch):
+    import metasr.scanners.reader as reader
+
+    monkeypatch.setattr(reader, "MAX_FILE_BYTES", 1000)
+    path = _ct(tmp_path)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("read before the size check"))
+    with pytest.raises(InputError, match=r"GiB; at most 0 GiB per file is accepted \(split it first\)"):
+        read_image(path)
+
+
+def test_concurrent_reads_restore_the_nibabel_logger(tmp_path):
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    logger = logging.getLogger("nibabel.global")
+    before = (logger.handlers[:], logger.propagate)
+    paths = [_nifti(tmp_path, name=f"v{k}.nii") for k in range(6)]
+    with ThreadPoolExecutor(3) as pool:
+        shapes = list(pool.map(lambda p: read_image(p).frames.shape, paths * 3))
+    assert shapes == [(3, 12, 10)] * 18
+    assert (logger.handlers, logger.propagate) == before
