@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,9 @@ NOT_IMAGES = {
     "1.2.840.10008.5.1.4.1.1.66.4": "a Segmentation holds label masks, not an image",
 }
 _MOSAIC_TAG = 0x0019100A  # Siemens private NumberOfImagesInMosaic
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+#: Most bytes a deflated dataset may inflate to (the largest image accepted, plus its header).
+MAX_INFLATED_BYTES = 2**31 + 2**24
 
 
 def _pydicom():
@@ -134,12 +138,37 @@ def _check_decodable(name: str, ts) -> None:
         )
 
 
+def _check_inflated_size(data: bytes, name: str) -> None:
+    """A deflated dataset must not inflate beyond :data:`MAX_INFLATED_BYTES` (checked by streaming,
+    keeping nothing) before pydicom inflates it whole."""
+    if data[132:136] != b"\x02\x00\x00\x00" or data[136:138] != b"UL":
+        return
+    meta_end = 144 + int.from_bytes(data[140:144], "little")
+    if _DEFLATED.encode() not in data[144:meta_end]:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, total = data[meta_end:], 0
+    try:
+        while pending and not inflater.eof:
+            total += len(inflater.decompress(pending, 2**24))
+            pending = inflater.unconsumed_tail
+            if total > MAX_INFLATED_BYTES:
+                raise InputError(
+                    f"{name}: deflated DICOM inflates to more than {MAX_INFLATED_BYTES:,} bytes; refusing it"
+                    " (a damaged or hostile file)"
+                )
+    except zlib.error:
+        return  # pydicom reports the damaged stream
+
+
 def _parse(data: bytes, name: str, stop_before_pixels: bool = False):
     """``(dataset, element tags, has_preamble)`` of a DICOM file's bytes."""
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
     has_preamble = data[128:132] == b"DICM"
+    if has_preamble:
+        _check_inflated_size(data, name)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=not has_preamble, stop_before_pixels=stop_before_pixels)
         elements = set(ds.keys())  # forces the top-level parse of a forced read
@@ -190,13 +219,49 @@ def _refuse_non_images(ds, name: str) -> None:
         )
 
 
+def _whole(ds, keyword: str, tag: str, default: int, name: str) -> int:
+    """An integer element (``default`` when absent or empty), refusing fractions and text."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number.is_integer():
+        raise InputError(
+            f"{name}: DICOM header is damaged: {keyword} {tag} is {str(value)!r}, not a whole number; correct it"
+            " (e.g. dcmodify) and retry"
+        )
+    return int(number)
+
+
+def _check_bits(ds, name: str) -> None:
+    bits_allocated = int(ds.BitsAllocated)
+    if bits_allocated not in (8, 16, 32):
+        raise InputError(f"{name}: {bits_allocated}-bit pixels are not supported; expected 8, 16 or 32 bits allocated")
+    bits_stored = _whole(ds, "BitsStored", "(0028,0101)", bits_allocated, name)
+    if not 1 <= bits_stored <= bits_allocated:
+        raise InputError(
+            f"{name}: Bits Stored (0028,0101) is {bits_stored} with {bits_allocated} bits allocated; it must be"
+            f" 1..{bits_allocated}, correct the header (e.g. dcmodify)"
+        )
+    representation = _whole(ds, "PixelRepresentation", "(0028,0103)", 0, name)
+    if representation not in (0, 1):
+        raise InputError(
+            f"{name}: Pixel Representation (0028,0103) is {representation}; it must be 0 (unsigned) or 1 (signed),"
+            " correct the header (e.g. dcmodify)"
+        )
+
+
 def _check_layout(ds, name: str) -> tuple[int, int, int, str, int]:
     """``(rows, cols, frames, photometric, samples)`` after checking the header's consistency."""
-    missing = [k for k in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation") if k not in ds]
+    required = ("SOPClassUID", "Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")
+    missing = [k for k in required if k not in ds or ds.get(k) in (None, "")]
     if missing:
         raise InputError(f"{name}: DICOM image lacks {', '.join(missing)}; the file is incomplete")
     rows, cols = int(ds.Rows), int(ds.Columns)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = _whole(ds, "NumberOfFrames", "(0028,0008)", 1, name) or 1  # 0 is read as one frame, as pydicom does
     check_dimensions(name, rows, cols, n_frames)
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     if photometric not in _MONO_PHOTOMETRIC | _COLOUR_PHOTOMETRIC:
@@ -204,16 +269,14 @@ def _check_layout(ds, name: str) -> tuple[int, int, int, str, int]:
             f"{name}: Photometric Interpretation {photometric} is not supported; expected MONOCHROME1,"
             " MONOCHROME2, RGB or YBR (convert palette images to RGB first)"
         )
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    samples = _whole(ds, "SamplesPerPixel", "(0028,0002)", 1, name)
     expected = 1 if photometric in _MONO_PHOTOMETRIC else 3
     if samples != expected:
         raise InputError(
             f"{name}: Photometric Interpretation {photometric} with Samples per Pixel {samples} is inconsistent"
             f" ({photometric} has {expected}); correct the header (e.g. dcmodify) first"
         )
-    bits_allocated = int(ds.BitsAllocated)
-    if bits_allocated not in (8, 16, 32):
-        raise InputError(f"{name}: {bits_allocated}-bit pixels are not supported; expected 8, 16 or 32 bits allocated")
+    _check_bits(ds, name)
     return rows, cols, n_frames, photometric, samples
 
 

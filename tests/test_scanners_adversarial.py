@@ -64,6 +64,10 @@ def _orientation(text: bytes):
     return lambda tmp: _edit(tmp, lambda ds: _raw_element(ds, 0x00200037, "DS", text))
 
 
+def _raw(tag: int, vr: str, text: bytes):
+    return lambda tmp: _edit(tmp, lambda ds: _raw_element(ds, tag, vr, text))
+
+
 def _set(**attrs):
     def change(ds):
         for k, v in attrs.items():
@@ -269,6 +273,14 @@ REFUSED = {
         _write("g.dcm", b"\x00" * 128 + b"DICM" + os.urandom(300)),
         "damaged|truncated|not a|no pixel data",
     ),
+    "NumberOfFrames 1.5": (_raw(0x00280008, "IS", b"1.5 "), r"NumberOfFrames \(0028,0008\) is '1.5', not a whole"),
+    "NumberOfFrames text": (_raw(0x00280008, "IS", b"1A"), "NumberOfFrames .* not a whole number"),
+    "NumberOfFrames negative": (_raw(0x00280008, "IS", b"-5"), "header claims -5 frames"),
+    "BitsStored 0": (_raw(0x00280101, "US", b"\x00\x00"), r"Bits Stored \(0028,0101\) is 0 with 16 bits allocated"),
+    "BitsStored over BitsAllocated": (_raw(0x00280101, "US", b"\x20\x00"), "Bits Stored .* is 32 .* 1..16"),
+    "PixelRepresentation 2": (_raw(0x00280103, "US", b"\x02\x00"), "Pixel Representation .* is 2; it must be 0"),
+    "SamplesPerPixel 0": (_raw(0x00280002, "US", b"\x00\x00"), "Samples per Pixel 0 is inconsistent"),
+    "SOPClassUID empty": (_raw(0x00080016, "UI", b""), "lacks SOPClassUID"),
     "RT Dose": (_set(SOPClassUID="1.2.840.10008.5.1.4.1.1.481.2"), "RT Dose grid"),
     "Segmentation": (_set(SOPClassUID="1.2.840.10008.5.1.4.1.1.66.4"), "Segmentation holds label masks"),
     # NIfTI
@@ -461,3 +473,18 @@ def test_concurrent_reads_restore_the_nibabel_logger(tmp_path):
         shapes = list(pool.map(lambda p: read_image(p).frames.shape, paths * 3))
     assert shapes == [(3, 12, 10)] * 18
     assert (logger.handlers, logger.propagate) == before
+
+
+def test_deflate_bomb_is_refused_while_streaming(tmp_path, monkeypatch):
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    import metasr.scanners.dicom as dicom_module
+
+    monkeypatch.setattr(dicom_module, "MAX_INFLATED_BYTES", 2**17)
+    src = tmp_path / "dfl.dcm"
+    shutil.copyfile(get_testdata_file("image_dfl.dcm"), src)  # 512x512 8-bit: inflates past 128 KiB
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: pytest.fail("inflated before the bound"))
+    with pytest.raises(InputError, match="deflated DICOM inflates to more than 131,072 bytes"):
+        read_image(src)
