@@ -8,7 +8,8 @@ alpha is resampled bicubically with the chroma, on the luma's grid when the scal
 Only single-page TIFFs are accepted.
 
 What OpenCV would change silently is handled explicitly: palette PNGs are read as RGB (and
-written back as RGB), 1/2/4-bit gray PNGs as 8-bit gray (0..255), each with a note; an EXIF
+written back as RGB), gray + alpha PNGs as RGBA, 1/2/4-bit gray PNGs as 8-bit gray (0..255),
+each with a note; an EXIF
 orientation (JPEG, TIFF) is applied so the frames are upright as a viewer shows them, and the
 output is stored upright without the tag (a note says so; OpenCV turns TIFFs itself); TIFFs
 with 2 or more than 4 samples per pixel are refused rather than losing a channel.
@@ -332,8 +333,10 @@ def _decode_notes(data: bytes, fmt: ImageFormat, name: str) -> list[str]:
         depth, colour = _png_layout(data)
         if colour == 3:
             notes.append(f"{name}: palette PNG is processed and written as RGB")
-        elif colour in (0, 4) and depth < 8:
+        elif colour == 0 and depth < 8:
             notes.append(f"{name}: {depth}-bit gray PNG is processed and written as 8-bit gray (0..255)")
+        elif colour == 4:
+            notes.append(f"{name}: gray + alpha PNG is processed and written as RGBA")
     return notes
 
 

@@ -202,10 +202,12 @@ def _decompress_exactly(header, data: bytes, name: str) -> bytes:
 
 
 def _check_zooms(header, shape: tuple[int, ...], name: str) -> tuple[float, ...]:
-    """Voxel sizes of the image's axes, each a positive finite number."""
+    """Voxel sizes of the image's axes, each a positive finite number (a singleton axis: any, read as 1)."""
     pixdim = [float(v) for v in header["pixdim"][1 : len(shape) + 1]]
     for axis, size in enumerate(pixdim):
-        if not (np.isfinite(size) and size > 0):
+        if shape[axis] == 1 and not (np.isfinite(size) and size > 0):
+            pixdim[axis] = 1.0  # no spacing between slices of a single slice
+        elif not (np.isfinite(size) and size > 0):
             raise InputError(
                 f"{name}: NIfTI pixdim[{axis + 1}] (voxel size along axis {axis}) is {size:.6g}; it must be a positive"
                 " finite number in mm, correct the header (e.g. nibabel set_zooms) and retry"

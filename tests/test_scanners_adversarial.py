@@ -391,6 +391,19 @@ def test_tiff_orientation_is_applied(tmp_path):
     np.testing.assert_array_equal(turned.frames[0], plain.frames[0][::-1, ::-1])
 
 
+def test_gray_alpha_png_keeps_its_alpha(tmp_path):
+    rows = b"".join(b"\x00" + bytes([100, 200, 50, 0] * 2) for _ in range(4))
+    scan = read_image(_write("la.png", _png(4, 4, 8, 4, rows))(tmp_path))
+    assert scan.alpha is not None and any("gray + alpha PNG" in n for n in scan.notes)
+    back = cv2.imread(str(scan.write_derived(scan.frames, tmp_path / "o.png", _info())), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(back[..., 3], [[200, 0, 200, 0]] * 4)
+
+
+def test_single_slice_nifti_with_zero_slice_pixdim_reads(tmp_path):
+    scan = read_image(_nifti(tmp_path, shape=(12, 10, 1), zooms=(0.9, 0.8, 0.0)))
+    assert scan.spacing == pytest.approx((0.9, 0.8)) and scan.frames.shape == (1, 12, 10)
+
+
 def test_finite_float64_tiff_reads(tmp_path):
     cv2.imwrite(str(tmp_path / "f.tif"), np.linspace(-5e3, 7e4, 64).reshape(8, 8))
     scan = read_image(tmp_path / "f.tif")
