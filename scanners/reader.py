@@ -159,21 +159,35 @@ def read_image(
     return scan
 
 
+def _looks_like_bare_dicom(head: bytes) -> bool:
+    """A dataset without the 128-byte preamble (as some PACS exports write): it starts with a
+    little-endian element of group 0x0002 or 0x0008, explicit (a VR of two letters) or implicit
+    (a 4-byte length that fits the file)."""
+    if len(head) < 12 or head[:2] not in (b"\x02\x00", b"\x08\x00"):
+        return False
+    if head[4:6].isalpha() and head[4:6].isupper():
+        return True
+    return int.from_bytes(head[4:8], "little") < 1024
+
+
 def _is_dicom_file(path: Path) -> bool:
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError:
         return False
-    return head[128:132] == b"DICM"
+    return head[128:132] == b"DICM" or _looks_like_bare_dicom(head)
 
 
 def iter_images(folder: str | os.PathLike, recursive: bool = False) -> Iterator[Path]:
     """Supported image files in ``folder``, sorted by name.
 
     Files are listed by suffix (:data:`SUPPORTED_SUFFIXES`); other files (``IM0001``,
-    UID-named files) are listed when they start like a DICOM file. Hidden files (``.name``,
-    e.g. partial outputs) are skipped.
+    UID-named files) are listed when they start like a DICOM file, with or without the 128-byte
+    preamble. Hidden files (``.name``, e.g. partial outputs) and anything but regular files
+    (FIFOs, devices) are skipped.
 
     Raises:
         InputError: if ``folder`` is not a folder.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -152,6 +154,18 @@ def test_iter_images_lists_supported_files(tmp_path):
     (tmp_path / "sub" / "f.png").write_bytes(b"x")
     assert [p.name for p in iter_images(tmp_path)] == ["IM0001", "a.TIF", "b.png", "c.jpeg", "d.nii.gz"]
     assert "f.png" in [p.name for p in iter_images(tmp_path, recursive=True)]
+
+
+def test_iter_images_finds_dicom_by_content(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    data = open(get_testdata_file("MR_small.dcm"), "rb").read()
+    (tmp_path / "IM0001").write_bytes(data)
+    (tmp_path / "IM0002").write_bytes(data[132:])  # no preamble: explicit VR from group 0x0002
+    (tmp_path / "IM0003").write_bytes(open(get_testdata_file("MR_small_implicit.dcm"), "rb").read()[132:])
+    (tmp_path / "notes").write_bytes(b"patient list, not an image" * 4)
+    os.mkfifo(tmp_path / "pipe")
+    assert [p.name for p in iter_images(tmp_path)] == ["IM0001", "IM0002", "IM0003"]
 
 
 # ---- intensity maps -------------------------------------------------------------------------
