@@ -408,6 +408,9 @@ def test_finite_float64_tiff_reads(tmp_path):
     cv2.imwrite(str(tmp_path / "f.tif"), np.linspace(-5e3, 7e4, 64).reshape(8, 8))
     scan = read_image(tmp_path / "f.tif")
     assert scan.intensity.dtype == np.float64 and np.isfinite(scan.frames).all()
+    big = np.repeat(np.repeat(scan.frames, 2, 1), 2, 2)
+    back = cv2.imread(str(scan.write_derived(big, tmp_path / "o.tif", _info())), cv2.IMREAD_UNCHANGED)
+    assert back.dtype == np.float64 and np.isfinite(back).all() and -5e3 <= back.min() and back.max() <= 7e4
 
 
 def test_int32_tiff_names_the_real_output_problem(tmp_path):
