@@ -15,7 +15,7 @@ from fractions import Fraction
 import cv2
 import numpy as np
 
-__all__ = ["resize_on_grid"]
+__all__ = ["resize_on_grid", "resize_on_grid_linear"]
 
 
 def resize_on_grid(image: np.ndarray, height: int, width: int, scale: Fraction | None = None) -> np.ndarray:
@@ -41,4 +41,26 @@ def resize_on_grid(image: np.ndarray, height: int, width: int, scale: Fraction |
     to_source = np.array([[inv, 0.0, shift], [0.0, inv, shift]], dtype=np.float64)
     return cv2.warpAffine(
         image, to_source, (width, height), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def resize_on_grid_linear(image: np.ndarray, height: int, width: int, scale: Fraction | None = None) -> np.ndarray:
+    """Bilinear counterpart of :func:`resize_on_grid`: the same grid, no overshoot.
+
+    For planes whose values must stay between their neighbours' (e.g. the part of a pixel value
+    beyond an intensity window, added back after super-resolution). float32/float64 keep their dtype.
+    """
+    if image.shape[:2] == (height, width) and (scale is None or scale == 1):
+        return image
+    if scale is None:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    inv = float(1 / Fraction(scale))
+    shift = 0.5 * inv - 0.5
+    to_source = np.array([[inv, 0.0, shift], [0.0, inv, shift]], dtype=np.float64)
+    return cv2.warpAffine(
+        image,
+        to_source,
+        (width, height),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
     )

@@ -8,7 +8,9 @@ context manager so callers can release its arrays deterministically.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ import numpy as np
 
 from metasr.core.atomic import atomic_write_bytes, check_output_path
 from metasr.core.errors import InputError, OutputError
+from metasr.core.resample import resize_on_grid_linear
 from metasr.scanners.intensity import IntensityMap
 
 __all__ = [
@@ -35,6 +38,8 @@ __all__ = [
     "MAX_PIXELS",
     "check_dimensions",
     "describe_error",
+    "grid_scale",
+    "spacing_factors",
 ]
 
 #: Smallest accepted image side in pixels. A 1-pixel side carries no spatial structure to
@@ -83,20 +88,61 @@ class DerivationInfo:
     exact_scale: Fraction | None = None
 
 
+class _LogCollector(logging.Handler):
+    """Routes nibabel's log records to the recording thread's list while any recording is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.active = 0
+        self.saved: tuple[list[logging.Handler], bool] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        records = getattr(self.local, "records", None)
+        if records is not None:
+            records.append(record)
+
+    @contextmanager
+    def collect(self, logger: logging.Logger) -> Iterator[list[logging.LogRecord]]:
+        with self.lock:
+            if self.active == 0:
+                self.saved = (logger.handlers[:], logger.propagate)
+                logger.handlers, logger.propagate = [self], False
+            self.active += 1
+        outer = getattr(self.local, "records", None)
+        self.local.records = records = []
+        try:
+            yield records
+        finally:
+            self.local.records = outer
+            with self.lock:
+                self.active -= 1
+                if self.active == 0 and self.saved is not None:
+                    logger.handlers, logger.propagate = self.saved
+
+
+_NIBABEL_LOG = _LogCollector()
+
+
 @contextmanager
 def recorded_warnings(notes: list[str], source: str) -> Iterator[None]:
     """Collect the warnings raised inside as one-line notes about ``source`` (duplicates once).
 
     pydicom and nibabel report odd but readable files (excess padding, a value that breaks its VR)
-    through :mod:`warnings`, which would print two lines of library internals on the user's
-    stderr. The command-line tools print these notes in one line each instead; if the block
-    raises, the error says what matters and the notes are dropped.
+    through :mod:`warnings`, and nibabel also logs header fixes straight to stderr; either would
+    print lines of library internals on the user's stderr. The command-line tools print these
+    notes in one line each instead; if the block raises, the error says what matters and the
+    notes are dropped. nibabel's logger is redirected only while a block runs (thread-safe).
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for warning in caught:
-        text = f"{source}: {describe_error(warning.message, limit=240)}"
+    with _NIBABEL_LOG.collect(logging.getLogger("nibabel.global")) as logged:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    messages = [w.message for w in caught] + [r.getMessage() for r in logged]
+    for message in messages:
+        error = message if isinstance(message, BaseException) else Exception(message)
+        text = f"{source}: {describe_error(error, limit=240)}"
         if text not in notes:
             notes.append(text)
 
@@ -132,6 +178,32 @@ def check_dimensions(source: str, height: int, width: int, frames: int = 1) -> N
         )
 
 
+def grid_scale(info: DerivationInfo, old_size: tuple[int, int], new_size: tuple[int, int]) -> Fraction | None:
+    """The exact scale the frames were made with, if it explains the new size on both axes.
+
+    ``None`` when ``info`` carries no exact scale or when ``floor(n * r) != N`` on an axis (frames
+    resized by other means): geometry then follows the size ratio.
+    """
+    r = info.exact_scale
+    if r is None:
+        return None
+    r = Fraction(r)
+    if r <= 0 or any(int(n * r) != big for n, big in zip(old_size, new_size)):
+        return None
+    return r
+
+
+def spacing_factors(
+    old_size: tuple[int, int], new_size: tuple[int, int], scale: Fraction | None
+) -> tuple[Fraction, Fraction]:
+    """``(row, col)`` factors from old to new pixel spacing: exactly ``1/r`` on the network's grid,
+    else the size ratio ``old / new`` (field of view preserved). Exact fractions, so a spacing
+    asked for (``old / r`` with ``r = old / wanted``) comes out exactly."""
+    if scale is not None:
+        return 1 / scale, 1 / scale
+    return Fraction(old_size[0], new_size[0]), Fraction(old_size[1], new_size[1])
+
+
 class ScanImage(ABC):
     """One input file, read into frames in [0, 1], that can write derived images back.
 
@@ -151,11 +223,14 @@ class ScanImage(ABC):
         frames: np.ndarray,
         intensity: IntensityMap,
         spacing: tuple[float, float] | None = None,
+        residual: np.ndarray | None = None,
     ) -> None:
         self.path = Path(path)
         self.frames = np.ascontiguousarray(frames, dtype=np.float32)
         self.intensity = intensity
         self.spacing = spacing
+        #: ``[F, h, w]`` stored-unit excess of pixels beyond the intensity window, or ``None``.
+        self.residual = residual
         #: One-line remarks about the file from the format libraries (see :func:`recorded_warnings`).
         self.notes: list[str] = []
 
@@ -171,6 +246,17 @@ class ScanImage(ABC):
     def close(self) -> None:
         """Release the pixel arrays; the file itself was closed after reading."""
         self.frames = np.empty((0, 0, 0), dtype=np.float32)
+        self.residual = None
+
+    def stored_values(self, sr: np.ndarray, info: DerivationInfo) -> np.ndarray:
+        """Gray ``[F, H, W]`` frames in [0, 1] -> stored values, with the out-of-window residual
+        resampled on the network's grid and added back."""
+        residual = None
+        if self.residual is not None:
+            height, width = sr.shape[1:]
+            scale = grid_scale(info, self.size, (height, width))
+            residual = np.stack([resize_on_grid_linear(r, height, width, scale) for r in self.residual])
+        return self.intensity.from_unit(sr, residual)
 
     def __enter__(self) -> ScanImage:
         return self
@@ -188,8 +274,9 @@ class ScanImage(ABC):
     def write_derived(self, sr_frames: np.ndarray, out_path: str | os.PathLike, info: DerivationInfo) -> Path:
         """Write super-resolved frames as a derived image in the input's format, units and geometry.
 
-        The geometry follows from the sizes: each axis is rescaled by ``new_size / old_size`` with
-        the field of view preserved.
+        The geometry follows the pixels: with ``info.exact_scale`` (r) explaining the new size,
+        the spacing becomes exactly ``old / r`` per axis with the outer top-left corner kept (the
+        field of view is ``N * old / r``); without it, the size ratio with the field of view kept.
 
         Args:
             sr_frames: float32 ``[F, H, W]`` (or ``[H, W]`` when ``F == 1``) in [0, 1].

@@ -8,15 +8,24 @@ rounded and clipped for integer data. The window ``[low, high]`` is chosen by
 * ``full``: the whole range the container can hold (0..255 for 8-bit, the ``BitsStored`` range
   for DICOM, the dtype range otherwise);
 * ``data``: the data's own minimum and maximum over all frames (and channels) of the file;
+* ``robust``: the 0.5th..99.5th percentiles of the values, widened outward to a coarse grid
+  (a power of two near 1/64 of the span) so a few extreme pixels (metal, a marker, one corrupt
+  pixel) neither stretch the window nor move it;
 * ``auto`` (default): ``full`` for unsigned data of at most 8 bits (what the model was trained
-  on: 8-bit images divided by 255), ``data`` for everything wider (12/16-bit, signed, float),
+  on: 8-bit images divided by 255), ``robust`` for everything wider (12/16-bit, signed, float),
   so a 12-bit MR slice that uses 0..900 of a 16-bit container is not fed to the network as a
-  nearly black image.
+  nearly black image, and one bright pixel does not change the mapping of the others.
+
+The window is a property of a series: :class:`IntensityWindow` measured once over all slices of
+a series (:func:`metasr.scanners.series.group_series`) is passed to every slice's reader, so all
+of them share one mapping. Values beyond the window are not lost: their excess over the window
+(the *residual*, :meth:`IntensityMap.residual`) is resampled beside the network's output and
+added back when writing. Outputs are clipped to the input file's own min..max, so they never
+leave the input's range and bit depth.
 
 The unit values are float32; for integer data whose window spans at most 2**24 values (every
 8/12/16-bit image) reading and writing back the same values gives exactly the same integers
-(32-bit integers and float64 data are mapped in float64). Outputs never leave the window, so they stay inside the
-input's range and bit depth.
+(32-bit integers and float64 data, and any data with a residual, are mapped in float64).
 
 Colour images are processed on luminance: :func:`split_luma` gives BT.601 luma
 ``Y = 0.299 R + 0.587 G + 0.114 B`` plus the chroma differences ``(B - Y, R - Y)``;
@@ -35,7 +44,16 @@ import numpy as np
 from metasr.core.errors import InputError
 from metasr.core.resample import resize_on_grid
 
-__all__ = ["IntensityRange", "IntensityMap", "split_luma", "merge_luma", "check_finite"]
+__all__ = [
+    "IntensityRange",
+    "IntensityWindow",
+    "IntensityMap",
+    "ROBUST_PERCENTILES",
+    "measure_window",
+    "split_luma",
+    "merge_luma",
+    "check_finite",
+]
 
 _KR, _KG, _KB = 0.299, 0.587, 0.114
 
@@ -46,6 +64,96 @@ class IntensityRange(str, Enum):
     AUTO = "auto"
     FULL = "full"
     DATA = "data"
+    ROBUST = "robust"
+
+
+#: Percentiles bounding the ``robust`` window.
+ROBUST_PERCENTILES = (0.5, 99.5)
+#: Most values one file's percentiles are computed from (a regular stride through larger files).
+PERCENTILE_SAMPLE = 2**22
+
+
+@dataclass(frozen=True)
+class IntensityWindow:
+    """The stored values mapped to 0 and 1, shared by every file of one series.
+
+    Attributes:
+        low: Stored value mapped to 0.
+        high: Stored value mapped to 1 (``> low``).
+    """
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.low) and np.isfinite(self.high) and self.high > self.low):
+            raise InputError(f"intensity window {self.low}..{self.high} is invalid; expected finite low < high")
+
+
+def _container_range(dtype: np.dtype, bits: int | None, signed: bool | None) -> tuple[float, float, int, bool]:
+    """``(low, high, bits, signed)`` an integer container of ``bits`` significant bits can hold."""
+    bits = int(bits or dtype.itemsize * 8)
+    signed = np.issubdtype(dtype, np.signedinteger) if signed is None else bool(signed)
+    rep_low = -(2 ** (bits - 1)) if signed else 0
+    rep_high = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+    info = np.iinfo(dtype)  # the container dtype may be wider than `bits`; never write what it cannot hold
+    return float(max(rep_low, int(info.min))), float(min(rep_high, int(info.max))), bits, signed
+
+
+def _robust_bounds(sample: np.ndarray, vmin: float, vmax: float, integer: bool) -> tuple[float, float]:
+    """Percentile window (values that occur) widened outward to a coarse grid."""
+    lo_p = float(np.percentile(sample, ROBUST_PERCENTILES[0], method="lower"))  # values that occur
+    hi_p = float(np.percentile(sample, ROBUST_PERCENTILES[1], method="higher"))
+    span = hi_p - lo_p
+    if not span > 0 or not np.isfinite(span):
+        return vmin, vmax
+    step = 2.0 ** np.floor(np.log2(span / 64.0))
+    if integer:
+        step = max(step, 1.0)
+    # Not clipped to vmin..vmax: an extreme pixel would then move the window through that clip.
+    return float(np.floor(lo_p / step) * step), float(np.ceil(hi_p / step) * step)
+
+
+def measure_window(
+    sample: np.ndarray,
+    vmin: float,
+    vmax: float,
+    *,
+    policy: IntensityRange | str,
+    dtype: np.dtype,
+    bits: int | None = None,
+    signed: bool | None = None,
+) -> IntensityWindow:
+    """The window a policy gives for data of ``dtype`` with the range ``vmin..vmax``.
+
+    Args:
+        sample: The values (or a deterministic subsample of them) used for percentiles.
+        vmin: Exact smallest value of the data.
+        vmax: Exact largest value of the data.
+        policy: ``auto``, ``full``, ``data`` or ``robust``.
+        dtype: The stored dtype.
+        bits: Significant bits of integer data (DICOM ``BitsStored``); default the dtype's.
+        signed: Integer data is two's complement; default from the dtype.
+    """
+    policy = IntensityRange(policy)
+    dtype = np.dtype(dtype)
+    integer = bool(np.issubdtype(dtype, np.integer))
+    if integer:
+        rep_low, rep_high, bits, signed = _container_range(dtype, bits, signed)
+        if policy is IntensityRange.AUTO:
+            policy = IntensityRange.FULL if (not signed and bits <= 8) else IntensityRange.ROBUST
+        if policy is IntensityRange.FULL:
+            return IntensityWindow(rep_low, rep_high)
+    elif policy is IntensityRange.AUTO:
+        policy = IntensityRange.ROBUST
+    elif policy is IntensityRange.FULL:
+        return IntensityWindow(0.0, 1.0)  # floats have no container range; [0, 1] is the meaningful one
+    low, high = float(vmin), float(vmax)
+    if policy is IntensityRange.ROBUST and sample.size:
+        low, high = _robust_bounds(sample, low, high, integer)
+    if not high > low:  # a constant image: any window containing it round-trips
+        high = low + 1.0
+    return IntensityWindow(low, high)
 
 
 def check_finite(values: np.ndarray, source: str) -> None:
@@ -68,6 +176,12 @@ class IntensityMap:
         clip_low: Smallest value the output may hold (the representable range).
         clip_high: Largest value the output may hold.
         invert: Map ``low`` to 1 and ``high`` to 0 (DICOM MONOCHROME1, where low values are white).
+        data_low: Smallest value in the input file (outputs never go below it); ``None``: no bound.
+        data_high: Largest value in the input file (outputs never go above it); ``None``: no bound.
+        inner_low: Smallest value of the file inside the window (``None``: ``data_low``).
+        inner_high: Largest value of the file inside the window (``None``: ``data_high``). The
+            network's part of an output is kept within ``inner_low..inner_high`` before the
+            residual is added, so an extreme pixel elsewhere does not widen what the rest may reach.
     """
 
     low: float
@@ -76,10 +190,18 @@ class IntensityMap:
     clip_low: float
     clip_high: float
     invert: bool = False
+    data_low: float | None = None
+    data_high: float | None = None
+    inner_low: float | None = None
+    inner_high: float | None = None
 
     @property
     def is_integer(self) -> bool:
         return np.issubdtype(self.dtype, np.integer)
+
+    @property
+    def window(self) -> IntensityWindow:
+        return IntensityWindow(self.low, self.high)
 
     @classmethod
     def for_data(
@@ -91,51 +213,51 @@ class IntensityMap:
         signed: bool | None = None,
         invert: bool = False,
         source: str = "input",
+        window: IntensityWindow | None = None,
     ) -> IntensityMap:
         """Choose the window for ``values`` (all frames/channels of one file).
 
         Args:
             values: The stored pixel values.
-            policy: ``auto``, ``full`` or ``data``.
+            policy: ``auto``, ``full``, ``data`` or ``robust``.
             bits: Significant bits of integer data (DICOM ``BitsStored``); default the dtype's.
             signed: Integer data is two's complement; default from the dtype.
             invert: See :attr:`invert`.
             source: Name used in error messages.
+            window: The series' window (measured by :func:`~metasr.scanners.series.group_series`);
+                ``None`` measures it from ``values`` with ``policy``.
 
         Raises:
-            InputError: on NaN/Inf values or an unsupported dtype.
+            InputError: on NaN/Inf values, a range float64 cannot span, or an unsupported dtype.
         """
-        policy = IntensityRange(policy)
         dtype = np.dtype(values.dtype)
         if np.issubdtype(dtype, np.integer):
-            bits = int(bits or dtype.itemsize * 8)
-            signed = np.issubdtype(dtype, np.signedinteger) if signed is None else bool(signed)
-            rep_low = -(2 ** (bits - 1)) if signed else 0
-            rep_high = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
-            # The container dtype may be wider than `bits`; never write what it cannot hold.
-            info = np.iinfo(dtype)
-            rep_low, rep_high = max(rep_low, int(info.min)), min(rep_high, int(info.max))
-            if policy is IntensityRange.AUTO:
-                policy = IntensityRange.FULL if (not signed and bits <= 8) else IntensityRange.DATA
-            if policy is IntensityRange.FULL:
-                low, high = float(rep_low), float(rep_high)
-            else:
-                low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
-                if high <= low:  # a constant image: any window containing it round-trips
-                    high = low + 1.0
-            return cls(low, high, dtype, float(rep_low), float(rep_high), invert)
-        if np.issubdtype(dtype, np.floating):
+            rep_low, rep_high, bits, signed = _container_range(dtype, bits, signed)
+        elif np.issubdtype(dtype, np.floating):
             check_finite(values, source)
             finfo = np.finfo(dtype)
-            if policy is IntensityRange.FULL:
-                # Floats have no container range; [0, 1] is the only meaningful "full" window.
-                low, high = 0.0, 1.0
+            rep_low, rep_high = float(finfo.min), float(finfo.max)
+        else:
+            raise InputError(f"{source}: pixel type {dtype} is not supported; expected integer or float pixels")
+        vmin, vmax = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        if not np.isfinite(vmax - vmin):
+            raise InputError(
+                f"{source}: pixel values span {vmin:.3g}..{vmax:.3g}, wider than float64 arithmetic can map;"
+                " rescale the image to a smaller range first"
+            )
+        if window is None:
+            flat = values.reshape(-1)
+            sample = flat[:: -(-flat.size // PERCENTILE_SAMPLE)] if flat.size else flat  # bounded, deterministic
+            window = measure_window(sample, vmin, vmax, policy=policy, dtype=dtype, bits=bits, signed=signed)
+        inner_low, inner_high = vmin, vmax
+        if values.size and (vmin < window.low or vmax > window.high):
+            inside = (values >= window.low) & (values <= window.high)
+            if inside.any():  # reductions with where=: no copy of the selected values
+                inner_low = float(np.min(values, where=inside, initial=vmax))
+                inner_high = float(np.max(values, where=inside, initial=vmin))
             else:
-                low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
-                if high <= low:
-                    high = low + 1.0
-            return cls(low, high, dtype, float(finfo.min), float(finfo.max), invert)
-        raise InputError(f"{source}: pixel type {dtype} is not supported; expected integer or float pixels")
+                inner_low, inner_high = window.low, window.high
+        return cls(window.low, window.high, dtype, rep_low, rep_high, invert, vmin, vmax, inner_low, inner_high)
 
     @property
     def _work_dtype(self) -> type:
@@ -147,7 +269,7 @@ class IntensityMap:
         return np.float32 if small_ints or self.dtype == np.float32 else np.float64
 
     def to_unit(self, values: np.ndarray) -> np.ndarray:
-        """Stored values -> float32 in [0, 1] (values outside the window are clipped)."""
+        """Stored values -> float32 in [0, 1] (values outside the window are clipped; see :meth:`residual`)."""
         work = self._work_dtype
         unit = np.array(values, dtype=work, copy=True)
         unit -= work(self.low)
@@ -157,15 +279,48 @@ class IntensityMap:
             np.subtract(1.0, unit, out=unit)
         return unit.astype(np.float32, copy=False)
 
-    def from_unit(self, unit: np.ndarray) -> np.ndarray:
-        """Float values in [0, 1] -> stored values of :attr:`dtype` (rounded, clipped to the window)."""
-        work = self._work_dtype
+    def residual(self, values: np.ndarray) -> np.ndarray | None:
+        """What :meth:`to_unit` clips away: ``values - clip(values, low, high)``, or ``None`` if nothing.
+
+        Resampled to the output grid and passed to :meth:`from_unit`, it keeps values beyond the
+        window (bone beside soft tissue, a marker) instead of flattening them to the window's edge.
+        """
+        values = np.asarray(values)
+        if values.size == 0 or (values.min() >= self.low and values.max() <= self.high):
+            return None
+        v = values.astype(self._work_dtype)  # exact for 8/16-bit integers in float32
+        inside = np.clip(v, self.low, self.high)
+        v -= inside
+        return v
+
+    def from_unit(self, unit: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+        """Float values in [0, 1] -> stored values of :attr:`dtype`.
+
+        Args:
+            unit: Values in [0, 1] (clipped to it).
+            residual: Optional out-of-window excess in stored units, same shape (see :meth:`residual`).
+
+        Returns:
+            Rounded (integer data) values clipped to the input's data range and the representable range.
+        """
+        work = np.float64 if residual is not None else self._work_dtype
         values = np.clip(np.asarray(unit, dtype=work), 0.0, 1.0)
         if self.invert:
             np.subtract(1.0, values, out=values)
         values *= work(self.high - self.low)
         values += work(self.low)
-        lo, hi = max(self.low, self.clip_low), min(self.high, self.clip_high)
+        lo = self.clip_low if self.data_low is None else max(self.data_low, self.clip_low)
+        hi = self.clip_high if self.data_high is None else min(self.data_high, self.clip_high)
+        inner_lo = max(lo, self.low) if self.inner_low is None else max(lo, self.inner_low)
+        inner_hi = min(hi, self.high) if self.inner_high is None else min(hi, self.inner_high)
+        if residual is not None:
+            residual = np.asarray(residual, dtype=work)
+            # Where an extreme value contributes, the window's edge plus the residual rebuilds it.
+            if inner_lo <= inner_hi:
+                values = np.where(residual != 0, values, np.clip(values, inner_lo, inner_hi))
+            values += residual
+        elif inner_lo <= inner_hi:
+            np.clip(values, inner_lo, inner_hi, out=values)
         if self.is_integer:
             np.rint(values, out=values)
         np.clip(values, lo, hi, out=values)

@@ -11,17 +11,20 @@ Reading
 
 Intensity
     Frames are built from the *stored* voxel values (before ``scl_slope``/``scl_inter``), mapped
-    to [0, 1] as in :mod:`metasr.scanners.intensity` (default: the volume's own min/max; 8-bit
-    unsigned: 0..255). Float volumes with NaN or infinite voxels are refused.
+    to [0, 1] as in :mod:`metasr.scanners.intensity` with one window for the whole volume
+    (default ``auto``: 8-bit unsigned 0..255, wider data a robust percentile window, values
+    beyond it kept as a residual). Float volumes with NaN or infinite voxels are refused, as are
+    voxel sizes (pixdim) that are not positive finite numbers and files shorter than their
+    header's dimensions say (checked before any voxel is allocated).
 
 Writing
     The output has the input's dtype, ``scl_slope``/``scl_inter``, intent and codes; only the two
-    in-plane dimensions change. For each in-plane axis ``d`` of old length ``n`` and new length
-    ``N``, with ``f = n / N``, the affine column ``A[:, d]`` becomes ``f * A[:, d]`` and the origin
-    moves by ``(f - 1) / 2 * A[:, d]``: voxel centres move by half the change of voxel size, so
-    the outer corner of the field of view (and therefore its world extent) is unchanged. The
-    qform and sform are updated alike (each keeps its code); pixdim follows. ``.nii.gz`` output
-    is gzip-compressed.
+    in-plane dimensions change. The geometry follows the pixels: for each in-plane axis ``d``,
+    with ``f = 1 / r`` (``r`` the exact scale; the size ratio ``n / N`` when none is known), the
+    affine column ``A[:, d]`` becomes ``f * A[:, d]`` and the origin moves by
+    ``(f - 1) / 2 * A[:, d]``: the outer corner of the field of view stays where it was and the
+    voxel size is exactly ``old / r``. The qform and sform are updated alike (each keeps its
+    code); pixdim follows. ``.nii.gz`` output is gzip-compressed.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ from metasr.scanners.base import (
     ScanImage,
     check_dimensions,
     describe_error,
+    grid_scale,
+    spacing_factors,
 )
-from metasr.scanners.intensity import IntensityMap, IntensityRange
+from metasr.scanners.intensity import IntensityMap, IntensityRange, IntensityWindow
 
 __all__ = ["NiftiScan", "read_nifti", "default_slice_axis", "rescale_affine"]
 
@@ -101,8 +106,9 @@ class NiftiScan(ScanImage):
         shape: tuple[int, ...],
         slope_inter: tuple[float, float],
         compressed: bool,
+        residual: np.ndarray | None = None,
     ) -> None:
-        super().__init__(path, frames, intensity, spacing)
+        super().__init__(path, frames, intensity, spacing, residual)
         self.header = header
         self.axis = axis
         self.in_plane = in_plane
@@ -119,9 +125,10 @@ class NiftiScan(ScanImage):
         name = out.name.lower()
         _, height, width = sr.shape
         row_axis, col_axis = self.in_plane
-        values = self.intensity.from_unit(sr)  # [F, H, W] in the stored dtype
+        values = self.stored_values(sr, info)  # [F, H, W] in the stored dtype
         volume = np.moveaxis(values, 0, self.axis) if len(self.shape) == 3 else values[0]
-        factors = {row_axis: self.shape[row_axis] / height, col_axis: self.shape[col_axis] / width}
+        f_row, f_col = spacing_factors(self.size, (height, width), grid_scale(info, self.size, (height, width)))
+        factors = {row_axis: float(f_row), col_axis: float(f_col)}
 
         header = self.header.copy()
         qform, qcode = header.get_qform(coded=True)
@@ -169,7 +176,7 @@ def _load(nib, data: bytes, name: str):
     else:
         raise InputError(f"{name}: not a NIfTI file (no NIfTI-1/NIfTI-2 header); check the file")
     try:
-        header = header_class.from_fileobj(io.BytesIO(head))
+        header = header_class.from_fileobj(io.BytesIO(head), check=False)  # checked here, no silent fixes
         shape = tuple(int(s) for s in header.get_data_shape())
     except Exception as e:  # nibabel raises HeaderDataError, ValueError ... on damaged headers
         raise InputError(f"{name}: NIfTI header is damaged ({describe_error(e)})") from e
@@ -194,31 +201,33 @@ def _decompress_exactly(header, data: bytes, name: str) -> bytes:
     return raw
 
 
-def read_nifti(
-    path: str | os.PathLike,
-    data: bytes | None = None,
-    *,
-    axis: int | None = None,
-    intensity: IntensityRange | str = IntensityRange.AUTO,
-) -> NiftiScan:
-    """Read a NIfTI image into frames in [0, 1] (see the module docstring).
+def _check_zooms(header, shape: tuple[int, ...], name: str) -> tuple[float, ...]:
+    """Voxel sizes of the image's axes, each a positive finite number (a singleton axis: any, read as 1)."""
+    pixdim = [float(v) for v in header["pixdim"][1 : len(shape) + 1]]
+    for axis, size in enumerate(pixdim):
+        if shape[axis] == 1 and not (np.isfinite(size) and size > 0):
+            pixdim[axis] = 1.0  # no spacing between slices of a single slice
+        elif not (np.isfinite(size) and size > 0):
+            raise InputError(
+                f"{name}: NIfTI pixdim[{axis + 1}] (voxel size along axis {axis}) is {size:.6g}; it must be a positive"
+                " finite number in mm, correct the header (e.g. nibabel set_zooms) and retry"
+            )
+    return tuple(pixdim)
 
-    Args:
-        path: A ``.nii`` or ``.nii.gz`` file.
-        data: Its bytes if already read.
-        axis: Slice axis (0, 1 or 2, negative allowed); default the largest voxel size.
-        intensity: Window policy, see :class:`~metasr.scanners.intensity.IntensityRange`.
 
-    Raises:
-        InputError: if the file is not a readable 2D/3D NIfTI image within the size limits.
-    """
-    nib = _nib()
-    path = Path(path)
-    name = path.name
-    if data is None:
-        data = path.read_bytes()
-    compressed, header, image_class, shape = _load(nib, data, name)
+def _check_length(header, data: bytes, name: str) -> None:
+    """An uncompressed file must hold every voxel its header claims: checked before allocating."""
+    offset = int(header.get_data_offset())
+    needed = offset + int(np.prod(header.get_data_shape(), dtype=np.int64)) * int(header.get_data_dtype().itemsize)
+    if len(data) < needed:
+        raise InputError(
+            f"{name}: NIfTI header claims {needed} bytes of voxels and header but the file has {len(data)};"
+            " the file is truncated or its header is wrong, copy it again"
+        )
 
+
+def _slicing(shape: tuple[int, ...], header, axis, name: str) -> tuple[tuple[int, ...], int, tuple[int, int]]:
+    """``(shape, slice axis, in-plane axes)`` of a 2D image or 3D volume, sizes checked."""
     # Trailing singleton dimensions (e.g. a 3D volume stored as X x Y x Z x 1) are dropped.
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
@@ -228,7 +237,7 @@ def read_nifti(
         )
     if len(shape) < 2:
         raise InputError(f"{name}: NIfTI image has shape {shape}; expected a 2D image or 3D volume")
-    zooms = tuple(float(z) for z in header.get_zooms()[: len(shape)])
+    zooms = _check_zooms(header, shape, name)
     if len(shape) == 2:
         if axis not in (None, 2, -1):
             raise InputError(f"{name}: a 2D NIfTI image has no slice axis {axis}; omit the axis")
@@ -245,8 +254,45 @@ def read_nifti(
         in_plane = tuple(a for a in range(3) if a != axis)
         check_dimensions(name, shape[in_plane[0]], shape[in_plane[1]], shape[axis])
 
+    return shape, axis, in_plane
+
+
+def read_nifti(
+    path: str | os.PathLike,
+    data: bytes | None = None,
+    *,
+    axis: int | None = None,
+    intensity: IntensityRange | str = IntensityRange.AUTO,
+    window: IntensityWindow | None = None,
+) -> NiftiScan:
+    """Read a NIfTI image into frames in [0, 1] (see the module docstring).
+
+    Args:
+        path: A ``.nii`` or ``.nii.gz`` file.
+        data: Its bytes if already read.
+        axis: Slice axis (0, 1 or 2, negative allowed); default the largest voxel size.
+        intensity: Window policy, see :class:`~metasr.scanners.intensity.IntensityRange`.
+        window: A window shared with other files; ``None`` measures it from this volume.
+
+    Raises:
+        InputError: if the file is not a readable 2D/3D NIfTI image within the size limits.
+    """
+    nib = _nib()
+    path = Path(path)
+    name = path.name
+    if data is None:
+        data = path.read_bytes()
+    compressed, header, image_class, shape = _load(nib, data, name)
+
+    shape, axis, in_plane = _slicing(shape, header, axis, name)
+    zooms = _check_zooms(header, shape, name)
+
     try:
-        raw = _decompress_exactly(header, data, name) if compressed else data
+        if compressed:
+            raw = _decompress_exactly(header, data, name)
+        else:
+            _check_length(header, data, name)
+            raw = data
         image = image_class.from_bytes(raw)
         proxy = image.dataobj
         stored = np.asarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
@@ -262,7 +308,10 @@ def read_nifti(
     if stored.dtype.names is not None or np.iscomplexobj(stored):
         raise InputError(f"{name}: NIfTI data type {stored.dtype} is not supported; expected integer or float voxels")
     stored = stored.reshape(shape)
-    imap = IntensityMap.for_data(stored, policy=intensity, source=name)
-    frames = imap.to_unit(stored[None] if len(shape) == 2 else np.moveaxis(stored, axis, 0))
+    imap = IntensityMap.for_data(stored, policy=intensity, source=name, window=window)
+    stack = stored[None] if len(shape) == 2 else np.moveaxis(stored, axis, 0)
+    frames = imap.to_unit(stack)
     spacing = (zooms[in_plane[0]], zooms[in_plane[1]])
-    return NiftiScan(path, frames, imap, spacing, image.header, axis, in_plane, shape, (slope, inter), compressed)
+    residual = imap.residual(stack)
+    header = image.header
+    return NiftiScan(path, frames, imap, spacing, header, axis, in_plane, shape, (slope, inter), compressed, residual)

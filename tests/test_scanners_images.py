@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -50,9 +52,12 @@ def test_16bit_is_not_crushed_to_8bit(tmp_path):
     _write(tmp_path / "a.png", pixels)
     scan = read_image(tmp_path / "a.png")
     assert len(np.unique(scan.frames)) == 1000
-    # The data window is the data's own range: darkest -> 0, brightest -> 1.
-    assert scan.frames.min() == 0.0 and scan.frames.max() == 1.0
-    assert scan.intensity.low == 1000 and scan.intensity.high == 1999
+    # The window hugs the data (robust percentiles on a coarse grid): the frames use almost all of [0, 1].
+    assert scan.frames.max() - scan.frames.min() > 0.98
+    assert 1000 - 16 <= scan.intensity.low <= 1000 and 1999 <= scan.intensity.high <= 1999 + 16
+    data = read_image(tmp_path / "a.png", intensity="data")
+    assert (data.intensity.low, data.intensity.high) == (1000, 1999)
+    assert data.frames.min() == 0.0 and data.frames.max() == 1.0
 
 
 def test_upscaled_output_keeps_bit_depth_and_range(tmp_path):
@@ -104,7 +109,8 @@ def test_colour_upscale_resizes_chroma_bicubically(tmp_path):
     d = cv2.resize(diff, (69, 46), interpolation=cv2.INTER_CUBIC)
     bb, rr = luma[0] + d[..., 0], luma[0] + d[..., 1]
     gg = (luma[0] - 0.299 * rr - 0.114 * bb) / 0.587
-    expected = np.rint(np.clip(np.stack([bb, gg, rr], -1), 0, 1) * 255)
+    # Outputs stay inside the input's own range.
+    expected = np.clip(np.rint(np.clip(np.stack([bb, gg, rr], -1), 0, 1) * 255), bgr.min(), bgr.max())
     assert np.abs(back.astype(np.float64) - expected).max() <= 1
 
 
@@ -150,6 +156,18 @@ def test_iter_images_lists_supported_files(tmp_path):
     assert "f.png" in [p.name for p in iter_images(tmp_path, recursive=True)]
 
 
+def test_iter_images_finds_dicom_by_content(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    data = open(get_testdata_file("MR_small.dcm"), "rb").read()
+    (tmp_path / "IM0001").write_bytes(data)
+    (tmp_path / "IM0002").write_bytes(data[132:])  # no preamble: explicit VR from group 0x0002
+    (tmp_path / "IM0003").write_bytes(open(get_testdata_file("MR_small_implicit.dcm"), "rb").read()[132:])
+    (tmp_path / "notes").write_bytes(b"patient list, not an image" * 4)
+    os.mkfifo(tmp_path / "pipe")
+    assert [p.name for p in iter_images(tmp_path)] == ["IM0001", "IM0002", "IM0003"]
+
+
 # ---- intensity maps -------------------------------------------------------------------------
 
 
@@ -157,8 +175,8 @@ def test_intensity_auto_policy():
     u8 = np.array([[10, 20]], np.uint8)
     assert (IntensityMap.for_data(u8).low, IntensityMap.for_data(u8).high) == (0, 255)
     s16 = np.array([[-100, 900]], np.int16)
-    m = IntensityMap.for_data(s16, bits=12)
-    assert (m.low, m.high, m.clip_low, m.clip_high) == (-100, 900, -2048, 2047)
+    m = IntensityMap.for_data(s16, bits=12)  # robust: the percentiles on a grid of 1/64 of the span
+    assert (m.low, m.high, m.clip_low, m.clip_high) == (-104, 904, -2048, 2047)
     full = IntensityMap.for_data(s16, bits=12, policy=IntensityRange.FULL)
     assert (full.low, full.high) == (-2048, 2047)
     with pytest.raises(ValueError):

@@ -1,17 +1,25 @@
-"""Format detection by content (then by suffix) and the format-independent entry points."""
+"""Format detection by content (then by suffix) and the format-independent entry points.
+
+Every file is checked before it is read: it must be a regular file (not a folder, FIFO or
+device, which would block or never end) of at most :data:`MAX_FILE_BYTES`.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from metasr.core.errors import InputError
 from metasr.scanners.base import DICOM_SUFFIXES, NIFTI_SUFFIXES, ImageFormat, ScanImage, recorded_warnings
 from metasr.scanners.images import RASTER_SUFFIXES, raster_format
-from metasr.scanners.intensity import IntensityRange
+from metasr.scanners.intensity import IntensityRange, IntensityWindow
 
-__all__ = ["read_image", "iter_images", "detect_format", "SUPPORTED_SUFFIXES"]
+__all__ = ["read_image", "iter_images", "detect_format", "SUPPORTED_SUFFIXES", "MAX_FILE_BYTES"]
+
+#: Largest input file read (4 GiB: a file at the pixel limit in 64-bit floats), checked before reading.
+MAX_FILE_BYTES = 2**32
 
 #: File suffixes :func:`iter_images` lists (files without a suffix are listed when they are DICOM).
 SUPPORTED_SUFFIXES: tuple[str, ...] = DICOM_SUFFIXES + NIFTI_SUFFIXES + tuple(RASTER_SUFFIXES)
@@ -50,13 +58,40 @@ def detect_format(path: Path, head: bytes) -> ImageFormat | None:
     return None
 
 
-def _read_input(path: Path) -> bytes:
-    if not path.exists():
-        raise InputError(f"input {path} does not exist; check the path")
-    if path.is_dir():
-        raise InputError(f"input {path} is a folder; give a file (folders are processed by metasr-run)")
+def check_input_file(path: Path) -> int:
+    """Size of ``path`` if it is a non-empty regular file within :data:`MAX_FILE_BYTES`.
+
+    Raises:
+        InputError: for a missing path, a folder, a FIFO/device/socket, an empty or oversized file.
+    """
+    if str(path) == "":
+        raise InputError("input path is empty; give an image file")
     try:
-        data = path.read_bytes()
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"input {path} does not exist; check the path") from None
+    except OSError as e:
+        raise InputError(f"cannot read input {path}: {e.strerror or type(e).__name__}") from e
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"input {path} is a folder; give a file (folders are processed by metasr-run)")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
+        raise InputError(f"input {path} is {kind}, not a regular file; give an image file")
+    if info.st_size == 0:
+        raise InputError(f"input {path} is empty (0 bytes); re-export or copy the file again")
+    if info.st_size > MAX_FILE_BYTES:
+        raise InputError(
+            f"input {path} is {info.st_size / 2**30:.1f} GiB; at most {MAX_FILE_BYTES // 2**30} GiB per file is"
+            " accepted (split it first)"
+        )
+    return int(info.st_size)
+
+
+def _read_input(path: Path) -> bytes:
+    size = check_input_file(path)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(size + 1)  # never more than stat said: a file growing meanwhile is cut
     except OSError as e:
         raise InputError(f"cannot read input {path}: {e.strerror or type(e).__name__}") from e
     if not data:
@@ -69,6 +104,7 @@ def read_image(
     axis: int | None = None,
     *,
     intensity: IntensityRange | str = IntensityRange.AUTO,
+    window: IntensityWindow | None = None,
 ) -> ScanImage:
     """Read a DICOM, NIfTI, PNG, TIFF or JPEG file into frames in [0, 1].
 
@@ -80,8 +116,10 @@ def read_image(
         path: The input file.
         axis: NIfTI only: the volume axis whose slices are the frames (default: see
             :func:`metasr.scanners.nifti.read_nifti`). Ignored by 2D formats.
-        intensity: Window mapped to [0, 1] (``auto``, ``full`` or ``data``; see
+        intensity: Window mapped to [0, 1] (``auto``, ``full``, ``data`` or ``robust``; see
             :mod:`metasr.scanners.intensity`).
+        window: The series' window from :func:`~metasr.scanners.series.group_series`, shared by
+            all files of a series; ``None`` measures it from this file with ``intensity``.
 
     Returns:
         A :class:`~metasr.scanners.base.ScanImage` (DICOM, NIfTI or raster subclass). Warnings the
@@ -91,8 +129,14 @@ def read_image(
     Raises:
         InputError: one line saying what is wrong with the file and what to do.
     """
+    if isinstance(path, str) and not path:
+        raise InputError("input path is empty; give an image file")
     path = Path(path)
-    intensity = IntensityRange(intensity)
+    try:
+        intensity = IntensityRange(intensity)
+    except ValueError:
+        choices = ", ".join(v.value for v in IntensityRange)
+        raise InputError(f"intensity {intensity!r} is not one of {choices}") from None
     data = _read_input(path)
     fmt = detect_format(path, data[:352])
     if fmt is None:
@@ -102,34 +146,48 @@ def read_image(
         if fmt is ImageFormat.DICOM:
             from metasr.scanners.dicom import read_dicom
 
-            scan: ScanImage = read_dicom(path, data, intensity=intensity)
+            scan: ScanImage = read_dicom(path, data, intensity=intensity, window=window)
         elif fmt is ImageFormat.NIFTI:
             from metasr.scanners.nifti import read_nifti
 
-            scan = read_nifti(path, data, axis=axis, intensity=intensity)
+            scan = read_nifti(path, data, axis=axis, intensity=intensity, window=window)
         else:
             from metasr.scanners.images import read_raster
 
-            scan = read_raster(path, data, intensity=intensity)
+            scan = read_raster(path, data, intensity=intensity, window=window)
     scan.notes.extend(notes)
     return scan
 
 
+def _looks_like_bare_dicom(head: bytes) -> bool:
+    """A dataset without the 128-byte preamble (as some PACS exports write): it starts with a
+    little-endian element of group 0x0002 or 0x0008, explicit (a VR of two letters) or implicit
+    (a 4-byte length that fits the file)."""
+    if len(head) < 12 or head[:2] not in (b"\x02\x00", b"\x08\x00"):
+        return False
+    if head[4:6].isalpha() and head[4:6].isupper():
+        return True
+    return int.from_bytes(head[4:8], "little") < 1024
+
+
 def _is_dicom_file(path: Path) -> bool:
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError:
         return False
-    return head[128:132] == b"DICM"
+    return head[128:132] == b"DICM" or _looks_like_bare_dicom(head)
 
 
 def iter_images(folder: str | os.PathLike, recursive: bool = False) -> Iterator[Path]:
     """Supported image files in ``folder``, sorted by name.
 
     Files are listed by suffix (:data:`SUPPORTED_SUFFIXES`); other files (``IM0001``,
-    UID-named files) are listed when they start like a DICOM file. Hidden files (``.name``,
-    e.g. partial outputs) are skipped.
+    UID-named files) are listed when they start like a DICOM file, with or without the 128-byte
+    preamble. Hidden files (``.name``, e.g. partial outputs) and anything but regular files
+    (FIFOs, devices) are skipped.
 
     Raises:
         InputError: if ``folder`` is not a folder.
