@@ -13,8 +13,8 @@ import torch
 
 from metasr.training import build_model, model_config, save_checkpoint
 from metasr.training.cli import eval_main
-from metasr.training.data import make_pair
 from metasr.training.evaluate import Predictor, bicubic_predictor, evaluate, load_predictor
+from metasr.training.pairs import make_pair
 
 
 @pytest.fixture(scope="module")
@@ -108,16 +108,26 @@ def test_eval_cli_end_to_end_with_fixed_scale_baseline(
         ]
     )
     assert rc == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["crops.png", "metrics.png", "table.csv", "table.md"]
+    figures = [f"{stem}.{fmt}" for stem in ("crops", "metrics") for fmt in ("pdf", "png", "svg")]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*figures, "per_image.csv", "table.csv", "table.md"])
     rows = list(csv.DictReader(open(out / "table.csv")))
     by_model: dict[str, list[str]] = {}
     for r in rows:
         by_model.setdefault(r["model"], []).append(r["scale"])
         assert r["images"] == "3" and 0 < float(r["psnr"]) and -1 <= float(r["ssim"]) <= 1
+        assert float(r["psnr_std"]) > 0 and float(r["psnr_ci95"]) > float(r["psnr_std"])  # t(2 dof) * s / sqrt(3)
     assert by_model == {"bicubic": ["1.5", "2", "2.5", "3"], "metasrgan": ["1.5", "2", "2.5", "3"], "srgan": ["2"]}
+    # the per-image CSV holds every (image, scale, model) and its means are the table's
+    per_image = list(csv.DictReader(open(out / "per_image.csv")))
+    assert len(per_image) == 3 * (4 + 4 + 1)
+    for r in rows:
+        mine = [float(p["psnr"]) for p in per_image if p["model"] == r["model"] and p["scale"] == r["scale"]]
+        assert len(mine) == 3 and np.mean(mine) == pytest.approx(float(r["psnr"]), abs=1e-3)
+    assert {p["image"] for p in per_image} == {"slice0.png", "slice1.png", "slice2.png"}
     table = (out / "table.md").read_text()
-    assert table.count("\n") == 2 + 4 and "metasrgan dPSNR" in table
+    assert table.count("\n") == 2 + 4 + 2 and "metasrgan dPSNR" in table and " ± " in table
     assert cv2.imread(str(out / "metrics.png")) is not None and cv2.imread(str(out / "crops.png")) is not None
+    assert (out / "metrics.pdf").read_bytes().startswith(b"%PDF") and b"<svg" in (out / "crops.svg").read_bytes()
 
 
 def test_exported_model_folder_matches_its_checkpoint(tiny_checkpoint: Path, tiny_export_dir: Path) -> None:

@@ -120,11 +120,11 @@ def test_train_cli_end_to_end(tiny_data: Path, tmp_path: Path, capsys: pytest.Ca
     )
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv", "tb"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "log.csv", "tb"]
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [r["step"] for r in rows] == ["2", "4"] and all(float(r["val_psnr"]) > 0 for r in rows)
-    assert "step/s" in err or "s/step" in err  # the progress bar (stderr) shows the rate
+    assert "\r" not in err and "step/s" not in err  # stderr is not a terminal here: no progress bar
     assert read_checkpoint(out / "last.pt")["step"] == 4
 
 
@@ -212,30 +212,21 @@ def test_identity_init_starts_as_nearest_neighbour(scale: str) -> None:
     assert model.upscale.wpn[2].weight.grad.abs().sum() > 0  # and it trains from there
 
 
-def test_checkpoint_averaging_and_batchnorm_recalibration(tiny_data: Path, tmp_path: Path) -> None:
-    from metasr.training import build_model, model_config, save_checkpoint
-    from metasr.training.data import PatchDataset, build_index, parse_scales
-    from metasr.training.trainer import average_checkpoints, recalibrate_batchnorm
+def test_progress_bar_only_on_a_terminal(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import metasr.training.cli as cli
 
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        model = build_model("metasrgan")
-        paths.append(save_checkpoint(tmp_path / f"{seed}.pt", model, model_config("metasrgan", model, {})))
-    a, b = _weights(paths[0]), _weights(paths[1])
-    mean = average_checkpoints(paths)
-    key = "trunk.head.0.weight"
-    assert torch.allclose(mean[key], (a[key] + b[key]) / 2)
-    assert torch.equal(mean["trunk.tail.1.num_batches_tracked"], b["trunk.tail.1.num_batches_tracked"])
-    model = build_model("metasrgan")
-    model.load_state_dict(mean)
-    dataset = PatchDataset(build_index([f"folder:{tiny_data}"], min_size=8), patch_size=16)
-    bn = model.trunk.tail[1]
-    recalibrate_batchnorm(model, dataset, parse_scales("2,3"), batches=4, batch_size=2)
-    assert int(bn.num_batches_tracked) == 4 and bn.momentum == 0.1  # restored
-    assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
-    weights_after = model.state_dict()[key]
-    assert torch.equal(weights_after, mean[key])  # only statistics change
+    from metasr.core.cli import Verbosity
+
+    # as on a terminal: progress_enabled is then true unless -q
+    monkeypatch.setattr(cli, "progress_enabled", lambda verbosity, stream=None: verbosity is not Verbosity.QUIET)
+    argv = ["--data", f"folder:{tiny_data}", "--patch-size", "16", "--batch-size", "2", "--steps", "2"]
+    assert train_main([*argv, "--out", str(tmp_path / "a"), "--val-images", "1", "--val-scales", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "step/s" in err or "s/step" in err  # the bar shows the rate
+    assert train_main([*argv, "--out", str(tmp_path / "b"), "--val-images", "1", "--val-scales", "2", "-q"]) == 0
+    assert capsys.readouterr().err == ""  # quiet: nothing but errors
 
 
 def _free_port() -> int:
