@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import make_checkpoint, write_smooth_images
 
-from metasr.training import build_model, model_config, save_checkpoint
 from metasr.training.cli import eval_main
 from metasr.training.evaluate import Predictor, bicubic_predictor, evaluate, load_predictor
 from metasr.training.pairs import make_pair
@@ -19,29 +19,18 @@ from metasr.training.pairs import make_pair
 
 @pytest.fixture(scope="module")
 def eval_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("evaldata")
-    rng = np.random.default_rng(1)
-    for i in range(3):
-        a = cv2.GaussianBlur(rng.random((36, 44)).astype(np.float32), (0, 0), 1.5)
-        a = (a - a.min()) / (a.max() - a.min())
-        img = np.zeros((48, 56), np.uint8)
-        img[6:42, 6:50] = (a * 200 + 40).astype(np.uint8)  # a black frame around: the crop removes it
-        cv2.imwrite(str(root / f"slice{i}.png"), img)
-    return root
+    """Three smooth 36x44 PNGs in a black frame (the maximal-information crop removes it)."""
+    return write_smooth_images(tmp_path_factory.mktemp("evaldata"), count=3, shape=(36, 44), seed=1, border=6)
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpts")
-    out = {}
-    for arch, args in (
-        ("metasrgan", {"features": 8, "num_blocks": 1, "wpn_hidden": 8}),
-        ("srgan", {"features": 8, "num_blocks": 1}),
-    ):
-        torch.manual_seed(0)
-        model = build_model(arch, **args)
-        out[arch] = save_checkpoint(root / f"{arch}.pt", model, model_config(arch, model, args))
-    return out
+    small = {"metasrgan": {"wpn_hidden": 8}, "srgan": {}}
+    return {
+        arch: make_checkpoint(root / f"{arch}.pt", arch, features=8, num_blocks=1, **args)
+        for arch, args in small.items()
+    }
 
 
 def test_metrics_match_scikit_image_on_the_protocol_pairs() -> None:
@@ -123,7 +112,7 @@ def test_eval_cli_end_to_end_with_fixed_scale_baseline(
     for r in rows:
         mine = [float(p["psnr"]) for p in per_image if p["model"] == r["model"] and p["scale"] == r["scale"]]
         assert len(mine) == 3 and np.mean(mine) == pytest.approx(float(r["psnr"]), abs=1e-3)
-    assert {p["image"] for p in per_image} == {"slice0.png", "slice1.png", "slice2.png"}
+    assert {p["image"] for p in per_image} == {"img0.png", "img1.png", "img2.png"}
     table = (out / "table.md").read_text()
     assert table.count("\n") == 2 + 4 + 2 and "metasrgan dPSNR" in table and " ± " in table
     assert cv2.imread(str(out / "metrics.png")) is not None and cv2.imread(str(out / "crops.png")) is not None

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import write_smooth_images
 
 from metasr.training import load_checkpoint, read_checkpoint
 from metasr.training.cli import train_main
@@ -20,13 +21,7 @@ from metasr.training.trainer import Stage, TrainConfig, train
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five smooth 40x48 grayscale PNGs (one becomes the validation file)."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        a = cv2.GaussianBlur(rng.random((40, 48)).astype(np.float32), (0, 0), 2)
-        a = (a - a.min()) / (a.max() - a.min())
-        cv2.imwrite(str(root / f"img{i}.png"), (a * 255).astype(np.uint8))
-    return root
+    return write_smooth_images(tmp_path_factory.mktemp("tiny"), count=5)
 
 
 def _cfg(data: Path, out: Path, steps: int, **kw) -> TrainConfig:
@@ -216,7 +211,6 @@ def test_progress_bar_only_on_a_terminal(
     tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import metasr.training.cli as cli
-
     from metasr.core.cli import Verbosity
 
     # as on a terminal: progress_enabled is then true unless -q
