@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import warnings
 import zipfile
 from numbers import Real
 from pathlib import Path
@@ -105,12 +106,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); use a complete checkpoint file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"checkpoint {path} was refused: it contains objects other than tensors and plain "
-            f"data (a pickle that could run code); only metasr checkpoints are loaded"
-        ) from e
+        if "GLOBAL" in str(e) or "global" in str(e):  # a class or function reference: code it would run
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it contains objects other than tensors and plain "
+                f"data (a pickle that could run code); only metasr checkpoints are loaded"
+            ) from e
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file)") from e
     except (
         RuntimeError,
         EOFError,
