@@ -12,13 +12,15 @@ import argparse
 import os
 import socket
 import time
+from fractions import Fraction
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from metasr.training import build_model
-from metasr.training.data import ScaleBatchSampler, parse_scales, patch_geometry
+from metasr.training.data import parse_scales
+from metasr.training.pairs import ScaleBatchSampler, patch_geometry
 
 
 def _steps(rank: int, world: int, args: argparse.Namespace, port: int, out: mp.Queue | None) -> float:
@@ -29,16 +31,16 @@ def _steps(rank: int, world: int, args: argparse.Namespace, port: int, out: mp.Q
     torch.manual_seed(0)
     model = build_model("metasrgan")
     if world > 1:
-        from metasr.training.trainer import _distribute_batchnorm
+        from metasr.training.distributed import distribute_batchnorm
 
-        model = torch.nn.parallel.DistributedDataParallel(_distribute_batchnorm(model))
+        model = torch.nn.parallel.DistributedDataParallel(distribute_batchnorm(model))
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     sampler = ScaleBatchSampler(100, args.batch, parse_scales("1.1:4.0:0.1"), seed=0)
     per_rank = args.batch // world
     elapsed = 0.0
     for step in range(args.warmup + args.steps):
         scale = sampler.scale(step)
-        h, big = patch_geometry(args.patch, __import__("fractions").Fraction(scale))
+        h, big = patch_geometry(args.patch, Fraction(scale))
         lr, hr = torch.rand(per_rank, 1, h, h), torch.rand(per_rank, 1, big, big)
         t = time.perf_counter()
         loss = torch.nn.functional.l1_loss(model(lr, scale), hr)

@@ -157,3 +157,33 @@ def test_eval_bad_input_exits_2_with_one_line(
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "eval").exists()
+
+
+def test_report_files_are_deterministic_and_carry_the_spread() -> None:
+    from metasr.training.figures import report_files
+
+    rng = np.random.default_rng(5)
+    images = [cv2.GaussianBlur(rng.random((40, 44)).astype(np.float32), (0, 0), 1.0) for _ in range(4)]
+    scales = [Fraction(2), Fraction(3)]
+
+    def run() -> dict[str, bytes]:
+        report = evaluate([bicubic_predictor()], images, scales, sample_scales=[Fraction(2)])
+        return report_files(report), report
+
+    (first, report), (second, _) = run(), run()
+    assert first == second  # same report, same bytes: PNG, PDF and SVG alike
+    scores = [s.psnr for s in report.scores if s.scale == 2]
+    row = report.get("bicubic", Fraction(2))
+    assert row.psnr_std == pytest.approx(np.std(scores, ddof=1))
+    assert row.psnr_ci95 == pytest.approx(3.182446 * row.psnr_std / 2, rel=1e-5)  # t(0.975, 3 dof) s / sqrt(4)
+    # the figure: markers exactly at the evaluated scales, a spread band per panel
+    import matplotlib.pyplot as plt
+
+    from metasr.training.figures import metrics_figure
+
+    fig = metrics_figure(report)
+    for ax in fig.axes:
+        (line,) = ax.get_lines()
+        assert line.get_marker() == "o" and list(line.get_xdata()) == [2.0, 3.0]
+        assert len(ax.collections) == 1  # the +-1 s.d. band
+    plt.close(fig)

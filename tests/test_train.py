@@ -290,3 +290,18 @@ def test_bad_input_exits_2_with_one_line(
     assert rc == 2
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("main, prog", [(train_main, "metasr-train"), (None, "metasr-eval")])
+def test_version_and_conflicting_verbosity(main, prog: str, capsys: pytest.CaptureFixture) -> None:
+    from metasr import __version__
+    from metasr.training.cli import eval_main
+
+    main = main or eval_main
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"{prog} {__version__}"
+    assert (
+        main(["-q", "-v", "--data", "folder:.", "--out", "x", "--ckpt", "y"][: 6 if prog == "metasr-train" else 8]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "either --quiet or --verbose" in err[0]

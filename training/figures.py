@@ -33,6 +33,7 @@ __all__ = [
     "table_csv",
     "per_image_csv",
     "plot_metrics",
+    "metrics_figure",
     "plot_crops",
     "report_files",
     "write_report",
@@ -124,6 +125,15 @@ def _figure_files(fig, stem: str) -> dict[str, bytes]:  # noqa: ANN001 - matplot
 def plot_metrics(report: EvalReport) -> dict[str, bytes]:
     """``metrics.{png,pdf,svg}``: PSNR and SSIM against scale with markers and spread."""
     plt = _pyplot()
+    fig = metrics_figure(report)
+    files = _figure_files(fig, "metrics")
+    plt.close(fig)
+    return files
+
+
+def metrics_figure(report: EvalReport):  # noqa: ANN201 - a matplotlib Figure
+    """The figure of :func:`plot_metrics` (the caller closes it)."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for k, m in enumerate(report.models):
         rows = [r for r in report.rows if r.model == m]
@@ -148,9 +158,7 @@ def plot_metrics(report: EvalReport) -> dict[str, bytes]:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{report.images} held-out images: mean ± 1 per-image s.d.", fontsize=10)
-    files = _figure_files(fig, "metrics")
-    plt.close(fig)
-    return files
+    return fig
 
 
 def _nearest_enlarged(lr: np.ndarray, shape: tuple[int, int], s: Fraction) -> np.ndarray:
