@@ -252,3 +252,25 @@ def test_lr_is_resampled_at_exactly_the_scale(scale: str) -> None:
         assert back == pytest.approx(edge - 0.5, abs=0.1), (edge, back)
     with pytest.raises(ScaleError):
         downscale_exact(np.zeros((10, 10), np.float32), r, (20, 20))
+
+
+def test_brats_layouts_of_every_release(tmp_path: Path) -> None:
+    """2018 (HGG/LGG folders), 2021 (``_t1ce``), 2023 (``-t1c``) and loose 2D slices at the top."""
+    root = tmp_path / "brats"
+    _write_nifti(root / "HGG" / "Brats18_A_1" / "Brats18_A_1_t1ce.nii.gz", _blob_volume(seed=1))
+    _write_nifti(root / "LGG" / "Brats18_B_1" / "Brats18_B_1_t1ce.nii.gz", _blob_volume(seed=2))
+    _write_nifti(root / "LGG" / "Brats18_B_1" / "Brats18_B_1_t1.nii.gz", _blob_volume(seed=3))  # not t1ce
+    _write_nifti(root / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t1c.nii.gz", _blob_volume(seed=4))
+    _write_nifti(root / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t2f.nii.gz", _blob_volume(seed=5))
+    slice_img = np.zeros((30, 30), np.uint8)
+    slice_img[5:25, 5:25] = 180
+    _write_png(root / "case9_070.png", slice_img)
+    index = build_index([f"brats:{root}"], min_size=8)
+    per_group = {g: sum(s.group == g for s in index.slices) for g in index.groups}
+    assert per_group == {
+        "brats:Brats18_A_1": 4,
+        "brats:Brats18_B_1": 4,
+        "brats:BraTS-GLI-00001-000": 4,
+        "brats:case9": 1,
+    }
+    assert not any("_t1." in s.path or "t2f" in s.path for s in index.slices)

@@ -377,20 +377,23 @@ def _images_under(path: Path, volumes: bool = True) -> list[Path]:
     return [p for p in iter_images(path, recursive=True) if volumes or not _is_nifti(p)]
 
 
+#: The t1ce modality in BraTS file names: ``<case>_t1ce.nii.gz`` (2018-2021), ``<case>-t1c.nii.gz`` (2023).
+_T1CE_NAME = re.compile(r"[-_]t1ce?\.nii(\.gz)?$", re.IGNORECASE)
+
+
 def _brats_files(root: Path) -> list[tuple[Path, str]]:
-    """``(file, case)`` pairs: t1ce volumes of case folders, or the 2D images of case folders."""
+    """``(file, case)`` pairs: the t1ce volume of every case folder (at any depth, e.g. under
+    ``HGG/``/``LGG/``), else the 2D images of each top-level case folder, plus loose 2D slices."""
     if root.is_file():
         return [(root, root.name)]
-    pairs: list[tuple[Path, str]] = []
+    volumes: dict[Path, Path] = {}
+    for p in sorted(root.rglob("*")):
+        if _T1CE_NAME.search(p.name) and p.is_file() and not any(part.startswith(".") for part in p.parts):
+            volumes.setdefault(p.parent, p)  # one volume per case folder: the first by name
+    pairs = [(vol, case_dir.name) for case_dir, vol in volumes.items()]
     for case_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        case = case_dir.name
-        vols = [v for v in (case_dir / f"{case}_t1ce{ext}" for ext in NIFTI_SUFFIXES) if v.is_file()]
-        if not vols:  # other capitalisations / naming of the modality
-            vols = sorted(p for p in case_dir.iterdir() if _is_nifti(p) and "t1ce" in p.name.lower())
-        if vols:
-            pairs.append((vols[0], case))
-        else:
-            pairs += [(p, case) for p in _images_under(case_dir, volumes=False)]
+        if not any(d == case_dir or case_dir in d.parents for d in volumes):
+            pairs += [(p, case_dir.name) for p in _images_under(case_dir, volumes=False)]
     # Loose 2D slices at the top level: the case is the file name up to its last underscore.
     for p in iter_images(root):
         if not _is_nifti(p):
