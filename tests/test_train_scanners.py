@@ -100,7 +100,20 @@ def test_a_folder_of_suffixless_dicom_trains(im_folder: Path, tmp_path: Path, ca
 def test_a_folder_of_suffixless_dicom_evaluates(im_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ckpt = make_checkpoint(tmp_path / "m.pt", features=8, num_blocks=1, wpn_hidden=8)
     out = tmp_path / "eval"
-    rc = eval_main(["--ckpt", str(ckpt), "--data", f"folder:{im_folder}", "--scales", "2,3", "--out", str(out)])
+    rc = eval_main(
+        [
+            "--ckpt",
+            str(ckpt),
+            "--data",
+            f"folder:{im_folder}",
+            "--scales",
+            "2,3",
+            "--crop-scales",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert {r["image"] for r in rows} == {"IM0001", "IM0002", "IM0003", "IM0004"}
