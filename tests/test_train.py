@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import write_smooth_images
 
+from metasr.core.errors import InputError
 from metasr.training import load_checkpoint, read_checkpoint
 from metasr.training.cli import train_main
 from metasr.training.trainer import Stage, TrainConfig, train
@@ -152,6 +153,55 @@ def test_ctrl_c_writes_last_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
     assert ckpt["step"] == 2 and "optimizer" in ckpt
     resumed = train(_cfg(tiny_data, tmp_path / "c", 3, resume=True))
     assert resumed.step == 3
+
+
+def test_sigterm_writes_last_checkpoint_and_exits_143(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    from metasr.training.trainer import _Run
+
+    step = _Run.train_step
+
+    def step_then_sigterm(self, *args):
+        row = step(self, *args)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return row
+
+    monkeypatch.setattr(_Run, "train_step", step_then_sigterm)
+    out = tmp_path / "term"
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["--data", f"folder:{tiny_data}", "--out", str(out), "--steps", "10", "--patch-size", "16"]
+    assert train_main([*argv, "--batch-size", "2", "--val-scales", "2", "--val-images", "1"]) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"metasr-train: terminated; {out / 'last.pt'} holds the progress"
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) is not None and not callable(
+        getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    )
+
+
+def test_divergence_is_one_line_and_keeps_the_last_good_checkpoint(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metasr.training.losses import GeneratorLoss
+
+    forward = GeneratorLoss.forward
+    calls = []
+
+    def nan_after_three(self, sr, hr, fake_logits=None):
+        loss, terms = forward(self, sr, hr, fake_logits)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) > 3 else loss), terms
+
+    monkeypatch.setattr(GeneratorLoss, "forward", nan_after_three)
+    cfg = _cfg(tiny_data, tmp_path / "nan", 10, checkpoint_every=2)
+    with pytest.raises(InputError, match=r"diverged at step 4: the loss is nan; .*last.pt keeps step 2; lower --lr"):
+        train(cfg)
+    ckpt = read_checkpoint(tmp_path / "nan" / "last.pt")
+    assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
 def test_max_minutes_stops_cleanly_with_a_validated_best(tiny_data: Path, tmp_path: Path) -> None:

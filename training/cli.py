@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from metasr.core.cli import Verbosity, common_options, progress_enabled, run_command
+from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, progress_enabled, run_command
 from metasr.core.errors import InputError, OutputError
 from metasr.scanners import IntensityRange
 from metasr.training.data import parse_axes
@@ -156,6 +156,9 @@ def train_command(verbosity: Verbosity, **opts: Any) -> int:
     try:
         with _library_warnings():
             return _run_training(opts, verbosity)
+    except _Terminated:
+        print(f"metasr-train: terminated; {opts['out_dir'] / 'last.pt'} holds the progress", file=sys.stderr)
+        return EXIT_TERMINATED
     finally:
         if previous is not None:
             import signal
@@ -208,6 +211,10 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM: unwinds like Ctrl-C (last.pt is written) and exits with code 143."""
+
+
 def _sigterm_as_interrupt() -> object:
     """Let ``kill`` stop a run like Ctrl-C does, so last.pt is written; returns the old handler."""
     import signal
@@ -217,7 +224,7 @@ def _sigterm_as_interrupt() -> object:
         return None
 
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise _Terminated
 
     return signal.signal(signal.SIGTERM, handler)
 

@@ -239,6 +239,8 @@ class _Run:
             LossWeights(adversarial=adversarial, perceptual=cfg.perceptual_weight), perceptual
         )
         self.metrics: dict[str, float] = {}
+        self.diverged = False
+        self.saved_step: int | None = self.step if resumed is not None else None
         self.result = TrainResult(step=self.step, last=None, best=None, best_psnr=self.best_psnr)
 
     # -- restore ---------------------------------------------------------------------------
@@ -348,6 +350,7 @@ class _Run:
                 d_scheduler=self.d_sched.state_dict(),
             )
         save_checkpoint(self.last_path, self.model, self.config, self.step, self.metrics, **extra)
+        self.saved_step = self.step
 
     def save_best(self) -> None:
         # best.pt is what gets shipped: weights, config, step and metrics only (no optimiser).
@@ -398,7 +401,9 @@ class _Run:
         self.step += 1
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise FloatingPointError(f"training diverged at step {self.step}: loss is {value}")
+            self.diverged = True
+            kept = f"{self.last_path} keeps step {self.saved_step}" if self.saved_step is not None else "nothing saved"
+            raise InputError(f"training diverged at step {self.step}: the loss is {value}; {kept}; lower --lr")
         return {
             "step": self.step,
             "seconds": round(time.monotonic() - self.started, 2),
@@ -461,7 +466,8 @@ class _Run:
             self.result.interrupted = True
             raise
         finally:
-            self.save_last()
+            if not self.diverged:  # non-finite weights never replace the last good checkpoint
+                self.save_last()
             self.result.step = self.step
             self.result.last = self.last_path if self.is_main else None
             self.result.best_psnr = self.best_psnr
