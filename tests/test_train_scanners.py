@@ -117,3 +117,21 @@ def test_a_folder_of_suffixless_dicom_evaluates(im_folder: Path, tmp_path: Path,
     assert rc == 0, capsys.readouterr().err
     rows = list(csv.DictReader(open(out / "per_image.csv")))
     assert {r["image"] for r in rows} == {"IM0001", "IM0002", "IM0003", "IM0004"}
+
+
+def test_unreadable_files_are_reported_after_the_work(
+    im_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    data = tmp_path / "mixed"
+    shutil.copytree(im_folder, data)
+    (data / "IM0009").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 40)  # a DICOM preamble, then nothing
+    ckpt = make_checkpoint(tmp_path / "m.pt", features=8, num_blocks=1, wpn_hidden=8)
+    argv = ["--ckpt", str(ckpt), "--data", f"folder:{data}", "--scales", "2", "--crop-scales", "2"]
+    assert eval_main([*argv, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "metasr-eval: 1 unreadable files skipped (-v lists them)" and len(err) == 2
+    assert eval_main([*argv, "--out", str(tmp_path / "b"), "-v"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {data / 'IM0009'}: IM0009" in err

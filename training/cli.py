@@ -308,8 +308,10 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     lo, hi = main.scale_range if main.fixed_scale is None else (main.fixed_scale, main.fixed_scale)
     scale_list = parse_scales(opts["scales"], lo, hi)
     shown = [s for s in shown_scales if s in scale_list]
+    skipped: dict[str, str] = {}
+    axis_names = [a.value for a in axes]
     named = load_named_images(
-        list(opts["data"]), [a.value for a in axes], opts["max_images"], intensity=opts["intensity"]
+        list(opts["data"]), axis_names, opts["max_images"], intensity=opts["intensity"], skipped=skipped
     )
     if not named:
         raise InputError("no images to evaluate; check --data and --max-images")
@@ -333,9 +335,12 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     finally:
         bar.close()
     written = write_report(report, opts["out_dir"])
-    logging.getLogger("metasr").info(
-        "%d images x %d scales: wrote %d files to %s", len(named), len(scale_list), len(written), opts["out_dir"]
-    )
+    log = logging.getLogger("metasr")
+    if skipped:  # reported once the work succeeded, so a failure stays one line
+        log.warning("%d unreadable files skipped (-v lists them)", len(skipped))
+        for path, reason in skipped.items():
+            log.debug("skipped %s: %s", path, reason)
+    log.info("%d images x %d scales: wrote %d files to %s", len(named), len(scale_list), len(written), opts["out_dir"])
     return 0
 
 

@@ -267,13 +267,17 @@ def load_named_images(
     max_images: int = 0,
     min_size: int = 16,
     intensity: IntensityRange | str = IntensityRange.AUTO,
+    skipped: dict[str, str] | None = None,
 ) -> list[tuple[str, np.ndarray]]:
     """``(name, crop)`` of every usable slice of ``specs`` (evenly thinned to ``max_images``).
 
     Every file is read as ``metasr-run`` reads it (:func:`metasr.scanners.read_image`); crops
-    are the maximal-information regions.
+    are the maximal-information regions. Unreadable files are added to ``skipped`` (path ->
+    one-line reason) when it is given.
     """
     index = build_index(specs, axes=parse_axes(axes), min_size=min_size, intensity=intensity)
+    if skipped is not None:
+        skipped.update(index.skipped)
     refs = index.slices
     if max_images and len(refs) > max_images:
         picks = sorted(set(np.linspace(0, len(refs) - 1, max_images).round().astype(int).tolist()))

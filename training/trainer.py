@@ -441,7 +441,7 @@ class _Run:
     def _announce(self) -> None:
         skipped = self.train_index.skipped
         if skipped:
-            log.warning("%d unreadable files skipped", len(skipped))
+            log.warning("%d unreadable files skipped (-v lists them)", len(skipped))
             for path, reason in skipped.items():
                 log.debug("skipped %s: %s", path, reason)
         log.info(
