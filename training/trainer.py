@@ -228,16 +228,18 @@ class _Run:
         self.model = build_model(cfg.arch, **arch_args)
         self.config = model_config(cfg.arch, self.model, arch_args)
         self.disc: nn.Module | None = Discriminator() if cfg.stage is Stage.GAN else None
-        self.train_index, self.val_index, self.val_set = _prepare_data(cfg, val_scales)
         self.step, self.best_psnr = 0, None
         states = self._restore(resumed, init)
-        self._place_networks(states)
-        self._build_optimisers(states)
-        perceptual = VGGPerceptualLoss(cfg.vgg_weights).to(device) if (self.disc and cfg.vgg_weights) else None
-        adversarial = cfg.adversarial_weight if self.disc is not None else 0.0
+        gan = self.disc is not None
+        perceptual = VGGPerceptualLoss(cfg.vgg_weights).to(device) if (gan and cfg.vgg_weights) else None
+        adversarial = cfg.adversarial_weight if gan else 0.0
         self.criterion = GeneratorLoss(
             LossWeights(adversarial=adversarial, perceptual=cfg.perceptual_weight), perceptual
         )
+        # The data last: every checkpoint and weight file is checked before a large dataset is indexed.
+        self.train_index, self.val_index, self.val_set = _prepare_data(cfg, val_scales)
+        self._place_networks(states)
+        self._build_optimisers(states)
         self.metrics: dict[str, float] = {}
         self.diverged = False
         self.saved_step: int | None = self.step if resumed is not None else None
