@@ -158,6 +158,10 @@ TRAIN_CASES: dict[str, tuple[Setup, str]] = {
     ),
     "only an empty file": (lambda r: _train(r, data=_folder_of({"IM0001.dcm": b""})(r)), "no usable images"),
     "only a truncated DICOM": (lambda r: _train(r, data=_truncated_dicom(r)), "no usable images"),
+    "only a NIfTI claiming 4 GB": (
+        lambda r: _train(r, data=f"folder:{_huge_nifti(r / 'n' / 'huge.nii')}"),
+        "huge.nii: NIfTI",
+    ),
     "only black images": (lambda r: _train(r, data=_black_images(r)), "0 unreadable files, 2 empty"),
     "lr nan": (lambda r: _train(r, "--lr", "nan"), "--lr must be a finite number"),
     "lr inf": (lambda r: _train(r, "--lr", "inf"), "--lr must be a finite number"),
@@ -269,3 +273,40 @@ def test_metasr_train_refuses(name: str, tmp_path: Path, capsys: pytest.CaptureF
 def test_metasr_eval_refuses(name: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     setup, message = EVAL_CASES[name]
     _check(eval_main, setup, message, tmp_path, capsys)
+
+
+def _huge_nifti(path: Path) -> Path:
+    """A 608-byte NIfTI-1 whose header claims 16000 x 16000 x 2 float64 voxels (and zero pixdims)."""
+    header = bytearray(348)
+    header[0:4] = (348).to_bytes(4, "little")
+    header[40:56] = np.array([3, 16000, 16000, 2, 1, 1, 1, 1], "<i2").tobytes()
+    header[70:72] = (64).to_bytes(2, "little")  # datatype float64
+    header[72:74] = (64).to_bytes(2, "little")
+    header[108:112] = np.float32(352).tobytes()
+    header[344:348] = b"n+1\0"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(header) + b"\0" * 260)
+    return path
+
+
+def _odd_neighbours(folder: Path) -> None:
+    """Files a real data folder may hold next to good images; none may stop a run."""
+    os.mkfifo(folder / "fifo.png")
+    os.symlink(folder / "loop.png", folder / "loop.png")
+    (folder / "empty.dcm").write_bytes(b"")
+    (folder / "text.dcm").write_text("not dicom")
+    (folder / "dir.png").mkdir()
+    _huge_nifti(folder / "huge.nii")
+    (folder / "IM0099").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\x04\x00")  # truncated at once
+
+
+def test_odd_files_beside_good_images_are_skipped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = _data(tmp_path)
+    _odd_neighbours(data)
+    before = _snapshot(data)
+    rc = train_main(_train(tmp_path, data=f"folder:{data}", out=tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    lines = err.strip().splitlines()  # no library noise (nibabel logs zero pixdims on stderr)
+    assert lines[0] == "metasr-train: 4 unreadable files skipped (-v lists them)" and len(lines) == 3, err
+    assert (tmp_path / "run" / "last.pt").is_file() and _snapshot(data) == before

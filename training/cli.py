@@ -38,14 +38,36 @@ def _setup_logging(prog: str, verbosity: Verbosity = Verbosity.NORMAL) -> None:
     logger.setLevel(levels[verbosity])
 
 
+class _Keep(logging.Handler):
+    """Keeps log records of a library as one-line texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(record.getMessage())
+
+
 @contextmanager
 def _library_warnings() -> Iterator[None]:
-    """torch/pydicom/nibabel warnings become debug notes (``-v``) after the work, never noise before an error."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
+    """torch/pydicom warnings and nibabel's header log become debug notes (``-v``) after the work,
+    never noise before an error (nibabel prints header fixes, e.g. a zero pixdim, on stderr)."""
+    import nibabel.imageglobals
+
+    nib_log = nibabel.imageglobals.logger
+    handlers, propagate = nib_log.handlers[:], nib_log.propagate
+    keep = _Keep()
+    nib_log.handlers, nib_log.propagate = [keep], False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        nib_log.handlers, nib_log.propagate = handlers, propagate
+    texts = [str(w.message) for w in caught] + keep.texts
     log = logging.getLogger("metasr")
-    for text in dict.fromkeys(" ".join(str(w.message).split())[:240] for w in caught):
+    for text in dict.fromkeys(" ".join(t.split())[:240] for t in texts):
         log.debug("note: %s", text)
 
 
