@@ -1,4 +1,4 @@
-"""Figures for the networks (issue 2): parameters, training-step time and peak memory.
+"""Figures for the networks: parameters, training-step time and peak memory.
 
 Each memory case runs in a fresh subprocess so its peak RSS is its own.
 

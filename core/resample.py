@@ -1,7 +1,7 @@
 """Bicubic resampling on the network's pixel grid, for planes that go beside the super-resolved luma.
 
 The network is trained on pairs whose LR pixel ``k`` is centred on HR coordinate
-``(k + 0.5) * r - 0.5`` (``metasr.training.data.downscale_exact``), so HR pixel ``i`` shows what
+``(k + 0.5) * r - 0.5`` (``metasr.training.pairs.downscale_exact``), so HR pixel ``i`` shows what
 lies at LR coordinate ``(i + 0.5) / r - 0.5``. Chroma and alpha planes must be resampled on that
 same grid. A resize to the output size would use the size ratio ``floor(n * r) / n`` instead of
 ``r`` and drift from the luma by up to one HR pixel at the far edge whenever ``n * r`` is not an

@@ -10,38 +10,27 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import make_checkpoint, write_smooth_images
 
-from metasr.training import build_model, model_config, save_checkpoint
 from metasr.training.cli import eval_main
-from metasr.training.data import make_pair
 from metasr.training.evaluate import Predictor, bicubic_predictor, evaluate, load_predictor
+from metasr.training.pairs import make_pair
 
 
 @pytest.fixture(scope="module")
 def eval_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("evaldata")
-    rng = np.random.default_rng(1)
-    for i in range(3):
-        a = cv2.GaussianBlur(rng.random((36, 44)).astype(np.float32), (0, 0), 1.5)
-        a = (a - a.min()) / (a.max() - a.min())
-        img = np.zeros((48, 56), np.uint8)
-        img[6:42, 6:50] = (a * 200 + 40).astype(np.uint8)  # a black frame around: the crop removes it
-        cv2.imwrite(str(root / f"slice{i}.png"), img)
-    return root
+    """Three smooth 36x44 PNGs in a black frame (the maximal-information crop removes it)."""
+    return write_smooth_images(tmp_path_factory.mktemp("evaldata"), count=3, shape=(36, 44), seed=1, border=6)
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpts")
-    out = {}
-    for arch, args in (
-        ("metasrgan", {"features": 8, "num_blocks": 1, "wpn_hidden": 8}),
-        ("srgan", {"features": 8, "num_blocks": 1}),
-    ):
-        torch.manual_seed(0)
-        model = build_model(arch, **args)
-        out[arch] = save_checkpoint(root / f"{arch}.pt", model, model_config(arch, model, args))
-    return out
+    small = {"metasrgan": {"wpn_hidden": 8}, "srgan": {}}
+    return {
+        arch: make_checkpoint(root / f"{arch}.pt", arch, features=8, num_blocks=1, **args)
+        for arch, args in small.items()
+    }
 
 
 def test_metrics_match_scikit_image_on_the_protocol_pairs() -> None:
@@ -108,16 +97,26 @@ def test_eval_cli_end_to_end_with_fixed_scale_baseline(
         ]
     )
     assert rc == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["crops.png", "metrics.png", "table.csv", "table.md"]
+    figures = [f"{stem}.{fmt}" for stem in ("crops", "metrics") for fmt in ("pdf", "png", "svg")]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*figures, "per_image.csv", "table.csv", "table.md"])
     rows = list(csv.DictReader(open(out / "table.csv")))
     by_model: dict[str, list[str]] = {}
     for r in rows:
         by_model.setdefault(r["model"], []).append(r["scale"])
         assert r["images"] == "3" and 0 < float(r["psnr"]) and -1 <= float(r["ssim"]) <= 1
+        assert float(r["psnr_std"]) > 0 and float(r["psnr_ci95"]) > float(r["psnr_std"])  # t(2 dof) * s / sqrt(3)
     assert by_model == {"bicubic": ["1.5", "2", "2.5", "3"], "metasrgan": ["1.5", "2", "2.5", "3"], "srgan": ["2"]}
+    # the per-image CSV holds every (image, scale, model) and its means are the table's
+    per_image = list(csv.DictReader(open(out / "per_image.csv")))
+    assert len(per_image) == 3 * (4 + 4 + 1)
+    for r in rows:
+        mine = [float(p["psnr"]) for p in per_image if p["model"] == r["model"] and p["scale"] == r["scale"]]
+        assert len(mine) == 3 and np.mean(mine) == pytest.approx(float(r["psnr"]), abs=1e-3)
+    assert {p["image"] for p in per_image} == {"img0.png", "img1.png", "img2.png"}
     table = (out / "table.md").read_text()
-    assert table.count("\n") == 2 + 4 and "metasrgan dPSNR" in table
+    assert table.count("\n") == 2 + 4 + 2 and "metasrgan dPSNR" in table and " ± " in table
     assert cv2.imread(str(out / "metrics.png")) is not None and cv2.imread(str(out / "crops.png")) is not None
+    assert (out / "metrics.pdf").read_bytes().startswith(b"%PDF") and b"<svg" in (out / "crops.svg").read_bytes()
 
 
 def test_exported_model_folder_matches_its_checkpoint(tiny_checkpoint: Path, tiny_export_dir: Path) -> None:
@@ -158,3 +157,33 @@ def test_eval_bad_input_exits_2_with_one_line(
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "eval").exists()
+
+
+def test_report_files_are_deterministic_and_carry_the_spread() -> None:
+    from metasr.training.figures import report_files
+
+    rng = np.random.default_rng(5)
+    images = [cv2.GaussianBlur(rng.random((40, 44)).astype(np.float32), (0, 0), 1.0) for _ in range(4)]
+    scales = [Fraction(2), Fraction(3)]
+
+    def run() -> dict[str, bytes]:
+        report = evaluate([bicubic_predictor()], images, scales, sample_scales=[Fraction(2)])
+        return report_files(report), report
+
+    (first, report), (second, _) = run(), run()
+    assert first == second  # same report, same bytes: PNG, PDF and SVG alike
+    scores = [s.psnr for s in report.scores if s.scale == 2]
+    row = report.get("bicubic", Fraction(2))
+    assert row.psnr_std == pytest.approx(np.std(scores, ddof=1))
+    assert row.psnr_ci95 == pytest.approx(3.182446 * row.psnr_std / 2, rel=1e-5)  # t(0.975, 3 dof) s / sqrt(4)
+    # the figure: markers exactly at the evaluated scales, a spread band per panel
+    import matplotlib.pyplot as plt
+
+    from metasr.training.figures import metrics_figure
+
+    fig = metrics_figure(report)
+    for ax in fig.axes:
+        (line,) = ax.get_lines()
+        assert line.get_marker() == "o" and list(line.get_xdata()) == [2.0, 3.0]
+        assert len(ax.collections) == 1  # the +-1 s.d. band
+    plt.close(fig)

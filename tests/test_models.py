@@ -230,6 +230,40 @@ def test_truncated_and_foreign_checkpoints(tmp_path, metasrgan):
         load_checkpoint(mismatch)
 
 
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        (("config", "arch"), ["metasrgan"], "architecture ['metasrgan'] is unknown"),
+        (("config", "arch"), "resnet", "architecture 'resnet' is unknown"),
+        (("step",), "12", "step is '12'"),
+        (("step",), -1, "step is -1"),
+        (("config", "args"), [64], "config 'args' is a list"),
+        (("config", "args", "features"), 10**9, "features is 1000000000; expected a whole number from 1 to 1024"),
+        (("config", "args", "num_blocks"), 2.5, "num_blocks is 2.5"),
+        (("config", "args", "wpn_hidden"), True, "wpn_hidden is True"),
+        (("config", "args", "std"), float("nan"), "std is nan"),
+        (("config", "args", "scale_range"), [4.0, 1.1], "args.scale_range is [4.0, 1.1]"),
+        (("config", "scale_range"), [1.1, float("inf")], "scale_range is [1.1, inf]"),
+        (("config", "scale_range"), "1.1-4", "scale_range is '1.1-4'"),
+        (("config", "normalization"), {"mean": "0.37", "std": 0.1}, "normalization"),
+        (("config", "args", "act_layer"), "os.system", "unknown model argument 'act_layer'"),
+        (("model",), [1, 2], "not a dict of named tensors"),
+    ],
+)
+def test_checkpoint_config_is_validated_before_anything_is_built(tmp_path, metasrgan, key, value, message):
+    path = save_checkpoint(tmp_path / "c.pt", metasrgan, model_config("metasrgan", metasrgan, {}))
+    ckpt = torch.load(path, weights_only=True)
+    target = ckpt
+    for k in key[:-1]:
+        target = target[k]
+    target[key[-1]] = value
+    torch.save(ckpt, path)
+    for reader in (read_checkpoint, load_checkpoint):
+        with pytest.raises(CheckpointError) as info:
+            reader(path)
+        assert message in str(info.value) and "\n" not in str(info.value)
+
+
 @pytest.fixture(scope="module")
 def vgg_weights(tmp_path_factory):
     """A randomly initialised VGG19 saved in torchvision's state-dict format (features + classifier)."""

@@ -11,7 +11,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import write_smooth_images
 
+from metasr.core.errors import InputError
 from metasr.training import load_checkpoint, read_checkpoint
 from metasr.training.cli import train_main
 from metasr.training.trainer import Stage, TrainConfig, train
@@ -20,13 +22,7 @@ from metasr.training.trainer import Stage, TrainConfig, train
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five smooth 40x48 grayscale PNGs (one becomes the validation file)."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        a = cv2.GaussianBlur(rng.random((40, 48)).astype(np.float32), (0, 0), 2)
-        a = (a - a.min()) / (a.max() - a.min())
-        cv2.imwrite(str(root / f"img{i}.png"), (a * 255).astype(np.uint8))
-    return root
+    return write_smooth_images(tmp_path_factory.mktemp("tiny"), count=5)
 
 
 def _cfg(data: Path, out: Path, steps: int, **kw) -> TrainConfig:
@@ -120,11 +116,11 @@ def test_train_cli_end_to_end(tiny_data: Path, tmp_path: Path, capsys: pytest.Ca
     )
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "log.csv", "tb"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "log.csv", "tb"]
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [r["step"] for r in rows] == ["2", "4"] and all(float(r["val_psnr"]) > 0 for r in rows)
-    assert "step/s" in err or "s/step" in err  # the progress bar (stderr) shows the rate
+    assert "\r" not in err and "step/s" not in err  # stderr is not a terminal here: no progress bar
     assert read_checkpoint(out / "last.pt")["step"] == 4
 
 
@@ -157,6 +153,53 @@ def test_ctrl_c_writes_last_checkpoint(tiny_data: Path, tmp_path: Path) -> None:
     assert ckpt["step"] == 2 and "optimizer" in ckpt
     resumed = train(_cfg(tiny_data, tmp_path / "c", 3, resume=True))
     assert resumed.step == 3
+
+
+def test_sigterm_writes_last_checkpoint_and_exits_143(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    from metasr.training.trainer import _Run
+
+    step = _Run.train_step
+
+    def step_then_sigterm(self, *args):
+        row = step(self, *args)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return row
+
+    monkeypatch.setattr(_Run, "train_step", step_then_sigterm)
+    out = tmp_path / "term"
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["--data", f"folder:{tiny_data}", "--out", str(out), "--steps", "10", "--patch-size", "16"]
+    assert train_main([*argv, "--batch-size", "2", "--val-scales", "2", "--val-images", "1"]) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"metasr-train: terminated; {out / 'last.pt'} holds the progress"
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) is before  # the command restores the handler it replaced
+
+
+def test_divergence_is_one_line_and_keeps_the_last_good_checkpoint(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metasr.training.losses import GeneratorLoss
+
+    forward = GeneratorLoss.forward
+    calls = []
+
+    def nan_after_three(self, sr, hr, fake_logits=None):
+        loss, terms = forward(self, sr, hr, fake_logits)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) > 3 else loss), terms
+
+    monkeypatch.setattr(GeneratorLoss, "forward", nan_after_three)
+    cfg = _cfg(tiny_data, tmp_path / "nan", 10, checkpoint_every=2)
+    with pytest.raises(InputError, match=r"diverged at step 4: the loss is nan; .*last.pt keeps step 2; lower --lr"):
+        train(cfg)
+    ckpt = read_checkpoint(tmp_path / "nan" / "last.pt")
+    assert ckpt["step"] == 2 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
 def test_max_minutes_stops_cleanly_with_a_validated_best(tiny_data: Path, tmp_path: Path) -> None:
@@ -212,30 +255,20 @@ def test_identity_init_starts_as_nearest_neighbour(scale: str) -> None:
     assert model.upscale.wpn[2].weight.grad.abs().sum() > 0  # and it trains from there
 
 
-def test_checkpoint_averaging_and_batchnorm_recalibration(tiny_data: Path, tmp_path: Path) -> None:
-    from metasr.training import build_model, model_config, save_checkpoint
-    from metasr.training.data import PatchDataset, build_index, parse_scales
-    from metasr.training.trainer import average_checkpoints, recalibrate_batchnorm
+def test_progress_bar_only_on_a_terminal(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import metasr.training.cli as cli
+    from metasr.core.cli import Verbosity
 
-    paths = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        model = build_model("metasrgan")
-        paths.append(save_checkpoint(tmp_path / f"{seed}.pt", model, model_config("metasrgan", model, {})))
-    a, b = _weights(paths[0]), _weights(paths[1])
-    mean = average_checkpoints(paths)
-    key = "trunk.head.0.weight"
-    assert torch.allclose(mean[key], (a[key] + b[key]) / 2)
-    assert torch.equal(mean["trunk.tail.1.num_batches_tracked"], b["trunk.tail.1.num_batches_tracked"])
-    model = build_model("metasrgan")
-    model.load_state_dict(mean)
-    dataset = PatchDataset(build_index([f"folder:{tiny_data}"], min_size=8), patch_size=16)
-    bn = model.trunk.tail[1]
-    recalibrate_batchnorm(model, dataset, parse_scales("2,3"), batches=4, batch_size=2)
-    assert int(bn.num_batches_tracked) == 4 and bn.momentum == 0.1  # restored
-    assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
-    weights_after = model.state_dict()[key]
-    assert torch.equal(weights_after, mean[key])  # only statistics change
+    # as on a terminal: progress_enabled is then true unless -q
+    monkeypatch.setattr(cli, "progress_enabled", lambda verbosity, stream=None: verbosity is not Verbosity.QUIET)
+    argv = ["--data", f"folder:{tiny_data}", "--patch-size", "16", "--batch-size", "2", "--steps", "2"]
+    assert train_main([*argv, "--out", str(tmp_path / "a"), "--val-images", "1", "--val-scales", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "step/s" in err or "s/step" in err  # the bar shows the rate
+    assert train_main([*argv, "--out", str(tmp_path / "b"), "--val-images", "1", "--val-scales", "2", "-q"]) == 0
+    assert capsys.readouterr().err == ""  # quiet: nothing but errors
 
 
 def _free_port() -> int:
@@ -305,3 +338,18 @@ def test_bad_input_exits_2_with_one_line(
     assert rc == 2
     assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("main, prog", [(train_main, "metasr-train"), (None, "metasr-eval")])
+def test_version_and_conflicting_verbosity(main, prog: str, capsys: pytest.CaptureFixture) -> None:
+    from metasr import __version__
+    from metasr.training.cli import eval_main
+
+    main = main or eval_main
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"{prog} {__version__}"
+    assert (
+        main(["-q", "-v", "--data", "folder:.", "--out", "x", "--ckpt", "y"][: 6 if prog == "metasr-train" else 8]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "either --quiet or --verbose" in err[0]

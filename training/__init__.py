@@ -1,8 +1,9 @@
 """metasr.training: the networks of the paper, losses, data, training and evaluation (needs torch)."""
 
 from metasr.training.checkpoint import load_checkpoint, model_config, read_checkpoint, save_checkpoint
-from metasr.training.data import DataSpec, build_index, make_pair, parse_scales, parse_spec
+from metasr.training.data import DataSpec, build_index, parse_scales, parse_spec, read_frames
 from metasr.training.models import ARCHS, EDSR, SRGAN, Bicubic, Discriminator, MetaSRGAN, MetaUpscale, build_model
+from metasr.training.pairs import make_pair
 
 __all__ = [
     "ARCHS",
@@ -18,6 +19,7 @@ __all__ = [
     "make_pair",
     "parse_scales",
     "parse_spec",
+    "read_frames",
     "load_checkpoint",
     "model_config",
     "read_checkpoint",

@@ -12,9 +12,12 @@ Layout::
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
+import warnings
 import zipfile
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +26,34 @@ from torch import nn
 
 from metasr.core.atomic import atomic_writer
 from metasr.core.errors import CheckpointError
-from metasr.training.models import build_model
+from metasr.training.models import ARCH_SPECS, build_model
 
-__all__ = ["CHECKPOINT_FORMAT", "model_config", "save_checkpoint", "read_checkpoint", "load_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "ARG_LIMITS",
+    "model_config",
+    "save_checkpoint",
+    "read_checkpoint",
+    "check_config",
+    "load_checkpoint",
+]
 
 CHECKPOINT_FORMAT = "metasr-checkpoint"
 _FORMAT_VERSION = 1
+
+#: Accepted constructor arguments of a checkpoint's ``config.args``: ``(type, low, high)``.
+#: Bounds keep a damaged or hostile file from building a model of absurd size.
+ARG_LIMITS: dict[str, tuple[type, float, float]] = {
+    "features": (int, 1, 1024),
+    "num_blocks": (int, 1, 256),
+    "wpn_hidden": (int, 1, 4096),
+    "upscale_factor": (int, 2, 8),
+    "res_scale": (float, 0.0, 10.0),
+    "mean": (float, -10.0, 10.0),
+    "std": (float, 1e-6, 10.0),
+}
+#: Largest scale a checkpoint's ``scale_range`` may claim.
+MAX_SCALE = 16.0
 
 
 def model_config(arch: str, model: nn.Module, args: dict[str, Any]) -> dict[str, Any]:
@@ -81,12 +106,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); use a complete checkpoint file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's business
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"checkpoint {path} was refused: it contains objects other than tensors and plain "
-            f"data (a pickle that could run code); only metasr checkpoints are loaded"
-        ) from e
+        if "GLOBAL" in str(e) or "global" in str(e):  # a class or function reference: code it would run
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it contains objects other than tensors and plain "
+                f"data (a pickle that could run code); only metasr checkpoints are loaded"
+            ) from e
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file)") from e
     except (
         RuntimeError,
         EOFError,
@@ -108,15 +137,78 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     config = ckpt["config"]
     if not isinstance(config, dict) or "arch" not in config:
         raise CheckpointError(f"{path} has no architecture in its 'config'; it was not written by metasr")
+    check_config(path, ckpt)
     return ckpt
+
+
+def _number(value: object, kind: type) -> bool:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    if kind is int and not (isinstance(value, int) or float(value).is_integer()):
+        return False
+    return math.isfinite(float(value))
+
+
+def _check_range(path: Path, where: str, value: object) -> None:
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(_number(v, float) for v in value)
+    if not ok or not 1.0 <= float(value[0]) <= float(value[1]) <= MAX_SCALE:
+        raise CheckpointError(
+            f"{path}: {where} is {value!r}; expected [low, high] with 1 <= low <= high <= {MAX_SCALE:g} "
+            f"(the file is damaged or was not written by metasr)"
+        )
+
+
+def check_config(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
+    """Check the types and ranges of everything a checkpoint's config and step claim.
+
+    Raises:
+        CheckpointError: one line naming the field, what it holds and what was expected.
+    """
+    config = ckpt["config"]
+    arch = config["arch"]
+    if not isinstance(arch, str) or arch not in ARCH_SPECS:
+        raise CheckpointError(
+            f"{path}: architecture {arch!r} is unknown; expected one of {', '.join(ARCH_SPECS)} "
+            f"(the file is damaged or from another tool)"
+        )
+    args = config.get("args", {})
+    if not isinstance(args, dict):
+        raise CheckpointError(f"{path}: config 'args' is a {type(args).__name__}, expected a dict of arguments")
+    for key, value in args.items():
+        if key == "scale_range":
+            _check_range(path, "args.scale_range", value)
+            continue
+        if key not in ARG_LIMITS:
+            raise CheckpointError(f"{path}: unknown model argument {key!r} in its config; it was not written by metasr")
+        kind, low, high = ARG_LIMITS[key]
+        if not _number(value, kind) or not low <= float(value) <= high:
+            what = "a whole number" if kind is int else "a number"
+            raise CheckpointError(
+                f"{path}: model argument {key} is {value!r}; expected {what} from {low:g} to {high:g}"
+            )
+    if "scale_range" in config:
+        _check_range(path, "scale_range", config["scale_range"])
+    norm = config.get("normalization")
+    if norm is not None:
+        ok = isinstance(norm, dict) and _number(norm.get("mean"), float) and _number(norm.get("std"), float)
+        if not ok or not float(norm["std"]) > 0:
+            raise CheckpointError(f"{path}: normalization {norm!r} is not finite mean and std > 0")
+    step = ckpt.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{path}: step is {step!r}; expected a whole number >= 0")
+    if not isinstance(ckpt["model"], dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items()
+    ):
+        raise CheckpointError(f"{path}: 'model' is not a dict of named tensors; the file is damaged")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Build the model a checkpoint describes, load its weights, and return it in eval mode."""
     ckpt = read_checkpoint(path)
     config = ckpt["config"]
+    args = {k: (int(v) if ARG_LIMITS.get(k, (float,))[0] is int else v) for k, v in config.get("args", {}).items()}
     try:
-        model = build_model(config["arch"], **config.get("args", {}))
+        model = build_model(config["arch"], **args)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: cannot build the model it describes ({e})") from e
     try:

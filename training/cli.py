@@ -3,27 +3,77 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from metasr.core.cli import run_command
+from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, progress_enabled, run_command
+from metasr.core.errors import InputError, OutputError
+from metasr.scanners import IntensityRange
+from metasr.training.data import parse_axes
 from metasr.training.models import TRAINABLE_ARCHS
 
 __all__ = ["train_main", "eval_main", "train_command", "eval_command"]
 
+#: Most torch threads a command starts; more than the machine's cores only adds contention.
+MAX_THREADS = 1024
+_INTENSITY = click.Choice([r.value for r in IntensityRange], case_sensitive=False)
 
-def _setup_logging(prog: str) -> None:
+
+def _setup_logging(prog: str, verbosity: Verbosity = Verbosity.NORMAL) -> None:
     logger = logging.getLogger("metasr")
-    if not any(getattr(h, "_metasr_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
-        handler._metasr_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    for handler in [h for h in logger.handlers if getattr(h, "_metasr_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    handler._metasr_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    levels = {Verbosity.QUIET: logging.ERROR, Verbosity.NORMAL: logging.INFO, Verbosity.VERBOSE: logging.DEBUG}
+    logger.setLevel(levels[verbosity])
+
+
+class _Keep(logging.Handler):
+    """Keeps log records of a library as one-line texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(record.getMessage())
+
+
+@contextmanager
+def _library_warnings() -> Iterator[None]:
+    """torch/pydicom warnings and nibabel's header log become debug notes (``-v``) after the work,
+    never noise before an error (nibabel prints header fixes, e.g. a zero pixdim, on stderr)."""
+    import nibabel.imageglobals
+
+    nib_log = nibabel.imageglobals.logger
+    handlers, propagate = nib_log.handlers[:], nib_log.propagate
+    keep = _Keep()
+    nib_log.handlers, nib_log.propagate = [keep], False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        nib_log.handlers, nib_log.propagate = handlers, propagate
+    texts = [str(w.message) for w in caught] + keep.texts
+    log = logging.getLogger("metasr")
+    for text in dict.fromkeys(" ".join(t.split())[:240] for t in texts):
+        log.debug("note: %s", text)
+
+
+def _threads(requested: int) -> int:
+    """``--threads``, capped at the machine's cores."""
+    return max(1, min(int(requested), os.cpu_count() or 1))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -54,8 +104,8 @@ def _setup_logging(prog: str) -> None:
     default=1000,
     help="Total number of updates (0: write the initialised checkpoint and stop).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, help="Global mini-batch size.")
-@click.option("--patch-size", type=click.IntRange(min=8), default=96, help="HR patch size in pixels.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=8, help="Global mini-batch size.")
+@click.option("--patch-size", type=click.IntRange(8, 2048), default=96, help="HR patch size in pixels.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, help="Adam learning rate.")
 @click.option(
     "--lr-step",
@@ -88,6 +138,7 @@ def _setup_logging(prog: str) -> None:
     "a random mapping (when neither --init nor --resume is given).",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where last.pt left it.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run's last.pt/best.pt/log.csv in --out.")
 @click.option(
     "--vgg-weights",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -109,17 +160,27 @@ def _setup_logging(prog: str) -> None:
     default=None,
     help="Stop cleanly (writing last.pt) after this much wall time.",
 )
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0)
 @click.option("--device", default="cpu", help="cpu, cuda, cuda:N or auto.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, help="Data loader worker processes.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train_command(**opts: Any) -> int:
+@click.option("--workers", type=click.IntRange(0, 64), default=0, help="Data loader worker processes.")
+@click.option(
+    "--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="torch intra-op threads (capped at the cores)."
+)
+@click.option(
+    "--intensity", type=_INTENSITY, default="auto", help="Intensity window of the readers, as metasr-run --intensity."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal).")
+@common_options("metasr-train")
+def train_command(verbosity: Verbosity, **opts: Any) -> int:
     """Train a super-resolution generator (the paper's recipe)."""
-    _setup_logging("metasr-train")
+    _setup_logging("metasr-train", verbosity)
     previous = _sigterm_as_interrupt()
     try:
-        return _run_training(opts)
+        with _library_warnings():
+            return _run_training(opts, verbosity)
+    except _Terminated:
+        print(f"metasr-train: terminated; {opts['out_dir'] / 'last.pt'} holds the progress", file=sys.stderr)
+        return EXIT_TERMINATED
     finally:
         if previous is not None:
             import signal
@@ -127,13 +188,13 @@ def train_command(**opts: Any) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _run_training(opts: dict[str, Any]) -> int:
+def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
     import torch
 
     from metasr.training.trainer import Stage, TrainConfig, train
 
     if opts["threads"]:
-        torch.set_num_threads(int(opts["threads"]))
+        torch.set_num_threads(_threads(opts["threads"]))
     cfg = TrainConfig(
         out_dir=opts["out_dir"],
         data=list(opts["data"]),
@@ -148,7 +209,7 @@ def _run_training(opts: dict[str, Any]) -> int:
         lr_gamma=opts["lr_gamma"],
         scales=opts["scales"],
         patches_per_image=opts["patches_per_image"],
-        axes=tuple(a.strip() for a in str(opts["axes"]).split(",") if a.strip()),
+        axes=tuple(a.value for a in parse_axes(opts["axes"])),
         val_fraction=opts["val_fraction"],
         val_scales=opts["val_scales"],
         val_images=opts["val_images"],
@@ -156,19 +217,24 @@ def _run_training(opts: dict[str, Any]) -> int:
         checkpoint_every=opts["checkpoint_every"],
         init=opts["init"],
         resume=opts["resume"],
+        overwrite=opts["overwrite"],
         vgg_weights=opts["vgg_weights"],
         seed=opts["seed"],
         device=opts["device"],
         workers=opts["workers"],
         max_minutes=opts["max_minutes"],
         identity_init=opts["identity_init"],
-        progress=not opts["no_progress"],
+        intensity=opts["intensity"],
+        progress=not opts["no_progress"] and progress_enabled(verbosity),
     )
-    _check_axes(cfg.axes)
     result = train(cfg)
     best = f", best {result.best} ({result.best_psnr:.3f} dB)" if result.best and result.best_psnr else ""
     logging.getLogger("metasr").info("step %d, %.0f s: wrote %s%s", result.step, result.seconds, result.last, best)
     return 0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM: unwinds like Ctrl-C (last.pt is written) and exits with code 143."""
 
 
 def _sigterm_as_interrupt() -> object:
@@ -180,20 +246,9 @@ def _sigterm_as_interrupt() -> object:
         return None
 
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise _Terminated
 
     return signal.signal(signal.SIGTERM, handler)
-
-
-def _check_axes(axes: Sequence[str]) -> None:
-    from metasr.core.errors import InputError
-    from metasr.training.data import Axis
-
-    for a in axes:
-        try:
-            Axis(a)
-        except ValueError:
-            raise InputError(f"unknown axis {a!r}; use axial, coronal or sagittal") from None
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -215,62 +270,99 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 @click.option(
     "--out",
     "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     required=True,
-    help="Folder for table.md, table.csv, metrics.png, crops.png.",
+    help="Folder for table.md/.csv, per_image.csv, metrics.{png,pdf,svg}, crops.{png,pdf,svg}.",
 )
 @click.option("--axes", default="axial", help="Slicing axes of volumes in folder: specs.")
-@click.option("--max-images", type=click.IntRange(min=0), default=0, help="Evenly thin to this many images (0: all).")
-@click.option("--crop-scales", default="2,3,4", help="Scales shown in crops.png.")
-@click.option("--device", default="cpu")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
-@click.option("--no-progress", is_flag=True)
-def eval_command(
-    ckpts: tuple[str, ...],
-    data: tuple[str, ...],
-    scales: str,
-    out_dir: Path,
-    axes: str,
-    max_images: int,
-    crop_scales: str,
-    device: str,
-    threads: int | None,
-    no_progress: bool,
-) -> int:
-    """Evaluate models against bicubic on held-out images (PSNR/SSIM per scale)."""
+@click.option(
+    "--max-images", type=click.IntRange(0, 10**6), default=0, help="Evenly thin to this many images (0: all)."
+)
+@click.option("--crop-scales", default="2,3,4", help="Scales shown in the crops figure.")
+@click.option("--device", default="cpu", help="cpu, cuda, cuda:N or auto.")
+@click.option(
+    "--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="torch intra-op threads (capped at the cores)."
+)
+@click.option(
+    "--intensity", type=_INTENSITY, default="auto", help="Intensity window of the readers, as metasr-run --intensity."
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal).")
+@common_options("metasr-eval")
+def eval_command(verbosity: Verbosity, **opts: Any) -> int:
+    """Evaluate models against bicubic on held-out images (PSNR/SSIM per scale, figures for a paper)."""
+    _setup_logging("metasr-eval", verbosity)
+    with _library_warnings():
+        return _run_eval(opts, verbosity)
+
+
+def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str]) -> None:
+    """The report folder: not a file, not a model or data folder, writable (nothing created yet)."""
+    from metasr.core.atomic import check_writable_folder
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; give a folder for the report")
+    for source in [*ckpts, *(str(d).partition(":")[2] for d in data)]:
+        other = Path(source).expanduser()
+        if out.exists() and other.exists() and os.path.samefile(out, other):
+            raise OutputError(f"--out {out} is the input {source}; give a separate folder for the report")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    check_writable_folder(existing)
+
+
+def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     import torch
     from tqdm.auto import tqdm
 
     from metasr.training.data import parse_scales
-    from metasr.training.evaluate import bicubic_predictor, evaluate, load_images, load_predictor, write_report
+    from metasr.training.evaluate import bicubic_predictor, evaluate, load_named_images, load_predictor
+    from metasr.training.figures import write_report
 
-    _setup_logging("metasr-eval")
-    if threads:
-        torch.set_num_threads(threads)
-    axes_list = tuple(a.strip() for a in axes.split(",") if a.strip())
-    _check_axes(axes_list)
-    models = [load_predictor(c, device) for c in ckpts]
+    if opts["threads"]:
+        torch.set_num_threads(_threads(opts["threads"]))
+    axes = parse_axes(opts["axes"])
+    parse_scales(opts["scales"])  # malformed text is found before any model loads
+    shown_scales = parse_scales(opts["crop_scales"])
+    _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"])
+    models = [load_predictor(c, opts["device"]) for c in opts["ckpts"]]
     main = models[0]
     lo, hi = main.scale_range if main.fixed_scale is None else (main.fixed_scale, main.fixed_scale)
-    scale_list = parse_scales(scales, lo, hi)
-    shown = [s for s in parse_scales(crop_scales) if s in scale_list]
-    images = load_images(list(data), axes_list, max_images)
+    scale_list = parse_scales(opts["scales"], lo, hi)
+    shown = [s for s in shown_scales if s in scale_list]
+    skipped: dict[str, str] = {}
+    axis_names = [a.value for a in axes]
+    named = load_named_images(
+        list(opts["data"]), axis_names, opts["max_images"], intensity=opts["intensity"], skipped=skipped
+    )
+    if not named:
+        raise InputError("no images to evaluate; check --data and --max-images")
     bar = tqdm(
-        total=len(images) * len(scale_list),
+        total=len(named) * len(scale_list),
         desc="metasr-eval",
         unit="img",
         file=sys.stderr,
-        disable=no_progress,
+        disable=opts["no_progress"] or not progress_enabled(verbosity),
         dynamic_ncols=True,
     )
     try:
-        report = evaluate([bicubic_predictor(), *models], images, scale_list, sample_scales=shown, progress=bar.update)
+        report = evaluate(
+            [bicubic_predictor(), *models],
+            [image for _, image in named],
+            scale_list,
+            sample_scales=shown,
+            progress=bar.update,
+            names=[name for name, _ in named],
+        )
     finally:
         bar.close()
-    written = write_report(report, out_dir)
-    logging.getLogger("metasr").info(
-        "%d images x %d scales: wrote %s", len(images), len(scale_list), ", ".join(str(p) for p in written.values())
-    )
+    written = write_report(report, opts["out_dir"])
+    log = logging.getLogger("metasr")
+    if skipped:  # reported once the work succeeded, so a failure stays one line
+        log.warning("%d unreadable files skipped (-v lists them)", len(skipped))
+        for path, reason in skipped.items():
+            log.debug("skipped %s: %s", path, reason)
+    log.info("%d images x %d scales: wrote %d files to %s", len(named), len(scale_list), len(written), opts["out_dir"])
     return 0
 
 

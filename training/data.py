@@ -1,4 +1,4 @@
-"""Training and evaluation data: dataset specs, slicing, maximal-information crops, LR/HR pairs.
+"""Training and evaluation data: dataset specs, reading through the scanners, the slice index.
 
 A dataset is named by a spec string:
 
@@ -6,38 +6,39 @@ A dataset is named by a spec string:
   case folders of 2D slice images (the paper's "2D t1ce version"); axial slices; the
   train/validation split is by case.
 * ``div2k:PATH``: a folder of HR photographs (PNG), RGB converted to luminance Y.
-* ``folder:PATH``: any PNG/TIFF/JPEG/DICOM/NIfTI file(s) under ``PATH`` (or ``PATH`` itself);
-  volumes are sliced along the requested axes; the split is by file.
+* ``folder:PATH``: every image file under ``PATH`` (or ``PATH`` itself) that the scanners read:
+  DICOM (by content, so suffix-less ``IM0001`` files too), NIfTI, PNG, TIFF, JPEG; volumes are
+  sliced along the requested anatomical axes, multi-frame files give all their frames; the split
+  is by file.
 
-Indexing reads every file once: unreadable files are reported (``logging``) with their path,
-skipped and counted; empty slices are skipped; each kept slice remembers its maximal-information
-box (the bounding box of the non-background pixels), so training and evaluation only see it.
+Every file is read by :func:`metasr.scanners.read_image`, the reader deployment uses, so the
+networks train and are evaluated on exactly the [0, 1] values ``metasr-run`` feeds them (the same
+intensity window, MONOCHROME1 inverted, rescale handled as the runtime does).
 
-LR images are made from HR by bicubic downsampling with antialiasing, with the geometry of the
-Meta-Upscale index contract: for scale ``r`` and an HR patch of ``P`` pixels, the LR patch has
-``h = floor(P / r)`` pixels and the HR patch is cropped to ``floor(h * r)``, so
-``model(lr, r).shape == hr.shape`` exactly (exact rational arithmetic, :mod:`metasr.core.scale`).
+Indexing reads every file once: unreadable files are skipped and recorded with their reason
+(:attr:`ImageIndex.skipped`); empty slices are skipped; each kept slice remembers its
+maximal-information box (the bounding box of the non-background pixels), so training and
+evaluation only see it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
+import re
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset, Sampler
 
 from metasr.core.errors import InputError, ScaleError
-from metasr.core.scale import hr_length, parse_scale
+from metasr.core.scale import parse_scale
+from metasr.scanners import ImageFormat, IntensityRange, iter_images, read_image
+from metasr.scanners.base import NIFTI_SUFFIXES
 
 __all__ = [
     "DatasetKind",
@@ -45,29 +46,27 @@ __all__ = [
     "DataSpec",
     "SliceRef",
     "ImageIndex",
+    "DecodedFile",
     "parse_spec",
     "parse_scales",
-    "read_image_file",
+    "parse_axes",
+    "read_frames",
+    "read_file",
     "foreground_box",
     "max_information_crop",
-    "patch_geometry",
-    "downscale",
-    "make_pair",
-    "downscale_exact",
     "build_index",
     "split_index",
-    "PatchDataset",
-    "ScaleBatchSampler",
-    "IMAGE_SUFFIXES",
-    "VOLUME_SUFFIXES",
+    "load_slice",
+    "FrameCache",
+    "MAX_SCALES",
 ]
 
-log = logging.getLogger("metasr.training.data")
-
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".dcm")
-VOLUME_SUFFIXES = (".nii", ".nii.gz")
-#: A pixel is foreground when above this fraction of the image's (volume's) maximum.
+#: A pixel is foreground when above this fraction of the file's (volume's) maximum.
 FOREGROUND_THRESHOLD = 0.05
+#: Most scales one ``START:STOP:STEP`` list may hold.
+MAX_SCALES = 1000
+#: A scale as text: a plain decimal or a ratio of small integers (no exponents, no huge strings).
+_SCALE_TEXT = re.compile(r"\s*(\d{1,4}(\.\d{1,6})?|\d{1,4}/\d{1,4})\s*")
 
 
 class DatasetKind(str, Enum):
@@ -79,15 +78,39 @@ class DatasetKind(str, Enum):
 
 
 class Axis(str, Enum):
-    """Slicing axis of a volume in RAS+ orientation (array axis after ``as_closest_canonical``)."""
+    """Anatomical slicing axis of a volume; the voxel axis is found from the file's affine."""
 
     SAGITTAL = "sagittal"
     CORONAL = "coronal"
     AXIAL = "axial"
 
     @property
-    def array_axis(self) -> int:
+    def codes(self) -> tuple[str, str]:
+        """Orientation letters (nibabel's axis codes) of the direction normal to the slices."""
+        return {"sagittal": ("L", "R"), "coronal": ("A", "P"), "axial": ("S", "I")}[self.value]
+
+    @property
+    def default_voxel_axis(self) -> int:
+        """Voxel axis used when the affine names no direction (RAS order)."""
         return {"sagittal": 0, "coronal": 1, "axial": 2}[self.value]
+
+
+def parse_axes(text: str | Sequence[str]) -> tuple[Axis, ...]:
+    """``"axial,coronal"`` (or a sequence of names) -> axes.
+
+    Raises:
+        InputError: an unknown or missing axis name.
+    """
+    names = [a.strip() for a in (text.split(",") if isinstance(text, str) else text) if str(a).strip()]
+    if not names:
+        raise InputError("no slicing axis given; use axial, coronal or sagittal (comma-separated)")
+    axes = []
+    for a in names:
+        try:
+            axes.append(Axis(str(a).lower()))
+        except ValueError:
+            raise InputError(f"unknown axis {a!r}; use axial, coronal or sagittal") from None
+    return tuple(dict.fromkeys(axes))
 
 
 @dataclass(frozen=True)
@@ -108,7 +131,7 @@ def parse_spec(text: str) -> DataSpec:
         InputError: unknown kind or missing path.
     """
     kind, sep, path = str(text).partition(":")
-    if not sep or not path:
+    if not sep or not path.strip():
         raise InputError(f"data spec {text!r} is not KIND:PATH; use brats:PATH, div2k:PATH or folder:PATH")
     try:
         k = DatasetKind(kind.strip().lower())
@@ -117,7 +140,15 @@ def parse_spec(text: str) -> DataSpec:
     p = Path(path).expanduser()
     if not p.exists():
         raise InputError(f"data path {p} (from spec {text!r}) does not exist; pass an existing folder")
+    if not (p.is_dir() or p.is_file()):
+        raise InputError(f"data path {p} (from spec {text!r}) is not a regular file or folder; pass a folder")
     return DataSpec(k, p)
+
+
+def _scale_of(text: str, whole: str) -> Fraction:
+    if not _SCALE_TEXT.fullmatch(text):
+        raise ScaleError(f"scales {whole!r}: {text.strip()!r} is not a scale such as 2.3 or 7/3")
+    return parse_scale(text)
 
 
 def parse_scales(text: str, low: float | None = None, high: float | None = None) -> list[Fraction]:
@@ -128,23 +159,28 @@ def parse_scales(text: str, low: float | None = None, high: float | None = None)
         low, high: Allowed range (inclusive); a scale outside it raises.
 
     Raises:
-        ScaleError: malformed text, an empty range, or a scale outside ``[low, high]``.
+        ScaleError: malformed text, an empty range, more than :data:`MAX_SCALES` scales, or a
+            scale outside ``[low, high]``.
     """
     text = str(text).strip()
     if ":" in text:
         parts = text.split(":")
         if len(parts) not in (2, 3):
             raise ScaleError(f"scales {text!r} must be START:STOP[:STEP], e.g. 1.1:4.0:0.1")
-        start, stop = parse_scale(parts[0]), parse_scale(parts[1])
-        step = parse_scale(parts[2]) if len(parts) == 3 else Fraction(1, 10)
+        start, stop = _scale_of(parts[0], text), _scale_of(parts[1], text)
+        step = _scale_of(parts[2], text) if len(parts) == 3 else Fraction(1, 10)
         if stop < start:
             raise ScaleError(f"scales {text!r}: STOP is smaller than START")
         count = int((stop - start) / step) + 1
+        if count > MAX_SCALES:
+            raise ScaleError(f"scales {text!r} give {count} scales; at most {MAX_SCALES} (use a larger STEP)")
         values = [start + k * step for k in range(count)]
     else:
-        values = [parse_scale(v) for v in text.split(",") if v.strip()]
+        values = [_scale_of(v, text) for v in text.split(",") if v.strip()]
     if not values:
-        raise ScaleError(f"scales {text!r} contain no scale")
+        raise ScaleError(f"scales {text!r} contain no scale; give e.g. 2,3,4 or 1.1:4.0:0.1")
+    if len(values) > MAX_SCALES:
+        raise ScaleError(f"scales {text[:40]!r}... give {len(values)} scales; at most {MAX_SCALES}")
     for v in values:
         if v <= 1:
             raise ScaleError(f"scale {float(v):g} is not an enlargement; scales must be greater than 1")
@@ -159,95 +195,84 @@ def parse_scales(text: str, low: float | None = None, high: float | None = None)
 
 
 # --------------------------------------------------------------------------------------------
-# Reading
+# Reading (through metasr.scanners)
 
 
-def _is_volume(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(".nii") or name.endswith(".nii.gz")
+@dataclass
+class DecodedFile:
+    """The frames of one file as the scanners read them, re-sliceable along anatomical axes.
+
+    Attributes:
+        frames: float32 ``[F, h, w]`` in [0, 1] (the scanners' frames).
+        frame_axis: Voxel axis of the frames of a 3D NIfTI volume, else ``None``.
+        voxel_axes: Voxel axis of each anatomical axis for a 3D volume, else ``None``.
+    """
+
+    frames: np.ndarray
+    frame_axis: int | None = None
+    voxel_axes: dict[Axis, int] | None = None
+
+    @property
+    def is_volume(self) -> bool:
+        return self.voxel_axes is not None
+
+    def slices(self, axis: Axis | None) -> np.ndarray:
+        """``[n, h, w]`` slices along ``axis`` (volumes), or the frames (2D and multi-frame files).
+
+        Slicing a volume along another voxel axis gives the frames ``read_image(path, axis=k)``
+        would give: rows and columns are the remaining voxel axes in ascending order.
+        """
+        if self.voxel_axes is None or axis is None:
+            return self.frames
+        target = self.voxel_axes[Axis(axis)]
+        if target == self.frame_axis:
+            return self.frames
+        return np.moveaxis(np.moveaxis(self.frames, 0, self.frame_axis), target, 0)
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def _to_unit(arr: np.ndarray) -> np.ndarray:
-    """8-bit data by 0..255, anything wider by the file's own min..max (as metasr.scanners does)."""
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) / 255.0
-    a = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    if not a.size:
-        return a
-    low, high = float(a.min()), float(a.max())
-    return (a - low) / (high - low) if high > low else np.zeros_like(a)
-
-
-def _luminance(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma of an RGB image in [0, 1]."""
-    return (rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114).astype(np.float32)
-
-
-def _read_2d(path: Path) -> np.ndarray:
-    suffix = path.suffix.lower()
-    if suffix == ".dcm":
-        import pydicom
-
-        ds = pydicom.dcmread(str(path))
-        arr = ds.pixel_array.astype(np.float32)
-        arr = arr * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
-        if arr.ndim == 3 and getattr(ds, "SamplesPerPixel", 1) == 1:
-            arr = arr[0]
-        if arr.ndim == 3:
-            return _luminance(_to_unit(arr))
-        return _to_unit(arr)
-    import cv2
-
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise InputError(f"cannot decode image {path}")
-    if raw.ndim == 3:
-        if raw.shape[2] == 4:
-            raw = raw[..., :3]
-        raw = raw[..., ::-1]  # BGR -> RGB
-        unit = _to_unit(raw)
-        return _luminance(unit)
-    return _to_unit(raw)
-
-
-def _read_volume(path: Path) -> np.ndarray:
+def _voxel_axes(header: object) -> dict[Axis, int]:
+    """Voxel axis closest to each anatomical direction, from a nibabel header's affine."""
     import nibabel as nib
 
-    img = nib.as_closest_canonical(nib.load(str(path)))
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if data.ndim == 4:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"{path} is a {data.ndim}-D NIfTI image; expected a 3-D volume")
-    return _to_unit(data)
+    try:
+        codes = nib.orientations.aff2axcodes(header.get_best_affine())  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a degenerate affine names no direction: keep the voxel order
+        codes = (None, None, None)
+    found: dict[Axis, int] = {}
+    for axis in Axis:
+        hits = [i for i, c in enumerate(codes) if c in axis.codes]
+        found[axis] = hits[0] if hits else axis.default_voxel_axis
+    if len(set(found.values())) != 3:  # an oblique affine can map two directions to one axis
+        found = {axis: axis.default_voxel_axis for axis in Axis}
+    return found
 
 
-def read_image_file(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as float32 in [0, 1]: ``[h, w]`` for 2D files, ``[X, Y, Z]`` (RAS+) for NIfTI.
+def read_file(path: str | os.PathLike, intensity: IntensityRange | str = IntensityRange.AUTO) -> DecodedFile:
+    """Read one image file with :func:`metasr.scanners.read_image`.
 
     Raises:
-        InputError: the file cannot be read or decoded.
+        InputError: the file cannot be read (the scanners' one-line reason).
     """
-    p = Path(path)
+    path = Path(path)
     try:
-        arr = _read_volume(p) if _is_volume(p) else _read_2d(p)
+        with read_image(path, intensity=intensity) as scan:
+            frames = scan.frames
+            shape = tuple(getattr(scan, "shape", ()))
+            if scan.format is ImageFormat.NIFTI and len(shape) == 3:
+                return DecodedFile(frames, int(scan.axis), _voxel_axes(scan.header))  # type: ignore[attr-defined]
+            return DecodedFile(frames)
     except InputError:
         raise
-    except Exception as e:  # noqa: BLE001 - every decoder failure is the same user-facing problem
-        raise InputError(f"cannot read {p}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-    if arr.size == 0:
-        raise InputError(f"{p} holds no pixels")
-    return arr
+    except Exception as e:  # noqa: BLE001 - an odd file must cost one verdict, not the whole run
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise InputError(f"{path.name}: cannot be read ({type(e).__name__}: {reason})") from e
 
 
-def _take_slice(volume: np.ndarray, axis: Axis, index: int) -> np.ndarray:
-    sl = np.take(volume, index, axis=axis.array_axis)
-    # Rotate so the anterior/superior direction points up, as radiologists view slices.
-    return np.ascontiguousarray(np.rot90(sl))
+def read_frames(
+    path: str | os.PathLike, axis: Axis | str | None = None, intensity: IntensityRange | str = IntensityRange.AUTO
+) -> np.ndarray:
+    """float32 ``[n, h, w]`` in [0, 1]: the frames of a file, or a volume's slices along ``axis``."""
+    return read_file(path, intensity).slices(Axis(axis) if axis is not None else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,18 +315,21 @@ def max_information_crop(
 
 @dataclass(frozen=True)
 class SliceRef:
-    """One 2D training/evaluation image: a file, or one slice of a volume, and its crop box."""
+    """One 2D training/evaluation image: a frame of a file or a slice of a volume, and its crop box."""
 
     path: str
-    axis: str | None  # Axis value for volume slices, None for 2D files
-    index: int
+    axis: str | None  # Axis value for volume slices, None for frames of 2D/multi-frame files
+    index: int  # slice (volume) or frame number
     box: tuple[int, int, int, int]
     group: str  # split unit: the BraTS case or the file
+    frames: int = 1  # frames in the file (2D files: 1)
 
     @property
     def name(self) -> str:
         stem = Path(self.path).name
-        return stem if self.axis is None else f"{stem}:{self.axis}{self.index}"
+        if self.axis is not None:
+            return f"{stem}:{self.axis}{self.index}"
+        return f"{stem}:frame{self.index}" if self.frames > 1 else stem
 
     @property
     def height(self) -> int:
@@ -314,14 +342,19 @@ class SliceRef:
 
 @dataclass
 class ImageIndex:
-    """The slices of one or more dataset specs, with what was skipped."""
+    """The slices of one or more dataset specs, with what was skipped and why."""
 
     slices: list[SliceRef] = field(default_factory=list)
-    skipped_files: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # unreadable file -> one-line reason
     skipped_slices: int = 0
+    intensity: str = IntensityRange.AUTO.value
 
     def __len__(self) -> int:
         return len(self.slices)
+
+    @property
+    def skipped_files(self) -> list[str]:
+        return list(self.skipped)
 
     @property
     def groups(self) -> list[str]:
@@ -329,62 +362,70 @@ class ImageIndex:
 
     def extend(self, other: ImageIndex) -> None:
         self.slices += other.slices
-        self.skipped_files += other.skipped_files
+        self.skipped.update(other.skipped)
         self.skipped_slices += other.skipped_slices
 
 
-def _files_under(path: Path, volumes: bool = True) -> list[Path]:
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _images_under(path: Path, volumes: bool = True) -> list[Path]:
+    """Image files under ``path`` (recursively; DICOM detected by content), or ``[path]`` for a file."""
     if path.is_file():
         return [path]
-    found = [
-        p
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and not p.name.startswith(".") and (_is_image(p) or (volumes and _is_volume(p)))
-    ]
-    return found
+    return [p for p in iter_images(path, recursive=True) if volumes or not _is_nifti(p)]
+
+
+#: The t1ce modality in BraTS file names: ``<case>_t1ce.nii.gz`` (2018-2021), ``<case>-t1c.nii.gz`` (2023).
+_T1CE_NAME = re.compile(r"[-_]t1ce?\.nii(\.gz)?$", re.IGNORECASE)
 
 
 def _brats_files(root: Path) -> list[tuple[Path, str]]:
-    """``(file, case)`` pairs: t1ce volumes of case folders, or the 2D images of case folders."""
-    pairs: list[tuple[Path, str]] = []
+    """``(file, case)`` pairs: the t1ce volume of every case folder (at any depth, e.g. under
+    ``HGG/``/``LGG/``), else the 2D images of each top-level case folder, plus loose 2D slices."""
     if root.is_file():
         return [(root, root.name)]
+    volumes: dict[Path, Path] = {}
+    for p in sorted(root.rglob("*")):
+        if _T1CE_NAME.search(p.name) and p.is_file() and not any(part.startswith(".") for part in p.parts):
+            volumes.setdefault(p.parent, p)  # one volume per case folder: the first by name
+    pairs = [(vol, case_dir.name) for case_dir, vol in volumes.items()]
     for case_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        case = case_dir.name
-        vols = [case_dir / f"{case}_t1ce{ext}" for ext in VOLUME_SUFFIXES]
-        vols = [v for v in vols if v.is_file()]
-        if not vols:  # other capitalisations / naming of the modality
-            vols = sorted(p for p in case_dir.iterdir() if _is_volume(p) and "t1ce" in p.name.lower())
-        if vols:
-            pairs.append((vols[0], case))
-        else:
-            pairs += [(p, case) for p in _files_under(case_dir, volumes=False)]
+        if not any(d == case_dir or case_dir in d.parents for d in volumes):
+            pairs += [(p, case_dir.name) for p in _images_under(case_dir, volumes=False)]
     # Loose 2D slices at the top level: the case is the file name up to its last underscore.
-    for p in sorted(root.iterdir()):
-        if p.is_file() and _is_image(p):
+    for p in iter_images(root):
+        if not _is_nifti(p):
             pairs.append((p, p.stem.rsplit("_", 1)[0]))
     return pairs
 
 
-def _index_file(path: Path, group: str, axes: Sequence[Axis], min_size: int, threshold: float) -> ImageIndex:
+def _index_file(
+    path: Path, group: str, axes: Sequence[Axis], min_size: int, threshold: float, intensity: str
+) -> ImageIndex:
     out = ImageIndex()
-    arr = read_image_file(path)
-    if arr.ndim == 3:
-        vmax = float(arr.max())
-        for axis in axes:
-            for i in range(arr.shape[axis.array_axis]):
-                box = foreground_box(_take_slice(arr, axis, i), vmax, threshold)
-                if box is None or min(box[2] - box[0], box[3] - box[1]) < min_size:
-                    out.skipped_slices += 1
-                    continue
-                out.slices.append(SliceRef(str(path), axis.value, i, box, group))
-    else:
-        box = foreground_box(arr, None, threshold)
-        if box is None or min(box[2] - box[0], box[3] - box[1]) < min_size:
-            out.skipped_slices += 1
-        else:
-            out.slices.append(SliceRef(str(path), None, 0, box, group))
+    decoded = read_file(path, intensity)
+    # One reference maximum per file (a volume, a multi-frame series): a dark slice stays dark.
+    vmax = float(decoded.frames.max()) if decoded.frames.size else 0.0
+    for axis in axes if decoded.is_volume else (None,):
+        stack = decoded.slices(axis)
+        for i in range(stack.shape[0]):
+            box = foreground_box(stack[i], vmax, threshold)
+            if box is None or min(box[2] - box[0], box[3] - box[1]) < min_size:
+                out.skipped_slices += 1
+                continue
+            name = axis.value if axis is not None else None
+            out.slices.append(SliceRef(str(path), name, i, box, group, int(stack.shape[0])))
     return out
+
+
+def _spec_files(spec: DataSpec, axes: Sequence[Axis]) -> tuple[list[tuple[Path, str]], Sequence[Axis]]:
+    if spec.kind is DatasetKind.BRATS:
+        return _brats_files(spec.path), (Axis.AXIAL,)
+    if spec.kind is DatasetKind.DIV2K:
+        return [(p, p.name) for p in _images_under(spec.path, volumes=False)], (Axis.AXIAL,)
+    return [(p, str(p.relative_to(spec.path)) if p != spec.path else p.name) for p in _images_under(spec.path)], axes
 
 
 def build_index(
@@ -392,6 +433,7 @@ def build_index(
     axes: Sequence[Axis | str] = (Axis.AXIAL,),
     min_size: int = 16,
     threshold: float = FOREGROUND_THRESHOLD,
+    intensity: IntensityRange | str = IntensityRange.AUTO,
 ) -> ImageIndex:
     """Index every usable slice of the given specs.
 
@@ -400,36 +442,32 @@ def build_index(
         axes: Slicing axes for volumes of ``folder:`` specs (BraTS is always axial).
         min_size: Slices whose maximal-information box is smaller than this (either side) are
             skipped, as are empty slices.
-        threshold: Foreground threshold relative to the volume's (image's) maximum.
+        threshold: Foreground threshold relative to the file's (volume's) maximum.
+        intensity: Intensity window of the scanners (as ``metasr-run --intensity``).
 
     Raises:
-        InputError: a malformed spec, or no usable slice at all (the message names the specs).
+        InputError: a malformed spec, or no usable slice at all (the message names the specs and
+            the first unreadable file's reason).
     """
     axes = [Axis(a) for a in axes]
-    index = ImageIndex()
-    for spec in specs:
-        s = spec if isinstance(spec, DataSpec) else parse_spec(spec)
-        if s.kind is DatasetKind.BRATS:
-            pairs = _brats_files(s.path)
-            spec_axes: Sequence[Axis] = (Axis.AXIAL,)
-        elif s.kind is DatasetKind.DIV2K:
-            pairs = [(p, p.name) for p in _files_under(s.path, volumes=False)]
-            spec_axes = (Axis.AXIAL,)
-        else:
-            pairs = [(p, p.name) for p in _files_under(s.path)]
-            spec_axes = axes
+    intensity = IntensityRange(intensity).value
+    index = ImageIndex(intensity=intensity)
+    parsed = [spec if isinstance(spec, DataSpec) else parse_spec(spec) for spec in specs]
+    for s in parsed:
+        pairs, spec_axes = _spec_files(s, axes)
         for path, group in pairs:
             try:
-                index.extend(_index_file(path, f"{s.kind.value}:{group}", spec_axes, min_size, threshold))
+                index.extend(_index_file(path, f"{s.kind.value}:{group}", spec_axes, min_size, threshold, intensity))
             except InputError as e:
-                log.warning("skipped unreadable file %s (%s)", path, e)
-                index.skipped_files.append(str(path))
+                index.skipped[str(path)] = " ".join(str(e).split())
     if not index.slices:
-        names = ", ".join(str(s) for s in specs) or "(none given)"
+        names = ", ".join(str(s) for s in parsed) or "(none given)"
+        first = next(iter(index.skipped.values()), None)
+        why = f"; first unreadable: {first}" if first else ""
         raise InputError(
             f"no usable images in {names}: found no readable image with content of at least "
-            f"{min_size}x{min_size} pixels ({len(index.skipped_files)} unreadable files, "
-            f"{index.skipped_slices} empty or too small slices); check the paths and formats"
+            f"{min_size}x{min_size} pixels ({len(index.skipped)} unreadable files, "
+            f"{index.skipped_slices} empty or too small slices){why}; check the paths and formats"
         )
     return index
 
@@ -440,7 +478,7 @@ def split_index(index: ImageIndex, val_fraction: float, seed: int = 0) -> tuple[
     The assignment depends only on the group name and the seed, not on the other groups.
     """
     if val_fraction <= 0:
-        return index, ImageIndex()
+        return index, ImageIndex(intensity=index.intensity)
     groups = index.groups
 
     def key(g: str) -> float:
@@ -451,236 +489,40 @@ def split_index(index: ImageIndex, val_fraction: float, seed: int = 0) -> tuple[
     n_val = min(len(groups) - 1, max(1, round(len(groups) * val_fraction))) if len(groups) > 1 else 0
     val_groups = set(ranked[:n_val])
     train = ImageIndex(
-        [s for s in index.slices if s.group not in val_groups], index.skipped_files, index.skipped_slices
+        [s for s in index.slices if s.group not in val_groups],
+        dict(index.skipped),
+        index.skipped_slices,
+        index.intensity,
     )
-    val = ImageIndex([s for s in index.slices if s.group in val_groups])
+    val = ImageIndex([s for s in index.slices if s.group in val_groups], intensity=index.intensity)
     return train, val
 
 
-class _ArrayCache:
+class FrameCache:
     """Per-process LRU cache of decoded files (volumes are sliced many times)."""
 
-    def __init__(self, capacity: int = 8) -> None:
+    def __init__(self, capacity: int = 8, intensity: IntensityRange | str = IntensityRange.AUTO) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.intensity = IntensityRange(intensity).value
+        self._items: OrderedDict[str, DecodedFile] = OrderedDict()
 
-    def get(self, path: str) -> np.ndarray:
-        arr = self._items.get(path)
-        if arr is None:
-            arr = read_image_file(path)
-            self._items[path] = arr
+    def get(self, path: str) -> DecodedFile:
+        decoded = self._items.get(path)
+        if decoded is None:
+            decoded = read_file(path, self.intensity)
+            self._items[path] = decoded
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
         else:
             self._items.move_to_end(path)
-        return arr
+        return decoded
 
 
-def load_slice(ref: SliceRef, cache: _ArrayCache | None = None) -> np.ndarray:
+def load_slice(
+    ref: SliceRef, cache: FrameCache | None = None, intensity: IntensityRange | str = IntensityRange.AUTO
+) -> np.ndarray:
     """The maximal-information crop of one indexed slice, float32 in [0, 1]."""
-    arr = cache.get(ref.path) if cache is not None else read_image_file(ref.path)
-    image = _take_slice(arr, Axis(ref.axis), ref.index) if ref.axis is not None else arr
+    decoded = cache.get(ref.path) if cache is not None else read_file(ref.path, intensity)
+    stack = decoded.slices(Axis(ref.axis) if ref.axis is not None else None)
     top, left, bottom, right = ref.box
-    return np.ascontiguousarray(image[top:bottom, left:right], dtype=np.float32)
-
-
-# --------------------------------------------------------------------------------------------
-# LR/HR geometry
-
-
-def patch_geometry(patch_size: int, scale: Fraction) -> tuple[int, int]:
-    """``(h, H)``: LR size ``floor(P / r)`` and HR size ``floor(h * r)`` (<= P) of a P-pixel patch."""
-    h = (int(patch_size) * scale.denominator) // scale.numerator
-    if h < 1:
-        raise ScaleError(f"patch of {patch_size} pixels is too small for scale {float(scale):g}")
-    return h, hr_length(h, scale)
-
-
-def downscale(hr: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bicubic downsampling with antialiasing to ``size``, clamped to [0, 1].
-
-    Accepts ``[H, W]`` / ``[N, 1, H, W]`` arrays or tensors; returns a tensor of the same rank.
-    """
-    t = torch.as_tensor(hr, dtype=torch.float32)
-    squeeze = t.dim() == 2
-    if squeeze:
-        t = t[None, None]
-    out = F.interpolate(t, size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0.0, 1.0)
-    return out[0, 0] if squeeze else out
-
-
-def downscale_exact(hr: np.ndarray | torch.Tensor, scale: Fraction, size: tuple[int, int]) -> torch.Tensor:
-    """Antialiased bicubic downsampling at exactly ``1/scale``, cropped to ``size``, clamped to [0, 1].
-
-    LR pixel ``k`` is centred on HR coordinate ``(k + 0.5) * r - 0.5`` for every ``k``, whatever
-    the image size (a resize to a target size would use the size ratio instead of ``r``). The
-    image must have at least ``floor(size * r)`` pixels per axis; one replicated pixel is added at
-    the far edges so that float rounding of ``(H + 1) / r`` can never drop the last LR pixel.
-    Accepts ``[H, W]`` / ``[N, 1, H, W]``; returns the same rank.
-    """
-    t = torch.as_tensor(hr, dtype=torch.float32)
-    squeeze = t.dim() == 2
-    if squeeze:
-        t = t[None, None]
-    h, w = size
-    if t.shape[-2] < hr_length(h, scale) or t.shape[-1] < hr_length(w, scale):
-        raise ScaleError(
-            f"an image of {t.shape[-2]}x{t.shape[-1]} pixels cannot give {h}x{w} LR pixels at scale {float(scale):g}"
-        )
-    t = F.pad(t, (0, 1, 0, 1), mode="replicate")
-    inv = scale.denominator / scale.numerator
-    out = F.interpolate(
-        t, scale_factor=(inv, inv), mode="bicubic", align_corners=False, antialias=True, recompute_scale_factor=False
-    )
-    out = out[..., :h, :w].clamp_(0.0, 1.0).contiguous()
-    return out[0, 0] if squeeze else out
-
-
-def make_pair(hr: np.ndarray, scale: Fraction) -> tuple[torch.Tensor, torch.Tensor]:
-    """Evaluation protocol: LR of ``floor(H/r) x floor(W/r)`` and HR cropped to ``floor(h*r)``.
-
-    The LR is the antialiased bicubic resampling of the image at exactly ``1/r``
-    (:func:`downscale_exact`), so HR row ``i`` and LR row ``i/r`` show the same anatomy everywhere,
-    as the Meta-Upscale index contract assumes. (Resizing the ``floor(h*r)`` crop to ``h`` pixels
-    instead would resample at ``floor(h*r)/h``, which drifts by up to one LR pixel across the image.)
-
-    Returns ``(lr [h, w], hr [floor(h*r), floor(w*r)])`` tensors.
-    """
-    big_h, big_w = hr.shape
-    h = (big_h * scale.denominator) // scale.numerator
-    w = (big_w * scale.denominator) // scale.numerator
-    if h < 1 or w < 1:
-        raise ScaleError(f"image of {big_h}x{big_w} pixels is too small for scale {float(scale):g}")
-    image = torch.as_tensor(np.ascontiguousarray(hr, dtype=np.float32))
-    crop = image[: hr_length(h, scale), : hr_length(w, scale)].contiguous()
-    return downscale_exact(image, scale, (h, w)), crop
-
-
-# --------------------------------------------------------------------------------------------
-# Training patches
-
-
-def _augment(patch: np.ndarray, code: int) -> np.ndarray:
-    """One of the 8 flips/90-degree rotations (the dihedral group of the square)."""
-    if code & 4:
-        patch = patch[:, ::-1]
-    return np.rot90(patch, code & 3)
-
-
-class PatchDataset(Dataset):
-    """Random HR patches and their LR versions; an item is addressed by ``(slice, scale, seed)``.
-
-    Everything random about an item comes from its seed, so a run is reproducible whatever the
-    number of worker processes, and resuming at step ``k`` sees the same batches as a straight run.
-    """
-
-    def __init__(self, index: ImageIndex, patch_size: int = 96, augment: bool = True, cache_size: int = 64) -> None:
-        if not len(index):
-            raise InputError("the training set is empty; pass a --data spec with images")
-        self.index = index
-        self.patch_size = int(patch_size)
-        self.augment = augment
-        self.cache_size = cache_size
-        self._cache: _ArrayCache | None = None
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, item: tuple[int, str, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        i, scale_text, seed = item
-        if self._cache is None:  # created lazily so each worker process has its own
-            self._cache = _ArrayCache(self.cache_size)
-        scale = Fraction(scale_text)
-        image = load_slice(self.index.slices[i], self._cache)
-        rng = np.random.default_rng(seed)
-        h, big = patch_geometry(self.patch_size, scale)
-        # one HR pixel more than the target: the LR pixels at the far edge integrate real anatomy
-        # beyond floor(h*r), as they would in a scanner's image
-        region = big + 1
-        if image.shape[0] < region or image.shape[1] < region:  # pad small slices with background
-            image = np.pad(image, ((0, max(0, region - image.shape[0])), (0, max(0, region - image.shape[1]))))
-        top = int(rng.integers(0, image.shape[0] - region + 1))
-        left = int(rng.integers(0, image.shape[1] - region + 1))
-        patch = image[top : top + region, left : left + region]
-        if self.augment:
-            patch = _augment(patch, int(rng.integers(0, 8)))
-        patch_t = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
-        lr = downscale_exact(patch_t, scale, (h, h))
-        hr = patch_t[:big, :big].contiguous()
-        return lr[None], hr[None]
-
-
-class ScaleBatchSampler(Sampler):
-    """Mini-batches of ``(slice, scale, seed)`` items, one scale per mini-batch.
-
-    Step ``s`` draws its scale uniformly from ``scales`` and takes the next ``batch_size`` items
-    of an epoch permutation of ``len(index) * patches_per_image`` patch slots; everything is a
-    function of ``(seed, step)``. Under DDP each rank takes its contiguous share of the global
-    batch, so K processes see exactly the samples one process would.
-    """
-
-    def __init__(
-        self,
-        num_slices: int,
-        batch_size: int,
-        scales: Sequence[Fraction],
-        seed: int = 0,
-        start_step: int = 0,
-        stop_step: int | None = None,
-        patches_per_image: int = 16,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        if batch_size % world_size:
-            raise InputError(f"batch size {batch_size} is not divisible by the {world_size} processes")
-        self.num_slots = num_slices * patches_per_image
-        self.patches_per_image = patches_per_image
-        self.batch_size = batch_size
-        self.scales = [str(s) for s in scales]
-        self.seed = seed
-        self.start_step = start_step
-        self.stop_step = stop_step
-        self.rank = rank
-        self.world_size = world_size
-        self._perm_epoch = -1
-        self._perm: np.ndarray | None = None
-
-    def _slot(self, position: int) -> int:
-        epoch, offset = divmod(position, self.num_slots)
-        if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng([self.seed, 1, epoch]).permutation(self.num_slots)
-            self._perm_epoch = epoch
-        return int(self._perm[offset])
-
-    def scale(self, step: int) -> str:
-        """The scale of global step ``step`` (the same on every rank)."""
-        rng = np.random.default_rng([self.seed, 2, step])
-        return self.scales[int(rng.integers(0, len(self.scales)))]
-
-    def batch(self, step: int) -> list[tuple[int, str, int]]:
-        """This rank's items of global step ``step``."""
-        scale = self.scale(step)
-        per_rank = self.batch_size // self.world_size
-        first = step * self.batch_size + self.rank * per_rank
-        items = []
-        for position in range(first, first + per_rank):
-            slot = self._slot(position)
-            items.append(
-                (
-                    slot // self.patches_per_image,
-                    scale,
-                    int(np.random.default_rng([self.seed, 3, position]).integers(0, 2**62)),
-                )
-            )
-        return items
-
-    def __iter__(self) -> Iterator[list[tuple[int, str, int]]]:
-        step = self.start_step
-        while self.stop_step is None or step < self.stop_step:
-            yield self.batch(step)
-            step += 1
-
-    def __len__(self) -> int:
-        if self.stop_step is None:
-            raise TypeError("an endless sampler has no length")
-        return max(0, self.stop_step - self.start_step)
+    return np.ascontiguousarray(stack[ref.index, top:bottom, left:right], dtype=np.float32)

@@ -96,7 +96,10 @@ class VGGPerceptualLoss(nn.Module):
         missing = sorted(own - set(wanted))
         if missing:
             raise CheckpointError(f"{path} is not a torchvision VGG19 state dict: missing {missing[:3]}")
-        self.load_state_dict({k: wanted[k] for k in own})
+        try:
+            self.load_state_dict({k: wanted[k] for k in own})
+        except RuntimeError as e:
+            raise CheckpointError(f"{path} does not fit VGG19 ({str(e).splitlines()[0]})") from e
         self.requires_grad_(False)
         self.eval()
         self.register_buffer("img_mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
