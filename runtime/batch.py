@@ -28,7 +28,7 @@ from metasr.runtime.jobs import Job, check_regular_file, read_input
 
 if TYPE_CHECKING:
     from metasr.runtime.upscaler import Upscaler
-    from metasr.scanners import ScanImage
+    from metasr.scanners import IntensityWindow, ScanImage
 
 __all__ = ["Batch", "SignalGuard", "Terminated", "write_one"]
 
@@ -156,6 +156,7 @@ class Batch:
         """
         check_regular_file(item.source)
         source_sha = sha256_file(item.source)
+        settings = self.settings if window is None else self.settings | {"window": _window_text(window)}
         with read_input(item.source, self.job, window) as scan:
             scale, tag, notes = self.job.scale_for(scan)
             self.up.check_scale(scale, allow_extrapolation=self.job.allow_extrapolation)
@@ -169,7 +170,7 @@ class Batch:
             if out.exists() or out.is_symlink():
                 check_replaceable(out)
                 if not self.overwrite:
-                    if self.journal.proves(out, item.source, source_sha, self.settings):
+                    if self.journal.proves(out, item.source, source_sha, settings):
                         return "kept", out, "written earlier from the same input with the same settings"
                     raise OutputError(
                         f"output {out.name} exists in {out.parent} but does not provably come from this input with "
@@ -184,7 +185,7 @@ class Batch:
 
             def record_and_move(written: Path) -> Path:
                 try:
-                    self.journal.record(out, item.source, source_sha, self.settings, written=written)
+                    self.journal.record(out, item.source, source_sha, settings, written=written)
                     os.replace(written, out)
                 except BaseException as e:
                     written.unlink(missing_ok=True)  # an unrecorded output could never be resumed: none at all
@@ -266,6 +267,23 @@ class Batch:
             )
             return 2
         return 0
+
+
+def series_windows(sources: list[Path], intensity: str) -> dict[Path, IntensityWindow]:
+    """One stored-value window per DICOM series among ``sources`` (slices of a series share it).
+
+    Files that are a series of their own (a NIfTI volume, a multi-frame object, a photo) or that
+    cannot be read are left out: they are mapped on their own when read (and a bad file fails
+    then, in one line, without stopping the others).
+    """
+    from metasr.scanners import group_series
+
+    return {path: group.window for group in group_series(sources, intensity) if group.window for path in group.paths}
+
+
+def _window_text(window: object) -> str:
+    # a resume record must name the window: the same slice in another series mapping is another output
+    return f"{getattr(window, 'low', window)!r}..{getattr(window, 'high', '')!r}"
 
 
 def _row(source: Path, out: Path | None, status: str, reason: str, seconds: float) -> dict[str, object]:

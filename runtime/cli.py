@@ -38,7 +38,7 @@ from metasr.core.atomic import (
 from metasr.core.choices import Precision
 from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line, run_command
 from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
-from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, write_one
+from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, series_windows, write_one
 from metasr.runtime.folders import (
     JOURNAL_NAME,
     InputSet,
@@ -260,7 +260,7 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     settings = job.settings() | {"model": up.model_id, "software": __version__}
     batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), Journal(output), guard)
     try:
-        code = batch.run(items)
+        code = batch.run(items, series_windows(sources, job.intensity))
     finally:
         _remove_if_empty(new_dirs)
     finish_report(run.report, batch.rows)
