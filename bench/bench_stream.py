@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from metasr.runtime.stream import SourceKind, VideoSource, run_stream
+from metasr.video import SourceKind, VideoSource, run_stream
 
 CPU_CASES = [((256, 256), "2"), ((480, 640), "1.5")]
 GPU_CASES = [((540, 960), "2")]

@@ -1,4 +1,4 @@
-"""Video streaming (issue 6): metasr.runtime.stream and metasr-stream.
+"""Video streaming: metasr.video and metasr-stream.
 
 The tests make their own short videos with OpenCV (moving shapes, colour and grayscale) and
 inject fake captures for faults. Pipeline logic is checked with a small cv2.resize "upscaler";
@@ -24,7 +24,7 @@ import pytest
 from metasr.core.errors import InputError, OutputError, ScaleError
 from metasr.core.resample import resize_on_grid
 from metasr.core.scale import Scale
-from metasr.runtime.stream import (
+from metasr.video import (
     EndReason,
     SourceKind,
     VideoFileWriter,
@@ -33,7 +33,7 @@ from metasr.runtime.stream import (
     open_source,
     run_stream,
 )
-from metasr.runtime.stream_cli import EXIT_SOURCE_LOST, main
+from metasr.video.cli import EXIT_SOURCE_LOST, main
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -272,8 +272,9 @@ def test_cli_writes_video_with_source_fps_and_stats(tmp_path, export_dir, upscal
     assert frames[0].shape == (76, 100, 3)
     summary = json.loads(stats.read_text())
     assert summary["frames_out"] == 12 and summary["end_reason"] == "end_of_file"
-    assert summary["codec"] == "MJPG" and summary["output_size"] == [76, 100]
-    assert "MJPG" in err and "12 frames in, 12 out" in err
+    assert summary["codec"] == "MJPG" and summary["output_size"] == [100, 76]  # W, H
+    assert "MJPG" in err and "100x76)" in err and "12 frames in, 12 out" in err
+    assert "metasr-stream: metasr:" not in err, "one program name per line"
     # Content: the written (lossy MJPG) frames are close to the SR of the input's luminance.
     decoded, _ = read_video(src)
     expected = np.clip(np.rint(upscaler.upscale(luminance(decoded[5]), "2") * 255), 0, 255)
@@ -288,7 +289,7 @@ def test_written_file_is_the_iterator_output_lossless_and_cropped_to_even(tmp_pa
     summary = run_stream(
         src, ResizeUpscaler(), "1.5", output=tmp_path / "out.mkv", on_frame=lambda f: yielded.append(f.image)
     )
-    assert summary.codec == "FFV1" and summary.output_size == (56, 74)
+    assert summary.codec == "FFV1" and summary.output_size == (74, 56)  # W, H
     assert summary.writer["cropped_to_even"] and any("even" in w for w in summary.warnings)
     frames, fps = read_video(tmp_path / "out.mkv")
     assert fps == pytest.approx(10.0) and len(frames) == 6
@@ -482,7 +483,7 @@ def test_live_source_lost_finalises_output_and_exits_3(tmp_path, capsys, monkeyp
     frames = moving_shapes(5, 20, 24, color=True)
     # 20 fps: slower than the tiny model, so normally no drop; the check below allows for a busy CPU.
     fake = VideoSource(FakeCapture(frames, fps=10.0, delay_s=0.05), SourceKind.URL, "rtsp://***@camera/stream")
-    monkeypatch.setattr("metasr.runtime.stream.open_source", lambda spec, **kw: fake)
+    monkeypatch.setattr("metasr.video.sources.open_source", lambda spec, **kw: fake)
     out = tmp_path / "live.avi"
     rc = main(
         [
@@ -640,6 +641,6 @@ def test_writer_codec_fallback_and_atomic_close(tmp_path):
 
 
 def test_streaming_modules_are_torch_free():
-    code = "import sys, metasr.runtime.stream, metasr.runtime.stream_cli; print('torch' in sys.modules)"
+    code = "import sys, metasr.video, metasr.video.cli, metasr.video.run; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -1,0 +1,53 @@
+"""Colour handling: the luminance goes through the model, the chroma is resampled on its grid."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import cv2
+import numpy as np
+
+from metasr.core.resample import resize_on_grid
+
+__all__ = ["compose_frame", "split_frame"]
+
+
+def split_frame(frame: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Luminance (float32 [0,1]) and chroma (uint8 Cr,Cb) of a decoded frame; None if unusable.
+
+    Single-channel frames and 3-channel frames whose channels are all equal are grayscale (no
+    chroma), so a grayscale video stays grayscale however the decoder delivered it.
+    """
+    if not isinstance(frame, np.ndarray) or frame.size == 0 or frame.ndim not in (2, 3):
+        return None
+    if frame.dtype == np.uint16:
+        if frame.ndim == 2 or frame.shape[2] == 1:
+            return frame.reshape(frame.shape[:2]).astype(np.float32) * np.float32(1 / 65535), None
+        frame = (frame.astype(np.float32) * (255 / 65535) + 0.5).astype(np.uint8)
+    elif frame.dtype != np.uint8:
+        return None
+    if frame.ndim == 3:
+        channels = frame.shape[2]
+        if channels == 1:
+            frame = frame[:, :, 0]
+        elif channels == 4:
+            frame = frame[:, :, :3]
+        elif channels != 3:
+            return None
+    if frame.ndim == 2:
+        return frame.astype(np.float32) * np.float32(1 / 255), None
+    if np.array_equal(frame[:, :, 0], frame[:, :, 1]) and np.array_equal(frame[:, :, 1], frame[:, :, 2]):
+        return frame[:, :, 0].astype(np.float32) * np.float32(1 / 255), None
+    ycrcb = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_BGR2YCrCb)
+    return ycrcb[:, :, 0].astype(np.float32) * np.float32(1 / 255), np.ascontiguousarray(ycrcb[:, :, 1:])
+
+
+def compose_frame(sr_luma: np.ndarray, chroma: np.ndarray | None, scale: Fraction) -> np.ndarray:
+    """uint8 output frame: quantised SR luminance, plus chroma resampled on the luma's grid for colour."""
+    y = np.clip(np.rint(sr_luma * np.float32(255)), 0, 255).astype(np.uint8)
+    if chroma is None:
+        return y
+    h, w = y.shape
+    crcb = resize_on_grid(chroma, h, w, scale)
+    return cv2.cvtColor(np.dstack([y, crcb]), cv2.COLOR_YCrCb2BGR)
