@@ -216,6 +216,21 @@ def _describe(up: Any, spec: DeviceSpec) -> str:
     return text.removeprefix("metasr: ")
 
 
+class _Greeting:
+    """Says which model runs where, once the first frame is out: a run that fails before its first
+    frame (an unreadable file, a bad scale for this model) prints its error line and nothing else."""
+
+    def __init__(self, up: Any, spec: DeviceSpec, verbosity: Verbosity, *, counted_only: bool) -> None:
+        self.lines = [] if verbosity is Verbosity.QUIET else [_describe(up, spec)]
+        if counted_only and self.lines:
+            self.lines.append("note: no --output or --display; frames are super-resolved and counted only")
+
+    def __call__(self, _frame: Any) -> None:
+        for line in self.lines:
+            _say(line)
+        self.lines = []
+
+
 def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) -> int:
     from metasr.video.run import check_display, run_stream
     from metasr.video.sources import open_source
@@ -241,19 +256,17 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
     except BaseException:
         source.release()
         raise
-    if verbosity is not Verbosity.QUIET:
-        _say(_describe(up, spec))
-        if output is None and not args["display"]:
-            _say("note: no --output or --display; frames are super-resolved and counted only")
     printer = _StatusPrinter(verbosity)
+    greeting = _Greeting(up, spec, verbosity, counted_only=output is None and not args["display"])
     try:
         summary = run_stream(
             source, up, args["scale"], output=output, codec=args["codec"], display=args["display"],
             batch=args["batch"], max_fps=max_fps, allow_extrapolation=args["allow_extrapolation"],
-            on_status=printer, lost_timeout_s=lost,
+            on_status=printer, lost_timeout_s=lost, on_frame=greeting,
         )  # fmt: skip
     finally:
         printer.finish()
+    greeting(None)
     data = summary.to_dict()
     _report(summary, data, verbosity)
     if verbosity is Verbosity.VERBOSE and native.count:

@@ -47,8 +47,8 @@ __all__ = [
     "validate_scale",
 ]
 
-#: Slowest and fastest accepted ``max_fps`` (one frame a minute .. far beyond any camera).
-MAX_FPS_RANGE = (1 / 60, 10_000.0)
+#: Slowest and fastest accepted ``max_fps`` (one frame in 100 s .. far beyond any camera).
+MAX_FPS_RANGE = (0.01, 10_000.0)
 #: Longest scale text parsed (``"1e999999999"`` would make exact rational parsing run for ever).
 MAX_SCALE_TEXT = 32
 
