@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 import signal
 import sys
 import threading
@@ -110,14 +111,18 @@ def _check_stats(stats: str, overwrite: bool) -> Path:
     path = Path(stats)
     if not stats.strip():
         raise OutputError("--stats needs a file name (or '-' for stdout)")
-    if path.is_dir():
-        raise OutputError(f"--stats {path} is a folder; give a file name such as stats.json")
-    if path.exists() and not path.is_file():
-        raise OutputError(f"--stats {path} is not a regular file (a device, pipe or socket); give a file name")
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise OutputError(f"--stats {path} already exists; pass --overwrite to replace it or choose another name")
-    if len(path.name.encode("utf-8", "surrogateescape")) > 255:
+    if len(os.fsencode(path.name)) > 255:
         raise OutputError(f"--stats name {path.name[:40]}... is longer than 255 bytes; choose a shorter name")
+    try:
+        is_dir, exists, is_file, is_link = path.is_dir(), path.exists(), path.is_file(), path.is_symlink()
+    except OSError as e:
+        raise OutputError(f"cannot write --stats {path}: {e.strerror or e}; choose another path") from None
+    if is_dir:
+        raise OutputError(f"--stats {path} is a folder; give a file name such as stats.json")
+    if exists and not is_file:
+        raise OutputError(f"--stats {path} is not a regular file (a device, pipe or socket); give a file name")
+    if (exists or is_link) and not overwrite:
+        raise OutputError(f"--stats {path} already exists; pass --overwrite to replace it or choose another name")
     try:
         check_writable_folder(path.parent if str(path.parent) else Path("."))
     except OutputError as e:

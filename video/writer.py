@@ -106,12 +106,16 @@ class VideoFileWriter:
                 f"cannot write video {path}: unknown container {suffix or '(no extension)'}; "
                 f"use one of {', '.join(sorted(CODECS_BY_EXTENSION))}"
             )
-        if path.is_dir():
-            raise OutputError(f"output {path} is a folder; give a file name such as out.mp4")
-        if path.exists() and not path.is_file():
-            raise OutputError(f"output {path} is not a regular file (a device, pipe or socket); choose a file name")
         if len(os.fsencode(path.name)) > 255:
             raise OutputError(f"output name {path.name[:40]}... is longer than 255 bytes; choose a shorter name")
+        try:
+            is_dir, exists, is_file = path.is_dir(), path.exists(), path.is_file()
+        except OSError as e:
+            raise OutputError(f"cannot write {path}: {e.strerror or e}; choose another output path") from None
+        if is_dir:
+            raise OutputError(f"output {path} is a folder; give a file name such as out.mp4")
+        if exists and not is_file:
+            raise OutputError(f"output {path} is not a regular file (a device, pipe or socket); choose a file name")
         try:
             check_writable_folder(path.parent if str(path.parent) else Path("."))
         except OutputError as e:
