@@ -222,15 +222,23 @@ def _describe(up: Any, spec: DeviceSpec) -> str:
 
 
 class _Greeting:
-    """Says which model runs where, once the first frame is out: a run that fails before its first
-    frame (an unreadable file, a bad scale for this model) prints its error line and nothing else."""
+    """The model line (and a note): on a terminal once the first frame is out, elsewhere with the summary.
+
+    So a run that fails prints its one error line and nothing else when stderr is a log or a
+    pipe, and on a terminal only a run that is really under way announces itself.
+    """
 
     def __init__(self, up: Any, spec: DeviceSpec, verbosity: Verbosity, *, counted_only: bool) -> None:
         self.lines = [] if verbosity is Verbosity.QUIET else [_describe(up, spec)]
         if counted_only and self.lines:
             self.lines.append("note: no --output or --display; frames are super-resolved and counted only")
+        self.early = progress_enabled(verbosity)
 
     def __call__(self, _frame: Any) -> None:
+        if self.early:
+            self.flush()
+
+    def flush(self) -> None:
         for line in self.lines:
             _say(line)
         self.lines = []
@@ -271,7 +279,7 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
         )  # fmt: skip
     finally:
         printer.finish()
-    greeting(None)
+    greeting.flush()
     data = summary.to_dict()
     _report(summary, data, verbosity)
     if verbosity is Verbosity.VERBOSE and native.count:
