@@ -63,7 +63,7 @@ def read_video(path: Path) -> tuple[list[np.ndarray], float]:
 
 
 def luminance(frame: np.ndarray) -> np.ndarray:
-    """Y of a decoded frame in [0, 1], as the issue defines it (YCrCb; gray frames as they are)."""
+    """Y of a decoded frame in [0, 1] (YCrCb; gray frames as they are)."""
     if frame.ndim == 2:
         return frame.astype(np.float32) / 255
     return cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)[:, :, 0].astype(np.float32) / 255

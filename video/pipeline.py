@@ -4,7 +4,8 @@
 
     capture thread     read a frame, split it into luminance (float32 [0,1]) and chroma
     inference thread   batch up to N frames of one size, upscaler.upscale(luma [N,h,w], scale)
-    consumer           resample the chroma on the luma's grid, merge, quantise to uint8, yield
+    compose workers    resample the chroma on the luma's grid, merge, quantise to uint8
+    consumer           yield the frames in order
 
 ONNX Runtime and OpenCV release the GIL, so decoding, colour conversion and output overlap
 inference. Live sources (cameras, URLs) drop the *oldest* waiting frame when inference falls
@@ -19,6 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
@@ -183,6 +185,12 @@ class _Failure:
     error: BaseException
 
 
+def _compose_workers() -> int:
+    """Threads for colour composition: up to 4, never more than the CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cpus))
+
+
 class VideoStream:
     """Iterate over the super-resolved frames of a source, with capture/inference/output pipelined.
 
@@ -237,7 +245,11 @@ class VideoStream:
         self.end_detail = ""
         self._stop = threading.Event()
         self._inbox = Channel(self.queue_size)
-        self._outbox = Channel(2 * self.batch)
+        # Colour composition (chroma resampling, merge, quantisation) runs on a few workers in
+        # parallel, frames kept in order, so it keeps up with a fast GPU; the queue holds futures.
+        self.compose_workers = _compose_workers()
+        self._composer = ThreadPoolExecutor(self.compose_workers, thread_name_prefix="metasr-compose")
+        self._outbox = Channel(max(2 * self.batch, 2 * self.compose_workers))
         self._threads: list[threading.Thread] = []
         self._started = False
         self._closed = False
@@ -336,7 +348,8 @@ class VideoStream:
                 else:
                     sr = list(np.asarray(self.upscaler.upscale(np.stack([b.luma for b in batch]), scale)))
                 for captured, luma in zip(batch, sr, strict=True):
-                    self._outbox.put((captured, luma))
+                    job = self._composer.submit(compose_frame, luma, captured.chroma, scale)
+                    self._outbox.put((captured, luma, job))
         except ChannelClosed:
             return
         except BaseException as e:  # noqa: BLE001 - re-raised in the consumer's thread
@@ -374,12 +387,12 @@ class VideoStream:
                     return
                 if isinstance(item, _Failure):
                     raise item.error
-                captured, sr = item
+                captured, sr, job = item
                 size = (int(captured.luma.shape[0]), int(captured.luma.shape[1]))
                 if last_size is not None and size != last_size:
                     self.stats.add("size_changes")
                 last_size = size
-                image = compose_frame(sr, captured.chroma, self.scale.value)
+                image = job.result()
                 if image.ndim == 3:
                     color = True
                 elif color:  # once the source has shown colour, keep the frame layout stable
@@ -411,6 +424,7 @@ class VideoStream:
         self._stop.set()
         self._inbox.close()
         self._outbox.close()
+        self._composer.shutdown(wait=False, cancel_futures=True)
         capture = self._threads[0] if self._threads else None
         inference = self._threads[1] if self._threads else None
         # An inference call in flight (seconds on a CPU) finishes on its own and its result is
