@@ -180,7 +180,7 @@ def _load_upscaler(model_dir: str | None, spec: DeviceSpec, precision: Precision
         params = inspect.signature(Upscaler).parameters
         if "device_id" in params:
             kwargs["device_id"] = spec.index
-        elif spec.index != 0 or verbosity is Verbosity.VERBOSE:
+        else:  # the runtime picks the first visible GPU: make the chosen one the only visible one
             chosen = select_visible_gpu(spec.index)
             if verbosity is Verbosity.VERBOSE:
                 _say(f"note: GPU {spec.index} selected through CUDA_VISIBLE_DEVICES={chosen}")
