@@ -261,6 +261,11 @@ def _opt(*extra):
     return lambda tmp, model: _base(tmp, model, *extra)
 
 
+def repeated_input(tmp, model):
+    other = _video(tmp, "other.avi")
+    return _base(tmp, model, "-i", str(other))
+
+
 def model_missing(tmp, model):
     return ["-i", str(_video(tmp)), "-s", "2", "--model", str(tmp / "nomodel")]
 
@@ -346,6 +351,9 @@ CASES: dict[str, tuple[Case, str]] = {
     "unknown_option": (_opt("--frobnicate"), "--frobnicate"),
     "quiet_and_verbose": (_opt("-q", "-v"), "either --quiet or --verbose"),
     "model_missing": (model_missing, "nomodel"),
+    "repeated_input": (repeated_input, "--input was given 2 times"),
+    "repeated_output": (_opt("-o", "OUT", "-o", "OUT"), "--output was given 2 times"),
+    "repeated_scale": (_opt("-s", "3"), "--scale was given 2 times"),
     "model_is_a_file": (model_is_a_file, "m.onnx"),
 }
 

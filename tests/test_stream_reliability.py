@@ -245,3 +245,12 @@ def test_jsonable_makes_standard_json():
     data = jsonable({"a": (1, np.float32(2.5)), "e": EndReason.STOPPED, 3: float("nan"), "p": Path("x")})
     assert data == {"a": [1, 2.5], "e": "stopped", "3": None, "p": "x"}
     json.dumps(data, allow_nan=False)
+
+
+def test_opencv_errors_while_reading_become_input_errors(tmp_path):
+    import cv2
+
+    cap = FakeCapture(moving_shapes(6, 20, 24, color=True), raise_at=(3, cv2.error("decoder exploded")))
+    with pytest.raises(InputError, match="reading <capture> failed in OpenCV: decoder exploded"):
+        run_stream(VideoSource(cap), ResizeUpscaler(), "2", output=tmp_path / "o.avi")
+    assert not list(tmp_path.iterdir()), "nothing kept after a failed run"

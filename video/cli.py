@@ -152,6 +152,17 @@ def _check_plan(input_: str, kind: SourceKind, output: Path | None, stats: Path 
     check_write_plan(outputs, inputs, protected)
 
 
+def _single_values(args: dict[str, Any]) -> dict[str, Any]:
+    """One value per option: a repeated --input/--scale/--output/--stats is refused, never silently dropped."""
+    names = {"input_": "--input", "scale": "--scale", "output": "--output", "stats_path": "--stats"}
+    for key, flag in names.items():
+        values = args[key]
+        if len(values) > 1:
+            raise click.UsageError(f"{flag} was given {len(values)} times; metasr-stream takes one {flag}")
+        args[key] = values[0] if values else None
+    return args
+
+
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -296,11 +307,11 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
     help="Super-resolve a video file, an RTSP/HTTP stream or a camera (by index) in real time. "
     "The luminance goes through the model; chroma is resized bicubically; grayscale stays grayscale.",
 )
-@click.option("--input", "-i", "input_", required=True, metavar="FILE|URL|INDEX",
+@click.option("--input", "-i", "input_", required=True, multiple=True, metavar="FILE|URL|INDEX",
               help="Video file, rtsp:// or http:// URL, or camera index (0).")  # fmt: skip
-@click.option("--scale", "-s", required=True,
+@click.option("--scale", "-s", required=True, multiple=True,
               help="Scale factor, e.g. 1.5, 2 or 7/3 (within the model's trained range).")  # fmt: skip
-@click.option("--output", "-o", help="Video file to write (.mp4, .avi, .mkv, .mov, .m4v).")
+@click.option("--output", "-o", multiple=True, help="Video file to write (.mp4, .avi, .mkv, .mov, .m4v).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output or --stats file.")
 @click.option("--display", is_flag=True, help="Show the frames in a window ('q' or Esc stops); needs a GUI OpenCV.")
 @click.option("--model", "model_dir", help="Exported model folder (default: the shipped model).")
@@ -311,13 +322,14 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
 @click.option("--max-fps", type=float, help="Cap the rate: files are read no faster; live sources skip frames.")
 @click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Frames per inference call (of one size).")  # fmt: skip
-@click.option("--stats", "stats_path", help="Write the JSON summary here ('-' for stdout).")
+@click.option("--stats", "stats_path", multiple=True, help="Write the JSON summary here ('-' for stdout).")
 @click.option("--codec", help="FOURCC to use instead of the container's fallback chain (e.g. MJPG).")
 @click.option("--allow-extrapolation", is_flag=True, help="Accept a scale outside the model's trained range.")
 @click.option("--lost-timeout", type=float, default=5.0, show_default=True,
               help="Seconds without a frame after which a live source counts as lost (exit 3).")  # fmt: skip
 @common_options(PROG)
 def _command(verbosity: Verbosity, **args: Any) -> int:
+    args = _single_values(args)
     with native_stderr_captured() as native, warnings.catch_warnings(), _sigterm_as_interrupt():
         warnings.simplefilter("ignore")
         try:

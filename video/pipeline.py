@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from metasr.core.cli import one_line
 from metasr.core.errors import InputError, ScaleError
 from metasr.core.scale import Scale
 from metasr.video.channel import Channel, ChannelClosed
@@ -260,6 +261,10 @@ class VideoStream:
         try:
             end = self._capture_frames()
         except ChannelClosed:
+            return
+        except cv2.error as e:
+            failure = InputError(f"reading {self.source.name} failed in OpenCV: {one_line(str(e))}")
+            self._inbox.put_final(_Failure(failure))
             return
         except BaseException as e:  # noqa: BLE001 - re-raised in the consumer's thread
             self._inbox.put_final(_Failure(e))

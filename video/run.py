@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from metasr.core.cli import one_line
 from metasr.core.errors import InputError, OutputError
 from metasr.core.jsonio import jsonable
 from metasr.core.scale import Scale
@@ -118,6 +119,8 @@ class _WriterThread:
                 self.writer.write(image)
         except ChannelClosed:
             return
+        except cv2.error as e:
+            self._error = OutputError(f"encoding {self.writer.path} failed in OpenCV: {one_line(str(e))}")
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = e
 
