@@ -254,3 +254,22 @@ def test_opencv_errors_while_reading_become_input_errors(tmp_path):
     with pytest.raises(InputError, match="reading <capture> failed in OpenCV: decoder exploded"):
         run_stream(VideoSource(cap), ResizeUpscaler(), "2", output=tmp_path / "o.avi")
     assert not list(tmp_path.iterdir()), "nothing kept after a failed run"
+
+
+@pytest.mark.parametrize(
+    ("scale", "size", "tolerance"), [("2", (40, 52), 0), ("9/5", (40, 50), 1), ("1.7", (38, 50), 0)]
+)
+def test_chroma_is_resampled_on_the_network_grid(scale, size, tolerance):
+    from fractions import Fraction
+
+    from metasr.core.resample import resize_on_grid
+    from metasr.core.scale import Scale
+    from metasr.video.colour import resample_chroma
+
+    rng = np.random.default_rng(1)
+    chroma = rng.integers(0, 256, (*size, 2), dtype=np.uint8)
+    out = Scale.parse(scale).output_size(*size)
+    got = resample_chroma(chroma, *out, Fraction(scale))
+    want = resize_on_grid(chroma, *out, Fraction(scale))
+    assert got.shape == want.shape == (*out, 2)
+    assert np.abs(got.astype(int) - want).max() <= tolerance

@@ -10,7 +10,7 @@ import numpy as np
 
 from metasr.core.resample import resize_on_grid
 
-__all__ = ["compose_frame", "split_frame"]
+__all__ = ["compose_frame", "resample_chroma", "split_frame"]
 
 
 def split_frame(frame: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -49,5 +49,19 @@ def compose_frame(sr_luma: np.ndarray, chroma: np.ndarray | None, scale: Fractio
     if chroma is None:
         return y
     h, w = y.shape
-    crcb = resize_on_grid(chroma, h, w, scale)
+    crcb = resample_chroma(chroma, h, w, scale)
     return cv2.cvtColor(np.dstack([y, crcb]), cv2.COLOR_YCrCb2BGR)
+
+
+def resample_chroma(chroma: np.ndarray, height: int, width: int, scale: Fraction) -> np.ndarray:
+    """Chroma resampled bicubically on the network's grid (output pixel ``i`` at input ``(i + 0.5)/r - 0.5``).
+
+    When the output size is exactly ``r`` times the input on both axes (x2 always; x1.8 at
+    960x540), ``cv2.resize`` samples that same grid and is several times faster than the general
+    :func:`resize_on_grid` (an affine warp): equal at integer scales, within one grey level else.
+    """
+    h, w = chroma.shape[:2]
+    p, q = scale.numerator, scale.denominator
+    if height * q == h * p and width * q == w * p:
+        return cv2.resize(chroma, (width, height), interpolation=cv2.INTER_CUBIC)
+    return resize_on_grid(chroma, height, width, scale)
