@@ -37,10 +37,19 @@ def split_frame(frame: Any) -> tuple[np.ndarray, np.ndarray | None] | None:
             return None
     if frame.ndim == 2:
         return frame.astype(np.float32) * np.float32(1 / 255), None
-    if np.array_equal(frame[:, :, 0], frame[:, :, 1]) and np.array_equal(frame[:, :, 1], frame[:, :, 2]):
+    if _is_gray(frame):
         return frame[:, :, 0].astype(np.float32) * np.float32(1 / 255), None
-    ycrcb = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_BGR2YCrCb)
-    return ycrcb[:, :, 0].astype(np.float32) * np.float32(1 / 255), np.ascontiguousarray(ycrcb[:, :, 1:])
+    # cv2.split/merge copy planes several times faster than numpy's strided slicing.
+    y, cr, cb = cv2.split(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_BGR2YCrCb))
+    return y.astype(np.float32) * np.float32(1 / 255), cv2.merge([cr, cb])
+
+
+def _is_gray(frame: np.ndarray) -> bool:
+    """Whether the three channels of ``frame`` are equal (a sparse sample first: colour frames fail fast)."""
+    sample = frame[::16, ::16]
+    if not (np.array_equal(sample[:, :, 0], sample[:, :, 1]) and np.array_equal(sample[:, :, 1], sample[:, :, 2])):
+        return False
+    return np.array_equal(frame[:, :, 0], frame[:, :, 1]) and np.array_equal(frame[:, :, 1], frame[:, :, 2])
 
 
 def compose_frame(sr_luma: np.ndarray, chroma: np.ndarray | None, scale: Fraction) -> np.ndarray:
