@@ -54,12 +54,13 @@ def _is_gray(frame: np.ndarray) -> bool:
 
 def compose_frame(sr_luma: np.ndarray, chroma: np.ndarray | None, scale: Fraction) -> np.ndarray:
     """uint8 output frame: quantised SR luminance, plus chroma resampled on the luma's grid for colour."""
-    y = np.clip(np.rint(sr_luma * np.float32(255)), 0, 255).astype(np.uint8)
+    # x 255, rounded, saturated to 0..255 in one OpenCV pass (several times faster than numpy's).
+    y = cv2.multiply(np.ascontiguousarray(sr_luma), 255.0, dtype=cv2.CV_8U)
     if chroma is None:
         return y
     h, w = y.shape
-    crcb = resample_chroma(chroma, h, w, scale)
-    return cv2.cvtColor(np.dstack([y, crcb]), cv2.COLOR_YCrCb2BGR)
+    cr, cb = cv2.split(resample_chroma(chroma, h, w, scale))
+    return cv2.cvtColor(cv2.merge([y, cr, cb]), cv2.COLOR_YCrCb2BGR)
 
 
 def resample_chroma(chroma: np.ndarray, height: int, width: int, scale: Fraction) -> np.ndarray:
