@@ -153,7 +153,41 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--live-fps", type=float, default=25.0, help="frame rate of the simulated live camera")
     ap.add_argument("--live-seconds", type=float, default=12.0, help="duration of the live run per case (0: skip)")
     ap.add_argument("--gpu-cases", action="store_true", help="also 960x540 -> 1920x1080 (default with cuda/tensorrt)")
+    ap.add_argument(
+        "--pipeline-only",
+        action="store_true",
+        help="host side alone: a bicubic stand-in for the model, 960x540 -> 1920x1080 (the ceiling a GPU could reach)",
+    )
     return ap.parse_args()
+
+
+class BicubicUpscaler:
+    """A near-instant stand-in for the model (cv2.resize), to measure the stream's host-side ceiling."""
+
+    scale_range = (1.0, 8.0)
+
+    def upscale(self, image: np.ndarray, scale) -> np.ndarray:
+        from metasr.core.scale import Scale
+
+        s = Scale.parse(scale)
+        batch = image[None] if image.ndim == 2 else image
+        h, w = s.output_size(*batch.shape[1:])
+        out = np.stack([cv2.resize(b, (w, h), interpolation=cv2.INTER_CUBIC) for b in batch])
+        return out[0] if image.ndim == 2 else out
+
+
+def pipeline_only(frames: int) -> None:
+    """Stream fps with a bicubic stand-in: decode, colour, compose and encode at 960x540 -> 1920x1080."""
+    print("| input | scale | writes | frames | stream fps | latency p50 ms |")
+    print("|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory(prefix="bench_stream_") as tmp:
+        video = make_video(Path(tmp) / "in.avi", frames, 540, 960)
+        for scale in ("2", "1.8"):
+            for output in (None, Path(tmp) / "out.avi"):
+                s = run_stream(video, BicubicUpscaler(), scale, output=output, batch=2).stats
+                what = "MJPG .avi" if output else "nothing (counted only)"
+                lat = s["latency_ms"]["p50"]
+                print(f"| 960x540 | x{scale} | {what} | {s['frames_out']} | {s['fps']:.1f} | {lat:.0f} |")
 
 
 def measure(up, video: Path, lumas: list[np.ndarray], scale: str, batch: int, repeat: int, work: Path) -> dict:
@@ -210,6 +244,9 @@ def live_table(up, rows: list[tuple], live_fps: float, live_seconds: float) -> N
 
 def main() -> None:
     args = parse_args()
+    if args.pipeline_only:
+        pipeline_only(args.frames or 60)
+        return
     device, precision = Device.parse(args.device), Precision.parse(args.precision)
     on_gpu = device in (Device.CUDA, Device.TENSORRT)
     if on_gpu and gpu_name() is None:
