@@ -309,23 +309,29 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
 )
 @click.option("--input", "-i", "input_", required=True, multiple=True, metavar="FILE|URL|INDEX",
               help="Video file, rtsp:// or http:// URL, or camera index (0).")  # fmt: skip
-@click.option("--scale", "-s", required=True, multiple=True,
+@click.option("--scale", "-s", required=True, multiple=True, metavar="SCALE",
               help="Scale factor, e.g. 1.5, 2 or 7/3 (within the model's trained range).")  # fmt: skip
-@click.option("--output", "-o", multiple=True, help="Video file to write (.mp4, .avi, .mkv, .mov, .m4v).")
+@click.option(
+    "--output", "-o", multiple=True, metavar="FILE", help="Video file to write (.mp4, .avi, .mkv, .mov, .m4v)."
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output or --stats file.")
 @click.option("--display", is_flag=True, help="Show the frames in a window ('q' or Esc stops); needs a GUI OpenCV.")
-@click.option("--model", "model_dir", help="Exported model folder (default: the shipped model).")
-@click.option("--device", default="auto", show_default=True,
+@click.option("--model", "model_dir", metavar="DIR", help="Exported model folder (default: the shipped model).")
+@click.option("--device", default="auto", show_default=True, metavar="DEVICE",
               help=f"{', '.join(d.value for d in Device)} (also gpu, trt); a GPU index as in cuda:1.")  # fmt: skip
-@click.option("--precision", default="fp32", show_default=True,
+@click.option("--precision", default="fp32", show_default=True, metavar="NAME",
               help=f"{', '.join(p.value for p in Precision)}: arithmetic on the GPU.")  # fmt: skip
-@click.option("--max-fps", type=float, help="Cap the rate: files are read no faster; live sources skip frames.")
+@click.option(
+    "--max-fps", type=float, metavar="FPS", help="Cap the rate: files are read no faster; live sources skip frames."
+)
 @click.option("--batch", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Frames per inference call (of one size).")  # fmt: skip
-@click.option("--stats", "stats_path", multiple=True, help="Write the JSON summary here ('-' for stdout).")
-@click.option("--codec", help="FOURCC to use instead of the container's fallback chain (e.g. MJPG).")
+@click.option(
+    "--stats", "stats_path", multiple=True, metavar="FILE|-", help="Write the JSON summary here ('-' for stdout)."
+)
+@click.option("--codec", metavar="FOURCC", help="FOURCC to use instead of the container's fallback chain (e.g. MJPG).")
 @click.option("--allow-extrapolation", is_flag=True, help="Accept a scale outside the model's trained range.")
-@click.option("--lost-timeout", type=float, default=5.0, show_default=True,
+@click.option("--lost-timeout", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="Seconds without a frame after which a live source counts as lost (exit 3).")  # fmt: skip
 @common_options(PROG)
 def _command(verbosity: Verbosity, **args: Any) -> int:
