@@ -233,7 +233,7 @@ def _describe(up: Any, spec: DeviceSpec) -> str:
 
 
 class _Greeting:
-    """The model line (and a note): on a terminal once the first frame is out, elsewhere with the summary.
+    """The model line (and a note): on a terminal (or with -v) once the first frame is out, else with the summary.
 
     So a run that fails prints its one error line and nothing else when stderr is a log or a
     pipe, and on a terminal only a run that is really under way announces itself.
@@ -243,7 +243,7 @@ class _Greeting:
         self.lines = [] if verbosity is Verbosity.QUIET else [_describe(up, spec)]
         if counted_only and self.lines:
             self.lines.append("note: no --output or --display; frames are super-resolved and counted only")
-        self.early = progress_enabled(verbosity)
+        self.early = progress_enabled(verbosity) or verbosity is Verbosity.VERBOSE
 
     def __call__(self, _frame: Any) -> None:
         if self.early:
