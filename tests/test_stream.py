@@ -1,4 +1,4 @@
-"""Video streaming (issue 6): metasr.runtime.stream and metasr-stream.
+"""Video streaming: metasr.video and metasr-stream.
 
 The tests make their own short videos with OpenCV (moving shapes, colour and grayscale) and
 inject fake captures for faults. Pipeline logic is checked with a small cv2.resize "upscaler";
@@ -7,24 +7,31 @@ end-to-end behaviour with a tiny random-init export and the real ``Upscaler``.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
-import threading
-import time
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from _stream_data import (
+    FakeCapture,
+    ResizeUpscaler,
+    luminance,
+    moving_shapes,
+    read_video,
+    write_video,
+)
+from _stream_data import (
+    index_of as _index_of,
+)
+from _stream_data import (
+    tagged as _tagged,
+)
 
 from metasr.core.errors import InputError, OutputError, ScaleError
 from metasr.core.resample import resize_on_grid
-from metasr.core.scale import Scale
-from metasr.runtime.stream import (
+from metasr.video import (
     EndReason,
     SourceKind,
     VideoFileWriter,
@@ -33,123 +40,7 @@ from metasr.runtime.stream import (
     open_source,
     run_stream,
 )
-from metasr.runtime.stream_cli import EXIT_SOURCE_LOST, main
-
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
-def moving_shapes(n: int, h: int, w: int, *, color: bool, seed: int = 0) -> list[np.ndarray]:
-    """``n`` uint8 frames of a disc and a bar moving over a noisy background."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n):
-        f = rng.integers(0, 40, (h, w, 3), dtype=np.uint8)
-        cv2.circle(f, (3 + (2 * i) % max(w - 6, 1), h // 2), max(2, h // 6), (230, 120, 40), -1)
-        cv2.rectangle(
-            f, (w // 3, (3 * i) % max(h - 4, 1)), (w // 3 + 5, (3 * i) % max(h - 4, 1) + 3), (30, 200, 250), -1
-        )
-        if not color:
-            f = cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)
-        frames.append(f)
-    return frames
-
-
-def write_video(path: Path, frames: list[np.ndarray], fps: float = 12.0, fourcc: str = "MJPG") -> Path:
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h), frames[0].ndim == 3)
-    assert writer.isOpened(), f"this OpenCV cannot write {fourcc} test videos"
-    for f in frames:
-        writer.write(f)
-    writer.release()
-    return path
-
-
-def read_video(path: Path) -> tuple[list[np.ndarray], float]:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened()
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    cap.release()
-    return frames, fps
-
-
-def luminance(frame: np.ndarray) -> np.ndarray:
-    """Y of a decoded frame in [0, 1], as the issue defines it (YCrCb; gray frames as they are)."""
-    if frame.ndim == 2:
-        return frame.astype(np.float32) / 255
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2YCrCb)[:, :, 0].astype(np.float32) / 255
-
-
-class ResizeUpscaler:
-    """Same API as ``Upscaler`` (upscale [h,w] or [N,h,w], scale_range), bicubic inside."""
-
-    scale_range = (1.1, 4.0)
-    providers = ["FakeExecutionProvider"]
-    model_id = "fake"
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
-        self.calls: list[tuple[int, ...]] = []
-
-    def upscale(self, image: np.ndarray, scale) -> np.ndarray:
-        s = Scale.parse(scale)
-        x = np.asarray(image, dtype=np.float32)
-        self.calls.append(x.shape)
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        batch = x[None] if x.ndim == 2 else x
-        big_h, big_w = s.output_size(*batch.shape[1:])
-        out = np.stack([cv2.resize(b, (big_w, big_h), interpolation=cv2.INTER_CUBIC) for b in batch])
-        out = np.clip(out, 0, 1)
-        return out[0] if x.ndim == 2 else out
-
-
-class FakeCapture:
-    """A capture double: yields the given items ((ok, frame) pairs or frames), then EOF.
-
-    ``after_end``: what ``read`` returns once the items are used up (EOF by default).
-    ``raise_at``: raise this exception on read number ``raise_at[0]``.
-    """
-
-    def __init__(self, items, *, delay_s: float = 0.0, fps: float = 25.0, raise_at=None) -> None:
-        self.items = list(items)
-        self.delay_s = delay_s
-        self.fps = fps
-        self.reads = 0
-        self.raise_at = raise_at
-        self.released = False
-
-    def read(self):
-        self.reads += 1
-        if self.raise_at is not None and self.reads == self.raise_at[0]:
-            raise self.raise_at[1]
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        if not self.items:
-            return False, None
-        item = self.items.pop(0)
-        return item if isinstance(item, tuple) else (True, item)
-
-    def get(self, prop):
-        return self.fps if prop == cv2.CAP_PROP_FPS else 0.0
-
-    def release(self):
-        self.released = True
-
-
-def _tagged(i: int, h: int = 20, w: int = 24) -> np.ndarray:
-    """A gray frame whose value encodes its index (survives bicubic resizing of a flat image)."""
-    return np.full((h, w), i, dtype=np.uint8)
-
-
-def _index_of(frame) -> int:
-    return int(round(float(np.median(frame.image))))
+from metasr.video.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +96,9 @@ def test_iterator_frames_are_upscaled_luminance(tmp_path, upscaler, color, batch
             crcb = resize_on_grid(cv2.cvtColor(d, cv2.COLOR_BGR2YCrCb)[:, :, 1:], *out_size, Fraction(scale))
             want = cv2.cvtColor(np.dstack([y, crcb]), cv2.COLOR_YCrCb2BGR)
             assert f.image.shape == (*out_size, 3)
-            assert np.abs(f.image.astype(int) - want).max() <= 1
+            # At 1.5 (57 = 38 x 1.5 exactly) the chroma takes cv2.resize on the same grid, within one
+            # level of the reference; YCrCb -> BGR scales a one-level Cr/Cb step up to about two.
+            assert np.abs(f.image.astype(int) - want).max() <= (3 if scale == "1.5" else 1)
         else:
             assert f.image.ndim == 2, "a grayscale source must stay grayscale"
             assert np.abs(f.image.astype(int) - y).max() <= 1
@@ -244,43 +137,6 @@ def test_odd_frame_size_from_capture(upscaler):
 # file output and the CLI
 
 
-def test_cli_writes_video_with_source_fps_and_stats(tmp_path, export_dir, upscaler, capsys):
-    src = write_video(tmp_path / "in.avi", moving_shapes(12, 38, 50, color=True), fps=15.0)
-    out, stats = tmp_path / "out.avi", tmp_path / "stats.json"
-    rc = main(
-        [
-            "--input",
-            str(src),
-            "--scale",
-            "2",
-            "--output",
-            str(out),
-            "--model",
-            str(export_dir),
-            "--device",
-            "cpu",
-            "--batch",
-            "2",
-            "--stats",
-            str(stats),
-        ]
-    )
-    err = capsys.readouterr().err
-    assert rc == 0, err
-    frames, fps = read_video(out)
-    assert len(frames) == 12 and fps == pytest.approx(15.0)
-    assert frames[0].shape == (76, 100, 3)
-    summary = json.loads(stats.read_text())
-    assert summary["frames_out"] == 12 and summary["end_reason"] == "end_of_file"
-    assert summary["codec"] == "MJPG" and summary["output_size"] == [76, 100]
-    assert "MJPG" in err and "12 frames in, 12 out" in err
-    # Content: the written (lossy MJPG) frames are close to the SR of the input's luminance.
-    decoded, _ = read_video(src)
-    expected = np.clip(np.rint(upscaler.upscale(luminance(decoded[5]), "2") * 255), 0, 255)
-    assert np.abs(luminance(frames[5]) * 255 - expected).mean() < 4.0
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary files left behind"
-
-
 def test_written_file_is_the_iterator_output_lossless_and_cropped_to_even(tmp_path):
     """FFV1 (.mkv) is lossless: the file holds exactly what the iterator yielded (odd size cropped)."""
     src = VideoSource(FakeCapture(moving_shapes(6, 38, 50, color=False), fps=10.0))
@@ -288,7 +144,7 @@ def test_written_file_is_the_iterator_output_lossless_and_cropped_to_even(tmp_pa
     summary = run_stream(
         src, ResizeUpscaler(), "1.5", output=tmp_path / "out.mkv", on_frame=lambda f: yielded.append(f.image)
     )
-    assert summary.codec == "FFV1" and summary.output_size == (56, 74)
+    assert summary.codec == "FFV1" and summary.output_size == (74, 56)  # W, H
     assert summary.writer["cropped_to_even"] and any("even" in w for w in summary.warnings)
     frames, fps = read_video(tmp_path / "out.mkv")
     assert fps == pytest.approx(10.0) and len(frames) == 6
@@ -300,33 +156,6 @@ def test_written_file_is_the_iterator_output_lossless_and_cropped_to_even(tmp_pa
 
 # --------------------------------------------------------------------------------------------
 # faults
-
-
-def test_unopenable_sources_fail_with_one_line(tmp_path, capsys):
-    garbage = tmp_path / "garbage.avi"
-    garbage.write_bytes(os.urandom(2000))
-    for source in (str(tmp_path / "missing.mp4"), str(garbage), str(tmp_path)):
-        # The model does not exist either: the source is checked first, before any model loads.
-        rc = main(
-            [
-                "--input",
-                source,
-                "--scale",
-                "2",
-                "--output",
-                str(tmp_path / "o.avi"),
-                "--model",
-                str(tmp_path / "nomodel"),
-            ]
-        )
-        err = capsys.readouterr().err.strip().splitlines()
-        assert rc == 2
-        assert len(err) == 1 and err[0].startswith("metasr-stream: error:") and "nomodel" not in err[0]
-    assert not (tmp_path / "o.avi").exists()
-    with pytest.raises(InputError, match="missing.mp4"):
-        open_source(tmp_path / "missing.mp4")
-    with pytest.raises(InputError, match="camera 63"):
-        open_source("63")
 
 
 def test_url_credentials_are_not_echoed():
@@ -342,15 +171,6 @@ def test_unwritable_output_fails_before_reading(tmp_path, output):
         run_stream(VideoSource(cap), ResizeUpscaler(), "2", output=tmp_path / output if output != "." else tmp_path)
     assert cap.reads == 0, "no frame may be read when the output cannot be written"
     assert cap.released
-
-
-def test_cli_unwritable_output_exit_2(tmp_path, capsys, export_dir):
-    src = write_video(tmp_path / "in.avi", moving_shapes(3, 20, 24, color=True))
-    for output in (tmp_path / "nope" / "o.avi", tmp_path / "o.txt"):
-        rc = main(["--input", str(src), "--scale", "2", "--output", str(output), "--model", str(export_dir)])
-        err = capsys.readouterr().err.strip().splitlines()
-        assert rc == 2 and len(err) == 1 and str(output) in err[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.avi"]
 
 
 def test_scale_validation(tmp_path, upscaler, capsys, export_dir):
@@ -478,68 +298,6 @@ def test_live_max_fps_throttles():
     assert len(out) == stats["frames_out"] <= stats["frames_in"]
 
 
-def test_live_source_lost_finalises_output_and_exits_3(tmp_path, capsys, monkeypatch, export_dir):
-    frames = moving_shapes(5, 20, 24, color=True)
-    # 20 fps: slower than the tiny model, so normally no drop; the check below allows for a busy CPU.
-    fake = VideoSource(FakeCapture(frames, fps=10.0, delay_s=0.05), SourceKind.URL, "rtsp://***@camera/stream")
-    monkeypatch.setattr("metasr.runtime.stream.open_source", lambda spec, **kw: fake)
-    out = tmp_path / "live.avi"
-    rc = main(
-        [
-            "--input",
-            "rtsp://user:pw@camera/stream",
-            "--scale",
-            "2",
-            "--output",
-            str(out),
-            "--model",
-            str(export_dir),
-            "--lost-timeout",
-            "0.2",
-            "--stats",
-            "-",
-        ]
-    )
-    captured = capsys.readouterr()
-    assert rc == EXIT_SOURCE_LOST
-    assert "source lost" in captured.err and "delivered no frame" in captured.err
-    summary = json.loads(captured.out)
-    assert summary["end_reason"] == "source_lost"
-    assert summary["frames_out"] + summary["dropped"] == 5 and summary["frames_out"] >= 1
-    frames_out, fps = read_video(out)
-    assert len(frames_out) == summary["frames_out"] and fps == pytest.approx(10.0)
-
-
-def test_http_url_source_through_ffmpeg(tmp_path, capsys, export_dir):
-    """A real URL source (HTTP, read by OpenCV/FFmpeg): live policy, then 'source lost' when it ends."""
-    import functools
-    import http.server
-
-    write_video(tmp_path / "clip.avi", moving_shapes(12, 24, 32, color=True), fps=15.0)
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):  # keep the test output clean
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(tmp_path)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/clip.avi"
-        out = tmp_path / "out.avi"
-        rc = main(["--input", url, "--scale", "2", "--output", str(out), "--model", str(export_dir),
-                   "--lost-timeout", "0.5", "--stats", str(tmp_path / "s.json")])  # fmt: skip
-    finally:
-        server.shutdown()
-    assert rc == EXIT_SOURCE_LOST, capsys.readouterr().err
-    summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["source_kind"] == "url" and summary["source_fps"] == pytest.approx(15.0)
-    assert summary["frames_in"] == summary["frames_out"] + summary["dropped"] == 12
-    written, fps = read_video(out)
-    assert len(written) == summary["frames_out"] >= 1 and fps == pytest.approx(15.0)
-    assert written[0].shape == (48, 64, 3)
-
-
 def test_keyboard_interrupt_from_source_finalises_output(tmp_path):
     frames = moving_shapes(20, 20, 24, color=True)
     cap = FakeCapture(frames, raise_at=(8, KeyboardInterrupt()))
@@ -567,39 +325,6 @@ def test_sigint_in_consumer_finalises_output(tmp_path):
     assert summary.end_reason is EndReason.INTERRUPTED and summary.codec == "mp4v"
     written, _ = read_video(tmp_path / "out.mp4")
     assert 5 <= len(written) == summary.stats["frames_out"] < 30
-
-
-def test_cli_ctrl_c_exit_130_and_playable_output(tmp_path, export_dir, capsys):
-    src = write_video(tmp_path / "in.avi", moving_shapes(60, 20, 24, color=True), fps=20.0)
-    out = tmp_path / "out.avi"
-    timer = threading.Timer(1.5, signal.raise_signal, args=(signal.SIGINT,))
-    try:
-        timer.start()
-        # --max-fps paces the file to 3 s, so the signal lands mid-stream.
-        rc = main(
-            [
-                "--input",
-                str(src),
-                "--scale",
-                "2",
-                "--output",
-                str(out),
-                "--model",
-                str(export_dir),
-                "--max-fps",
-                "20",
-                "--stats",
-                str(tmp_path / "s.json"),
-            ]
-        )
-    except KeyboardInterrupt:  # pragma: no cover - would mean Ctrl-C escaped the command
-        pytest.fail("KeyboardInterrupt escaped metasr-stream")
-    finally:
-        timer.join()
-    assert rc == 130, capsys.readouterr().err
-    written, fps = read_video(out)
-    assert 0 < len(written) < 60 and fps == pytest.approx(20.0)
-    assert json.loads((tmp_path / "s.json").read_text())["end_reason"] == "interrupted"
 
 
 def test_error_in_inference_surfaces_and_leaves_no_output(tmp_path):
@@ -637,9 +362,3 @@ def test_writer_codec_fallback_and_atomic_close(tmp_path):
     assert writer.close() and (tmp_path / "b.mp4").exists()
     empty = VideoFileWriter(tmp_path / "c.avi", 10.0)
     assert empty.close() is False and not list(p for p in tmp_path.iterdir() if p.name != "b.mp4")
-
-
-def test_streaming_modules_are_torch_free():
-    code = "import sys, metasr.runtime.stream, metasr.runtime.stream_cli; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"

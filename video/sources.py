@@ -1,0 +1,193 @@
+"""Frame sources: video files, RTSP/HTTP URLs and cameras, opened through OpenCV."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import stat
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from metasr.core.errors import InputError
+
+__all__ = ["DEFAULT_FPS", "SourceKind", "VideoSource", "check_input_file", "classify_spec", "open_source"]
+
+#: Frame rate assumed when the source does not report a usable one (many webcams, some URLs).
+DEFAULT_FPS = 30.0
+
+
+class SourceKind(str, Enum):
+    """Where frames come from. Files are never dropped from; live sources are."""
+
+    FILE = "file"
+    URL = "url"
+    CAMERA = "camera"
+
+    @property
+    def live(self) -> bool:
+        return self is not SourceKind.FILE
+
+
+def _redact(spec: str) -> str:
+    """Hide credentials in URLs (``rtsp://user:pass@host`` -> ``rtsp://***@host``) for messages."""
+    return re.sub(r"(://)[^/@]*@", r"\1***@", spec)
+
+
+def classify_spec(spec: str | int | os.PathLike[str]) -> SourceKind:
+    """What kind of source ``spec`` names: a camera index, a URL (contains ``://``) or a file.
+
+    Raises:
+        InputError: for an empty string.
+    """
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        return SourceKind.CAMERA
+    text = os.fspath(spec)
+    if not text.strip():
+        raise InputError("no input given; pass a video file, an rtsp:// or http:// URL, or a camera index")
+    if text.strip().isdigit():
+        return SourceKind.CAMERA
+    return SourceKind.URL if "://" in text else SourceKind.FILE
+
+
+def check_input_file(path: str | os.PathLike[str]) -> Path:
+    """Check that ``path`` is an existing regular file (a symlink to one is fine).
+
+    FIFOs, sockets and device files are refused: reading them can block forever or never end.
+
+    Raises:
+        InputError: if the path is missing, a folder, or not a regular file.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(f"input video {path} does not exist; give a video file, a URL or a camera index") from None
+    except OSError as e:
+        raise InputError(f"cannot read input {path}: {e.strerror or e}; give a readable video file") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(f"input {path} is a folder; give a video file, a URL or a camera index")
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(
+            f"input {path} is not a regular file (a pipe, socket or device); save the video to a file, "
+            "or give a URL or a camera index"
+        )
+    if info.st_size == 0:
+        raise InputError(f"input video {path} is empty (0 bytes); give a complete video file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"input video {path} is not readable; check its permissions")
+    return path
+
+
+@dataclass
+class VideoSource:
+    """A frame source: any capture object with ``read() -> (ok, frame)`` and ``release()``.
+
+    Attributes:
+        capture: ``cv2.VideoCapture`` or a test double.
+        kind: File (never dropped from) or a live source (camera, URL).
+        name: For messages and the summary (credentials already removed).
+        fps: Frame rate reported by the source, or ``None`` when it reports none.
+        frame_size: ``(height, width)`` reported before the first read, or ``None``.
+    """
+
+    capture: Any
+    kind: SourceKind = SourceKind.FILE
+    name: str = "<capture>"
+    fps: float | None = None
+    frame_size: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.kind = SourceKind(self.kind)
+        get = getattr(self.capture, "get", None)
+        if self.fps is None and get is not None:
+            fps = float(get(cv2.CAP_PROP_FPS) or 0.0)
+            self.fps = fps if math.isfinite(fps) and 0.5 <= fps <= 1000.0 else None
+        if self.frame_size is None and get is not None:
+            h, w = int(get(cv2.CAP_PROP_FRAME_HEIGHT) or 0), int(get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+            self.frame_size = (h, w) if h > 0 and w > 0 else None
+
+    @property
+    def path(self) -> Path | None:
+        """The file behind a file source (``None`` for live sources and test doubles)."""
+        if self.kind is not SourceKind.FILE or self.name.startswith("<"):
+            return None
+        return Path(self.name)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return self.capture.read()
+
+    def release(self) -> None:
+        release = getattr(self.capture, "release", None)
+        if release is not None:
+            release()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _open_camera(index: int) -> VideoSource:
+    cap = cv2.VideoCapture(index)
+    if not cap.isOpened():
+        cap.release()
+        raise InputError(
+            f"cannot open camera {index}: no such device, or it is busy or not permitted; "
+            "check /dev/video* (v4l2-ctl --list-devices) and that no other program holds it"
+        )
+    # Best effort: a driver-side queue of several frames would add latency before ours.
+    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    return VideoSource(cap, SourceKind.CAMERA, f"camera {index}")
+
+
+def _open_url(text: str, open_timeout_s: float, read_timeout_s: float) -> VideoSource:
+    name = _redact(text)
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
+    ]  # fmt: skip
+    cap = cv2.VideoCapture(text, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        raise InputError(
+            f"cannot open stream {name}: it did not answer within {open_timeout_s:g} s or is not a video "
+            "stream OpenCV/FFmpeg can read; check the address, credentials and network"
+        )
+    return VideoSource(cap, SourceKind.URL, name)
+
+
+def open_source(
+    spec: str | int | os.PathLike[str], *, open_timeout_s: float = 10.0, read_timeout_s: float = 5.0
+) -> VideoSource:
+    """Open a video file, an RTSP/HTTP URL or a camera (by index) with OpenCV.
+
+    Args:
+        spec: A path, a URL containing ``://``, or a camera index (``0`` or ``"0"``).
+        open_timeout_s: How long a URL may take to open (FFmpeg backend).
+        read_timeout_s: How long one read from a URL may block.
+
+    Raises:
+        InputError: if the source does not exist, is not a regular file, or OpenCV cannot open it.
+    """
+    kind = classify_spec(spec)
+    if kind is SourceKind.CAMERA:
+        return _open_camera(int(spec))
+    text = os.fspath(spec)
+    if kind is SourceKind.URL:
+        return _open_url(text, open_timeout_s, read_timeout_s)
+    path = check_input_file(text)
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise InputError(
+            f"cannot open {path} as a video: OpenCV/FFmpeg cannot decode it; "
+            "check that it is a complete video file (e.g. .mp4, .avi, .mkv)"
+        )
+    return VideoSource(cap, SourceKind.FILE, str(path))
