@@ -24,8 +24,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from metasr.training import build_model
-from metasr.training.data import parse_scales
 from metasr.training.pairs import ScaleBatchSampler, patch_geometry
+from metasr.training.specs import parse_scales
 
 
 def _steps(rank: int, world: int, args: argparse.Namespace, port: int, out: mp.Queue | None) -> float:

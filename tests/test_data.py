@@ -19,12 +19,11 @@ from metasr.training.data import (
     foreground_box,
     load_slice,
     max_information_crop,
-    parse_scales,
-    parse_spec,
     read_frames,
     split_index,
 )
 from metasr.training.pairs import PatchDataset, ScaleBatchSampler, downscale_exact, make_pair, patch_geometry
+from metasr.training.specs import parse_scales, parse_spec
 
 ODD_SCALES = ["1.1", "2.3", "2.7", "3.7"]
 

@@ -13,7 +13,8 @@ from conftest import make_checkpoint, write_dicom
 
 from metasr.scanners import read_image
 from metasr.training.cli import eval_main, train_main
-from metasr.training.data import Axis, build_index, load_slice, read_file, read_frames
+from metasr.training.data import build_index, load_slice, read_file, read_frames
+from metasr.training.specs import Axis
 
 
 def _ramp(shape=(40, 36), low=100, high=3000) -> np.ndarray:

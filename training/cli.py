@@ -16,8 +16,8 @@ import click
 from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, progress_enabled, run_command
 from metasr.core.errors import InputError, OutputError
 from metasr.scanners import IntensityRange
-from metasr.training.data import parse_axes
 from metasr.training.models import TRAINABLE_ARCHS
+from metasr.training.specs import parse_axes
 
 __all__ = ["train_main", "eval_main", "train_command", "eval_command"]
 
@@ -315,9 +315,9 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from metasr.training.data import parse_scales
     from metasr.training.evaluate import bicubic_predictor, evaluate, load_named_images, load_predictor
     from metasr.training.figures import write_report
+    from metasr.training.specs import parse_scales
 
     if opts["threads"]:
         torch.set_num_threads(_threads(opts["threads"]))

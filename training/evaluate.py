@@ -24,10 +24,11 @@ from metasr.core.errors import InputError, ScaleError
 from metasr.core.scale import DEFAULT_SCALE_RANGE
 from metasr.scanners import IntensityRange
 from metasr.training.checkpoint import load_checkpoint, read_checkpoint
-from metasr.training.data import FrameCache, build_index, load_slice, parse_axes
+from metasr.training.data import FrameCache, build_index, load_slice
 from metasr.training.distributed import resolve_device
 from metasr.training.models import Bicubic
 from metasr.training.pairs import make_pair
+from metasr.training.specs import parse_axes
 
 __all__ = [
     "Predictor",

@@ -16,8 +16,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -27,9 +25,9 @@ import torch.distributed as dist
 from torch import nn
 
 from metasr.core.errors import CheckpointError, InputError
-from metasr.scanners import IntensityRange
 from metasr.training.checkpoint import model_config, read_checkpoint, save_checkpoint
-from metasr.training.data import ImageIndex, build_index, parse_axes, parse_scales, split_index
+from metasr.training.config import Stage, TrainConfig, TrainResult, check_config, scales_for
+from metasr.training.data import ImageIndex, build_index, split_index
 from metasr.training.distributed import (
     agree_stop,
     dist_info,
@@ -38,136 +36,16 @@ from metasr.training.distributed import (
     resolve_device,
 )
 from metasr.training.losses import GeneratorLoss, LossWeights, VGGPerceptualLoss, discriminator_loss
-from metasr.training.models import TRAINABLE_ARCHS, Discriminator, arch_spec, build_model
+from metasr.training.models import Discriminator, arch_spec, build_model
 from metasr.training.pairs import PatchDataset, ScaleBatchSampler
 from metasr.training.runlog import RunLog, check_run_folder
+from metasr.training.specs import parse_axes, parse_scales
 from metasr.training.validation import ValidationSet
 from metasr.training.warmstart import identity_init, load_init
 
-__all__ = ["Stage", "TrainConfig", "TrainResult", "train", "check_config", "LIMITS"]
+__all__ = ["Stage", "TrainConfig", "TrainResult", "check_config", "train"]
 
 log = logging.getLogger("metasr.training")
-
-#: Upper bounds of the sizes a run may ask for (beyond them a typo would allocate without end).
-LIMITS = {"batch_size": 4096, "patch_size": 2048, "patches_per_image": 100_000, "steps": 10**9}
-
-
-class Stage(str, Enum):
-    """Training stage: pixel loss only, or the adversarial (+ perceptual) fine-tune."""
-
-    L1 = "l1"
-    GAN = "gan"
-
-
-@dataclass
-class TrainConfig:
-    """Everything one training run needs (the CLI fills it from its options)."""
-
-    out_dir: Path
-    data: list[str]
-    val: list[str] = field(default_factory=list)
-    arch: str = "metasrgan"
-    stage: Stage = Stage.L1
-    steps: int = 1000
-    batch_size: int = 8
-    patch_size: int = 96
-    lr: float = 1e-4
-    lr_step: int = 60_000
-    lr_gamma: float = 0.8
-    scales: str = "1.1:4.0:0.1"
-    patches_per_image: int = 16
-    axes: tuple[str, ...] = ("axial",)
-    val_fraction: float = 0.1
-    val_scales: str = "1.5,2,3,4"
-    val_images: int = 16
-    val_every: int = 500
-    checkpoint_every: int = 500
-    init: Path | None = None
-    resume: bool = False
-    overwrite: bool = False
-    vgg_weights: Path | None = None
-    adversarial_weight: float = 1e-3
-    perceptual_weight: float = 6e-3
-    seed: int = 0
-    device: str = "cpu"
-    workers: int = 0
-    max_minutes: float | None = None
-    identity_init: bool = False
-    intensity: str = IntensityRange.AUTO.value
-    progress: bool = True
-    tensorboard: bool = True
-
-
-@dataclass
-class TrainResult:
-    """What a run produced."""
-
-    step: int
-    last: Path | None
-    best: Path | None
-    best_psnr: float | None
-    interrupted: bool = False
-    stopped_early: bool = False
-    seconds: float = 0.0
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _check_int(cfg: TrainConfig, name: str, low: int, high: int) -> None:
-    value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InputError(f"{_flag(name)} must be a whole number from {low} to {high}, got {value!r}")
-
-
-def _check_float(cfg: TrainConfig, name: str, low: float, high: float, low_open: bool = True) -> None:
-    value = getattr(cfg, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bound = ">" if low_open else ">="
-        raise InputError(f"{_flag(name)} must be a finite number {bound} {low:g} and <= {high:g}, got {value!r}")
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Refuse every out-of-range number and unknown choice of ``cfg`` with one line.
-
-    Raises:
-        InputError: naming the option, the accepted range and the value found.
-    """
-    if cfg.arch not in TRAINABLE_ARCHS:
-        raise InputError(f"unknown architecture {cfg.arch!r}; choose one of: {', '.join(TRAINABLE_ARCHS)}")
-    for name, low in (("steps", 0), ("batch_size", 1), ("patch_size", 8), ("patches_per_image", 1)):
-        _check_int(cfg, name, low, LIMITS.get(name, 10**9))
-    for name in ("lr_step", "val_every", "checkpoint_every"):
-        _check_int(cfg, name, 1, 10**9)
-    _check_int(cfg, "val_images", 0, 10**6)
-    _check_int(cfg, "seed", 0, 2**63 - 1)
-    _check_int(cfg, "workers", 0, 64)
-    _check_float(cfg, "lr", 0.0, 1.0)
-    _check_float(cfg, "lr_gamma", 0.0, 1.0)
-    _check_float(cfg, "val_fraction", 0.0, 0.9, low_open=False)
-    _check_float(cfg, "adversarial_weight", 0.0, 1e3, low_open=False)
-    _check_float(cfg, "perceptual_weight", 0.0, 1e3, low_open=False)
-    if cfg.max_minutes is not None:
-        _check_float(cfg, "max_minutes", 0.0, 1e7)
-    try:
-        IntensityRange(cfg.intensity)
-    except ValueError:
-        choices = ", ".join(r.value for r in IntensityRange)
-        raise InputError(f"unknown --intensity {cfg.intensity!r}; choose one of: {choices}") from None
-    parse_axes(cfg.axes)
-
-
-def _scales_for(arch: str, text: str) -> list[Fraction]:
-    fixed = arch_spec(arch).fixed_scale
-    if fixed is not None:  # the fixed-scale baselines train at their own scale only
-        return [Fraction(fixed)]
-    scales = parse_scales(text)
-    if max(scales) > 8:
-        raise InputError(f"training scales up to x{float(max(scales)):g} are outside the supported range (<= 8)")
-    return scales
 
 
 def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
@@ -181,7 +59,7 @@ def train(cfg: TrainConfig, on_step: Callable[[int, dict[str, float]], None] | N
     started = time.monotonic()
     cfg.stage = Stage(cfg.stage)
     check_config(cfg)
-    scales = _scales_for(cfg.arch, cfg.scales)
+    scales = scales_for(cfg.arch, cfg.scales)
     val_scales = parse_scales(cfg.val_scales) if arch_spec(cfg.arch).kind == "meta" else scales
     device = resolve_device(cfg.device)
     check_run_folder(cfg)
