@@ -51,9 +51,10 @@ class Profiles:
         min_size, opt_size, max_size: LR spatial size (h and w) the engines accept.
         max_batch, opt_batch: batch bounds (min is 1).
         max_hr_size: largest HR extent (H and W) the upscale engine accepts in one call; larger
-            outputs are produced in HR tiles by the caller. The upscale graph holds ``hidden``
-            (256) floats per HR pixel, so this bound sets the engine's activation memory:
-            1024 x 1024 at batch 4 is ~4 GiB per intermediate; lower it on edge GPUs.
+            outputs are produced in HR tiles by the caller. The ``pixels`` upscale graph holds
+            ``9C`` (576) floats per HR pixel, so this bound sets the engine's activation memory.
+        opt_classes, max_classes: offset classes per axis the kernels (and upscale) engines
+            accept: ``p`` of the scale, or the distinct residues of a tile beyond it.
     """
 
     min_size: int = 16
@@ -62,6 +63,8 @@ class Profiles:
     opt_batch: int = 1
     max_batch: int = 4
     max_hr_size: int = 1024
+    opt_classes: int = 2
+    max_classes: int = 64
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_size <= self.opt_size <= self.max_size:
@@ -70,6 +73,8 @@ class Profiles:
             )
         if not 1 <= self.opt_batch <= self.max_batch:
             raise ValueError(f"batch must satisfy 1 <= opt <= max, got {self.opt_batch}/{self.max_batch}")
+        if not 1 <= self.opt_classes <= self.max_classes:
+            raise ValueError(f"classes must satisfy 1 <= opt <= max, got {self.opt_classes}/{self.max_classes}")
         if self.max_hr_size < 1:
             raise ValueError(f"max_hr_size must be >= 1, got {self.max_hr_size}")
 
@@ -156,7 +161,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def input_profiles(kind: str, features: int, profiles: Profiles) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) shapes of every dynamic input of a graph (``kind``: feature_extractor,
-    upscale or model)."""
+    kernels, upscale, upscale_pixels or model)."""
     p = profiles
     lr = (
         (1, 1, p.min_size, p.min_size),
@@ -165,11 +170,15 @@ def input_profiles(kind: str, features: int, profiles: Profiles) -> dict[str, tu
     )
     if kind in ("feature_extractor", "model"):
         return {"lr": lr}
-    if kind != "upscale":
+    classes = ((1,), (p.opt_classes,), (p.max_classes,))
+    if kind == "kernels":
+        return {"row_offset": classes, "col_offset": classes}
+    if kind not in ("upscale", "upscale_pixels"):
         raise ValueError(f"unknown graph {kind!r}")
     feats = tuple((s[0], features, s[2], s[3]) for s in lr)
     hr = ((1,), (min(2 * p.opt_size, p.max_hr_size),), (p.max_hr_size,))
-    return {"features": feats, "row_index": hr, "row_offset": hr, "col_index": hr, "col_offset": hr}
+    kernels = tuple((c[0] * c[0], 9 * features) for c in classes)
+    return {"features": feats, "kernels": kernels, "row_index": hr, "row_kernel": hr, "col_index": hr, "col_kernel": hr}
 
 
 def build_engine(
