@@ -20,14 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from metasr.core.choices import Precision
 from metasr.core.deps import require
 from metasr.core.errors import DependencyError, ModelError
 from metasr.core.hardware import tensorrt_version
+from metasr.runtime.backends import to_fp16
 
 __all__ = [
     "Precision",
@@ -108,55 +107,6 @@ def check_available() -> Any:
 
 def _has_fp16_flag(trt: Any) -> bool:
     return hasattr(trt.BuilderFlag, "FP16")
-
-
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """An fp16 copy of a float32 graph whose inputs and outputs stay float32.
-
-    Float initializers and Constant tensors become fp16; float graph inputs are cast to fp16 on
-    entry and float outputs back to fp32 on exit. Integer tensors (indices, shapes, axes) are
-    untouched. Used for TensorRT 11's strongly typed networks.
-    """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
-    for init in graph.initializer:
-        if init.data_type == TensorProto.FLOAT:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
-    renames: dict[str, str] = {}
-    casts_in = []
-    for inp in graph.input:
-        if inp.type.tensor_type.elem_type == TensorProto.FLOAT:
-            renames[inp.name] = f"{inp.name}__fp16"
-            casts_in.append(
-                helper.make_node(
-                    "Cast", [inp.name], [renames[inp.name]], name=f"{inp.name}_to_fp16", to=TensorProto.FLOAT16
-                )
-            )
-    out_renames: dict[str, str] = {}
-    for outp in graph.output:
-        if outp.type.tensor_type.elem_type == TensorProto.FLOAT:
-            out_renames[outp.name] = f"{outp.name}__fp16"
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in renames:
-                node.input[i] = renames[name]
-        for i, name in enumerate(node.output):
-            if name in out_renames:
-                node.output[i] = out_renames[name]
-    casts_out = [
-        helper.make_node("Cast", [new], [old], name=f"{old}_to_fp32", to=TensorProto.FLOAT)
-        for old, new in out_renames.items()
-    ]
-    nodes = casts_in + list(graph.node) + casts_out
-    del graph.node[:]
-    graph.node.extend(nodes)
-    del graph.value_info[:]  # stale float32 annotations of intermediates
-    return out
 
 
 def input_profiles(kind: str, features: int, profiles: Profiles) -> dict[str, tuple[tuple[int, ...], ...]]:
