@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -489,3 +490,57 @@ def test_parity_report_fails_on_nan_and_names_the_worst_case() -> None:
     report.add("b x3", float("nan"))
     with pytest.raises(ParityError, match="b x3"):
         report.raise_if_failed("g")
+
+
+# ---- CLI conventions, damaged checkpoints and manifests ------------------------------------------
+
+
+def test_cli_version_and_quiet(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("metasr-export ")
+    assert main(["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "q"), "--no-verify", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert main(["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "q"), "-q", "-v"]) == 2
+    assert "either --quiet or --verbose" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"arch": ["metasrgan"], "args": {}}, "cannot be exported|architecture"),
+        ({"arch": "metasrgan", "args": {"features": "wide"}}, "cannot"),
+    ],
+)
+def test_checkpoint_with_a_damaged_config_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], config: dict, message: str
+) -> None:
+    ckpt = save_checkpoint(tmp_path / "bad.pt", build_model("metasrgan", features=8, num_blocks=1), config)
+    assert main(["--ckpt", str(ckpt), "--out", str(tmp_path / "out"), "--no-verify"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metasr-export: error:") and "Traceback" not in err[0]
+    assert re.search(message, err[0]) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"scale_range": [float("nan"), 4.0]}, "scale_range must be"),
+        ({"scale_range": [1.1, float("inf")]}, "scale_range must be"),
+        ({"scale_range": [4.0, 1.1]}, "scale_range must be"),
+        ({"features": 10**9}, "features must be an integer from 1 to 4096"),
+        ({"receptive_radius": -3}, "receptive_radius must be an integer"),
+        ({"receptive_radius": 2.5}, "receptive_radius must be an integer"),
+        ({"format_version": 1}, "format_version 1 is not supported .* re-export the model with metasr-export"),
+        ({"upscale_form": "identity"}, "upscale_form 'identity' .* re-export the model with metasr-export"),
+    ],
+)
+def test_manifest_with_absurd_numbers_or_an_old_form_is_refused(
+    exported: ExportResult, tmp_path: Path, change: dict, message: str
+) -> None:
+    bad = dict(exported.manifest, **change)
+    with pytest.raises(ModelError, match=message):
+        write_manifest(tmp_path, bad)  # never written
+    assert not (tmp_path / "manifest.json").exists()
+    (tmp_path / "manifest.json").write_text(json.dumps(bad))  # Python writes NaN; the reader refuses it
+    with pytest.raises(ModelError, match=message):
+        read_manifest(tmp_path)
