@@ -1,4 +1,4 @@
-"""Figures for the runtime (issue 5), all in one run on the same input. Prints Markdown tables.
+"""Figures for the runtime on the CPU, all in one run on the same input. Prints Markdown tables.
 
     python bench/bench_runtime.py [--ckpt models/metasrgan-mri/best.pt] [--threads 2] [--repeats 3] [--no-rss]
 
@@ -153,7 +153,7 @@ def main() -> None:
         lr = torch.from_numpy(image)[None, None]
 
         print(
-            "| scale | output | PyTorch eager (ms) | runtime, upscale graph (ms) | runtime, default: kernels (ms) "
+            "| scale | output | PyTorch eager (ms) | runtime, upscale graphs (ms) | runtime, default: kernels (ms) "
             "| speed-up vs eager (graph / default) |"
         )
         print("|---|---|---:|---:|---:|---:|")
@@ -181,7 +181,7 @@ def main() -> None:
         print(f"| SRGAN x2 (fixed scale, PixelShuffle) | {t_srgan * 1e3:.0f} | 1.00x |")
         print(f"| Meta-SRGAN x2 (any scale), default (kernels) | {t_meta * 1e3:.0f} | {t_meta / t_srgan:.2f}x |")
         print(
-            f"| Meta-SRGAN x2 (any scale), upscale graph | {t_meta_graph * 1e3:.0f} | {t_meta_graph / t_srgan:.2f}x |"
+            f"| Meta-SRGAN x2 (any scale), upscale graphs (class form) | {t_meta_graph * 1e3:.0f} | {t_meta_graph / t_srgan:.2f}x |"
         )
 
         fresh = Upscaler(meta_dir, device="cpu", threads=args.threads)
@@ -200,7 +200,7 @@ def main() -> None:
         print("|---|---:|")
         print(f"| model load (hash check + ORT sessions) | {load_s * 1e3:.0f} |")
         print(f"| first call after load | {cold_first * 1e3:.0f} |")
-        print(f"| first call at a new scale (warm sessions; probes its 17x17 kernels) | {first * 1e3:.0f} |")
+        print(f"| first call at a new scale (warm sessions; computes its 17x17 kernels) | {first * 1e3:.0f} |")
         print(f"| second call, cached scale | {second * 1e3:.0f} |")
 
         import onnxruntime as ort

@@ -104,11 +104,10 @@ class UpscaleMethod(ChoiceEnum):
 
     Both use the scale's ``p * p`` kernels from the export's ``kernels.onnx``. ``GRAPH`` applies
     them with the export's upscale graphs (the ``classes`` or ``pixels`` form, chosen per scale by
-    :func:`metasr.runtime.kernels.choose_form`), on the device, features never copied to the host.
-    ``KERNELS`` applies them on the host with dense matrix products, faster than ORT's CPU provider
-    running either graph. ``AUTO``: kernels on the CPU for scales whose numerator is at most
-    ``MAX_CLASSES``, the graphs otherwise and on GPUs. ``KERNELS`` also uses the graphs for
-    scales beyond ``MAX_CLASSES``.
+    :func:`metasr.runtime.kernels.choose_form`) on the device, features never copied to the host.
+    ``KERNELS`` applies them on the host with dense matrix products (scales with at most
+    ``MAX_CLASSES`` classes; the graphs beyond). ``AUTO``: the graphs, except on the CPU at scales
+    the class form does not suit and the host products do (see ``Upscaler._mode``).
     """
 
     AUTO = "auto"
@@ -369,13 +368,20 @@ class Upscaler:
     # ------------------------------------------------------------------ planning
 
     def _mode(self, s: Scale) -> str:
-        """How the Meta-Upscale stage runs at ``s``: ``kernels`` (CPU dense products) or a graph form."""
-        # past MAX_CLASSES the p*p host kernels cost more than they save (x2.333: 2333**2 of them)
-        if s.p <= MAX_CLASSES and (
-            self.method is UpscaleMethod.KERNELS or (self.method is UpscaleMethod.AUTO and self.device is Device.CPU)
-        ):
+        """How the Meta-Upscale stage runs at ``s``: a graph form or ``kernels`` (host dense products).
+
+        The graphs run everywhere, except on the CPU at scales whose kernels do not suit the class
+        form (``q > MAX_CLASS_DENOMINATOR``) but are few (``p <= MAX_CLASSES``): there the host's
+        products beat ORT's CPU provider running either form (x3.7: 34 ms vs 218 ms class form,
+        283 ms pixel form for a 128x128 LR image on one core; bench/bench_runtime.py).
+        """
+        form = choose_form(s)
+        few = s.p <= MAX_CLASSES  # past it the p*p host kernels cost more than they save (x2.333: 2333**2)
+        if self.method is UpscaleMethod.KERNELS and few:
             return "kernels"
-        return choose_form(s)
+        if self.method is UpscaleMethod.AUTO and self.device is Device.CPU and form == "pixels" and few:
+            return "kernels"
+        return form
 
     def _bytes_per_pixel(self, s: Scale, mode: str) -> tuple[float, float]:
         """Peak bytes per LR pixel (feature extractor) and per LR pixel of the Meta-Upscale stage."""

@@ -63,14 +63,24 @@ def graph_up(tiny_export_dir: Path) -> Upscaler:
     return Upscaler(tiny_export_dir, device="cpu", threads=1, method="graph")
 
 
+@pytest.fixture(scope="module")
+def kernels_up(tiny_export_dir: Path) -> Upscaler:
+    return Upscaler(tiny_export_dir, device="cpu", threads=1, method="kernels")
+
+
 @pytest.mark.parametrize("scale", ["1.1", "1.8", "2", "2.3", "3.7", "4", "7/3", "6"])
-def test_kernels_match_the_upscale_graph(up: Upscaler, graph_up: Upscaler, image: np.ndarray, scale: str) -> None:
+def test_kernels_match_the_upscale_graph(
+    up: Upscaler, kernels_up: Upscaler, graph_up: Upscaler, image: np.ndarray, scale: str
+) -> None:
     s = up.check_scale(scale, allow_extrapolation=True)
-    assert up._plan(s, 1, *image.shape).mode == "kernels"
-    assert graph_up._plan(s, 1, *image.shape).mode == ("classes" if s.q <= 5 else "pixels")
+    form = "classes" if s.q <= 5 else "pixels"
+    assert kernels_up._plan(s, 1, *image.shape).mode == "kernels"
+    assert graph_up._plan(s, 1, *image.shape).mode == form
+    # the CPU default: the class graph where it suits, the host products for large q with few classes
+    assert up._plan(s, 1, *image.shape).mode == (form if form == "classes" else "kernels")
     batch = np.stack([image, image[::-1].copy()])
-    np.testing.assert_allclose(up.upscale(batch, scale), graph_up.upscale(batch, scale), atol=1e-5, rtol=0)
-    assert up._kernels[s.value].classes == s.p  # p * p kernels, computed once per scale
+    np.testing.assert_allclose(kernels_up.upscale(batch, scale), graph_up.upscale(batch, scale), atol=1e-5, rtol=0)
+    assert kernels_up._kernels[s.value].classes == s.p  # p * p kernels, computed once per scale
 
 
 def test_auto_method_falls_back_to_the_graph_for_many_classes(
@@ -183,7 +193,10 @@ def test_properties_and_describe(up: Upscaler, tiny_export_dir: Path) -> None:
     assert len(up.model_id) == 64
     line = up.describe()
     assert "\n" not in line
-    assert line == f"metasr: model {tiny_export_dir.name} ({up.model_id[:12]}) on CPU (CPUExecutionProvider), 1 thread, fp32"
+    assert (
+        line
+        == f"metasr: model {tiny_export_dir.name} ({up.model_id[:12]}) on CPU (CPUExecutionProvider), 1 thread, fp32"
+    )
 
 
 def test_model_id_is_stable_across_copies(up: Upscaler, tiny_export_dir: Path, tmp_path: Path) -> None:
