@@ -367,8 +367,17 @@ def _build_engines(
     precision: Precision,
     say: Callable[[str], None],
 ) -> tuple[dict[str, Any], list[str]]:
-    from metasr.export.tensorrt import TIMING_CACHE_NAME, build_engine, input_profiles, tensorrt_version
+    import tensorrt  # imported (and checked) by check_available before anything was written
 
+    from metasr.export.tensorrt import (
+        TIMING_CACHE_NAME,
+        build_engine,
+        input_profiles,
+        tensorrt_version,
+        write_ep_context,
+    )
+
+    version = str(getattr(tensorrt, "__version__", None) or tensorrt_version())
     cache = tmp / TIMING_CACHE_NAME
     previous = out_dir / TIMING_CACHE_NAME
     if previous.is_file():  # reuse the tactics timed by an earlier export on this GPU
@@ -382,11 +391,15 @@ def _build_engines(
         engines[stem] = build_engine(
             tmp / graph, tmp / engine, input_profiles(stem, features or 0, profiles), precision, timing_cache=cache
         )
-        names.append(engine)
+        # the model the runtime loads on a TensorRT host: ORT's provider runs this engine as is
+        context = f"{stem}.{precision.value}_ctx.onnx"
+        write_ep_context(tmp / graph, engine, tmp / context, version)
+        engines[stem]["context"] = context
+        names += [engine, context]
     # the timing cache is published beside the engines for the next build, but is not part of the
     # model (it changes with every build and GPU), so it has no entry in "files"
     return {
-        "version": tensorrt_version(),
+        "version": version,
         "gpu": gpu_name(),
         "precision": precision.value,
         "profiles": profiles.as_dict(),

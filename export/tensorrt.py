@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from onnx import helper
 
 from metasr.core.choices import Precision
 from metasr.core.deps import require
@@ -37,6 +38,7 @@ __all__ = [
     "to_fp16",
     "input_profiles",
     "build_engine",
+    "write_ep_context",
 ]
 
 TIMING_CACHE_NAME = "trt_timing.cache"
@@ -206,3 +208,40 @@ def build_engine(
         "strongly_typed": strongly_typed,
         "shapes": {k: [list(s) for s in v] for k, v in shapes.items()},
     }
+
+
+def write_ep_context(graph: str | os.PathLike, engine_file: str, out_path: str | os.PathLike, version: str) -> Path:
+    """Write an ONNX Runtime EP-context model that runs ``engine_file`` with ORT's TensorRT provider.
+
+    The model has ``graph``'s inputs and outputs and one ``com.microsoft.EPContext`` node whose
+    ``ep_cache_context`` names the engine file beside it (``embed_mode`` 0), so a session on the
+    TensorRT provider deserializes the exported engine instead of building one at first use.
+    """
+    source = onnx.load(str(graph), load_external_data=False)
+    node = helper.make_node(
+        "EPContext",
+        [i.name for i in source.graph.input],
+        [o.name for o in source.graph.output],
+        name=f"{Path(engine_file).stem}_context",
+        domain="com.microsoft",
+        main_context=1,
+        embed_mode=0,
+        ep_cache_context=engine_file,
+        ep_sdk_version=version,
+        source="TensorrtExecutionProvider",
+        partition_name=Path(engine_file).stem,
+    )
+    context = helper.make_graph(
+        [node], f"{source.graph.name}_context", list(source.graph.input), list(source.graph.output)
+    )
+    model = helper.make_model(
+        context,
+        opset_imports=[
+            helper.make_opsetid("", max(o.version for o in source.opset_import if o.domain in ("", "ai.onnx"))),
+            helper.make_opsetid("com.microsoft", 1),
+        ],
+        producer_name="metasr",
+    )
+    model.ir_version = source.ir_version
+    onnx.save(model, str(out_path))
+    return Path(out_path)

@@ -35,6 +35,7 @@ __all__ = [
     "SessionSpec",
     "create_session",
     "device_of",
+    "engine_mismatch",
     "gpu_name",
     "provider_chain",
     "quiet_native_output",
@@ -136,6 +137,29 @@ def trt_cache_dir(model_dir: Path, model_id: str, precision: Precision = Precisi
         f"no writable folder for TensorRT engines (tried {model_dir / 'trt_cache'} and ~/.cache/metasr); "
         f"make one of them writable or use --device cuda"
     )
+
+
+def engine_mismatch(tensorrt: dict[str, Any] | None, precision: Precision) -> str | None:
+    """Why an export's TensorRT engines cannot run on this machine, or None when they can.
+
+    Engines are specific to the GPU model and the TensorRT version that built them; the manifest's
+    ``tensorrt`` entry records both (``gpu``, ``version``) and the engines' ``precision``.
+    """
+    if not tensorrt or not tensorrt.get("engines"):
+        return "the export has no TensorRT engines"
+    built_gpu, built_version = tensorrt.get("gpu"), tensorrt.get("version")
+    here_gpu, here_version = gpu_name(), tensorrt_version()
+    if built_gpu != here_gpu or built_version != here_version:
+        return (
+            f"they were built on {built_gpu or 'an unrecorded GPU'} with TensorRT {built_version or 'unknown'}, "
+            f"this machine has {here_gpu or 'no NVIDIA GPU'} with TensorRT {here_version or 'not installed'}"
+        )
+    if tensorrt.get("precision") != precision.value:
+        return f"they are {tensorrt.get('precision')} engines and {precision.value} was requested"
+    missing = [name for name, e in tensorrt["engines"].items() if not isinstance(e, dict) or not e.get("context")]
+    if missing:
+        return f"the engines of {', '.join(sorted(missing))} have no EP-context model"
+    return None
 
 
 @dataclass(frozen=True)

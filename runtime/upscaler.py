@@ -48,6 +48,7 @@ from metasr.runtime.backends import (
     SessionSpec,
     create_session,
     device_of,
+    engine_mismatch,
     tensorrt_possible,
     to_fp16,
     trt_cache_dir,
@@ -278,7 +279,6 @@ class Upscaler:
     # ------------------------------------------------------------------ loading
 
     def _load_sessions(self, device: Device) -> dict[str, Any]:
-        graphs = self.manifest["graphs"]
         names = tuple(_EXPECTED_META) if self.kind == "meta" else ("model",)
         cache = None
         if device is Device.TENSORRT and not tensorrt_possible():
@@ -291,24 +291,43 @@ class Upscaler:
 
             if "TensorrtExecutionProvider" in ort.get_available_providers():
                 cache = trt_cache_dir(self.model_dir, self.model_id, self.requested_precision)
+        files = self._graph_files(device, cache is not None)
         sessions: dict[str, Any] = {}
         chosen = device
         for name in names:
-            path = self.model_dir / graphs[name]["file"]
-            profiles = self._trt_profiles(name) if cache is not None else None
+            path = self.model_dir / files[name]
+            profiles = self._trt_profiles(name) if cache is not None and files[name].endswith(".onnx") else None
             spec = SessionSpec(profiles, self.requested_precision)
-            data = self._fp16_bytes(path, name) if chosen is not Device.CPU else None
-            session = create_session(path, chosen, threads=self.threads, spec=spec, cache_dir=cache, model_bytes=data)
+            session = create_session(path, chosen, threads=self.threads, spec=spec, cache_dir=cache)
             # Every graph runs where the first one landed, so data never bounces between devices.
             chosen = device_of(session.get_providers())
+            if chosen is Device.CUDA and self.requested_precision is Precision.FP16 and name != "kernels":
+                data = self._fp16_bytes(path)
+                session = create_session(path, chosen, threads=self.threads, spec=spec, model_bytes=data)
             _check_io(session, path, *(_EXPECTED_META.get(name) or _EXPECTED_FIXED))
             sessions[name] = session
         return sessions
 
-    def _fp16_bytes(self, path: Path, name: str) -> bytes | None:
-        """The fp16 copy of a graph for CUDA fp16 (TensorRT converts itself; kernels stay fp32)."""
-        if self.requested_precision is not Precision.FP16 or name == "kernels":
-            return None
+    def _graph_files(self, device: Device, tensorrt: bool) -> dict[str, str]:
+        """The file each graph loads from: the exported engines' EP-context models where they can
+        run here, else the ONNX graphs (ORT's TensorRT provider then builds and caches engines)."""
+        graphs = {name: spec["file"] for name, spec in self.manifest["graphs"].items()}
+        info = self.manifest.get("tensorrt")
+        if not tensorrt or not info:
+            return graphs
+        reason = engine_mismatch(info, self.requested_precision)
+        if reason is None:
+            return {name: info["engines"][name]["context"] for name in graphs}
+        if device is Device.TENSORRT:
+            raise InputError(
+                f"the TensorRT engines of {self.model_name} cannot run here: {reason}; rebuild them on this "
+                f"machine (metasr-export --trt) or use --device cuda"
+            )
+        return graphs
+
+    @staticmethod
+    def _fp16_bytes(path: Path) -> bytes:
+        """The fp16 copy of a graph for CUDA fp16 (fp32 inputs and outputs; TensorRT converts itself)."""
         import onnx
 
         try:

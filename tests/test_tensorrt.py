@@ -120,7 +120,7 @@ def test_library_trt_fails_up_front_without_writing(tmp_path: Path) -> None:
 # ---- CPU: the engine-building logic against a stand-in TensorRT module -------------------------
 
 
-def _fake_tensorrt(version: str, has_fp16_flag: bool):
+def _fake_tensorrt(version: str, has_fp16_flag: bool):  # noqa: C901 (one stand-in class per TensorRT type)
     """A stand-in ``tensorrt`` module that records what the builder was asked to do."""
     import enum
     import types
@@ -236,8 +236,22 @@ def test_engine_build_logic_with_a_stand_in_tensorrt(
     m = result.manifest
     assert m["tensorrt"]["precision"] == "fp16" and m["tensorrt"]["profiles"]["max_hr_size"] == 256
     graphs = ("feature_extractor", "kernels", "upscale", "upscale_pixels")
-    assert set(m["files"]) == {f"{g}.onnx" for g in graphs} | {f"{g}.fp16.engine" for g in graphs}
+    engines = {f"{g}.fp16.engine" for g in graphs}
+    contexts = {f"{g}.fp16_ctx.onnx" for g in graphs}
+    assert set(m["files"]) == {f"{g}.onnx" for g in graphs} | engines | contexts
     verify_files(out, m)
+    # the EP-context models name their engine and keep the graph's inputs and outputs
+    for g in graphs:
+        assert m["tensorrt"]["engines"][g]["context"] == f"{g}.fp16_ctx.onnx"
+        ctx, src = onnx.load(str(out / f"{g}.fp16_ctx.onnx")), onnx.load(str(out / f"{g}.onnx"))
+        (node,) = ctx.graph.node
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert (node.op_type, node.domain) == ("EPContext", "com.microsoft")
+        assert attrs["ep_cache_context"] == f"{g}.fp16.engine".encode() and attrs["embed_mode"] == 0
+        assert attrs["source"] == b"TensorrtExecutionProvider" and attrs["ep_sdk_version"] == version.encode()
+        assert [i.name for i in ctx.graph.input] == [i.name for i in src.graph.input]
+        assert [o.name for o in ctx.graph.output] == [o.name for o in src.graph.output]
+    assert m["tensorrt"]["version"] == version and "gpu" in m["tensorrt"]
     assert (out / "upscale.fp16.engine").read_bytes().startswith(b"ENGINE:features,kernels,row_index")
     assert log["shapes"]["features"] == ((1, 64, 8, 8), (1, 64, 64, 64), (2, 64, 128, 128))
     assert log["shapes"]["lr"] == ((1, 1, 8, 8), (1, 1, 64, 64), (2, 1, 128, 128))
@@ -379,3 +393,61 @@ def test_onnx_runtime_cuda_matches_cpu(onnx_export: Path) -> None:
     for scale in SCALES:
         got = up.run(["sr"], upscale_feeds(kernels, feats, scale))[0]
         assert np.abs(got - ref[scale]).max() <= 1e-4, scale  # TF32 off: fp32 means fp32
+
+
+def test_engines_run_only_where_they_were_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    from metasr.core.choices import Precision
+    from metasr.runtime import backends
+
+    monkeypatch.setattr(backends, "gpu_name", lambda: "NVIDIA H200")
+    monkeypatch.setattr(backends, "tensorrt_version", lambda: "10.13.0")
+    engines = {
+        g: {"file": f"{g}.fp16.engine", "context": f"{g}.fp16_ctx.onnx"} for g in ("feature_extractor", "upscale")
+    }
+    info = {"gpu": "NVIDIA H200", "version": "10.13.0", "precision": "fp16", "engines": engines}
+    assert backends.engine_mismatch(info, Precision.FP16) is None
+    assert backends.engine_mismatch(None, Precision.FP16) == "the export has no TensorRT engines"
+    assert backends.engine_mismatch(info, Precision.FP32) == "they are fp16 engines and fp32 was requested"
+    other = dict(info, gpu="NVIDIA A100-SXM4-80GB")
+    assert backends.engine_mismatch(other, Precision.FP16) == (
+        "they were built on NVIDIA A100-SXM4-80GB with TensorRT 10.13.0, this machine has NVIDIA H200 with "
+        "TensorRT 10.13.0"
+    )
+    monkeypatch.setattr(backends, "tensorrt_version", lambda: None)
+    assert "with TensorRT not installed" in backends.engine_mismatch(info, Precision.FP16)
+
+
+def test_forced_tensorrt_with_foreign_engines_is_one_line(
+    onnx_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import shutil
+
+    import onnxruntime as ort
+
+    from metasr.core.errors import InputError
+    from metasr.runtime import Upscaler, backends, upscaler
+
+    model = tmp_path / "model"
+    shutil.copytree(onnx_export, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    engines = {g: {"file": f"{g}.fp32.engine", "context": f"{g}.fp32_ctx.onnx"} for g in manifest["graphs"]}
+    manifest["tensorrt"] = {
+        "gpu": "NVIDIA A100-SXM4-80GB",
+        "version": "10.3.0",
+        "precision": "fp32",
+        "engines": engines,
+    }
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(upscaler, "tensorrt_possible", lambda: True)
+    monkeypatch.setattr(upscaler, "trt_cache_dir", lambda *a: tmp_path / "cache")
+    monkeypatch.setattr(backends, "gpu_name", lambda: "NVIDIA H200")
+    monkeypatch.setattr(backends, "tensorrt_version", lambda: "10.13.0")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(InputError) as e:
+        Upscaler(model, device="tensorrt")
+    assert str(e.value) == (
+        "the TensorRT engines of model cannot run here: they were built on NVIDIA A100-SXM4-80GB with TensorRT "
+        "10.3.0, this machine has NVIDIA H200 with TensorRT 10.13.0; rebuild them on this machine "
+        "(metasr-export --trt) or use --device cuda"
+    )
