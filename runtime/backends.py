@@ -21,10 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 from metasr.core.choices import Device, Precision
 from metasr.core.errors import InputError, ModelError
 from metasr.core.hardware import gpu_name, tensorrt_version
@@ -261,13 +257,18 @@ def create_session(
     return session
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+def to_fp16(model: Any) -> Any:
     """An fp16 copy of a float32 graph whose inputs and outputs stay float32.
 
     Float initializers and Constant tensors become fp16; float graph inputs are cast to fp16 on
     entry and float outputs back to fp32 on exit. Integer tensors (indices, shapes, axes) are
-    untouched. Used for CUDA fp16 sessions and TensorRT 11's strongly typed networks.
+    untouched. Used for CUDA fp16 sessions and TensorRT 11's strongly typed networks. Needs the
+    ``onnx`` package (imported here, so the runtime itself does not).
     """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph

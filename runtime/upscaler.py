@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from metasr.core.choices import ChoiceEnum
+from metasr.core.deps import require
 from metasr.core.errors import InputError, ModelError, ScaleError
 from metasr.core.hardware import gpu_free_memory_mb
 from metasr.core.manifest import read_manifest
@@ -328,7 +329,7 @@ class Upscaler:
     @staticmethod
     def _fp16_bytes(path: Path) -> bytes:
         """The fp16 copy of a graph for CUDA fp16 (fp32 inputs and outputs; TensorRT converts itself)."""
-        import onnx
+        onnx = require("onnx", "fp16 inference on CUDA (--precision fp16)", "export")
 
         try:
             return to_fp16(onnx.load(str(path))).SerializeToString()
