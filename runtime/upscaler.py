@@ -20,6 +20,10 @@ array. A frame (or a batch) is one feature-extractor run and one upscale run whi
 memory budget (on a GPU: ``gpu_memory_mb``, by default half the GPU's free memory; on the CPU:
 ``memory_budget_mb``); larger images are processed in overlapping tiles whose results equal
 untiled processing (see :mod:`metasr.runtime.tiling`).
+
+(About 600 lines: one class whose loading, planning, kernel caches and three run paths share
+state; the run plans live in :mod:`metasr.runtime.tiling`, the kernel arithmetic in
+:mod:`metasr.runtime.kernels` and the sessions in :mod:`metasr.runtime.backends`.)
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Real
 from pathlib import Path
@@ -42,7 +45,7 @@ from metasr.core.deps import require
 from metasr.core.errors import InputError, ModelError, ScaleError
 from metasr.core.hardware import gpu_free_memory_mb
 from metasr.core.manifest import read_manifest
-from metasr.core.scale import DEFAULT_SCALE_RANGE, Scale, axis_mapping, hr_length
+from metasr.core.scale import DEFAULT_SCALE_RANGE, Scale, hr_length
 from metasr.runtime.backends import (
     Device,
     Precision,
@@ -60,12 +63,11 @@ from metasr.runtime.kernels import (
     MAX_CLASSES,
     Kernels,
     apply_kernels,
-    axis_classes,
     choose_form,
     kernel_feeds,
     upscale_inputs,
 )
-from metasr.runtime.tiling import Span, hr_span, split_axis, tile_side_for_budget
+from metasr.runtime.tiling import Block, Plan, Span, plan_run
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET_MB",
@@ -155,34 +157,6 @@ def check_image(image: Any) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class _Block:
-    """An upscale block along one axis: feature crop (relative to its tile's context) and arrays."""
-
-    crop_start: int
-    crop_stop: int
-    index: np.ndarray  # LR source pixel, relative to the crop
-    residue: np.ndarray  # offset class (i * q) % p
-    classes: np.ndarray  # offset classes fed to kernels.onnx
-    rank: np.ndarray  # rank of each HR pixel's class among ``classes``
-    hr_start: int
-    hr_stop: int
-
-
-@dataclass(frozen=True)
-class _AxisPlan:
-    tiles: tuple[Span, ...]
-    blocks: tuple[tuple[_Block, ...], ...]  # per tile (meta kind); empty for fixed kind
-
-
-@dataclass(frozen=True)
-class _Plan:
-    group: int  # frames per run
-    rows: _AxisPlan
-    cols: _AxisPlan
-    mode: str  # "kernels" (CPU dense products), "classes"/"pixels" (upscale graph form) or "fixed"
-
-
 class Upscaler:
     """Super-resolve images with an exported metasr model, torch-free.
 
@@ -238,7 +212,7 @@ class Upscaler:
         self.threads = threads or max(
             1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         )
-        self._plans: OrderedDict[tuple, _Plan] = OrderedDict()
+        self._plans: OrderedDict[tuple, Plan] = OrderedDict()
         self._kernels: OrderedDict[Fraction, Kernels] = OrderedDict()
         self._device_kernels: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
@@ -417,7 +391,7 @@ class Upscaler:
         kernels = taps if s.p > MAX_CACHED_CLASSES else 0  # kernels of the tile's own classes
         return fe, 2 * taps + (3 * taps + kernels + 32) * r2  # pixels: gathered patches, kernels, products
 
-    def _plan(self, s: Scale, n: int, h: int, w: int) -> _Plan:
+    def _plan(self, s: Scale, n: int, h: int, w: int) -> Plan:
         key = (s.value, n, h, w)
         with self._lock:
             plan = self._plans.get(key)
@@ -431,56 +405,21 @@ class Upscaler:
                 self._plans.popitem(last=False)
         return plan
 
-    def _make_plan(self, s: Scale, n: int, h: int, w: int) -> _Plan:
-        budget = self._budget_mb * 2**20
-        radius = self.receptive_radius
-        limit = self._TRT_MAX_SIDE if self.device is Device.TENSORRT else None
+    def _make_plan(self, s: Scale, n: int, h: int, w: int) -> Plan:
         mode = self._mode(s) if self.kind == "meta" else "fixed"
         fe_px, up_px = self._bytes_per_pixel(s, mode)
-        # The graph forms take a whole tile's features in one upscale run; the CPU's dense
-        # products run on sub-blocks, so its feature tile and upscale blocks share the budget.
-        per_frame = h * w * (max(fe_px, up_px) if mode == "kernels" else fe_px + up_px)
-        group = int(max(1, min(n, budget // max(per_frame, 1.0))))
-        if limit is not None:
-            group = min(group, self._TRT_MAX_GROUP)
-        if self.tile_size is not None:
-            fe_core = self.tile_size
-        elif per_frame <= budget:
-            fe_core = max(h, w)
-        elif mode == "kernels":
-            fe_core = tile_side_for_budget(budget / 2, fe_px, radius)
-        else:
-            fe_core = tile_side_for_budget(budget, fe_px + up_px, radius)
-        if limit is not None:
-            fe_core = min(fe_core, limit - 2 * radius)
-        up_core = min(tile_side_for_budget(budget / 2, up_px, 1), fe_core) if mode == "kernels" else None
-        rows = self._axis_plan(h, s, fe_core, up_core, radius)
-        cols = self._axis_plan(w, s, fe_core, up_core, radius)
-        return _Plan(group, rows, cols, mode)
-
-    def _axis_plan(self, n: int, s: Scale, fe_core: int, up_core: int | None, radius: int) -> _AxisPlan:
-        tiles = tuple(split_axis(n, fe_core, radius, s.value))
-        if self.kind != "meta":
-            return _AxisPlan(tiles, ())
-        blocks = []
-        for t in tiles:
-            per_tile = []
-            subs = split_axis(t.stop - t.start, up_core, 0, s.value) if up_core else [None]
-            for sub in subs:
-                b0, b1 = (t.start + sub.start, t.start + sub.stop) if sub else (t.start, t.stop)
-                a, b = hr_span(b0, b1, n, s.value)
-                if b <= a:
-                    continue
-                m = axis_mapping(n, s.value, a, b)
-                if sub is None:  # graph forms: the whole tile context, indices relative to it
-                    c0, c1 = t.ctx_start, t.ctx_stop
-                else:  # the 3x3 neighbourhood of the used LR pixels; outside the image the graph pads as untiled
-                    c0, c1 = max(0, int(m.index[0]) - 1), min(n, int(m.index[-1]) + 2)
-                classes, rank = axis_classes(m.residue, s.p)
-                index = (m.index - c0).astype(np.int64)
-                per_tile.append(_Block(c0 - t.ctx_start, c1 - t.ctx_start, index, m.residue, classes, rank, a, b))
-            blocks.append(tuple(per_tile))
-        return _AxisPlan(tiles, tuple(blocks))
+        trt = self.device is Device.TENSORRT
+        return plan_run(
+            s,
+            (n, h, w),
+            mode,
+            budget_bytes=self._budget_mb * 2**20,
+            pixel_bytes=(fe_px, up_px),
+            radius=self.receptive_radius,
+            tile_size=self.tile_size,
+            max_side=self._TRT_MAX_SIDE if trt else None,
+            max_group=self._TRT_MAX_GROUP if trt else None,
+        )
 
     # ------------------------------------------------------------------ kernels
 
@@ -499,7 +438,7 @@ class Upscaler:
                 self._kernels.popitem(last=False)
         return kernels
 
-    def _device_kernels_for(self, s: Scale, rows: _Block, cols: _Block) -> Any:
+    def _device_kernels_for(self, s: Scale, rows: Block, cols: Block) -> Any:
         """The kernels of a block pair as an OrtValue on the device; cached per scale for small ``p``."""
         import onnxruntime as ort
 
@@ -585,7 +524,7 @@ class Upscaler:
         except Exception as e:
             raise self._fail(name, e) from e
 
-    def _run_kernels(self, x: np.ndarray, out: np.ndarray, plan: _Plan, kernels: Kernels) -> None:
+    def _run_kernels(self, x: np.ndarray, out: np.ndarray, plan: Plan, kernels: Kernels) -> None:
         """The CPU path: features on the host, the kernels applied with dense products."""
         single = len(plan.rows.tiles) == 1 and len(plan.cols.tiles) == 1
         for rt, rblocks in zip(plan.rows.tiles, plan.rows.blocks):
@@ -599,7 +538,7 @@ class Upscaler:
                             kernels, f, rb.index, rb.residue, cb.index, cb.residue
                         )
 
-    def _run_graphs(self, x: np.ndarray, out: np.ndarray, plan: _Plan, s: Scale) -> None:
+    def _run_graphs(self, x: np.ndarray, out: np.ndarray, plan: Plan, s: Scale) -> None:
         """Feature extractor then one upscale graph per tile, features kept on the device."""
         graph = FORMS[plan.mode]
         single = len(plan.rows.tiles) == 1 and len(plan.cols.tiles) == 1
@@ -626,7 +565,7 @@ class Upscaler:
                 if not single:
                     out[:, rb.hr_start : rb.hr_stop, cb.hr_start : cb.hr_stop] = target
 
-    def _run_fixed(self, x: np.ndarray, out: np.ndarray, plan: _Plan) -> None:
+    def _run_fixed(self, x: np.ndarray, out: np.ndarray, plan: Plan) -> None:
         f = int(self.fixed_scale or 1)
         for rt in plan.rows.tiles:
             for ct in plan.cols.tiles:
