@@ -440,8 +440,6 @@ class Upscaler:
 
     def _device_kernels_for(self, s: Scale, rows: Block, cols: Block) -> Any:
         """The kernels of a block pair as an OrtValue on the device; cached per scale for small ``p``."""
-        import onnxruntime as ort
-
         key = (s.value,) if s.p <= MAX_CACHED_CLASSES else None
         if key is not None:
             with self._lock:
@@ -460,7 +458,7 @@ class Upscaler:
                 self._device_kernels[key] = value
                 while len(self._device_kernels) > _KERNEL_CACHE_SIZE:
                     self._device_kernels.popitem(last=False)
-        return value if isinstance(value, ort.OrtValue) else ort.OrtValue(value)
+        return value
 
     # ------------------------------------------------------------------ inference
 
@@ -507,7 +505,11 @@ class Upscaler:
 
     def _fail(self, name: str, e: Exception) -> ModelError:
         if isinstance(e, MemoryError) or "out of memory" in str(e).lower() or "bad_alloc" in str(e):
-            what = "--gpu-memory" if self.device is not Device.CPU else "--memory-budget"
+            what = (
+                "gpu_memory_mb (--gpu-memory)"
+                if self.device is not Device.CPU
+                else "memory_budget_mb (--memory-budget)"
+            )
             return ModelError(f"out of memory running the {name} graph on {self.device.label}; lower {what}")
         reason = " ".join(str(e).split())[:300]
         return ModelError(f"onnxruntime failed running the {name} graph on {self.device.label}: {reason}")
