@@ -251,7 +251,8 @@ def test_gpu_matches_cpu(tiny_export_dir: Path, tmp_path: Path, up: Upscaler, im
     except InputError as e:
         pytest.skip(f"{device} not usable here: {e}")
     assert gpu.device is Device(device)
-    np.testing.assert_allclose(gpu.upscale(image, "2.3"), up.upscale(image, "2.3"), atol=1e-3)
+    tolerance = 1e-4 if device == "cuda" else 1e-3  # CUDA runs fp32 with TF32 off; TensorRT picks its tactics
+    np.testing.assert_allclose(gpu.upscale(image, "2.3"), up.upscale(image, "2.3"), atol=tolerance)
     if device == "tensorrt":
         assert any((model / "trt_cache").iterdir())
 
