@@ -97,6 +97,8 @@ _GPU_FREE_SHARE = 0.5
 DEFAULT_RECEPTIVE_RADIUS = 16
 _PLAN_CACHE_SIZE = 64
 _KERNEL_CACHE_SIZE = 16
+# Largest kernel set of one tile (scales with many classes) kept in the kernel cache.
+_MAX_BLOCK_KERNEL_BYTES = 8 * 2**20
 
 # Peak live [N, C, h, w] tensors of the feature extractor on ONNX Runtime (float32), measured on
 # the exports (bench/bench_runtime.py prints the measurement).
@@ -439,8 +441,13 @@ class Upscaler:
         return kernels
 
     def _device_kernels_for(self, s: Scale, rows: Block, cols: Block) -> Any:
-        """The kernels of a block pair as an OrtValue on the device; cached per scale for small ``p``."""
-        key = (s.value,) if s.p <= MAX_CACHED_CLASSES else None
+        """The kernels of a block pair as an OrtValue on the device, cached: per scale for small ``p``,
+        per (scale, classes of the block pair) beyond while they are at most ``_MAX_BLOCK_KERNEL_BYTES``
+        (a video at x1.51 reuses the 22801 kernels of its frame size)."""
+        key: tuple | None = (s.value,)
+        if s.p > MAX_CACHED_CLASSES:
+            size = len(rows.classes) * len(cols.classes) * 9 * self.features * 4
+            key = (s.value, rows.classes.tobytes(), cols.classes.tobytes()) if size <= _MAX_BLOCK_KERNEL_BYTES else None
         if key is not None:
             with self._lock:
                 found = self._device_kernels.get(key)

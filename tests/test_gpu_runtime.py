@@ -84,6 +84,9 @@ def test_a_frame_is_one_feature_run_and_one_upscale_run(tiny_export_dir: Path, m
     runs.clear()
     up.upscale(batch, "1.51")
     assert runs == ["feature_extractor", "kernels", "upscale_pixels"]
+    runs.clear()
+    up.upscale(batch, "1.51")  # 151 classes: the frame size's own kernels are cached too
+    assert runs == ["feature_extractor", "upscale_pixels"]
 
 
 # ---- on a GPU ------------------------------------------------------------------------------------
