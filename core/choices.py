@@ -70,8 +70,13 @@ class Device(ChoiceEnum):
 
 
 class Precision(ChoiceEnum):
-    """Arithmetic of the TensorRT engines. ``FP16`` is TensorRT's half precision (ORT's
-    ``trt_fp16_enable``); the CUDA and CPU providers always run the float32 graphs."""
+    """Arithmetic of inference on a GPU.
+
+    ``FP32`` is IEEE float32 throughout (on CUDA with TF32 tensor-core rounding off). ``TF32``
+    lets convolutions and matrix products round their inputs to TF32 (10-bit mantissa) on CUDA.
+    ``FP16`` runs half-precision graphs (CUDA) or engines (TensorRT). The CPU always runs fp32.
+    """
 
     FP32 = "fp32"
     FP16 = "fp16"
+    TF32 = "tf32"

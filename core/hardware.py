@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["gpu_name", "tensorrt_version"]
+__all__ = ["gpu_free_memory_mb", "gpu_name", "tensorrt_version"]
 
 # Every name TensorRT's Python packages are published under (meta package, per-CUDA builds, libs).
 _TENSORRT_DISTRIBUTIONS = (
@@ -42,3 +42,24 @@ def tensorrt_version() -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def gpu_free_memory_mb() -> float | None:
+    """Free memory of the first NVIDIA GPU in MiB (``nvidia-smi``, no CUDA import), or None."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("nvidia-smi")
+    if tool is None:
+        return None
+    try:
+        done = subprocess.run(
+            [tool, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return float(done.stdout.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None

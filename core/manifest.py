@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_FORMAT",
     "MANIFEST_VERSION",
+    "UPSCALE_FORM",
     "sha256_file",
     "read_manifest",
     "validate_manifest",
@@ -28,7 +30,9 @@ __all__ = [
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "metasr-export"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+#: How the Meta-Upscale stage of a "meta" export is expressed (see ``metasr.export.upscale_graphs``).
+UPSCALE_FORM = "class-kernel"
 
 _REQUIRED = (
     "format",
@@ -42,7 +46,9 @@ _REQUIRED = (
     "receptive_radius",
     "checkpoint",
 )
-_KIND_GRAPHS = {"meta": {"feature_extractor", "upscale"}, "fixed": {"model"}}
+_KIND_GRAPHS = {"meta": {"feature_extractor", "kernels", "upscale", "upscale_pixels"}, "fixed": {"model"}}
+#: Largest scale a manifest's scale_range may name.
+MAX_MANIFEST_SCALE = 16
 _FIX = "re-export the model (metasr-export) or reinstall metasr"
 
 
@@ -69,7 +75,7 @@ def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> None:
     if manifest.get("format_version") != MANIFEST_VERSION:
         raise ModelError(
             f"{where}: format_version {manifest.get('format_version')!r} is not supported "
-            f"(this metasr reads {MANIFEST_VERSION}); re-export with this version or upgrade metasr"
+            f"(this metasr reads {MANIFEST_VERSION}); re-export the model with metasr-export"
         )
     missing = [key for key in _REQUIRED if key not in manifest]
     if missing:
@@ -93,6 +99,41 @@ def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> None:
             raise ModelError(f"{where}: file name {name!r} must be a plain name inside the export folder")
     if kind == "fixed" and not isinstance(manifest.get("fixed_scale"), int):
         raise ModelError(f"{where}: a fixed-scale export needs an integer 'fixed_scale'")
+    if kind == "meta" and manifest.get("upscale_form") != UPSCALE_FORM:
+        raise ModelError(
+            f"{where}: upscale_form {manifest.get('upscale_form')!r} is not one this metasr runs "
+            f"({UPSCALE_FORM!r}); re-export the model with metasr-export"
+        )
+    _check_numbers(manifest, where)
+
+
+def _is_int(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _check_numbers(manifest: dict[str, Any], where: str) -> None:
+    """Refuse NaN, infinite or absurd numbers a runtime would otherwise compute with."""
+    rng = manifest.get("scale_range")
+    if rng is not None:
+        ok = (
+            isinstance(rng, list)
+            and len(rng) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in rng)
+            and 1 <= rng[0] <= rng[1] <= MAX_MANIFEST_SCALE
+        )
+        if not ok:
+            raise ModelError(
+                f"{where}: scale_range must be [min, max] with 1 <= min <= max <= {MAX_MANIFEST_SCALE}, "
+                f"got {rng!r}; re-export the model with metasr-export"
+            )
+    checks = (("features", 1, 4096), ("receptive_radius", 0, 1024), ("fixed_scale", 1, 16))
+    for key, lo, hi in checks:
+        value = manifest.get(key)
+        if value is not None and not _is_int(value, lo, hi):
+            raise ModelError(
+                f"{where}: {key} must be an integer from {lo} to {hi}, got {value!r}; "
+                f"re-export the model with metasr-export"
+            )
 
 
 def verify_files(model_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:

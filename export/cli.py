@@ -1,7 +1,7 @@
 """``metasr-export``: a checkpoint -> verified ONNX graphs (+ TensorRT engines) and manifest.json.
 
 Thin wrapper of :func:`metasr.export.export_model`. Progress goes to stderr, the one-line summary
-to stdout. With ``--trt`` where TensorRT or a GPU is missing, the availability check runs first;
+to stdout (``-q``: errors only). With ``--trt`` where TensorRT or a GPU is missing, the availability check runs first;
 the ONNX export is then still written and verified, and the command exits 2 with one line saying
 why no engines were built.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from metasr.core.cli import EXIT_USAGE, one_line, run_command
+from metasr.core.cli import EXIT_USAGE, Verbosity, common_options, one_line, run_command
 from metasr.core.errors import DependencyError
 
 __all__ = ["main", "export_command"]
@@ -27,6 +27,7 @@ def _size(path: Path) -> str:
 
 
 @click.command(name=PROG, context_settings={"help_option_names": ["-h", "--help"]})
+@common_options(PROG)
 @click.option(
     "--ckpt",
     "checkpoint",
@@ -92,6 +93,7 @@ def export_command(
     max_batch: int,
     max_hr_size: int | None,
     no_verify: bool,
+    verbosity: Verbosity,
 ) -> int:
     """Export a metasr checkpoint to ONNX (and TensorRT), verified against PyTorch."""
     from metasr.export import Profiles, export_model
@@ -118,7 +120,8 @@ def export_command(
             trt_problem = str(e)
 
     def log(message: str) -> None:
-        click.echo(f"{PROG}: {message}", err=True)
+        if verbosity is not Verbosity.QUIET:
+            click.echo(f"{PROG}: {message}", err=True)
 
     if trt_problem:
         log(f"TensorRT unavailable, exporting ONNX only: {one_line(trt_problem)}")
@@ -139,7 +142,8 @@ def export_command(
         if result.parity is not None
         else "parity not checked (--no-verify)"
     )
-    click.echo(f"exported {result.manifest['arch']} to {result.out_dir}: {sizes}; {parity}; {result.seconds:.1f} s")
+    if verbosity is not Verbosity.QUIET:
+        click.echo(f"exported {result.manifest['arch']} to {result.out_dir}: {sizes}; {parity}; {result.seconds:.1f} s")
     if trt_problem:
         print(
             f"{PROG}: error: TensorRT engines were not built ({one_line(trt_problem)}); the ONNX export in "

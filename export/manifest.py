@@ -1,12 +1,11 @@
 """``manifest.json`` of an export directory: write, read, validate, and sha256 helpers.
 
-The manifest describes the export completely (architecture, normalisation, graph inputs and
-outputs, opset, index dtype, sha256 of every file and of the source checkpoint, tool versions,
-parity result, TensorRT engines), so the runtime never needs the training configuration. See
-``INTERFACES.md`` section 1 / ``design.md`` "Export contract" for the format; this module is its
-producer-side reference; reading, validating and hash checks live in
-:mod:`metasr.core.manifest` (one reader for the runtime and the exporter) and are re-exported
-here. The module is torch-free.
+The manifest describes the export completely (architecture, upscale form, normalisation, graph
+inputs and outputs, opset, index dtype, sha256 of every file and of the source checkpoint, tool
+versions, parity result, TensorRT engines), so the runtime never needs the training
+configuration. :mod:`metasr.export.exporter` documents the format; this module writes it, and
+reading, validating and hash checks live in :mod:`metasr.core.manifest` (one reader for the
+runtime and the exporter), re-exported here. The module is torch-free.
 """
 
 from __future__ import annotations

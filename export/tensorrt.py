@@ -20,14 +20,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from metasr.core.choices import Precision
 from metasr.core.deps import require
 from metasr.core.errors import DependencyError, ModelError
 from metasr.core.hardware import tensorrt_version
+from metasr.runtime.backends import to_fp16
 
 __all__ = [
     "Precision",
@@ -38,6 +38,7 @@ __all__ = [
     "to_fp16",
     "input_profiles",
     "build_engine",
+    "write_ep_context",
 ]
 
 TIMING_CACHE_NAME = "trt_timing.cache"
@@ -51,9 +52,10 @@ class Profiles:
         min_size, opt_size, max_size: LR spatial size (h and w) the engines accept.
         max_batch, opt_batch: batch bounds (min is 1).
         max_hr_size: largest HR extent (H and W) the upscale engine accepts in one call; larger
-            outputs are produced in HR tiles by the caller. The upscale graph holds ``hidden``
-            (256) floats per HR pixel, so this bound sets the engine's activation memory:
-            1024 x 1024 at batch 4 is ~4 GiB per intermediate; lower it on edge GPUs.
+            outputs are produced in HR tiles by the caller. The ``pixels`` upscale graph holds
+            ``9C`` (576) floats per HR pixel, so this bound sets the engine's activation memory.
+        opt_classes, max_classes: offset classes per axis the kernels (and upscale) engines
+            accept: ``p`` of the scale, or the distinct residues of a tile beyond it.
     """
 
     min_size: int = 16
@@ -62,6 +64,8 @@ class Profiles:
     opt_batch: int = 1
     max_batch: int = 4
     max_hr_size: int = 1024
+    opt_classes: int = 2
+    max_classes: int = 64
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_size <= self.opt_size <= self.max_size:
@@ -70,6 +74,8 @@ class Profiles:
             )
         if not 1 <= self.opt_batch <= self.max_batch:
             raise ValueError(f"batch must satisfy 1 <= opt <= max, got {self.opt_batch}/{self.max_batch}")
+        if not 1 <= self.opt_classes <= self.max_classes:
+            raise ValueError(f"classes must satisfy 1 <= opt <= max, got {self.opt_classes}/{self.max_classes}")
         if self.max_hr_size < 1:
             raise ValueError(f"max_hr_size must be >= 1, got {self.max_hr_size}")
 
@@ -105,58 +111,9 @@ def _has_fp16_flag(trt: Any) -> bool:
     return hasattr(trt.BuilderFlag, "FP16")
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """An fp16 copy of a float32 graph whose inputs and outputs stay float32.
-
-    Float initializers and Constant tensors become fp16; float graph inputs are cast to fp16 on
-    entry and float outputs back to fp32 on exit. Integer tensors (indices, shapes, axes) are
-    untouched. Used for TensorRT 11's strongly typed networks.
-    """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
-    for init in graph.initializer:
-        if init.data_type == TensorProto.FLOAT:
-            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
-                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
-    renames: dict[str, str] = {}
-    casts_in = []
-    for inp in graph.input:
-        if inp.type.tensor_type.elem_type == TensorProto.FLOAT:
-            renames[inp.name] = f"{inp.name}__fp16"
-            casts_in.append(
-                helper.make_node(
-                    "Cast", [inp.name], [renames[inp.name]], name=f"{inp.name}_to_fp16", to=TensorProto.FLOAT16
-                )
-            )
-    out_renames: dict[str, str] = {}
-    for outp in graph.output:
-        if outp.type.tensor_type.elem_type == TensorProto.FLOAT:
-            out_renames[outp.name] = f"{outp.name}__fp16"
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name in renames:
-                node.input[i] = renames[name]
-        for i, name in enumerate(node.output):
-            if name in out_renames:
-                node.output[i] = out_renames[name]
-    casts_out = [
-        helper.make_node("Cast", [new], [old], name=f"{old}_to_fp32", to=TensorProto.FLOAT)
-        for old, new in out_renames.items()
-    ]
-    nodes = casts_in + list(graph.node) + casts_out
-    del graph.node[:]
-    graph.node.extend(nodes)
-    del graph.value_info[:]  # stale float32 annotations of intermediates
-    return out
-
-
 def input_profiles(kind: str, features: int, profiles: Profiles) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) shapes of every dynamic input of a graph (``kind``: feature_extractor,
-    upscale or model)."""
+    kernels, upscale, upscale_pixels or model)."""
     p = profiles
     lr = (
         (1, 1, p.min_size, p.min_size),
@@ -165,11 +122,15 @@ def input_profiles(kind: str, features: int, profiles: Profiles) -> dict[str, tu
     )
     if kind in ("feature_extractor", "model"):
         return {"lr": lr}
-    if kind != "upscale":
+    classes = ((1,), (p.opt_classes,), (p.max_classes,))
+    if kind == "kernels":
+        return {"row_offset": classes, "col_offset": classes}
+    if kind not in ("upscale", "upscale_pixels"):
         raise ValueError(f"unknown graph {kind!r}")
     feats = tuple((s[0], features, s[2], s[3]) for s in lr)
     hr = ((1,), (min(2 * p.opt_size, p.max_hr_size),), (p.max_hr_size,))
-    return {"features": feats, "row_index": hr, "row_offset": hr, "col_index": hr, "col_offset": hr}
+    kernels = tuple((c[0] * c[0], 9 * features) for c in classes)
+    return {"features": feats, "kernels": kernels, "row_index": hr, "row_kernel": hr, "col_index": hr, "col_kernel": hr}
 
 
 def build_engine(
@@ -247,3 +208,40 @@ def build_engine(
         "strongly_typed": strongly_typed,
         "shapes": {k: [list(s) for s in v] for k, v in shapes.items()},
     }
+
+
+def write_ep_context(graph: str | os.PathLike, engine_file: str, out_path: str | os.PathLike, version: str) -> Path:
+    """Write an ONNX Runtime EP-context model that runs ``engine_file`` with ORT's TensorRT provider.
+
+    The model has ``graph``'s inputs and outputs and one ``com.microsoft.EPContext`` node whose
+    ``ep_cache_context`` names the engine file beside it (``embed_mode`` 0), so a session on the
+    TensorRT provider deserializes the exported engine instead of building one at first use.
+    """
+    source = onnx.load(str(graph), load_external_data=False)
+    node = helper.make_node(
+        "EPContext",
+        [i.name for i in source.graph.input],
+        [o.name for o in source.graph.output],
+        name=f"{Path(engine_file).stem}_context",
+        domain="com.microsoft",
+        main_context=1,
+        embed_mode=0,
+        ep_cache_context=engine_file,
+        ep_sdk_version=version,
+        source="TensorrtExecutionProvider",
+        partition_name=Path(engine_file).stem,
+    )
+    context = helper.make_graph(
+        [node], f"{source.graph.name}_context", list(source.graph.input), list(source.graph.output)
+    )
+    model = helper.make_model(
+        context,
+        opset_imports=[
+            helper.make_opsetid("", max(o.version for o in source.opset_import if o.domain in ("", "ai.onnx"))),
+            helper.make_opsetid("com.microsoft", 1),
+        ],
+        producer_name="metasr",
+    )
+    model.ir_version = source.ir_version
+    onnx.save(model, str(out_path))
+    return Path(out_path)

@@ -18,6 +18,7 @@ from torch import nn
 
 from metasr.core.errors import ModelError
 from metasr.core.scale import Scale, axis_mapping
+from metasr.runtime.kernels import FORMS, axis_classes, choose_form, kernel_feeds, upscale_inputs
 from metasr.training.models import MetaSRGAN
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "unsupported_ops",
     "ort_session",
     "upscale_feeds",
+    "UpscaleSessions",
     "phantom",
     "verify_meta",
     "verify_fixed",
@@ -51,11 +53,15 @@ TRT_SAFE_OPS = frozenset(
         "Div",
         "Gather",
         "Identity",
+        "MatMul",
         "Mul",
+        "Pad",
         "PRelu",
         "ReduceSum",
         "Relu",
         "Reshape",
+        "Shape",
+        "Slice",
         "Sub",
         "Transpose",
         "Unsqueeze",
@@ -153,18 +159,40 @@ def ort_session(path: str | Path, threads: int = 0, providers: Sequence[str] = (
     return ort.InferenceSession(str(path), options, providers=list(providers))
 
 
-def upscale_feeds(features: np.ndarray, scale: str | float | Scale) -> dict[str, np.ndarray]:
-    """The inputs of ``upscale.onnx`` for ``features`` [N, C, h, w] at ``scale`` (full image)."""
+@dataclass
+class UpscaleSessions:
+    """ORT sessions of the Meta-Upscale graphs of an export folder (``kernels.onnx`` and both forms)."""
+
+    kernels: object
+    forms: dict[str, object]
+
+    @classmethod
+    def load(cls, folder: str | Path, threads: int = 0) -> UpscaleSessions:
+        folder = Path(folder)
+        forms = {form: ort_session(folder / f"{graph}.onnx", threads) for form, graph in FORMS.items()}
+        return cls(ort_session(folder / "kernels.onnx", threads), forms)
+
+    def run(self, features: np.ndarray, scale: str | float | Scale, form: str | None = None) -> np.ndarray:
+        """``sr`` [N, 1, H, W] of the whole ``features`` at ``scale`` through one form (default: the runtime's)."""
+        s = Scale.parse(scale)
+        form = form or choose_form(s)
+        return self.forms[form].run(["sr"], upscale_feeds(self.kernels, features, s))[0]
+
+
+def upscale_feeds(kernels_session, features: np.ndarray, scale: str | float | Scale) -> dict[str, np.ndarray]:
+    """The inputs of the upscale graphs for ``features`` [N, C, h, w] at ``scale`` (full image),
+    with the kernels computed by ``kernels_session`` (``kernels.onnx``)."""
     s = Scale.parse(scale)
     h, w = features.shape[-2:]
     rows, cols = axis_mapping(h, s.value), axis_mapping(w, s.value)
+    row_classes, row_rank = axis_classes(rows.residue, s.p)
+    col_classes, col_rank = axis_classes(cols.residue, s.p)
+    kernels = kernels_session.run(["kernels"], kernel_feeds(s, row_classes, col_classes))[0]
     return {
         "features": features,
-        "inv_scale": np.array([s.inv], dtype=np.float32),
-        "row_index": rows.index,
-        "row_offset": rows.offset,
-        "col_index": cols.index,
-        "col_offset": cols.offset,
+        "kernels": kernels,
+        **upscale_inputs(rows.index, row_rank, len(col_classes), "row"),
+        **upscale_inputs(cols.index, col_rank, len(col_classes), "col"),
     }
 
 
@@ -211,8 +239,7 @@ def _inputs(sizes: Sequence[tuple[int, int, int]], seed: int) -> list[tuple[str,
 
 def verify_meta(
     model: MetaSRGAN,
-    feature_path: str | Path,
-    upscale_path: str | Path,
+    folder: str | Path,
     *,
     scales: Sequence[str | float] = DEFAULT_SCALES,
     sizes: Sequence[tuple[int, int, int]] = DEFAULT_SIZES,
@@ -220,29 +247,30 @@ def verify_meta(
     seed: int = 0,
     threads: int = 0,
 ) -> ParityReport:
-    """Compare the two graphs with ``model`` on random and phantom inputs, every scale and size.
+    """Compare the graphs in ``folder`` with ``model`` on random and phantom inputs, every scale and size.
 
-    Each case runs the feature graph once and the upscale graph per scale, and compares the
-    ``sr`` output with ``model(lr, scale)`` (float32 PyTorch on CPU). The feature graph is also
-    compared on its own, relative to the features' magnitude.
+    Each case runs the feature graph once and, per scale, ``kernels.onnx`` and both upscale forms
+    (``classes`` and ``pixels``), and compares each ``sr`` with ``model(lr, scale)`` (float32 PyTorch
+    on CPU). The feature graph is also compared on its own, relative to the features' magnitude.
 
     Raises:
         ParityError: if the worst error exceeds ``tolerance`` (or is NaN).
     """
     model = model.eval()
-    fe, up = ort_session(feature_path, threads), ort_session(upscale_path, threads)
+    folder = Path(folder)
+    fe = ort_session(folder / "feature_extractor.onnx", threads)
+    upscale = UpscaleSessions.load(folder, threads)
     report = ParityReport(tolerance=tolerance)
     with _single_torch_thread():
-        _compare_meta(model, fe, up, Path(upscale_path).name, sizes, scales, seed, report)
-    report.raise_if_failed(f"{Path(feature_path).name} + {Path(upscale_path).name}")
+        _compare_meta(model, fe, upscale, sizes, scales, seed, report)
+    report.raise_if_failed("feature_extractor.onnx + the upscale graphs")
     return report
 
 
 def _compare_meta(
     model: MetaSRGAN,
     fe,
-    up,
-    up_name: str,
+    upscale: UpscaleSessions,
     sizes: Sequence[tuple[int, int, int]],
     scales: Sequence[str | float],
     seed: int,
@@ -255,14 +283,16 @@ def _compare_meta(
         scale_of_features = max(1.0, float(feats_ref.abs().max()))
         report.add(f"{name} features (relative)", float(np.abs(feats - feats_ref.numpy()).max()) / scale_of_features)
         for scale in scales:
-            with torch.no_grad():  # end to end: both graphs against model(lr, scale)
+            with torch.no_grad():  # end to end: the graphs against model(lr, scale)
                 ref_chain = model(torch.from_numpy(lr), scale).numpy()
-            sr = up.run(["sr"], upscale_feeds(feats, scale))[0]
-            if sr.shape != ref_chain.shape:
-                raise ParityError(
-                    f"{up_name} gives shape {sr.shape} at scale {scale} for {name}, PyTorch gives {ref_chain.shape}"
-                )
-            report.add(f"{name} x{scale}", float(np.abs(sr - ref_chain).max()))
+            for form in FORMS:
+                sr = upscale.run(feats, scale, form)
+                if sr.shape != ref_chain.shape:
+                    raise ParityError(
+                        f"the {form} upscale graph gives shape {sr.shape} at scale {scale} for {name}, "
+                        f"PyTorch gives {ref_chain.shape}"
+                    )
+                report.add(f"{name} x{scale} {form}", float(np.abs(sr - ref_chain).max()))
 
 
 def verify_fixed(

@@ -31,11 +31,13 @@ __all__ = [
     "SessionSpec",
     "create_session",
     "device_of",
+    "engine_mismatch",
     "gpu_name",
     "provider_chain",
     "quiet_native_output",
     "tensorrt_possible",
     "tensorrt_version",
+    "to_fp16",
     "trt_cache_dir",
 ]
 
@@ -133,6 +135,29 @@ def trt_cache_dir(model_dir: Path, model_id: str, precision: Precision = Precisi
     )
 
 
+def engine_mismatch(tensorrt: dict[str, Any] | None, precision: Precision) -> str | None:
+    """Why an export's TensorRT engines cannot run on this machine, or None when they can.
+
+    Engines are specific to the GPU model and the TensorRT version that built them; the manifest's
+    ``tensorrt`` entry records both (``gpu``, ``version``) and the engines' ``precision``.
+    """
+    if not tensorrt or not tensorrt.get("engines"):
+        return "the export has no TensorRT engines"
+    built_gpu, built_version = tensorrt.get("gpu"), tensorrt.get("version")
+    here_gpu, here_version = gpu_name(), tensorrt_version()
+    if built_gpu != here_gpu or built_version != here_version:
+        return (
+            f"they were built on {built_gpu or 'an unrecorded GPU'} with TensorRT {built_version or 'unknown'}, "
+            f"this machine has {here_gpu or 'no NVIDIA GPU'} with TensorRT {here_version or 'not installed'}"
+        )
+    if tensorrt.get("precision") != precision.value:
+        return f"they are {tensorrt.get('precision')} engines and {precision.value} was requested"
+    missing = [name for name, e in tensorrt["engines"].items() if not isinstance(e, dict) or not e.get("context")]
+    if missing:
+        return f"the engines of {', '.join(sorted(missing))} have no EP-context model"
+    return None
+
+
 @dataclass(frozen=True)
 class SessionSpec:
     """What one graph needs from its session: TensorRT optimisation profiles (min/opt/max)."""
@@ -157,7 +182,8 @@ def provider_chain(device: Device, spec: SessionSpec, cache_dir: Path | None) ->
                 opts[f"trt_profile_{key}_shapes"] = shapes
         chain.append((TRT, opts))
     if device in (Device.AUTO, Device.TENSORRT, Device.CUDA):
-        chain.append((CUDA, {}))
+        # ORT's CUDA provider rounds convolutions/MatMul to TF32 unless told not to: fp32 means fp32
+        chain.append((CUDA, {"use_tf32": "1" if spec.precision is Precision.TF32 else "0"}))
     chain.append((CPU, {}))
     return chain
 
@@ -172,7 +198,13 @@ def device_of(providers: Sequence[str]) -> Device:
 
 
 def create_session(
-    path: Path, device: Device, *, threads: int, spec: SessionSpec = SessionSpec(), cache_dir: Path | None = None
+    path: Path,
+    device: Device,
+    *,
+    threads: int,
+    spec: SessionSpec = SessionSpec(),
+    cache_dir: Path | None = None,
+    model_bytes: bytes | None = None,
 ) -> Any:
     """An ``onnxruntime.InferenceSession`` on ``device``, with ORT's loader noise captured.
 
@@ -182,6 +214,8 @@ def create_session(
         threads: Intra-op threads for the CPU provider.
         spec: TensorRT optimisation profiles of the graph.
         cache_dir: TensorRT engine cache folder (None: TensorRT is not tried).
+        model_bytes: The graph to load instead of ``path``'s content (e.g. its fp16 copy);
+            ``path`` still names it in messages.
 
     Raises:
         InputError: a forced device (cpu/cuda/tensorrt) that cannot be used here.
@@ -203,7 +237,10 @@ def create_session(
     try:
         with quiet_native_output() as noise:
             session = ort.InferenceSession(
-                str(path), sess_options=options, providers=names, provider_options=[p[1] for p in chain]
+                model_bytes if model_bytes is not None else str(path),
+                sess_options=options,
+                providers=names,
+                provider_options=[p[1] for p in chain],
             )
     except Exception as e:  # ORT raises its own pybind exception types for unreadable graphs
         reason = " ".join(str(e).split())[:300]
@@ -218,3 +255,57 @@ def create_session(
             f"({reason}); use --device auto or --device cpu"
         )
     return session
+
+
+def to_fp16(model: Any) -> Any:
+    """An fp16 copy of a float32 graph whose inputs and outputs stay float32.
+
+    Float initializers and Constant tensors become fp16; float graph inputs are cast to fp16 on
+    entry and float outputs back to fp32 on exit. Integer tensors (indices, shapes, axes) are
+    untouched. Used for CUDA fp16 sessions and TensorRT 11's strongly typed networks. Needs the
+    ``onnx`` package (imported here, so the runtime itself does not).
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    for init in graph.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.FLOAT:
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float16), attr.t.name))
+    renames: dict[str, str] = {}
+    casts_in = []
+    for inp in graph.input:
+        if inp.type.tensor_type.elem_type == TensorProto.FLOAT:
+            renames[inp.name] = f"{inp.name}__fp16"
+            casts_in.append(
+                helper.make_node(
+                    "Cast", [inp.name], [renames[inp.name]], name=f"{inp.name}_to_fp16", to=TensorProto.FLOAT16
+                )
+            )
+    out_renames: dict[str, str] = {}
+    for outp in graph.output:
+        if outp.type.tensor_type.elem_type == TensorProto.FLOAT:
+            out_renames[outp.name] = f"{outp.name}__fp16"
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+        for i, name in enumerate(node.output):
+            if name in out_renames:
+                node.output[i] = out_renames[name]
+    casts_out = [
+        helper.make_node("Cast", [new], [old], name=f"{old}_to_fp32", to=TensorProto.FLOAT)
+        for old, new in out_renames.items()
+    ]
+    nodes = casts_in + list(graph.node) + casts_out
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.value_info[:]  # stale float32 annotations of intermediates
+    return out

@@ -1,101 +1,140 @@
-"""Meta-Upscale by its predicted kernels: the same result as the upscale graph, far less work on CPU.
+"""The class kernels of a scale: feeds of the export's upscale graphs and the CPU's dense products.
 
-The Meta-Upscale output is linear in the features, with weights that depend only on the scale
-and on the HR pixel's offsets: ``SR(i, j) = <K(off_r[i], off_c[j]), patch3x3(F)[index_r[i], index_c[j]]> + b``.
-At a scale ``p/q`` an offset takes only ``p`` values (``residue / p``), so there are only ``p * p``
-distinct kernels (4 at x2, 81 at x1.8) - the fact design.md points out. This module
+At a scale ``p/q`` every HR pixel uses one of ``p * p`` predicted 3x3 kernels, picked by its row
+and column offset class (``residue = (i * q) % p``). The export's ``kernels.onnx`` computes them
+once per scale (:func:`kernel_feeds`); this module
 
-1. *probes* the kernels once per scale through the export's own ``upscale.onnx``: it feeds
-   one-hot 3x3 feature patches (plus a zero patch for the bias) with one HR pixel per offset class,
-   so the kernels are whatever the exported graph computes, not a re-implementation of it;
-2. *applies* them with dense matrix products: for each row class, the LR rows it reads are
-   gathered (three padded rows stacked on the channel axis) and multiplied by that class's
-   kernels for all column classes at once, then every HR pixel picks its column and class.
-
-That is ``576 * q`` multiply-adds per HR pixel in BLAS instead of a 256-channel gather, product
-and reduction per HR pixel (plus a 256-channel 3x3 convolution at LR) in the graph. Results match
-the graph to float32 rounding (~1e-6; tests hold them to 1e-5).
+* builds the index inputs of the upscale graphs (:func:`upscale_inputs`): LR source pixel and
+  kernel number of every HR row and column (kernel of pixel ``(i, j)`` = ``row_kernel[i] +
+  col_kernel[j]``, i.e. ``residue_r * p + residue_c``);
+* picks the graph form per scale (:func:`choose_form`): ``classes`` (one MatMul of all kernels,
+  ``9C * q*q`` multiply-adds and ``q*q`` floats per HR pixel) while ``q`` is small, ``pixels``
+  (one dot product per HR pixel, ``9C`` multiply-adds, ``2 * 9C`` floats) beyond;
+* applies the kernels on the CPU with dense matrix products (:func:`apply_kernels`): for each row
+  class, the LR rows it reads are gathered (three padded rows stacked on the channel axis) and
+  multiplied by that class's kernels for all column classes at once. That is ``9C * q`` multiply-
+  adds per HR pixel in BLAS: on a CPU slower than the ``classes`` graph while ``q`` is small, but
+  far faster than either graph form for ``q`` of 6 to 10 with few classes (x3.7, x1.1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
 from metasr.core.scale import Scale
 
-__all__ = ["MAX_CLASSES", "Kernels", "apply_kernels", "probe_kernels"]
+__all__ = [
+    "FORMS",
+    "MAX_CLASSES",
+    "MAX_CACHED_CLASSES",
+    "MAX_CLASS_DENOMINATOR",
+    "axis_classes",
+    "Kernels",
+    "apply_kernels",
+    "choose_form",
+    "kernel_feeds",
+    "upscale_inputs",
+]
 
-#: Largest numerator ``p`` handled by kernels; beyond it probing costs more than it saves.
+#: Graph of each upscale form, by manifest graph name.
+FORMS = {"classes": "upscale", "pixels": "upscale_pixels"}
+#: Largest numerator ``p`` the CPU's dense products handle; beyond it the ``pixels`` graph is cheaper.
 MAX_CLASSES = 48
-# One-hot amplitude of the probes: a power of two (exact scaling) large enough that the kernel
-# term dominates the bias in the probe's float32 output, so subtracting the bias loses nothing.
-_AMPLITUDE = 64.0
-_PROBE_BATCH = 64
-# The graph holds a few [N, hidden, p, p] intermediates while probing: keep them near this size.
-_PROBE_BYTES = 256 * 2**20
-_PROBE_BYTES_PER_PIXEL = 3 * 256 * 4
+#: Largest denominator ``q`` run with the ``classes`` form: its MatMul does ``q*q`` times the
+#: necessary work, which on an H200 stays below the ``pixels`` form's memory traffic up to about
+#: ``q = 5`` (x1.8: 0.7 ms vs 2 ms at 960x540 fp32); bench/bench_gpu.py measures both per scale.
+MAX_CLASS_DENOMINATOR = 5
+#: Largest ``p`` whose ``p * p`` kernels are computed once per scale and cached (4096 x 9C floats).
+MAX_CACHED_CLASSES = 64
+_TAPS = 9
+
+
+def axis_classes(residue: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offset classes of one axis and each HR pixel's rank among them.
+
+    For ``p <= MAX_CACHED_CLASSES`` these are all ``p`` classes (the kernels are then the same for
+    every image at this scale and are cached); beyond, only the residues present (at most one per
+    HR pixel), so the kernels of x2.333 (p = 2333) never number p*p.
+
+    Returns:
+        ``(classes, rank)``: int64 residues fed to ``kernels.onnx``, int64 rank of every pixel.
+    """
+    if p <= MAX_CACHED_CLASSES:
+        return np.arange(p, dtype=np.int64), residue.astype(np.int64)
+    classes, rank = np.unique(residue, return_inverse=True)
+    return classes.astype(np.int64), rank.astype(np.int64).reshape(-1)
+
+
+def kernel_feeds(scale: Scale, row_classes: np.ndarray, col_classes: np.ndarray) -> dict[str, np.ndarray]:
+    """Inputs of ``kernels.onnx``: offsets ``residue / p`` of the classes (float64 division then
+    float32, exactly as :func:`metasr.core.scale.axis_mapping`)."""
+    p = scale.p
+    return {
+        "inv_scale": np.array([scale.inv], np.float32),
+        "row_offset": (row_classes / p).astype(np.float32),
+        "col_offset": (col_classes / p).astype(np.float32),
+    }
+
+
+def choose_form(scale: Scale | Fraction) -> str:
+    """The upscale graph form for ``scale``: ``classes`` while ``q <= MAX_CLASS_DENOMINATOR``, else ``pixels``."""
+    q = scale.q if isinstance(scale, Scale) else scale.denominator
+    return "classes" if q <= MAX_CLASS_DENOMINATOR else "pixels"
+
+
+def upscale_inputs(
+    index: np.ndarray, rank: np.ndarray, col_classes: int, axis: str, start: int = 0
+) -> dict[str, np.ndarray]:
+    """``<axis>_index`` (LR source pixel minus ``start``) and ``<axis>_kernel`` of one axis.
+
+    Args:
+        index: LR source pixel of each HR pixel of the axis.
+        rank: Class rank of each HR pixel (:func:`axis_classes`).
+        col_classes: Number of column classes fed to ``kernels.onnx`` (row ranks are scaled by it).
+        axis: ``"row"`` or ``"col"``.
+        start: First LR pixel of the features fed to the graph (a tile's context start).
+    """
+    kernel = rank * col_classes if axis == "row" else rank
+    return {f"{axis}_index": (index - start).astype(np.int64), f"{axis}_kernel": kernel.astype(np.int64)}
 
 
 @dataclass(frozen=True)
 class Kernels:
-    """The ``p * p`` kernels of one scale, laid out for one matrix product per row class.
+    """The ``p * p`` kernels of one scale, as ``kernels.onnx`` returns them.
 
     Attributes:
-        weights: float32 ``[p, 3*C, 3*p]``: for row class ``a``, row ``dy*C + c`` and column
-            ``dx*p + b`` hold the weight of feature channel ``c`` at tap ``(dy, dx)`` for column
-            class ``b``.
-        bias: float32 ``[p, p]``: the output for all-zero features, per (row, column) class.
+        matrix: float32 ``[p*p, 9*C]``; row ``a*p + b`` is row class ``a``, column class ``b``;
+            column ``(dy*3 + dx)*C + c``.
+        mean: The output bias (the model's normalisation mean).
     """
 
-    weights: np.ndarray
-    bias: np.ndarray
+    matrix: np.ndarray
+    mean: float
+    _stacked: list = field(default_factory=list, repr=False, compare=False)
 
     @property
     def classes(self) -> int:
-        return int(self.bias.shape[0])
+        return int(round(self.matrix.shape[0] ** 0.5))
+
+    @property
+    def channels(self) -> int:
+        return self.matrix.shape[1] // _TAPS
 
     @property
     def nbytes(self) -> int:
-        return int(self.weights.nbytes + self.bias.nbytes)
+        return int(self.matrix.nbytes + sum(a.nbytes for a in self._stacked))
 
-
-def probe_kernels(
-    run_upscale: Callable[[dict[str, np.ndarray]], np.ndarray], scale: Scale, channels: int, index_dtype: type
-) -> Kernels:
-    """Read the kernels of ``scale`` out of an upscale graph.
-
-    Args:
-        run_upscale: Runs the upscale graph on a feed dict and returns ``sr`` ``[N, 1, H, W]``.
-        scale: The scale; its numerator ``p`` is the number of offset classes per axis.
-        channels: Feature channels ``C`` of the graph.
-        index_dtype: Dtype of the graph's index inputs.
-    """
-    p = scale.p
-    taps = channels * 9
-    basis = np.zeros((taps + 1, channels, 3, 3), np.float32)
-    basis.reshape(taps + 1, taps)[np.arange(taps), np.arange(taps)] = _AMPLITUDE  # last patch stays zero
-    # one HR pixel per offset class, all reading the centre of the 3x3 patch; offsets exactly as
-    # metasr.core.scale.axis_mapping computes them (residue / p in float64, then float32)
-    offsets = (np.arange(p) / p).astype(np.float32)
-    index = np.ones(p, dtype=index_dtype)
-    feeds = {
-        "inv_scale": np.array([scale.inv], np.float32),
-        "row_index": index,
-        "row_offset": offsets,
-        "col_index": index,
-        "col_offset": offsets,
-    }
-    batch = max(1, min(_PROBE_BATCH, _PROBE_BYTES // (p * p * _PROBE_BYTES_PER_PIXEL)))
-    out = np.concatenate(
-        [run_upscale({"features": basis[e : e + batch], **feeds})[:, 0] for e in range(0, taps + 1, batch)]
-    ).astype(np.float64)  # [taps+1, p, p]
-    bias = out[taps]
-    k = (out[:taps] - bias) / _AMPLITUDE  # [C*9, a, b], tap order c*9 + dy*3 + dx (F.unfold order)
-    weights = k.reshape(channels, 3, 3, p, p).transpose(3, 1, 0, 2, 4).reshape(p, 3 * channels, 3 * p)
-    return Kernels(np.ascontiguousarray(weights, dtype=np.float32), bias.astype(np.float32))
+    def stacked(self) -> np.ndarray:
+        """float32 ``[p, 3*C, 3*p]`` for :func:`apply_kernels`: for row class ``a``, row ``dy*C + c``
+        and column ``dx*p + b`` weigh channel ``c`` at tap ``(dy, dx)`` for column class ``b``."""
+        if not self._stacked:  # computed once; a benign race only computes it twice
+            p, c = self.classes, self.channels
+            grid = self.matrix.reshape(p, p, 3, 3, c)  # [a, b, dy, dx, c]
+            self._stacked.append(np.ascontiguousarray(grid.transpose(0, 2, 4, 3, 1).reshape(p, 3 * c, 3 * p)))
+        return self._stacked[0]
 
 
 def apply_kernels(
@@ -106,11 +145,11 @@ def apply_kernels(
     col_index: np.ndarray,
     col_residue: np.ndarray,
 ) -> np.ndarray:
-    """The upscale graph's output for these features and index/residue arrays, via the kernels.
+    """The upscale graphs' output for these features and index/residue arrays, on the CPU.
 
     Args:
-        kernels: From :func:`probe_kernels` for the scale of the residues.
-        features: float32 ``[N, C, h, w]`` (zero-padded by one pixel, as the graph does).
+        kernels: The scale's kernels (``p`` classes per axis).
+        features: float32 ``[N, C, h, w]`` (zero-padded by one pixel, as the graphs do).
         row_index, col_index: LR source pixel of each HR row/column, in ``features`` coordinates.
         row_residue, col_residue: Offset class ``(i * q) % p`` of each HR row/column.
 
@@ -119,9 +158,9 @@ def apply_kernels(
     """
     n, c, h, w = features.shape
     p = kernels.classes
+    weights = kernels.stacked()
     out = np.empty((n, len(row_index), len(col_index)), np.float32)
     classes = [(a, np.flatnonzero(row_residue == a)) for a in range(p)]
-    col_bias = kernels.bias[:, col_residue]  # [p, W]
     for f in range(n):
         padded = np.zeros((h + 2, w + 2, c), np.float32)
         padded[1:-1, 1:-1] = features[f].transpose(1, 2, 0)
@@ -131,7 +170,7 @@ def apply_kernels(
             if rows.size == 0:
                 continue
             gathered = stacked[row_index[rows]]  # [m, w+2, 3C]
-            y = (gathered.reshape(-1, 3 * c) @ kernels.weights[a]).reshape(rows.size, w + 2, 3, p)
+            y = (gathered.reshape(-1, 3 * c) @ weights[a]).reshape(rows.size, w + 2, 3, p)
             t = y[:, 0:w, 0] + y[:, 1 : w + 1, 1] + y[:, 2 : w + 2, 2]  # [m, w, p]: all column classes
-            out[f, rows] = t[:, col_index, col_residue] + col_bias[a]
+            out[f, rows] = t[:, col_index, col_residue] + np.float32(kernels.mean)
     return out

@@ -9,6 +9,9 @@ the exact index contract of :mod:`metasr.core.scale`:
     index[i] = (i * q) // p  lies in [y0, y1)   <=>   ceil(y0 * p / q) <= i < ceil(y1 * p / q)
 
 so the cores partition the LR image and the HR ranges partition the output, with no seams.
+
+:func:`plan_run` turns an image size, a scale and a memory budget into a :class:`Plan`: frames per
+run, the tiles of each axis and, per tile, the upscale blocks with their index arrays.
 """
 
 from __future__ import annotations
@@ -16,7 +19,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["Span", "hr_span", "hr_start", "split_axis", "tile_side_for_budget"]
+import numpy as np
+
+from metasr.core.scale import Scale, axis_mapping
+from metasr.runtime.kernels import axis_classes
+
+__all__ = [
+    "AxisPlan",
+    "Block",
+    "Plan",
+    "Span",
+    "axis_plan",
+    "hr_span",
+    "hr_start",
+    "plan_run",
+    "split_axis",
+    "tile_side_for_budget",
+]
 
 
 @dataclass(frozen=True)
@@ -80,3 +99,117 @@ def tile_side_for_budget(budget_bytes: float, bytes_per_pixel: float, radius: in
     """
     side = int((budget_bytes / max(bytes_per_pixel, 1e-9)) ** 0.5) - 2 * radius
     return max(minimum, side)
+
+
+@dataclass(frozen=True)
+class Block:
+    """An upscale block along one axis: feature crop (relative to its tile's context) and arrays."""
+
+    crop_start: int
+    crop_stop: int
+    index: np.ndarray  # LR source pixel, relative to the crop
+    residue: np.ndarray  # offset class (i * q) % p
+    classes: np.ndarray  # offset classes fed to kernels.onnx
+    rank: np.ndarray  # rank of each HR pixel's class among ``classes``
+    hr_start: int
+    hr_stop: int
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    tiles: tuple[Span, ...]
+    blocks: tuple[tuple[Block, ...], ...]  # per tile (Meta-Upscale modes); empty for fixed-scale models
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one image size runs at one scale.
+
+    ``mode``: ``"kernels"`` (host dense products on sub-blocks of each tile), ``"classes"`` or
+    ``"pixels"`` (one upscale graph run per tile, fed the whole tile's features) or ``"fixed"``.
+    """
+
+    group: int  # frames per run
+    rows: AxisPlan
+    cols: AxisPlan
+    mode: str
+
+
+def axis_plan(n: int, s: Scale, fe_core: int, up_core: int | None, radius: int, meta: bool = True) -> AxisPlan:
+    """Tiles of an LR axis of length ``n`` and, for Meta-Upscale, their upscale blocks.
+
+    With ``up_core`` each tile's core is split into blocks of at most ``up_core`` LR pixels that
+    read the 3x3 neighbourhood of their own pixels; without it a tile is one block that reads the
+    tile's whole context (what the upscale graphs are fed).
+    """
+    tiles = tuple(split_axis(n, fe_core, radius, s.value))
+    if not meta:
+        return AxisPlan(tiles, ())
+    blocks = []
+    for t in tiles:
+        per_tile = []
+        subs = split_axis(t.stop - t.start, up_core, 0, s.value) if up_core else [None]
+        for sub in subs:
+            b0, b1 = (t.start + sub.start, t.start + sub.stop) if sub else (t.start, t.stop)
+            a, b = hr_span(b0, b1, n, s.value)
+            if b <= a:
+                continue
+            m = axis_mapping(n, s.value, a, b)
+            if sub is None:
+                c0, c1 = t.ctx_start, t.ctx_stop
+            else:  # outside the image the graph pads exactly as untiled
+                c0, c1 = max(0, int(m.index[0]) - 1), min(n, int(m.index[-1]) + 2)
+            classes, rank = axis_classes(m.residue, s.p)
+            index = (m.index - c0).astype(np.int64)
+            per_tile.append(Block(c0 - t.ctx_start, c1 - t.ctx_start, index, m.residue, classes, rank, a, b))
+        blocks.append(tuple(per_tile))
+    return AxisPlan(tiles, tuple(blocks))
+
+
+def plan_run(
+    s: Scale,
+    shape: tuple[int, int, int],
+    mode: str,
+    *,
+    budget_bytes: float,
+    pixel_bytes: tuple[float, float],
+    radius: int,
+    tile_size: int | None = None,
+    max_side: int | None = None,
+    max_group: int | None = None,
+) -> Plan:
+    """The :class:`Plan` of ``shape`` (N, h, w) at ``s`` within ``budget_bytes`` of working memory.
+
+    Args:
+        s: The scale.
+        shape: Frames and LR size.
+        mode: ``"kernels"``, ``"classes"``, ``"pixels"`` or ``"fixed"`` (see :class:`Plan`).
+        budget_bytes: Working memory of one run.
+        pixel_bytes: Peak bytes per LR pixel of the feature extractor and of the upscale stage.
+        radius: The model's receptive radius (tile halo).
+        tile_size: Force the LR tile core side.
+        max_side, max_group: Engine limits (TensorRT profiles), if any.
+    """
+    n, h, w = shape
+    fe_px, up_px = pixel_bytes
+    # The graph forms take a whole tile's features in one upscale run; the host products run on
+    # sub-blocks, so the feature tile and the upscale blocks each get half the budget.
+    per_frame = h * w * (max(fe_px, up_px) if mode == "kernels" else fe_px + up_px)
+    group = int(max(1, min(n, budget_bytes // max(per_frame, 1.0))))
+    if max_group is not None:
+        group = min(group, max_group)
+    if tile_size is not None:
+        fe_core = tile_size
+    elif per_frame <= budget_bytes:
+        fe_core = max(h, w)
+    elif mode == "kernels":
+        fe_core = tile_side_for_budget(budget_bytes / 2, fe_px, radius)
+    else:
+        fe_core = tile_side_for_budget(budget_bytes, fe_px + up_px, radius)
+    if max_side is not None:
+        fe_core = min(fe_core, max_side - 2 * radius)
+    up_core = min(tile_side_for_budget(budget_bytes / 2, up_px, 1), fe_core) if mode == "kernels" else None
+    meta = mode != "fixed"
+    rows = axis_plan(h, s, fe_core, up_core, radius, meta)
+    cols = axis_plan(w, s, fe_core, up_core, radius, meta)
+    return Plan(group, rows, cols, mode)

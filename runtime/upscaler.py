@@ -6,12 +6,24 @@ Usage::
     up = Upscaler()                       # the shipped model, best device available
     sr = up.upscale(image, "1.8")         # float [h, w] or [N, h, w] in [0, 1] -> float32 in [0, 1]
 
-An export (``metasr-export``) is a folder with ``manifest.json`` and either two graphs (``kind``
-"meta": a feature extractor run once per image and an upscale graph fed the scale's index/offset
-arrays) or one fixed-scale graph (``kind`` "fixed", ``model.onnx``). Nothing is re-exported or
-rebuilt for a new scale: the index/offset arrays of a (scale, size) are computed once and kept
-in a small LRU cache. Images larger than the memory budget allows are processed in overlapping
-tiles whose results equal untiled processing (see :mod:`metasr.runtime.tiling`).
+An export (``metasr-export``) is a folder with ``manifest.json`` and either the Meta-SRGAN graphs
+(``kind`` "meta": a feature extractor run once per image, ``kernels.onnx`` run once per scale,
+and two forms of the upscale graph fed the features, the kernels and index arrays; see
+:mod:`metasr.runtime.kernels`) or one fixed-scale graph (``kind`` "fixed", ``model.onnx``).
+Nothing is re-exported or rebuilt for a new scale: the plan of a (scale, size) and the kernels of
+a scale are computed once and kept in small LRU caches.
+
+On every device the graphs run through ORT's IO binding: the features stay where the feature
+extractor put them (GPU memory on CUDA/TensorRT) and go straight into the upscale graph, the
+scale's kernels are kept on the device, and the output is written by ORT into the caller's result
+array. A frame (or a batch) is one feature-extractor run and one upscale run while it fits the
+memory budget (on a GPU: ``gpu_memory_mb``, by default half the GPU's free memory; on the CPU:
+``memory_budget_mb``); larger images are processed in overlapping tiles whose results equal
+untiled processing (see :mod:`metasr.runtime.tiling`).
+
+(About 600 lines: one class whose loading, planning, kernel caches and three run paths share
+state; the run plans live in :mod:`metasr.runtime.tiling`, the kernel arithmetic in
+:mod:`metasr.runtime.kernels` and the sessions in :mod:`metasr.runtime.backends`.)
 """
 
 from __future__ import annotations
@@ -21,7 +33,6 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from fractions import Fraction
 from numbers import Real
 from pathlib import Path
@@ -30,20 +41,33 @@ from typing import Any
 import numpy as np
 
 from metasr.core.choices import ChoiceEnum
+from metasr.core.deps import require
 from metasr.core.errors import InputError, ModelError, ScaleError
+from metasr.core.hardware import gpu_free_memory_mb
 from metasr.core.manifest import read_manifest
-from metasr.core.scale import DEFAULT_SCALE_RANGE, Scale, axis_mapping, hr_length
+from metasr.core.scale import DEFAULT_SCALE_RANGE, Scale, hr_length
 from metasr.runtime.backends import (
     Device,
     Precision,
     SessionSpec,
     create_session,
     device_of,
+    engine_mismatch,
     tensorrt_possible,
+    to_fp16,
     trt_cache_dir,
 )
-from metasr.runtime.kernels import MAX_CLASSES, Kernels, apply_kernels, probe_kernels
-from metasr.runtime.tiling import Span, hr_span, split_axis, tile_side_for_budget
+from metasr.runtime.kernels import (
+    FORMS,
+    MAX_CACHED_CLASSES,
+    MAX_CLASSES,
+    Kernels,
+    apply_kernels,
+    choose_form,
+    kernel_feeds,
+    upscale_inputs,
+)
+from metasr.runtime.tiling import Block, Plan, Span, plan_run
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET_MB",
@@ -63,28 +87,33 @@ MIN_SIDE = 2
 MAX_SCALE = 8
 #: Largest output side: beyond it the output alone would not fit a device's memory.
 MAX_OUTPUT_SIDE = 32768
-#: Working memory for one tile (inputs, features and intermediates), in MiB.
+#: Host working memory for one tile on the CPU (inputs, features and intermediates), in MiB.
 DEFAULT_MEMORY_BUDGET_MB = 384
+#: Device memory for one run on a GPU whose free memory cannot be read, in MiB.
+DEFAULT_GPU_BUDGET_MB = 4096
+# Share of the GPU's free memory one Upscaler plans a run for (sessions and other work need the rest).
+_GPU_FREE_SHARE = 0.5
 #: Tiling halo when a manifest does not state the model's receptive radius.
 DEFAULT_RECEPTIVE_RADIUS = 16
 _PLAN_CACHE_SIZE = 64
 _KERNEL_CACHE_SIZE = 16
+# Largest kernel set of one tile (scales with many classes) kept in the kernel cache.
+_MAX_BLOCK_KERNEL_BYTES = 8 * 2**20
 
-# Peak bytes per pixel of the graphs on ONNX Runtime's CPU provider (float32), measured on the
-# exports (bench/bench_runtime.py prints the measurement). Features are C channels; the
-# upscale graph holds a few [N, hidden, H, W] intermediates per HR pixel.
-_FE_TENSORS = 4.0  # live [N, C, h, w] tensors in the feature extractor
-_UP_HR_TENSORS = 3.0  # live [N, hidden, H, W] tensors in the upscale graph
-_HIDDEN = 256
+# Peak live [N, C, h, w] tensors of the feature extractor on ONNX Runtime (float32), measured on
+# the exports (bench/bench_runtime.py prints the measurement).
+_FE_TENSORS = 4.0
 
 
 class UpscaleMethod(ChoiceEnum):
     """How the Meta-Upscale stage runs (same results, to float32 rounding).
 
-    ``GRAPH`` runs the export's ``upscale.onnx`` on every image. ``KERNELS`` reads the scale's
-    ``p * p`` predicted kernels out of that graph once, then applies them with dense matrix
-    products (:mod:`metasr.runtime.kernels`), much cheaper on a CPU. ``AUTO``: kernels on the CPU
-    for scales whose numerator is at most ``MAX_CLASSES``, the graph otherwise and on GPUs.
+    Both use the scale's ``p * p`` kernels from the export's ``kernels.onnx``. ``GRAPH`` applies
+    them with the export's upscale graphs (the ``classes`` or ``pixels`` form, chosen per scale by
+    :func:`metasr.runtime.kernels.choose_form`) on the device, features never copied to the host.
+    ``KERNELS`` applies them on the host with dense matrix products (scales with at most
+    ``MAX_CLASSES`` classes; the graphs beyond). ``AUTO``: the graphs, except on the CPU at scales
+    the class form does not suit and the host products do (see ``Upscaler._mode``).
     """
 
     AUTO = "auto"
@@ -130,44 +159,18 @@ def check_image(image: Any) -> np.ndarray:
     return np.ascontiguousarray(batch, dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class _Block:
-    """An upscale sub-block along one axis: feature crop (relative to its tile's context) and arrays."""
-
-    crop_start: int
-    crop_stop: int
-    index: np.ndarray  # LR index shifted to the crop, graph's index dtype
-    offset: np.ndarray  # float32
-    residue: np.ndarray  # offset class (i * q) % p
-    hr_start: int
-    hr_stop: int
-
-
-@dataclass(frozen=True)
-class _AxisPlan:
-    tiles: tuple[Span, ...]
-    blocks: tuple[tuple[_Block, ...], ...]  # per tile (meta kind); empty for fixed kind
-
-
-@dataclass(frozen=True)
-class _Plan:
-    group: int  # frames per run
-    rows: _AxisPlan
-    cols: _AxisPlan
-    inv_scale: np.ndarray
-    kernels: bool  # Meta-Upscale through probed kernels (else the upscale graph)
-
-
 class Upscaler:
     """Super-resolve images with an exported metasr model, torch-free.
 
     Args:
         model_dir: Export folder (``manifest.json`` + graphs); None: the shipped model.
         device: ``auto`` (TensorRT, then CUDA, then CPU), ``cpu``, ``cuda`` or ``tensorrt``.
-        memory_budget_mb: Working memory for one tile; sets the tile size of large images.
+        memory_budget_mb: Host working memory for one tile on the CPU; sets the tile size of large images.
+        gpu_memory_mb: Device memory for one run on CUDA/TensorRT; None: half the GPU's free memory.
         tile_size: Force the LR tile core side (testing, tuning); None derives it from the budget.
         threads: CPU threads per graph; None uses the CPUs this process may run on.
         method: How the Meta-Upscale stage runs (:class:`UpscaleMethod`; same results).
+        precision: ``fp32`` (TF32 off), ``tf32`` (CUDA) or ``fp16`` (CUDA, TensorRT); the CPU runs fp32.
 
     Raises:
         ModelError: missing, inconsistent or damaged export (hashes are verified on load).
@@ -182,26 +185,49 @@ class Upscaler:
         device: str | Device = "auto",
         *,
         memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+        gpu_memory_mb: float | None = None,
         tile_size: int | None = None,
         threads: int | None = None,
         method: str | UpscaleMethod = UpscaleMethod.AUTO,
         precision: str | Precision = Precision.FP32,
     ) -> None:
         requested = Device.parse(device)
-        #: Requested TensorRT precision; :attr:`precision` is what actually runs (fp32 off TensorRT).
+        #: Requested precision; :attr:`precision` is what actually runs (fp32 on the CPU).
         self.requested_precision = Precision.parse(precision)
         self.method = UpscaleMethod.parse(method)
         if model_dir is None:
             from metasr.models import default_model_dir
 
             model_dir = default_model_dir()
-        if not (isinstance(memory_budget_mb, Real) and memory_budget_mb > 0):
-            raise InputError(f"memory_budget_mb must be a positive number, got {memory_budget_mb!r}")
+        _check_positive("memory_budget_mb", memory_budget_mb)
+        if gpu_memory_mb is not None:
+            _check_positive("gpu_memory_mb", gpu_memory_mb)
         if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1):
             raise InputError(f"tile_size must be a positive integer or None, got {tile_size!r}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise InputError(f"threads must be a positive integer or None, got {threads!r}")
         self.model_dir = Path(model_dir)
+        self._read_model()
+        self.memory_budget_mb = float(memory_budget_mb)
+        self.gpu_memory_mb = None if gpu_memory_mb is None else float(gpu_memory_mb)
+        self.tile_size = tile_size
+        self.threads = threads or max(
+            1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        )
+        self._plans: OrderedDict[tuple, Plan] = OrderedDict()
+        self._kernels: OrderedDict[Fraction, Kernels] = OrderedDict()
+        self._device_kernels: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self._sessions = self._load_sessions(requested)
+        first = next(iter(self._sessions.values()))
+        #: Providers the sessions actually use, best first (e.g. ["CPUExecutionProvider"]).
+        self.providers: list[str] = list(first.get_providers())
+        #: The device that does the work (never AUTO).
+        self.device: Device = device_of(self.providers)
+        self._io_device = "cpu" if self.device is Device.CPU else "cuda"
+        self._budget_mb = self._device_budget_mb()
+
+    def _read_model(self) -> None:
         self.manifest = read_manifest(self.model_dir, verify=True)
         files = self.manifest["files"]
         #: Provenance id: sha256 of the manifest's file hashes (sorted JSON), stable across copies.
@@ -210,53 +236,27 @@ class Upscaler:
         self.kind: str = self.manifest["kind"]
         self.arch: str = str(self.manifest.get("arch", "unknown"))
         self.fixed_scale: int | None = self.manifest.get("fixed_scale") if self.kind == "fixed" else None
-        if self.kind == "fixed" and not (isinstance(self.fixed_scale, int) and self.fixed_scale >= 1):
-            raise ModelError(
-                f"{self.model_dir / 'manifest.json'}: a fixed-scale model needs an integer fixed_scale, "
-                f"got {self.fixed_scale!r}"
-            )
         rng = self.manifest.get("scale_range") or (
             [self.fixed_scale] * 2 if self.fixed_scale else list(DEFAULT_SCALE_RANGE)
         )
-        try:
-            lo, hi = (float(v) for v in rng)
-        except (TypeError, ValueError):
-            raise ModelError(
-                f"{self.model_dir / 'manifest.json'}: scale_range must be [min, max], got {rng!r}; "
-                f"re-export the model with metasr-export"
-            ) from None
-        self.scale_range: tuple[float, float] = (lo, hi)
-        radius = self.manifest.get("receptive_radius", DEFAULT_RECEPTIVE_RADIUS)
-        self.receptive_radius = int(radius) if isinstance(radius, int) and radius >= 1 else DEFAULT_RECEPTIVE_RADIUS
+        self.scale_range: tuple[float, float] = (float(rng[0]), float(rng[1]))  # validated by read_manifest
+        radius = self.manifest.get("receptive_radius")
+        self.receptive_radius = radius if isinstance(radius, int) and radius >= 1 else DEFAULT_RECEPTIVE_RADIUS
         self.features = int(self.manifest.get("features") or 64)
-        self.memory_budget_mb = float(memory_budget_mb)
-        self.tile_size = tile_size
-        self.threads = threads or max(
-            1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        )
-        self._plans: OrderedDict[tuple, _Plan] = OrderedDict()
-        self._kernels: OrderedDict[Fraction, Kernels] = OrderedDict()
-        self._lock = threading.Lock()
-        self._sessions = self._load_sessions(requested)
-        first = next(iter(self._sessions.values()))
-        #: Providers the sessions actually use, best first (e.g. ["CPUExecutionProvider"]).
-        self.providers: list[str] = list(first.get_providers())
-        #: The device that does the work (never AUTO).
-        self.device: Device = device_of(self.providers)
-        if self.kind == "meta":
-            index_type = {i.name: i.type for i in self._sessions["upscale"].get_inputs()}["row_index"]
-            self._index_dtype = np.int32 if "int32" in index_type else np.int64
+        self.mean = float(self.manifest["normalization"]["mean"])
+
+    def _device_budget_mb(self) -> float:
+        """Working memory of one run: the host budget on the CPU, device memory on a GPU."""
+        if self.device is Device.CPU:
+            return self.memory_budget_mb
+        free = gpu_free_memory_mb()
+        default = DEFAULT_GPU_BUDGET_MB if free is None else free * _GPU_FREE_SHARE
+        return min(self.gpu_memory_mb, default) if self.gpu_memory_mb is not None else default
 
     # ------------------------------------------------------------------ loading
 
     def _load_sessions(self, device: Device) -> dict[str, Any]:
-        graphs = self.manifest["graphs"]
-        names = ("feature_extractor", "upscale") if self.kind == "meta" else ("model",)
-        expected = {
-            "feature_extractor": ({"lr"}, "features"),
-            "upscale": ({"features", "inv_scale", "row_index", "row_offset", "col_index", "col_offset"}, "sr"),
-            "model": ({"lr"}, "sr"),
-        }
+        names = tuple(_EXPECTED_META) if self.kind == "meta" else ("model",)
         cache = None
         if device is Device.TENSORRT and not tensorrt_possible():
             raise InputError(
@@ -268,26 +268,49 @@ class Upscaler:
 
             if "TensorrtExecutionProvider" in ort.get_available_providers():
                 cache = trt_cache_dir(self.model_dir, self.model_id, self.requested_precision)
+        files = self._graph_files(device, cache is not None)
         sessions: dict[str, Any] = {}
         chosen = device
         for name in names:
-            path = self.model_dir / graphs[name]["file"]
-            spec = (
-                SessionSpec(self._trt_profiles(name), self.requested_precision) if cache is not None else SessionSpec()
-            )
+            path = self.model_dir / files[name]
+            profiles = self._trt_profiles(name) if cache is not None and files[name].endswith(".onnx") else None
+            spec = SessionSpec(profiles, self.requested_precision)
             session = create_session(path, chosen, threads=self.threads, spec=spec, cache_dir=cache)
             # Every graph runs where the first one landed, so data never bounces between devices.
             chosen = device_of(session.get_providers())
-            inputs = {i.name for i in session.get_inputs()}
-            outputs = [o.name for o in session.get_outputs()]
-            want_in, want_out = expected[name]
-            if inputs != want_in or want_out not in outputs:
-                raise ModelError(
-                    f"graph {path} has inputs {sorted(inputs)} and outputs {outputs}, expected inputs "
-                    f"{sorted(want_in)} and output {want_out!r}; re-export the model with metasr-export"
-                )
+            if chosen is Device.CUDA and self.requested_precision is Precision.FP16 and name != "kernels":
+                data = self._fp16_bytes(path)
+                session = create_session(path, chosen, threads=self.threads, spec=spec, model_bytes=data)
+            _check_io(session, path, *(_EXPECTED_META.get(name) or _EXPECTED_FIXED))
             sessions[name] = session
         return sessions
+
+    def _graph_files(self, device: Device, tensorrt: bool) -> dict[str, str]:
+        """The file each graph loads from: the exported engines' EP-context models where they can
+        run here, else the ONNX graphs (ORT's TensorRT provider then builds and caches engines)."""
+        graphs = {name: spec["file"] for name, spec in self.manifest["graphs"].items()}
+        info = self.manifest.get("tensorrt")
+        if not tensorrt or not info:
+            return graphs
+        reason = engine_mismatch(info, self.requested_precision)
+        if reason is None:
+            return {name: info["engines"][name]["context"] for name in graphs}
+        if device is Device.TENSORRT:
+            raise InputError(
+                f"the TensorRT engines of {self.model_name} cannot run here: {reason}; rebuild them on this "
+                f"machine (metasr-export --trt) or use --device cuda"
+            )
+        return graphs
+
+    @staticmethod
+    def _fp16_bytes(path: Path) -> bytes:
+        """The fp16 copy of a graph for CUDA fp16 (fp32 inputs and outputs; TensorRT converts itself)."""
+        onnx = require("onnx", "fp16 inference on CUDA (--precision fp16)", "export")
+
+        try:
+            return to_fp16(onnx.load(str(path))).SerializeToString()
+        except Exception as e:  # a graph onnx cannot read is reported by create_session's load
+            raise ModelError(f"cannot convert {path} to fp16 ({e}); use --precision fp32") from e
 
     # TensorRT builds one engine per optimisation profile; tiles never exceed the profile's max.
     _TRT_MAX_SIDE = 1024
@@ -298,11 +321,14 @@ class Upscaler:
         opt = 256
         if name in ("feature_extractor", "model"):
             return f"lr:1x1x{m}x{m}", f"lr:1x1x{opt}x{opt}", f"lr:{g}x1x{s}x{s}"
+        if name == "kernels":
+            return tuple(f"row_offset:{k},col_offset:{k}" for k in (1, 2, MAX_CACHED_CLASSES))  # type: ignore[return-value]
 
-        def dims(n: int, lr: int, big: int) -> str:
-            return f"features:{n}x{c}x{lr}x{lr},row_index:{big},row_offset:{big},col_index:{big},col_offset:{big}"
+        def dims(n: int, lr: int, big: int, k: int) -> str:
+            axes = ",".join(f"{a}:{big}" for a in ("row_index", "row_kernel", "col_index", "col_kernel"))
+            return f"features:{n}x{c}x{lr}x{lr},kernels:{k}x{9 * c},{axes}"
 
-        return dims(1, 1, 1), dims(1, opt, opt * 2), dims(g, s, s * MAX_SCALE)
+        return dims(1, 1, 1, 1), dims(1, opt, opt * 2, 4), dims(g, s, s * MAX_SCALE, MAX_CACHED_CLASSES**2)
 
     # ------------------------------------------------------------------ scales
 
@@ -337,36 +363,37 @@ class Upscaler:
 
     # ------------------------------------------------------------------ planning
 
-    def _fe_bytes(self) -> float:
-        return self.features * 4 * _FE_TENSORS
+    def _mode(self, s: Scale) -> str:
+        """How the Meta-Upscale stage runs at ``s``: a graph form or ``kernels`` (host dense products).
 
-    def _up_bytes(self, scale: Fraction, kernels: bool) -> tuple[float, float]:
-        """Peak bytes per LR pixel and per HR pixel of the Meta-Upscale stage."""
-        if kernels:  # padded + row-stacked features per LR pixel; per-class products and output per HR pixel
-            return float(self.features * 4 * 4), float(16 + 8 * 3 * scale.denominator)
-        return float(_HIDDEN * 4 + self.features * 4), float(_HIDDEN * 4 * _UP_HR_TENSORS)
+        The graphs run everywhere, except on the CPU at scales whose kernels do not suit the class
+        form (``q > MAX_CLASS_DENOMINATOR``) but are few (``p <= MAX_CLASSES``): there the host's
+        products beat ORT's CPU provider running either form (x3.7: 34 ms vs 218 ms class form,
+        283 ms pixel form for a 128x128 LR image on one core; bench/bench_runtime.py).
+        """
+        form = choose_form(s)
+        few = s.p <= MAX_CLASSES  # past it the p*p host kernels cost more than they save (x2.333: 2333**2)
+        if self.method is UpscaleMethod.KERNELS and few:
+            return "kernels"
+        if self.method is UpscaleMethod.AUTO and self.device is Device.CPU and form == "pixels" and few:
+            return "kernels"
+        return form
 
-    def _uses_kernels(self, s: Scale) -> bool:
-        if self.kind != "meta" or self.method is UpscaleMethod.GRAPH:
-            return False
-        if self.method is UpscaleMethod.KERNELS:
-            return True
-        return self.device is Device.CPU and s.p <= MAX_CLASSES
+    def _bytes_per_pixel(self, s: Scale, mode: str) -> tuple[float, float]:
+        """Peak bytes per LR pixel (feature extractor) and per LR pixel of the Meta-Upscale stage."""
+        c4, r2 = self.features * 4, float(s.value) ** 2
+        if mode == "fixed":
+            return c4 * _FE_TENSORS + c4 * 3 * r2, 0.0
+        fe = c4 * _FE_TENSORS + c4
+        taps = 9 * c4
+        if mode == "kernels":  # padded + row-stacked features per LR pixel; per-class products per HR pixel
+            return fe, c4 * 4 + (16 + 8 * 3 * s.q) * r2
+        if mode == "classes":  # stacked taps; q*q products, position and output per HR pixel
+            return fe, taps + (4 * s.q * s.q + 32) * r2
+        kernels = taps if s.p > MAX_CACHED_CLASSES else 0  # kernels of the tile's own classes
+        return fe, 2 * taps + (3 * taps + kernels + 32) * r2  # pixels: gathered patches, kernels, products
 
-    def _kernels_for(self, s: Scale) -> Kernels:
-        with self._lock:
-            found = self._kernels.get(s.value)
-            if found is not None:
-                self._kernels.move_to_end(s.value)
-                return found
-        kernels = probe_kernels(lambda feeds: self._run("upscale", feeds), s, self.features, self._index_dtype)
-        with self._lock:
-            self._kernels[s.value] = kernels
-            while len(self._kernels) > _KERNEL_CACHE_SIZE:
-                self._kernels.popitem(last=False)
-        return kernels
-
-    def _plan(self, s: Scale, n: int, h: int, w: int) -> _Plan:
+    def _plan(self, s: Scale, n: int, h: int, w: int) -> Plan:
         key = (s.value, n, h, w)
         with self._lock:
             plan = self._plans.get(key)
@@ -380,66 +407,65 @@ class Upscaler:
                 self._plans.popitem(last=False)
         return plan
 
-    def _make_plan(self, s: Scale, n: int, h: int, w: int) -> _Plan:
-        budget = self.memory_budget_mb * 2**20
-        r2 = float(s.value) ** 2
-        radius = self.receptive_radius
-        limit = self._TRT_MAX_SIDE if self.device is Device.TENSORRT else None
-        use_kernels = self._uses_kernels(s)
-        if self.kind == "meta":
-            lr_b, hr_b = self._up_bytes(s.value, use_kernels)
-            # Features of a whole tile stay alive while its upscale blocks run: half the budget each.
-            fe_px = self._fe_bytes() + self.features * 4
-            up_px = lr_b + hr_b * r2
-        else:
-            fe_px = self._fe_bytes() + self.features * 4 * 3 * r2
-            up_px = 0.0
-        per_frame = max(h * w * fe_px, h * w * up_px)
-        group = int(max(1, min(n, budget // max(per_frame, 1.0))))
-        if limit is not None:
-            group = min(group, self._TRT_MAX_GROUP)
-        if self.tile_size is not None:
-            fe_core = self.tile_size
-        elif per_frame <= budget:
-            fe_core = max(h, w)
-        else:
-            fe_core = tile_side_for_budget(budget / 2 if up_px else budget, fe_px, radius)
-        if limit is not None:
-            fe_core = min(fe_core, limit - 2 * radius)
-        up_core = tile_side_for_budget(budget / 2, up_px, 1) if up_px else fe_core
-        up_core = min(up_core, fe_core)
-        rows = self._axis_plan(h, s.value, fe_core, up_core, radius)
-        cols = self._axis_plan(w, s.value, fe_core, up_core, radius)
-        return _Plan(group, rows, cols, np.array([s.inv], dtype=np.float32), use_kernels)
+    def _make_plan(self, s: Scale, n: int, h: int, w: int) -> Plan:
+        mode = self._mode(s) if self.kind == "meta" else "fixed"
+        fe_px, up_px = self._bytes_per_pixel(s, mode)
+        trt = self.device is Device.TENSORRT
+        return plan_run(
+            s,
+            (n, h, w),
+            mode,
+            budget_bytes=self._budget_mb * 2**20,
+            pixel_bytes=(fe_px, up_px),
+            radius=self.receptive_radius,
+            tile_size=self.tile_size,
+            max_side=self._TRT_MAX_SIDE if trt else None,
+            max_group=self._TRT_MAX_GROUP if trt else None,
+        )
 
-    def _axis_plan(self, n: int, scale: Fraction, fe_core: int, up_core: int, radius: int) -> _AxisPlan:
-        tiles = tuple(split_axis(n, fe_core, radius, scale))
-        if self.kind != "meta":
-            return _AxisPlan(tiles, ())
-        blocks = []
-        for t in tiles:
-            per_tile = []
-            for sub in split_axis(t.stop - t.start, up_core, 0, scale):
-                b0, b1 = t.start + sub.start, t.start + sub.stop
-                a, b = hr_span(b0, b1, n, scale)
-                if b <= a:
-                    continue
-                m = axis_mapping(n, scale, a, b)
-                # The 3x3 neighbourhood of the used LR pixels; outside the image the graph pads as untiled.
-                c0, c1 = max(0, int(m.index[0]) - 1), min(n, int(m.index[-1]) + 2)
-                per_tile.append(
-                    _Block(
-                        c0 - t.ctx_start,
-                        c1 - t.ctx_start,
-                        (m.index - c0).astype(self._index_dtype),
-                        m.offset,
-                        m.residue,
-                        a,
-                        b,
-                    )
-                )
-            blocks.append(tuple(per_tile))
-        return _AxisPlan(tiles, tuple(blocks))
+    # ------------------------------------------------------------------ kernels
+
+    def _kernels_for(self, s: Scale) -> Kernels:
+        """All ``p * p`` kernels of ``s`` on the host (the CPU's dense products), cached per scale."""
+        with self._lock:
+            found = self._kernels.get(s.value)
+            if found is not None:
+                self._kernels.move_to_end(s.value)
+                return found
+        classes = np.arange(s.p, dtype=np.int64)
+        kernels = Kernels(self._run("kernels", kernel_feeds(s, classes, classes)), self.mean)
+        with self._lock:
+            self._kernels[s.value] = kernels
+            while len(self._kernels) > _KERNEL_CACHE_SIZE:
+                self._kernels.popitem(last=False)
+        return kernels
+
+    def _device_kernels_for(self, s: Scale, rows: Block, cols: Block) -> Any:
+        """The kernels of a block pair as an OrtValue on the device, cached: per scale for small ``p``,
+        per (scale, classes of the block pair) beyond while they are at most ``_MAX_BLOCK_KERNEL_BYTES``
+        (a video at x1.51 reuses the 22801 kernels of its frame size)."""
+        key: tuple | None = (s.value,)
+        if s.p > MAX_CACHED_CLASSES:
+            size = len(rows.classes) * len(cols.classes) * 9 * self.features * 4
+            key = (s.value, rows.classes.tobytes(), cols.classes.tobytes()) if size <= _MAX_BLOCK_KERNEL_BYTES else None
+        if key is not None:
+            with self._lock:
+                found = self._device_kernels.get(key)
+                if found is not None:
+                    self._device_kernels.move_to_end(key)
+                    return found
+        binding = self._sessions["kernels"].io_binding()
+        for name, value in kernel_feeds(s, rows.classes, cols.classes).items():
+            binding.bind_cpu_input(name, value)
+        binding.bind_output("kernels", self._io_device, 0)
+        self._run_bound("kernels", binding)
+        value = binding.get_outputs()[0]
+        if key is not None:
+            with self._lock:
+                self._device_kernels[key] = value
+                while len(self._device_kernels) > _KERNEL_CACHE_SIZE:
+                    self._device_kernels.popitem(last=False)
+        return value
 
     # ------------------------------------------------------------------ inference
 
@@ -475,58 +501,84 @@ class Upscaler:
         x = batch[:, None]
         for g0 in range(0, n, plan.group):
             g1 = min(n, g0 + plan.group)
-            if self.kind == "meta":
-                self._run_meta(x[g0:g1], out[g0:g1], plan, self._kernels_for(s) if plan.kernels else None)
+            if plan.mode == "kernels":
+                self._run_kernels(x[g0:g1], out[g0:g1], plan, self._kernels_for(s))
+            elif plan.mode != "fixed":
+                self._run_graphs(x[g0:g1], out[g0:g1], plan, s)
             else:
                 self._run_fixed(x[g0:g1], out[g0:g1], plan)
         np.clip(out, 0.0, 1.0, out=out)
         return out if image.ndim == 3 else out[0]
 
+    def _fail(self, name: str, e: Exception) -> ModelError:
+        if isinstance(e, MemoryError) or "out of memory" in str(e).lower() or "bad_alloc" in str(e):
+            what = (
+                "gpu_memory_mb (--gpu-memory)"
+                if self.device is not Device.CPU
+                else "memory_budget_mb (--memory-budget)"
+            )
+            return ModelError(f"out of memory running the {name} graph on {self.device.label}; lower {what}")
+        reason = " ".join(str(e).split())[:300]
+        return ModelError(f"onnxruntime failed running the {name} graph on {self.device.label}: {reason}")
+
     def _run(self, name: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         try:
             return self._sessions[name].run(None, feeds)[0]
         except Exception as e:  # ORT raises pybind types; surface them as one clear line
-            if isinstance(e, MemoryError):
-                raise ModelError(f"out of memory running {name}; lower memory_budget_mb (or --memory-budget)") from e
-            reason = " ".join(str(e).split())[:300]
-            raise ModelError(f"onnxruntime failed running the {name} graph on {self.device.label}: {reason}") from e
+            raise self._fail(name, e) from e
 
-    def _run_meta(self, x: np.ndarray, out: np.ndarray, plan: _Plan, kernels: Kernels | None) -> None:
+    def _run_bound(self, name: str, binding: Any) -> None:
+        try:
+            self._sessions[name].run_with_iobinding(binding)
+        except Exception as e:
+            raise self._fail(name, e) from e
+
+    def _run_kernels(self, x: np.ndarray, out: np.ndarray, plan: Plan, kernels: Kernels) -> None:
+        """The CPU path: features on the host, the kernels applied with dense products."""
         single = len(plan.rows.tiles) == 1 and len(plan.cols.tiles) == 1
         for rt, rblocks in zip(plan.rows.tiles, plan.rows.blocks):
             for ct, cblocks in zip(plan.cols.tiles, plan.cols.blocks):
-                lr = (
-                    x
-                    if single
-                    else np.ascontiguousarray(x[:, :, rt.ctx_start : rt.ctx_stop, ct.ctx_start : ct.ctx_stop])
-                )
+                lr = x if single else _crop(x, rt, ct)
                 feats = self._run("feature_extractor", {"lr": lr})
                 for rb in rblocks:
                     for cb in cblocks:
                         f = feats[:, :, rb.crop_start : rb.crop_stop, cb.crop_start : cb.crop_stop]
-                        if kernels is not None:
-                            out[:, rb.hr_start : rb.hr_stop, cb.hr_start : cb.hr_stop] = apply_kernels(
-                                kernels, f, rb.index, rb.residue, cb.index, cb.residue
-                            )
-                            continue
-                        sr = self._run(
-                            "upscale",
-                            {
-                                "features": np.ascontiguousarray(f),
-                                "inv_scale": plan.inv_scale,
-                                "row_index": rb.index,
-                                "row_offset": rb.offset,
-                                "col_index": cb.index,
-                                "col_offset": cb.offset,
-                            },
+                        out[:, rb.hr_start : rb.hr_stop, cb.hr_start : cb.hr_stop] = apply_kernels(
+                            kernels, f, rb.index, rb.residue, cb.index, cb.residue
                         )
-                        out[:, rb.hr_start : rb.hr_stop, cb.hr_start : cb.hr_stop] = sr[:, 0]
 
-    def _run_fixed(self, x: np.ndarray, out: np.ndarray, plan: _Plan) -> None:
+    def _run_graphs(self, x: np.ndarray, out: np.ndarray, plan: Plan, s: Scale) -> None:
+        """Feature extractor then one upscale graph per tile, features kept on the device."""
+        graph = FORMS[plan.mode]
+        single = len(plan.rows.tiles) == 1 and len(plan.cols.tiles) == 1
+        for rt, (rb,) in zip(plan.rows.tiles, plan.rows.blocks):
+            for ct, (cb,) in zip(plan.cols.tiles, plan.cols.blocks):
+                fe = self._sessions["feature_extractor"].io_binding()
+                fe.bind_cpu_input("lr", x if single else _crop(x, rt, ct))
+                fe.bind_output("features", self._io_device, 0)
+                self._run_bound("feature_extractor", fe)
+                up = self._sessions[graph].io_binding()
+                up.bind_ortvalue_input("features", fe.get_outputs()[0])
+                up.bind_ortvalue_input("kernels", self._device_kernels_for(s, rb, cb))
+                feeds = {
+                    **upscale_inputs(rb.index, rb.rank, len(cb.classes), "row"),
+                    **upscale_inputs(cb.index, cb.rank, len(cb.classes), "col"),
+                }
+                for name, value in feeds.items():
+                    up.bind_cpu_input(name, value)
+                shape = (x.shape[0], 1, rb.hr_stop - rb.hr_start, cb.hr_stop - cb.hr_start)
+                # ORT writes the result straight into the output array when it is one contiguous block
+                target = out if single else np.empty(shape[:1] + shape[2:], np.float32)
+                up.bind_output("sr", "cpu", 0, np.float32, list(shape), target.ctypes.data)
+                self._run_bound(graph, up)
+                if not single:
+                    out[:, rb.hr_start : rb.hr_stop, cb.hr_start : cb.hr_stop] = target
+
+    def _run_fixed(self, x: np.ndarray, out: np.ndarray, plan: Plan) -> None:
         f = int(self.fixed_scale or 1)
         for rt in plan.rows.tiles:
             for ct in plan.cols.tiles:
-                lr = np.ascontiguousarray(x[:, :, rt.ctx_start : rt.ctx_stop, ct.ctx_start : ct.ctx_stop])
+                lr = _crop(x, rt, ct)
                 sr = self._run("model", {"lr": lr})
                 want = (lr.shape[2] * f, lr.shape[3] * f)
                 if tuple(sr.shape[2:]) != want:
@@ -541,19 +593,57 @@ class Upscaler:
     # ------------------------------------------------------------------ reporting
 
     def describe(self) -> str:
-        """One line saying what runs where, e.g.
-        ``metasr: model metasrgan-mri (3f2a...) on CPU (CPUExecutionProvider), 2 threads``."""
+        """One line saying what runs where and in which arithmetic, e.g.
+        ``metasr: model metasrgan-mri (3f2a...) on CPU (CPUExecutionProvider), 2 threads, fp32``."""
         where = f"{self.device.label} ({self.providers[0]})"
         threads = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.device is Device.CPU else ""
-        precision = f", {self.precision.value}" if self.device is Device.TENSORRT else ""
+        arithmetic = {Precision.FP32: "fp32", Precision.TF32: "tf32", Precision.FP16: "fp16"}[self.precision]
+        if self.device is Device.CUDA and self.precision is Precision.FP32:
+            arithmetic += " (TF32 off)"
         if self.requested_precision is not self.precision:
-            precision += f" ({self.requested_precision.value} needs TensorRT)"
-        return f"metasr: model {self.model_name} ({self.model_id[:12]}) on {where}{threads}{precision}"
+            arithmetic += f" ({self.requested_precision.value} needs {self._needs(self.requested_precision)})"
+        memory = f", {self._budget_mb:.0f} MiB per run" if self.device is not Device.CPU else ""
+        return f"metasr: model {self.model_name} ({self.model_id[:12]}) on {where}{threads}, {arithmetic}{memory}"
+
+    @staticmethod
+    def _needs(precision: Precision) -> str:
+        return "CUDA" if precision is Precision.TF32 else "a GPU (CUDA or TensorRT)"
 
     @property
     def precision(self) -> Precision:
-        """The precision that runs: the requested one on TensorRT, fp32 everywhere else."""
-        return self.requested_precision if self.device is Device.TENSORRT else Precision.FP32
+        """The precision that runs: fp32 on the CPU; on TensorRT fp32 or fp16; on CUDA any."""
+        p = self.requested_precision
+        if self.device is Device.CPU or (self.device is Device.TENSORRT and p is Precision.TF32):
+            return Precision.FP32
+        return p
 
     def __repr__(self) -> str:
         return f"Upscaler(model_dir={str(self.model_dir)!r}, device={self.device.value!r}, kind={self.kind!r})"
+
+
+_EXPECTED_META = {
+    "feature_extractor": ({"lr"}, "features"),
+    "kernels": ({"inv_scale", "row_offset", "col_offset"}, "kernels"),
+    "upscale": ({"features", "kernels", "row_index", "row_kernel", "col_index", "col_kernel"}, "sr"),
+    "upscale_pixels": ({"features", "kernels", "row_index", "row_kernel", "col_index", "col_kernel"}, "sr"),
+}
+_EXPECTED_FIXED = ({"lr"}, "sr")
+
+
+def _check_io(session: Any, path: Path, want_in: set[str], want_out: str) -> None:
+    inputs = {i.name for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    if inputs != want_in or want_out not in outputs:
+        raise ModelError(
+            f"graph {path} has inputs {sorted(inputs)} and outputs {outputs}, expected inputs "
+            f"{sorted(want_in)} and output {want_out!r}; re-export the model with metasr-export"
+        )
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not (isinstance(value, Real) and value > 0 and np.isfinite(float(value))):
+        raise InputError(f"{name} must be a positive number of MiB, got {value!r}")
+
+
+def _crop(x: np.ndarray, rt: Span, ct: Span) -> np.ndarray:
+    return np.ascontiguousarray(x[:, :, rt.ctx_start : rt.ctx_stop, ct.ctx_start : ct.ctx_stop])

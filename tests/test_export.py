@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,18 @@ from metasr.export import EXPORTABLE_ARCHS, ExportResult, export_model  # noqa: 
 from metasr.export.cli import main  # noqa: E402
 from metasr.export.manifest import read_manifest, sha256_file, verify_files, write_manifest  # noqa: E402
 from metasr.export.onnx_graphs import receptive_radius  # noqa: E402
-from metasr.export.verify import ParityError, ort_session, phantom, upscale_feeds  # noqa: E402
+from metasr.export.verify import ParityError, UpscaleSessions, ort_session, phantom  # noqa: E402
 from metasr.training import build_model, model_config, save_checkpoint  # noqa: E402
 
 # What TensorRT 10 and 11's ONNX parser imports with static shapes, written out independently of
 # the exporter's own list so the test does not just compare a list with itself.
+META_FILES = ("feature_extractor.onnx", "kernels.onnx", "upscale.onnx", "upscale_pixels.onnx")
 TRT_IMPORTABLE = {
     "Add",
+    "MatMul",
+    "Pad",
+    "Slice",
+    "Shape",
     "Sub",
     "Mul",
     "Div",
@@ -90,13 +96,15 @@ def test_export_writes_contract_files_and_manifest(exported: ExportResult) -> No
     assert sorted(p.name for p in out.iterdir()) == [
         "best.pt",
         "feature_extractor.onnx",
+        "kernels.onnx",
         "manifest.json",
         "upscale.onnx",
+        "upscale_pixels.onnx",
     ]
     m = read_manifest(out)
     assert (m["format"], m["format_version"], m["arch"], m["kind"], m["fixed_scale"]) == (
         "metasr-export",
-        1,
+        2,
         "metasrgan",
         "meta",
         None,
@@ -107,11 +115,14 @@ def test_export_writes_contract_files_and_manifest(exported: ExportResult) -> No
     assert m["opset"] == 17 and m["tensorrt"] is None
     assert m["checkpoint"]["sha256"] == sha256_file(out / "best.pt") and m["checkpoint"]["step"] == 7
     assert m["checkpoint"]["file"] == "best.pt" and m["checkpoint"]["config"]["arch"] == "metasrgan"
-    assert set(m["files"]) == {"feature_extractor.onnx", "upscale.onnx"}
+    assert set(m["files"]) == {"feature_extractor.onnx", "kernels.onnx", "upscale.onnx", "upscale_pixels.onnx"}
+    assert m["upscale_form"] == "class-kernel"
+    assert (m["graphs"]["upscale"]["form"], m["graphs"]["upscale_pixels"]["form"]) == ("classes", "pixels")
     verify_files(out, m)  # every sha256 matches
     assert m["parity"]["max_abs_error"] <= m["parity"]["tolerance"] == 1e-4 and m["parity"]["cases"] > 0
     assert {"metasr", "torch", "onnx", "onnxruntime"} <= set(m["tools"])
     assert m["graphs"]["upscale"]["inputs"][2] == {"name": "row_index", "dtype": "int64", "shape": ["H"]}
+    assert m["graphs"]["kernels"]["outputs"] == [{"name": "kernels", "dtype": "float32", "shape": ["K", 576]}]
     assert exported.files[-1] == out / "manifest.json" and exported.seconds > 0
 
 
@@ -121,63 +132,74 @@ def _dims(value_info: onnx.ValueInfoProto) -> list:
 
 def test_graph_io_matches_contract_with_dynamic_dims(exported: ExportResult) -> None:
     fe = onnx.load(str(exported.out_dir / "feature_extractor.onnx"))
-    up = onnx.load(str(exported.out_dir / "upscale.onnx"))
+    kg = onnx.load(str(exported.out_dir / "kernels.onnx"))
     assert [(i.name, _dims(i)) for i in fe.graph.input] == [("lr", ["N", 1, "h", "w"])]
     assert [(o.name, _dims(o)) for o in fe.graph.output] == [("features", ["N", 64, "h", "w"])]
-    assert [(i.name, _dims(i)) for i in up.graph.input] == [
-        ("features", ["N", 64, "h", "w"]),
+    assert [(i.name, _dims(i)) for i in kg.graph.input] == [
         ("inv_scale", [1]),
-        ("row_index", ["H"]),
-        ("row_offset", ["H"]),
-        ("col_index", ["W"]),
-        ("col_offset", ["W"]),
+        ("row_offset", ["P"]),
+        ("col_offset", ["Q"]),
     ]
-    types = {i.name: i.type.tensor_type.elem_type for i in up.graph.input}
-    assert types["row_index"] == types["col_index"] == onnx.TensorProto.INT64
-    assert types["features"] == types["row_offset"] == onnx.TensorProto.FLOAT
-    assert [(o.name, _dims(o)) for o in up.graph.output] == [("sr", ["N", 1, "H", "W"])]
-    for model in (fe, up):
+    assert [(o.name, _dims(o)) for o in kg.graph.output] == [("kernels", ["K", 576])]
+    for name in ("upscale.onnx", "upscale_pixels.onnx"):
+        up = onnx.load(str(exported.out_dir / name))
+        assert [(i.name, _dims(i)) for i in up.graph.input] == [
+            ("features", ["N", 64, "h", "w"]),
+            ("kernels", ["K", 576]),
+            ("row_index", ["H"]),
+            ("row_kernel", ["H"]),
+            ("col_index", ["W"]),
+            ("col_kernel", ["W"]),
+        ]
+        types = {i.name: i.type.tensor_type.elem_type for i in up.graph.input}
+        assert {types[k] for k in ("row_index", "col_index", "row_kernel", "col_kernel")} == {onnx.TensorProto.INT64}
+        assert types["features"] == types["kernels"] == onnx.TensorProto.FLOAT
+        assert [(o.name, _dims(o)) for o in up.graph.output] == [("sr", ["N", 1, "H", "W"])]
+    for model in (fe, kg, up):
         assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) <= 18
         assert not model.graph.initializer or all(
             i.name not in {x.name for x in model.graph.input} for i in model.graph.initializer
         )
 
 
-def test_output_shape_follows_from_input_shapes_only(exported: ExportResult) -> None:
+@pytest.mark.parametrize("name", ["upscale.onnx", "upscale_pixels.onnx"])
+def test_output_shape_follows_from_input_shapes_only(exported: ExportResult, name: str) -> None:
     # strict symbolic shape inference must derive sr = [N, 1, H, W] from the input dims alone
-    up = onnx.shape_inference.infer_shapes(
-        onnx.load(str(exported.out_dir / "upscale.onnx")), strict_mode=True, data_prop=True
-    )
+    up = onnx.shape_inference.infer_shapes(onnx.load(str(exported.out_dir / name)), strict_mode=True, data_prop=True)
     inferred = {v.name: _dims(v) for v in list(up.graph.value_info) + list(up.graph.output)}
     assert inferred["sr"] == ["N", 1, "H", "W"]
-    assert inferred["z_rc"] == ["N", "H", "W", 256] and inferred["act"] == ["H", "W", 256]
+    assert inferred["kernel_number"] == ["H", "W"]  # built from two 1-D arrays, nothing [H, W] is fed
 
 
 def test_every_node_is_tensorrt_importable(exported: ExportResult) -> None:
-    for name in ("upscale.onnx", "feature_extractor.onnx"):
+    for name in ("upscale.onnx", "upscale_pixels.onnx", "kernels.onnx", "feature_extractor.onnx"):
         model = onnx.load(str(exported.out_dir / name))
         for node in model.graph.node:
             assert node.domain in ("", "ai.onnx"), f"{name}: custom-domain node {node.domain}.{node.op_type}"
             assert node.op_type in TRT_IMPORTABLE, f"{name}: node {node.name} uses {node.op_type}"
             assert node.op_type not in FORBIDDEN
-    up = onnx.load(str(exported.out_dir / "upscale.onnx"))
-    ops = [n.op_type for n in up.graph.node]
-    # the identity: Conv -> Gather cols/rows -> Relu(row + col) -> Mul -> ReduceSum -> Add bias
-    assert ops.count("Conv") == 2 and ops.count("Gather") == 4 and ops.count("Relu") == 1
-    assert ops.count("ReduceSum") == 1 and len(up.graph.initializer) >= 6  # folded weights are initializers
+    ops = [n.op_type for n in onnx.load(str(exported.out_dir / "upscale.onnx")).graph.node]
+    # the class form: 9 shifted slices -> one MatMul with all kernels -> one Gather of the products
+    assert "Conv" not in ops and ops.count("MatMul") == 1 and ops.count("Gather") == 1 and ops.count("Slice") >= 9
+    ops = [n.op_type for n in onnx.load(str(exported.out_dir / "upscale_pixels.onnx")).graph.node]
+    assert "MatMul" not in ops and ops.count("Gather") == 3 and ops.count("ReduceSum") == 1
 
 
-def test_upscale_weights_are_folded_from_conv_weights(exported: ExportResult) -> None:
+def test_kernels_are_the_wpn_with_denormalisation_folded(exported: ExportResult) -> None:
+    import onnxruntime as ort
+
     from metasr.training import load_checkpoint
 
     model = load_checkpoint(exported.out_dir / "best.pt")
-    up = onnx.load(str(exported.out_dir / "upscale.onnx"))
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in up.graph.initializer}
-    wz, wb = model.upscale.conv_weights()
-    np.testing.assert_allclose(inits["wz"], wz.detach().numpy() * model.std, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(inits["wb"], wb.detach().numpy() * model.std, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(inits["w1_row"], model.upscale.wpn[0].weight[:, 1].detach().numpy())
-    np.testing.assert_allclose(inits["w1_col"], model.upscale.wpn[0].weight[:, 2].detach().numpy())
+    session = ort.InferenceSession(str(exported.out_dir / "kernels.onnx"), providers=["CPUExecutionProvider"])
+    offsets = np.array([0.0, 0.4, 0.8], np.float32)
+    kernels = session.run(
+        None, {"inv_scale": np.array([0.4], np.float32), "row_offset": offsets, "col_offset": offsets}
+    )[0]
+    with torch.no_grad():  # the WPN itself, per (row, col) offset pair, weights in unfold order c*9 + tap
+        pairs = torch.tensor([[0.4, a, b] for a in offsets for b in offsets])
+        ref = (model.upscale.wpn(pairs) * model.std).view(9, 64, 9).transpose(1, 2).reshape(9, 576)
+    np.testing.assert_allclose(kernels, ref.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("arch, expected", [("metasrgan", 16), ("srgan", 18)])
@@ -280,7 +302,7 @@ def test_failed_verification_leaves_nothing_new(tmp_path: Path) -> None:
 
 
 def test_unwritable_parent_falls_back_to_a_temp_folder_inside_out(tmp_path: Path, monkeypatch) -> None:
-    import metasr.export as export_pkg
+    import metasr.export.publish as export_pkg
 
     ckpt = _checkpoint(tmp_path / "best.pt")
     real = export_pkg._new_dir
@@ -292,12 +314,7 @@ def test_unwritable_parent_falls_back_to_a_temp_folder_inside_out(tmp_path: Path
 
     monkeypatch.setattr(export_pkg, "_new_dir", refuse_beside)
     export_model(ckpt, verify=False)  # out = the checkpoint's folder, whose parent "refuses" writes
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "best.pt",
-        "feature_extractor.onnx",
-        "manifest.json",
-        "upscale.onnx",
-    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["best.pt", "manifest.json", *META_FILES])
     with pytest.raises(OutputError, match="cannot write"):
         export_model(ckpt, tmp_path.parent / f"{tmp_path.name}-new", verify=False)  # new folder, parent refuses
     assert not (tmp_path.parent / f"{tmp_path.name}-new").exists()
@@ -458,10 +475,10 @@ def test_cli_trt_without_tensorrt_writes_onnx_and_exits_2(tmp_path: Path, capsys
     assert "complete and verified" in err[-1]
     m = read_manifest(tmp_path / "out")
     verify_files(tmp_path / "out", m)
-    assert m["tensorrt"] is None and set(m["files"]) == {"feature_extractor.onnx", "upscale.onnx"}
-    session = ort_session(tmp_path / "out" / "upscale.onnx", threads=1)
+    assert m["tensorrt"] is None and set(m["files"]) == set(META_FILES)
+    session = UpscaleSessions.load(tmp_path / "out", threads=1)
     feats = np.zeros((1, 64, 5, 6), np.float32)
-    assert session.run(["sr"], upscale_feeds(feats, "2"))[0].shape == (1, 1, 10, 12)
+    assert session.run(feats, "2").shape == (1, 1, 10, 12)
 
 
 def test_parity_report_fails_on_nan_and_names_the_worst_case() -> None:
@@ -473,3 +490,57 @@ def test_parity_report_fails_on_nan_and_names_the_worst_case() -> None:
     report.add("b x3", float("nan"))
     with pytest.raises(ParityError, match="b x3"):
         report.raise_if_failed("g")
+
+
+# ---- CLI conventions, damaged checkpoints and manifests ------------------------------------------
+
+
+def test_cli_version_and_quiet(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("metasr-export ")
+    assert main(["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "q"), "--no-verify", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert main(["--ckpt", str(tiny_checkpoint), "--out", str(tmp_path / "q"), "-q", "-v"]) == 2
+    assert "either --quiet or --verbose" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"arch": ["metasrgan"], "args": {}}, "cannot be exported|architecture"),
+        ({"arch": "metasrgan", "args": {"features": "wide"}}, "cannot"),
+    ],
+)
+def test_checkpoint_with_a_damaged_config_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], config: dict, message: str
+) -> None:
+    ckpt = save_checkpoint(tmp_path / "bad.pt", build_model("metasrgan", features=8, num_blocks=1), config)
+    assert main(["--ckpt", str(ckpt), "--out", str(tmp_path / "out"), "--no-verify"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metasr-export: error:") and "Traceback" not in err[0]
+    assert re.search(message, err[0]) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"scale_range": [float("nan"), 4.0]}, "scale_range must be"),
+        ({"scale_range": [1.1, float("inf")]}, "scale_range must be"),
+        ({"scale_range": [4.0, 1.1]}, "scale_range must be"),
+        ({"features": 10**9}, "features must be an integer from 1 to 4096"),
+        ({"receptive_radius": -3}, "receptive_radius must be an integer"),
+        ({"receptive_radius": 2.5}, "receptive_radius must be an integer"),
+        ({"format_version": 1}, "format_version 1 is not supported .* re-export the model with metasr-export"),
+        ({"upscale_form": "identity"}, "upscale_form 'identity' .* re-export the model with metasr-export"),
+    ],
+)
+def test_manifest_with_absurd_numbers_or_an_old_form_is_refused(
+    exported: ExportResult, tmp_path: Path, change: dict, message: str
+) -> None:
+    bad = dict(exported.manifest, **change)
+    with pytest.raises(ModelError, match=message):
+        write_manifest(tmp_path, bad)  # never written
+    assert not (tmp_path / "manifest.json").exists()
+    (tmp_path / "manifest.json").write_text(json.dumps(bad))  # Python writes NaN; the reader refuses it
+    with pytest.raises(ModelError, match=message):
+        read_manifest(tmp_path)

@@ -39,14 +39,15 @@ def shipped() -> tuple[dict, Path]:
             pytest.skip(f"no checkpoint shipped yet in {MODEL_DIR} (training has not committed best.pt)")
         pytest.fail(f"{MODEL_DIR / 'best.pt'} ships without an export; run: {REEXPORT}")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    assert manifest.get("format") == "metasr-export" and manifest.get("format_version") == 1
+    assert manifest.get("format") == "metasr-export" and manifest.get("format_version") == 2
     return manifest, MODEL_DIR / manifest["checkpoint"]["file"]
 
 
 def test_shipped_export_is_the_meta_contract(shipped) -> None:
     manifest, _ = shipped
     assert manifest["arch"] == "metasrgan" and manifest["kind"] == "meta"
-    assert set(manifest["files"]) >= {"feature_extractor.onnx", "upscale.onnx"}
+    assert manifest["upscale_form"] == "class-kernel"
+    assert set(manifest["files"]) >= {"feature_extractor.onnx", "kernels.onnx", "upscale.onnx", "upscale_pixels.onnx"}
     assert manifest["receptive_radius"] == 16 and manifest["features"] == 64
     assert manifest["parity"] is not None and manifest["parity"]["max_abs_error"] <= manifest["parity"]["tolerance"]
 
@@ -70,19 +71,20 @@ def test_shipped_graphs_reproduce_the_checkpoint(shipped) -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from metasr.export.manifest import validate_manifest
-    from metasr.export.verify import ort_session, phantom, upscale_feeds
+    from metasr.export.verify import UpscaleSessions, ort_session, phantom
     from metasr.training import load_checkpoint
 
     manifest, ckpt = shipped
     validate_manifest(manifest)
     model = load_checkpoint(ckpt)
     fe = ort_session(MODEL_DIR / "feature_extractor.onnx", threads=1)
-    up = ort_session(MODEL_DIR / "upscale.onnx", threads=1)
+    up = UpscaleSessions.load(MODEL_DIR, threads=1)
     lr = phantom(2, 41, 52, seed=5)
     feats = fe.run(["features"], {"lr": lr})[0]
-    for scale in ("1.5", "2", "2.7", "4"):
+    for scale in ("1.5", "2", "2.7", "4", "1.51"):
         with torch.no_grad():
             ref = model(torch.from_numpy(lr), scale).numpy()
-        sr = up.run(["sr"], upscale_feeds(feats, scale))[0]
-        assert sr.shape == ref.shape
-        assert np.isfinite(sr).all() and np.abs(sr - ref).max() <= 1e-4, scale
+        for form in ("classes", "pixels"):
+            sr = up.run(feats, scale, form)
+            assert sr.shape == ref.shape
+            assert np.isfinite(sr).all() and np.abs(sr - ref).max() <= 1e-4, (scale, form)

@@ -21,7 +21,7 @@ from metasr.core.errors import DependencyError  # noqa: E402
 from metasr.export import Profiles, export_model  # noqa: E402
 from metasr.export.manifest import read_manifest, verify_files  # noqa: E402
 from metasr.export.tensorrt import check_available, input_profiles, to_fp16  # noqa: E402
-from metasr.export.verify import ort_session, phantom, upscale_feeds  # noqa: E402
+from metasr.export.verify import UpscaleSessions, ort_session, phantom, upscale_feeds  # noqa: E402
 from metasr.training import build_model, model_config, save_checkpoint  # noqa: E402
 
 SCALES = ("1.1", "1.8", "2", "2.3", "3", "3.7", "4")
@@ -61,15 +61,20 @@ def test_profiles_are_validated_and_cover_every_dynamic_input() -> None:
     p = Profiles(min_size=8, opt_size=64, max_size=128, opt_batch=1, max_batch=2, max_hr_size=256)
     fe = input_profiles("feature_extractor", 64, p)
     assert fe == {"lr": ((1, 1, 8, 8), (1, 1, 64, 64), (2, 1, 128, 128))}
-    up = input_profiles("upscale", 64, p)
-    assert set(up) == {"features", "row_index", "row_offset", "col_index", "col_offset"}  # inv_scale is static
-    assert up["features"][2] == (2, 64, 128, 128) and up["row_index"] == ((1,), (128,), (256,))
-    for lo, opt, hi in up.values():
-        assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
+    for name in ("upscale", "upscale_pixels"):
+        up = input_profiles(name, 64, p)
+        assert set(up) == {"features", "kernels", "row_index", "row_kernel", "col_index", "col_kernel"}
+        assert up["features"][2] == (2, 64, 128, 128) and up["row_index"] == ((1,), (128,), (256,))
+        assert up["kernels"] == ((1, 576), (4, 576), (64 * 64, 576))
+        for lo, opt, hi in up.values():
+            assert all(a <= b <= c for a, b, c in zip(lo, opt, hi))
+    assert input_profiles("kernels", 64, p) == {"row_offset": ((1,), (2,), (64,)), "col_offset": ((1,), (2,), (64,))}
+    with pytest.raises(ValueError, match="classes"):
+        Profiles(opt_classes=8, max_classes=4)
 
 
 def test_fp16_graph_keeps_the_float32_contract_and_is_accurate(onnx_export: Path, tmp_path: Path) -> None:
-    for name in ("feature_extractor", "upscale"):
+    for name in ("feature_extractor", "upscale", "upscale_pixels"):
         half = to_fp16(onnx.load(str(onnx_export / f"{name}.onnx")))
         onnx.checker.check_model(half, full_check=True)
         inits = [i for i in half.graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
@@ -77,16 +82,19 @@ def test_fp16_graph_keeps_the_float32_contract_and_is_accurate(onnx_export: Path
         io = list(half.graph.input) + list(half.graph.output)
         assert {v.type.tensor_type.elem_type for v in io} <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
         onnx.save(half, str(tmp_path / f"{name}.onnx"))
-    fe32, up32 = (ort_session(onnx_export / f"{n}.onnx", threads=1) for n in ("feature_extractor", "upscale"))
-    fe16, up16 = (ort_session(tmp_path / f"{n}.onnx", threads=1) for n in ("feature_extractor", "upscale"))
+    fe32, fe16 = (ort_session(d / "feature_extractor.onnx", threads=1) for d in (onnx_export, tmp_path))
+    kernels = ort_session(onnx_export / "kernels.onnx", threads=1)  # fp32 on every device
+    up32 = {n: ort_session(onnx_export / f"{n}.onnx", threads=1) for n in ("upscale", "upscale_pixels")}
+    up16 = {n: ort_session(tmp_path / f"{n}.onnx", threads=1) for n in ("upscale", "upscale_pixels")}
     lr = phantom(1, 40, 48)
     f32, f16 = fe32.run(["features"], {"lr": lr})[0], fe16.run(["features"], {"lr": lr})[0]
     assert f16.dtype == np.float32
     for scale in ("1.5", "2.3", "4"):
-        ref = up32.run(["sr"], upscale_feeds(f32, scale))[0]
-        half = up16.run(["sr"], upscale_feeds(f16, scale))[0]
-        assert half.shape == ref.shape and half.dtype == np.float32
-        assert _psnr(half, ref) >= 45.0
+        for name in up32:
+            ref = up32[name].run(["sr"], upscale_feeds(kernels, f32, scale))[0]
+            half = up16[name].run(["sr"], upscale_feeds(kernels, f16, scale))[0]
+            assert half.shape == ref.shape and half.dtype == np.float32
+            assert _psnr(half, ref) >= 45.0
 
 
 def test_trt_unavailable_is_one_clear_error() -> None:
@@ -112,7 +120,7 @@ def test_library_trt_fails_up_front_without_writing(tmp_path: Path) -> None:
 # ---- CPU: the engine-building logic against a stand-in TensorRT module -------------------------
 
 
-def _fake_tensorrt(version: str, has_fp16_flag: bool):
+def _fake_tensorrt(version: str, has_fp16_flag: bool):  # noqa: C901 (one stand-in class per TensorRT type)
     """A stand-in ``tensorrt`` module that records what the builder was asked to do."""
     import enum
     import types
@@ -227,14 +235,24 @@ def test_engine_build_logic_with_a_stand_in_tensorrt(
     result = export_model(onnx_export / "best.pt", out, trt=True, fp16=True, profiles=profiles, verify=False)
     m = result.manifest
     assert m["tensorrt"]["precision"] == "fp16" and m["tensorrt"]["profiles"]["max_hr_size"] == 256
-    assert set(m["files"]) == {
-        "feature_extractor.onnx",
-        "upscale.onnx",
-        "feature_extractor.fp16.engine",
-        "upscale.fp16.engine",
-    }
+    graphs = ("feature_extractor", "kernels", "upscale", "upscale_pixels")
+    engines = {f"{g}.fp16.engine" for g in graphs}
+    contexts = {f"{g}.fp16_ctx.onnx" for g in graphs}
+    assert set(m["files"]) == {f"{g}.onnx" for g in graphs} | engines | contexts
     verify_files(out, m)
-    assert (out / "upscale.fp16.engine").read_bytes().startswith(b"ENGINE:features,inv_scale,row_index")
+    # the EP-context models name their engine and keep the graph's inputs and outputs
+    for g in graphs:
+        assert m["tensorrt"]["engines"][g]["context"] == f"{g}.fp16_ctx.onnx"
+        ctx, src = onnx.load(str(out / f"{g}.fp16_ctx.onnx")), onnx.load(str(out / f"{g}.onnx"))
+        (node,) = ctx.graph.node
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert (node.op_type, node.domain) == ("EPContext", "com.microsoft")
+        assert attrs["ep_cache_context"] == f"{g}.fp16.engine".encode() and attrs["embed_mode"] == 0
+        assert attrs["source"] == b"TensorrtExecutionProvider" and attrs["ep_sdk_version"] == version.encode()
+        assert [i.name for i in ctx.graph.input] == [i.name for i in src.graph.input]
+        assert [o.name for o in ctx.graph.output] == [o.name for o in src.graph.output]
+    assert m["tensorrt"]["version"] == version and "gpu" in m["tensorrt"]
+    assert (out / "upscale.fp16.engine").read_bytes().startswith(b"ENGINE:features,kernels,row_index")
     assert log["shapes"]["features"] == ((1, 64, 8, 8), (1, 64, 64, 64), (2, 64, 128, 128))
     assert log["shapes"]["lr"] == ((1, 1, 8, 8), (1, 1, 64, 64), (2, 1, 128, 128))
     assert "inv_scale" not in log["shapes"]
@@ -248,9 +266,9 @@ def test_engine_build_logic_with_a_stand_in_tensorrt(
         assert log["flags"] == set() and all(fp16_inits)
         assert all(f == 1 << 5 for f in log["network_flags"])
     # the timing cache is published for the next build and reused by it
-    assert (out / "trt_timing.cache").read_bytes() == b"+timed+timed"
+    assert (out / "trt_timing.cache").read_bytes() == b"+timed" * 4  # one per graph
     export_model(onnx_export / "best.pt", out, trt=True, profiles=profiles, verify=False)
-    assert log["cache_in"].startswith(b"+timed+timed")
+    assert log["cache_in"].startswith(b"+timed" * 4)
     assert not (out / "upscale.fp16.engine").exists() and (out / "upscale.fp32.engine").exists()
 
 
@@ -324,15 +342,16 @@ def test_engines_are_listed_and_hashed_in_the_manifest(engines) -> None:
 def _run_all(trt, out: Path, precision: str, lr: np.ndarray) -> dict[str, np.ndarray]:
     fe = _Engine(trt, out / f"feature_extractor.{precision}.engine")
     up = _Engine(trt, out / f"upscale.{precision}.engine")
+    kernels = ort_session(out / "kernels.onnx", threads=1)
     feats = fe.run({"lr": lr}, "features")
-    return {s: up.run(upscale_feeds(feats, s), "sr") for s in SCALES}
+    return {s: up.run(upscale_feeds(kernels, feats, s), "sr") for s in SCALES}
 
 
 def _ort_all(onnx_export: Path, lr: np.ndarray) -> dict[str, np.ndarray]:
     fe = ort_session(onnx_export / "feature_extractor.onnx", threads=1)
-    up = ort_session(onnx_export / "upscale.onnx", threads=1)
+    up = UpscaleSessions.load(onnx_export, threads=1)
     feats = fe.run(["features"], {"lr": lr})[0]
-    return {s: up.run(["sr"], upscale_feeds(feats, s))[0] for s in SCALES}
+    return {s: up.run(feats, s, "classes") for s in SCALES}
 
 
 @pytest.mark.gpu
@@ -367,9 +386,68 @@ def test_onnx_runtime_cuda_matches_cpu(onnx_export: Path) -> None:
     if fe.get_providers()[0] != "CUDAExecutionProvider":
         pytest.skip("no CUDA GPU (onnxruntime fell back to CPU)")
     up = ort.InferenceSession(str(onnx_export / "upscale.onnx"), options, providers=providers)
+    kernels = ort_session(onnx_export / "kernels.onnx", threads=1)
     lr = phantom(2, 37, 50)
     ref = _ort_all(onnx_export, lr)
     feats = fe.run(["features"], {"lr": lr})[0]
     for scale in SCALES:
-        got = up.run(["sr"], upscale_feeds(feats, scale))[0]
-        assert np.abs(got - ref[scale]).max() <= 1e-3, scale
+        got = up.run(["sr"], upscale_feeds(kernels, feats, scale))[0]
+        assert np.abs(got - ref[scale]).max() <= 1e-4, scale  # TF32 off: fp32 means fp32
+
+
+def test_engines_run_only_where_they_were_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    from metasr.core.choices import Precision
+    from metasr.runtime import backends
+
+    monkeypatch.setattr(backends, "gpu_name", lambda: "NVIDIA H200")
+    monkeypatch.setattr(backends, "tensorrt_version", lambda: "10.13.0")
+    engines = {
+        g: {"file": f"{g}.fp16.engine", "context": f"{g}.fp16_ctx.onnx"} for g in ("feature_extractor", "upscale")
+    }
+    info = {"gpu": "NVIDIA H200", "version": "10.13.0", "precision": "fp16", "engines": engines}
+    assert backends.engine_mismatch(info, Precision.FP16) is None
+    assert backends.engine_mismatch(None, Precision.FP16) == "the export has no TensorRT engines"
+    assert backends.engine_mismatch(info, Precision.FP32) == "they are fp16 engines and fp32 was requested"
+    other = dict(info, gpu="NVIDIA A100-SXM4-80GB")
+    assert backends.engine_mismatch(other, Precision.FP16) == (
+        "they were built on NVIDIA A100-SXM4-80GB with TensorRT 10.13.0, this machine has NVIDIA H200 with "
+        "TensorRT 10.13.0"
+    )
+    monkeypatch.setattr(backends, "tensorrt_version", lambda: None)
+    assert "with TensorRT not installed" in backends.engine_mismatch(info, Precision.FP16)
+
+
+def test_forced_tensorrt_with_foreign_engines_is_one_line(
+    onnx_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import shutil
+
+    import onnxruntime as ort
+
+    from metasr.core.errors import InputError
+    from metasr.runtime import Upscaler, backends, upscaler
+
+    model = tmp_path / "model"
+    shutil.copytree(onnx_export, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    engines = {g: {"file": f"{g}.fp32.engine", "context": f"{g}.fp32_ctx.onnx"} for g in manifest["graphs"]}
+    manifest["tensorrt"] = {
+        "gpu": "NVIDIA A100-SXM4-80GB",
+        "version": "10.3.0",
+        "precision": "fp32",
+        "engines": engines,
+    }
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(upscaler, "tensorrt_possible", lambda: True)
+    monkeypatch.setattr(upscaler, "trt_cache_dir", lambda *a: tmp_path / "cache")
+    monkeypatch.setattr(backends, "gpu_name", lambda: "NVIDIA H200")
+    monkeypatch.setattr(backends, "tensorrt_version", lambda: "10.13.0")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(InputError) as e:
+        Upscaler(model, device="tensorrt")
+    assert str(e.value) == (
+        "the TensorRT engines of model cannot run here: they were built on NVIDIA A100-SXM4-80GB with TensorRT "
+        "10.3.0, this machine has NVIDIA H200 with TensorRT 10.13.0; rebuild them on this machine "
+        "(metasr-export --trt) or use --device cuda"
+    )
