@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 __all__ = ["gpu_free_memory_mb", "gpu_name", "tensorrt_version"]
@@ -44,8 +45,11 @@ def tensorrt_version() -> str | None:
     return None
 
 
-def gpu_free_memory_mb() -> float | None:
-    """Free memory of the first NVIDIA GPU in MiB (``nvidia-smi``, no CUDA import), or None."""
+def gpu_free_memory_mb(index: int = 0) -> float | None:
+    """Free memory of NVIDIA GPU ``index`` in MiB (``nvidia-smi``, no CUDA import), or None.
+
+    ``index`` counts the GPUs this process sees (``CUDA_VISIBLE_DEVICES`` honoured).
+    """
     import shutil
     import subprocess
 
@@ -54,7 +58,7 @@ def gpu_free_memory_mb() -> float | None:
         return None
     try:
         done = subprocess.run(
-            [tool, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            [tool, f"--id={_visible_gpu_id(index)}", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -63,3 +67,9 @@ def gpu_free_memory_mb() -> float | None:
         return float(done.stdout.split()[0])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
+
+
+def _visible_gpu_id(index: int) -> str:
+    # nvidia-smi numbers every GPU; CUDA numbers the visible ones
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[index] if index < len(visible) else str(index)

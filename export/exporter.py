@@ -28,7 +28,7 @@ from typing import Any
 
 from metasr.core.errors import CheckpointError, MetaSRError
 from metasr.core.hardware import gpu_name
-from metasr.core.jsondata import jsonable
+from metasr.core.jsonio import jsonable
 from metasr.core.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,

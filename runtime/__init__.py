@@ -1,4 +1,4 @@
-"""metasr.runtime: the torch-free runtime (Upscaler, metasr-run, metasr-stream)."""
+"""metasr.runtime: the torch-free runtime (``Upscaler`` on ONNX Runtime, ``metasr-run``)."""
 
 from metasr.runtime.backends import Device, Precision
 from metasr.runtime.upscaler import MAX_SCALE, MIN_SIDE, UpscaleMethod, Upscaler, check_image, read_manifest

@@ -164,6 +164,7 @@ class SessionSpec:
 
     profiles: tuple[str, str, str] | None = None  # "name:1x1x64x64,..." strings
     precision: Precision = Precision.FP32
+    device_id: int = 0  # which GPU (CUDA's numbering of the visible ones)
 
 
 def provider_chain(device: Device, spec: SessionSpec, cache_dir: Path | None) -> list[Any]:
@@ -176,6 +177,7 @@ def provider_chain(device: Device, spec: SessionSpec, cache_dir: Path | None) ->
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(cache_dir),
             "trt_fp16_enable": spec.precision is Precision.FP16,
+            "device_id": str(spec.device_id),
         }
         if spec.profiles is not None:
             for key, shapes in zip(("min", "opt", "max"), spec.profiles, strict=True):
@@ -183,7 +185,8 @@ def provider_chain(device: Device, spec: SessionSpec, cache_dir: Path | None) ->
         chain.append((TRT, opts))
     if device in (Device.AUTO, Device.TENSORRT, Device.CUDA):
         # ORT's CUDA provider rounds convolutions/MatMul to TF32 unless told not to: fp32 means fp32
-        chain.append((CUDA, {"use_tf32": "1" if spec.precision is Precision.TF32 else "0"}))
+        tf32 = "1" if spec.precision is Precision.TF32 else "0"
+        chain.append((CUDA, {"use_tf32": tf32, "device_id": str(spec.device_id)}))
     chain.append((CPU, {}))
     return chain
 

@@ -77,6 +77,7 @@ class _Run:
     device: str
     precision: Precision
     memory_budget: float
+    gpu_memory: float | None
     tile: int | None
     threads: int | None
     overwrite: bool
@@ -90,6 +91,7 @@ class _Run:
             self.model,
             device=dev,
             memory_budget_mb=self.memory_budget,
+            gpu_memory_mb=self.gpu_memory,
             tile_size=self.tile,
             threads=self.threads,
             precision=self.precision,
@@ -286,8 +288,13 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
 )
 @click.option("--report", type=click.Path(path_type=Path), help="Per-file report, CSV or JSON by suffix.")
 @click.option("--model", type=click.Path(path_type=Path), help="Export folder (default: the shipped model).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda (or cuda:0) or tensorrt.")
-@click.option("--precision", default="fp32", show_default=True, help="TensorRT engine precision: fp32 or fp16.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt; cuda:1 picks GPU 1.")
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    help="fp32 (true fp32: TF32 off), tf32 or fp16 on a GPU; the CPU always runs fp32.",
+)
 @click.option(
     "--allow-extrapolation", is_flag=True, help=f"Accept scales outside the model's trained range (up to {MAX_SCALE})."
 )
@@ -303,6 +310,11 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     "--memory-budget",
     "memory_text",
     help=f"Working memory per tile in MiB [default: {DEFAULT_MEMORY_BUDGET_MB}] (large images are tiled).",
+)
+@click.option(
+    "--gpu-memory",
+    "gpu_memory_text",
+    help="GPU memory one run may use in MiB [default: half the GPU's free memory]; larger images are tiled.",
 )
 @click.option("--tile", type=int, help="Tile side in pixels instead of --memory-budget (same result up to rounding).")
 @click.option("--threads", type=int, help="CPU threads (default and most: the CPUs this process may use).")
@@ -326,6 +338,7 @@ def command(
     axis: int | None,
     intensity: str,
     memory_text: str | None,
+    gpu_memory_text: str | None,
     tile: int | None,
     threads: int | None,
     overwrite: bool,
@@ -349,6 +362,7 @@ def command(
         device=device,
         precision=Precision.parse(precision),
         memory_budget=parse_memory_budget(memory_text) if memory_text is not None else DEFAULT_MEMORY_BUDGET_MB,
+        gpu_memory=None if gpu_memory_text is None else parse_memory_budget(gpu_memory_text, "--gpu-memory"),
         tile=parse_tile(tile),
         threads=capped,
         overwrite=overwrite,

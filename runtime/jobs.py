@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metasr.core.choices import Device
+from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import InputError, ScaleError
 from metasr.core.scale import (
     MAX_SCALE_TEXT,
@@ -56,7 +56,6 @@ MAX_OUTPUT_SIDE = 65535
 SCALE_LIMITS = (Fraction(1), Fraction(MAX_SCALE))
 
 _SIZE = re.compile(r"\s*([0-9]{1,6})\s*[xX]\s*([0-9]{1,6})\s*")
-_DEVICE_INDEX = re.compile(r"\s*([A-Za-z]+)\s*:\s*([0-9]{1,3})\s*")
 
 
 def parse_scale_option(text: str) -> Scale:
@@ -86,15 +85,15 @@ def parse_spacing(text: str) -> Fraction:
     return value
 
 
-def parse_memory_budget(text: str) -> float:
-    """``--memory-budget`` text to MiB: a finite number from 1 to :data:`MAX_MEMORY_BUDGET_MB`."""
+def parse_memory_budget(text: str, flag: str = "--memory-budget") -> float:
+    """``--memory-budget`` (or ``--gpu-memory``) text to MiB: a finite number from 1 to :data:`MAX_MEMORY_BUDGET_MB`."""
     try:
         value = float(text) if len(text) <= MAX_SCALE_TEXT else math.nan
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and 1 <= value <= MAX_MEMORY_BUDGET_MB):
         shown = text if len(text) <= MAX_SCALE_TEXT else text[:MAX_SCALE_TEXT] + "..."
-        raise InputError(f"--memory-budget must be a number of MiB from 1 to {MAX_MEMORY_BUDGET_MB}, got {shown!r}")
+        raise InputError(f"{flag} must be a number of MiB from 1 to {MAX_MEMORY_BUDGET_MB}, got {shown!r}")
     return value
 
 
@@ -125,25 +124,11 @@ def parse_tile(tile: int | None) -> int | None:
     return tile
 
 
-def parse_device(text: str) -> Device:
-    """``--device`` (``auto``, ``cpu``, ``cuda``, ``tensorrt``, also ``cuda:N``) to a :class:`Device`.
-
-    A GPU index is accepted only for the first GPU (``cuda:0``): the runtime runs on the first GPU
-    it sees, so another one is chosen with ``CUDA_VISIBLE_DEVICES``.
-    """
-    m = _DEVICE_INDEX.fullmatch(text) if len(text) <= MAX_SCALE_TEXT else None
-    if m is None:
-        return Device.parse(text)
-    device = Device.parse(m.group(1))
-    index = int(m.group(2))
-    if device in (Device.AUTO, Device.CPU):
-        raise InputError(f"--device {text}: only GPU devices take an index (e.g. cuda:0)")
-    if index != 0:
-        raise InputError(
-            f"--device {text}: this version runs on the first visible GPU; select GPU {index} with "
-            f"CUDA_VISIBLE_DEVICES={index} and --device {device.value}"
-        )
-    return device
+def parse_device(text: str) -> DeviceSpec:
+    """``--device`` (``auto``, ``cpu``, ``cuda``, ``tensorrt``, also ``cuda:N`` for GPU ``N``)."""
+    if len(text) > MAX_SCALE_TEXT:
+        raise InputError(f"--device {text[:MAX_SCALE_TEXT]}...: not a device; use auto, cpu, cuda[:N] or tensorrt[:N]")
+    return parse_device_spec(text)
 
 
 @dataclass(frozen=True)

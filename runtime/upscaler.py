@@ -42,6 +42,7 @@ import numpy as np
 
 from metasr.core.choices import ChoiceEnum
 from metasr.core.deps import require
+from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import InputError, ModelError, ScaleError
 from metasr.core.hardware import gpu_free_memory_mb
 from metasr.core.manifest import read_manifest
@@ -182,7 +183,7 @@ class Upscaler:
     def __init__(
         self,
         model_dir: str | os.PathLike | None = None,
-        device: str | Device = "auto",
+        device: str | Device | DeviceSpec = "auto",
         *,
         memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
         gpu_memory_mb: float | None = None,
@@ -191,7 +192,10 @@ class Upscaler:
         method: str | UpscaleMethod = UpscaleMethod.AUTO,
         precision: str | Precision = Precision.FP32,
     ) -> None:
-        requested = Device.parse(device)
+        device_spec = device if isinstance(device, DeviceSpec) else parse_device_spec(device)
+        requested = device_spec.device
+        #: Which GPU runs the graphs (CUDA's numbering of the visible GPUs; ``cuda:1`` -> 1).
+        self.device_index = device_spec.index or 0
         #: Requested precision; :attr:`precision` is what actually runs (fp32 on the CPU).
         self.requested_precision = Precision.parse(precision)
         self.method = UpscaleMethod.parse(method)
@@ -225,6 +229,7 @@ class Upscaler:
         #: The device that does the work (never AUTO).
         self.device: Device = device_of(self.providers)
         self._io_device = "cpu" if self.device is Device.CPU else "cuda"
+        self._io_index = 0 if self.device is Device.CPU else self.device_index
         self._budget_mb = self._device_budget_mb()
 
     def _read_model(self) -> None:
@@ -249,7 +254,7 @@ class Upscaler:
         """Working memory of one run: the host budget on the CPU, device memory on a GPU."""
         if self.device is Device.CPU:
             return self.memory_budget_mb
-        free = gpu_free_memory_mb()
+        free = gpu_free_memory_mb(self.device_index)
         default = DEFAULT_GPU_BUDGET_MB if free is None else free * _GPU_FREE_SHARE
         return min(self.gpu_memory_mb, default) if self.gpu_memory_mb is not None else default
 
@@ -274,7 +279,7 @@ class Upscaler:
         for name in names:
             path = self.model_dir / files[name]
             profiles = self._trt_profiles(name) if cache is not None and files[name].endswith(".onnx") else None
-            spec = SessionSpec(profiles, self.requested_precision)
+            spec = SessionSpec(profiles, self.requested_precision, self.device_index)
             session = create_session(path, chosen, threads=self.threads, spec=spec, cache_dir=cache)
             # Every graph runs where the first one landed, so data never bounces between devices.
             chosen = device_of(session.get_providers())
@@ -457,7 +462,7 @@ class Upscaler:
         binding = self._sessions["kernels"].io_binding()
         for name, value in kernel_feeds(s, rows.classes, cols.classes).items():
             binding.bind_cpu_input(name, value)
-        binding.bind_output("kernels", self._io_device, 0)
+        binding.bind_output("kernels", self._io_device, self._io_index)
         self._run_bound("kernels", binding)
         value = binding.get_outputs()[0]
         if key is not None:
@@ -555,7 +560,7 @@ class Upscaler:
             for ct, (cb,) in zip(plan.cols.tiles, plan.cols.blocks):
                 fe = self._sessions["feature_extractor"].io_binding()
                 fe.bind_cpu_input("lr", x if single else _crop(x, rt, ct))
-                fe.bind_output("features", self._io_device, 0)
+                fe.bind_output("features", self._io_device, self._io_index)
                 self._run_bound("feature_extractor", fe)
                 up = self._sessions[graph].io_binding()
                 up.bind_ortvalue_input("features", fe.get_outputs()[0])

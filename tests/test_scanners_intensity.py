@@ -42,7 +42,9 @@ def test_one_extreme_pixel_does_not_change_pixels_far_from_it(tmp_path):
     a, b = _sr_hu(tmp_path, clean, "clean"), _sr_hu(tmp_path, marked, "marked")
     far = np.ones(a.shape, bool)
     far[:40, :40] = False  # HR pixels whose LR source is fewer than 20 LR pixels from the corner
-    assert np.abs(a - b)[far].max() < 0.5
+    # identical up to the rounding of a stored value: at most one level (1 HU), almost never
+    diff = np.abs(a - b)[far]
+    assert diff.max() <= 1.0 and diff.mean() < 0.01
     assert b[:2, :2].max() > 3000  # the extreme value itself is kept, not flattened to the window
     assert b.max() <= 4000 and b.min() >= clean.min()
 

@@ -18,7 +18,7 @@ import pytest
 from _stream_data import FakeCapture, ResizeUpscaler, moving_shapes, read_video, write_video
 
 from metasr.core.choices import Device
-from metasr.core.devicespec import DeviceSpec, parse_device_spec, select_visible_gpu
+from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import InputError
 from metasr.core.jsonio import jsonable
 from metasr.video import EndReason, StreamTerminated, VideoFileWriter, VideoSource, VideoStream, run_stream
@@ -233,16 +233,6 @@ def test_device_spec_parsing(text, expected):
 def test_device_spec_refusals(text):
     with pytest.raises(InputError):
         parse_device_spec(text)
-
-
-def test_select_visible_gpu_honours_an_existing_list(monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    assert select_visible_gpu(1) == "5" and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    with pytest.raises(InputError, match="not among the 2 GPU"):
-        select_visible_gpu(2)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert select_visible_gpu(1) == "1"
 
 
 def test_jsonable_makes_standard_json():

@@ -14,7 +14,6 @@ and hard links, and every output folder by creating a probe file in it.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import os
 import signal
@@ -38,7 +37,7 @@ from metasr.core.cli import (
     progress_enabled,
     run_command,
 )
-from metasr.core.devicespec import DeviceSpec, parse_device_spec, select_visible_gpu
+from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import OutputError
 from metasr.video.noise import NativeMessages, native_stderr_captured
 from metasr.video.paths import check_write_plan
@@ -52,6 +51,8 @@ EXIT_SOURCE_LOST = 3
 PROG = "metasr-stream"
 #: Longest --lost-timeout accepted (a day).
 MAX_LOST_TIMEOUT_S = 86_400.0
+#: Largest --gpu-memory accepted (1 TiB): larger values are typing errors.
+MAX_GPU_MEMORY_MB = 1024 * 1024
 
 
 def _say(text: str) -> None:
@@ -183,19 +184,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _load_upscaler(model_dir: str | None, spec: DeviceSpec, precision: Precision, verbosity: Verbosity) -> Any:
+def _load_upscaler(model_dir: str | None, spec: DeviceSpec, precision: Precision, gpu_memory: float | None) -> Any:
     from metasr.runtime.upscaler import Upscaler
 
-    kwargs: dict[str, Any] = {"device": spec.device, "precision": precision}
-    if spec.index is not None:
-        params = inspect.signature(Upscaler).parameters
-        if "device_id" in params:
-            kwargs["device_id"] = spec.index
-        else:  # the runtime picks the first visible GPU: make the chosen one the only visible one
-            chosen = select_visible_gpu(spec.index)
-            if verbosity is Verbosity.VERBOSE:
-                _say(f"note: GPU {spec.index} selected through CUDA_VISIBLE_DEVICES={chosen}")
-    return Upscaler(model_dir, **kwargs)
+    return Upscaler(model_dir, device=spec, precision=precision, gpu_memory_mb=gpu_memory)
 
 
 def _report(summary: Any, data: dict[str, Any], verbosity: Verbosity) -> None:
@@ -264,6 +256,7 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
     spec, precision = _parse_device(args["device"], args["precision"])
     max_fps = check_rate("--max-fps", args["max_fps"], *MAX_FPS_RANGE, "frames per second")
     lost = check_rate("--lost-timeout", args["lost_timeout"], 0.01, MAX_LOST_TIMEOUT_S, "seconds")
+    gpu_memory = check_rate("--gpu-memory", args["gpu_memory"], 1, MAX_GPU_MEMORY_MB, "MiB")
     check_scale_text(args["scale"])
     kind = classify_spec(args["input_"])
     if kind is SourceKind.FILE:
@@ -276,7 +269,7 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
         check_display()
     source = open_source(args["input_"])
     try:
-        up = _load_upscaler(args["model_dir"], spec, precision, verbosity)
+        up = _load_upscaler(args["model_dir"], spec, precision, gpu_memory)
     except BaseException:
         source.release()
         raise
@@ -320,7 +313,10 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE",
               help=f"{', '.join(d.value for d in Device)} (also gpu, trt); a GPU index as in cuda:1.")  # fmt: skip
 @click.option("--precision", default="fp32", show_default=True, metavar="NAME",
-              help=f"{', '.join(p.value for p in Precision)}: arithmetic on the GPU.")  # fmt: skip
+              help=f"{', '.join(p.value for p in Precision)}: arithmetic on the GPU (fp32 is true fp32, TF32 off; "
+                   "the CPU always runs fp32).")  # fmt: skip
+@click.option("--gpu-memory", metavar="MiB",
+              help="Cap the GPU memory one inference run may use (default: half the GPU's free memory).")  # fmt: skip
 @click.option(
     "--max-fps", type=float, metavar="FPS", help="Cap the rate: files are read no faster; live sources skip frames."
 )

@@ -125,6 +125,11 @@ def validate_scale(
     return parsed
 
 
+def _plain(number: float) -> str:
+    # whole numbers in full (1048576, not 1.04858e+06), others as short as they print
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
 def check_rate(name: str, value: float | None, lo: float, hi: float, unit: str) -> float | None:
     """``value`` as a float if it is ``None`` or a finite number in ``[lo, hi]``.
 
@@ -136,9 +141,9 @@ def check_rate(name: str, value: float | None, lo: float, hi: float, unit: str) 
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number from {lo:g} to {hi:g} {unit}, got {value!r}") from None
+        raise InputError(f"{name} must be a number from {_plain(lo)} to {_plain(hi)} {unit}, got {value!r}") from None
     if not (math.isfinite(number) and lo <= number <= hi):
-        raise InputError(f"{name} must be a number from {lo:g} to {hi:g} {unit}, got {value!r}")
+        raise InputError(f"{name} must be a number from {_plain(lo)} to {_plain(hi)} {unit}, got {value!r}")
     return number
 
 
