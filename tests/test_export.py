@@ -13,6 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import make_checkpoint  # noqa: E402
+
 from metasr.core.errors import ModelError, OutputError  # noqa: E402
 from metasr.export import EXPORTABLE_ARCHS, ExportResult, export_model  # noqa: E402
 from metasr.export.cli import main  # noqa: E402
@@ -66,14 +68,8 @@ FORBIDDEN = {
 
 
 def _checkpoint(path: Path, arch: str = "metasrgan", seed: int = 0, **args) -> Path:
-    torch.manual_seed(seed)
-    model = build_model(arch, **args)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):  # so BN folding is exercised
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    return save_checkpoint(path, model, model_config(arch, model, args), step=7)
+    # the shared maker, undamped: these tests compare graphs before any clipping
+    return make_checkpoint(path, arch, seed, step=7, damp=False, **args)
 
 
 def _snapshot(folder: Path) -> dict[str, str]:

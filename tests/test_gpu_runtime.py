@@ -43,12 +43,12 @@ def test_gpu_budget_defaults_to_half_the_free_memory(tiny_export_dir: Path, monk
     up = Upscaler(tiny_export_dir, device="cpu", threads=1, memory_budget_mb=100)
     assert up._device_budget_mb() == 100  # the CPU keeps the host budget
     up.device = Device.CUDA
-    monkeypatch.setattr(upscaler, "gpu_free_memory_mb", lambda: 100_000.0)
+    monkeypatch.setattr(upscaler, "gpu_free_memory_mb", lambda index=0: 100_000.0)
     assert up._device_budget_mb() == 50_000
     up.gpu_memory_mb = 2000.0
     assert up._device_budget_mb() == 2000  # the cap
     up.gpu_memory_mb = None
-    monkeypatch.setattr(upscaler, "gpu_free_memory_mb", lambda: None)
+    monkeypatch.setattr(upscaler, "gpu_free_memory_mb", lambda index=0: None)
     assert up._device_budget_mb() == upscaler.DEFAULT_GPU_BUDGET_MB
 
 
@@ -61,7 +61,7 @@ def test_gpu_memory_mb_is_validated(tiny_export_dir: Path, bad: object) -> None:
 def test_cuda_runs_fp32_with_tf32_off_unless_asked() -> None:
     for precision, flag in ((Precision.FP32, "0"), (Precision.FP16, "0"), (Precision.TF32, "1")):
         chain = provider_chain(Device.CUDA, SessionSpec(None, precision), None)
-        assert chain == [("CUDAExecutionProvider", {"use_tf32": flag}), ("CPUExecutionProvider", {})]
+        assert chain == [("CUDAExecutionProvider", {"use_tf32": flag, "device_id": "0"}), ("CPUExecutionProvider", {})]
     assert Precision.parse("TF32") is Precision.TF32
 
 

@@ -17,12 +17,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import make_checkpoint  # noqa: E402
+
 from metasr.core.errors import DependencyError  # noqa: E402
 from metasr.export import Profiles, export_model  # noqa: E402
 from metasr.export.manifest import read_manifest, verify_files  # noqa: E402
 from metasr.export.tensorrt import check_available, input_profiles, to_fp16  # noqa: E402
 from metasr.export.verify import UpscaleSessions, ort_session, phantom, upscale_feeds  # noqa: E402
-from metasr.training import build_model, model_config, save_checkpoint  # noqa: E402
 
 SCALES = ("1.1", "1.8", "2", "2.3", "3", "3.7", "4")
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -34,15 +35,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _checkpoint(path: Path) -> Path:
-    torch.manual_seed(0)
-    model = build_model("metasrgan")
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-        model.upscale.wpn[2].weight.mul_(0.2)
-    return save_checkpoint(path, model, model_config("metasrgan", model, {}))
+    return make_checkpoint(path)
 
 
 @pytest.fixture(scope="module")
