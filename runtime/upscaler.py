@@ -398,6 +398,23 @@ class Upscaler:
         kernels = taps if s.p > MAX_CACHED_CLASSES else 0  # kernels of the tile's own classes
         return fe, 2 * taps + (3 * taps + kernels + 32) * r2  # pixels: gathered patches, kernels, products
 
+    def plan(self, scale: str | Real | Fraction | Scale, shape: tuple[int, ...]) -> Plan:
+        """How :meth:`upscale` will process an image or batch of ``shape`` at ``scale``.
+
+        The plan names the upscale form (``mode``: ``classes``, ``pixels``, ``kernels`` or
+        ``fixed``), the frames per run and the LR tiles per axis; useful to check that a frame
+        runs as one tile under a memory budget. Cached like the runs themselves.
+
+        Args:
+            scale: As for :meth:`upscale`.
+            shape: ``(h, w)`` or ``(N, h, w)``.
+        """
+        s = self.check_scale(scale, allow_extrapolation=True)
+        if len(shape) not in (2, 3) or min(shape) < 1:
+            raise InputError(f"shape must be (h, w) or (N, h, w) with positive sides, got {tuple(shape)}")
+        n, h, w = (1, *shape) if len(shape) == 2 else tuple(shape)
+        return self._plan(s, int(n), int(h), int(w))
+
     def _plan(self, s: Scale, n: int, h: int, w: int) -> Plan:
         key = (s.value, n, h, w)
         with self._lock:

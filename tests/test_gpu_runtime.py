@@ -14,7 +14,6 @@ import pytest
 
 from metasr.core.choices import Device, Precision
 from metasr.core.errors import InputError
-from metasr.core.scale import Scale
 from metasr.runtime import Upscaler, upscaler
 from metasr.runtime.backends import SessionSpec, provider_chain
 
@@ -30,12 +29,12 @@ def _as_gpu(up: Upscaler, budget_mb: float) -> Upscaler:
 @pytest.mark.parametrize("scale, h, w", [("2", 540, 960), ("1.8", 540, 960), ("4", 512, 512)])
 def test_a_frame_is_one_run_within_a_gpu_budget(tiny_export_dir: Path, scale: str, h: int, w: int) -> None:
     up = _as_gpu(Upscaler(tiny_export_dir, device="cpu", threads=1), 70_000)  # half an H200's free memory
-    plan = up._plan(Scale.parse(scale), 4, h, w)
+    plan = up.plan(scale, (4, h, w))
     assert (len(plan.rows.tiles), len(plan.cols.tiles), plan.group) == (1, 1, 4)  # a batch of 4: one run
     assert plan.mode == "classes"
     # the CPU's 384 MiB budget on the same frame: many runs (what made the GPU slow)
     cpu = _as_gpu(Upscaler(tiny_export_dir, device="cpu", threads=1), 384)
-    crowded = cpu._plan(Scale.parse(scale), 4, h, w)
+    crowded = cpu.plan(scale, (4, h, w))
     assert len(crowded.rows.tiles) * len(crowded.cols.tiles) > 1 or crowded.group < 4
 
 
@@ -141,7 +140,7 @@ def test_a_1080p_frame_is_one_run_on_the_gpu() -> None:
     from metasr.models import default_model_dir
 
     up = _cuda(default_model_dir())
-    plan = up._plan(Scale.parse("2"), 1, 540, 960)
+    plan = up.plan("2", (1, 540, 960))
     assert len(plan.rows.tiles) == len(plan.cols.tiles) == 1
     out = up.upscale(_phantom(540, 960), "2")
     assert out.shape == (1080, 1920) and np.isfinite(out).all()

@@ -74,10 +74,10 @@ def test_kernels_match_the_upscale_graph(
 ) -> None:
     s = up.check_scale(scale, allow_extrapolation=True)
     form = "classes" if s.q <= 5 else "pixels"
-    assert kernels_up._plan(s, 1, *image.shape).mode == "kernels"
-    assert graph_up._plan(s, 1, *image.shape).mode == form
+    assert kernels_up.plan(s, image.shape).mode == "kernels"
+    assert graph_up.plan(s, image.shape).mode == form
     # the CPU default: the class graph where it suits, the host products for large q with few classes
-    assert up._plan(s, 1, *image.shape).mode == (form if form == "classes" else "kernels")
+    assert up.plan(s, image.shape).mode == (form if form == "classes" else "kernels")
     batch = np.stack([image, image[::-1].copy()])
     np.testing.assert_allclose(kernels_up.upscale(batch, scale), graph_up.upscale(batch, scale), atol=1e-5, rtol=0)
     assert kernels_up._kernels[s.value].classes == s.p  # p * p kernels, computed once per scale
@@ -87,7 +87,7 @@ def test_auto_method_falls_back_to_the_graph_for_many_classes(
     up: Upscaler, graph_up: Upscaler, image: np.ndarray
 ) -> None:
     s = up.check_scale("1.51")  # 151/100: 151 offset classes per axis, too many for host kernels
-    assert up._plan(s, 1, *image.shape).mode == "pixels"
+    assert up.plan(s, image.shape).mode == "pixels"
     np.testing.assert_array_equal(up.upscale(image, "1.51"), graph_up.upscale(image, "1.51"))
     assert UpscaleMethod("KERNELS") is UpscaleMethod.KERNELS
     with pytest.raises(InputError, match="unknown upscale method"):
@@ -109,7 +109,7 @@ def test_tiled_equals_untiled(
     tiny_export_dir: Path, up: Upscaler, image: np.ndarray, scale: str, tile: int, method: str
 ) -> None:
     tiled = Upscaler(tiny_export_dir, device="cpu", threads=1, tile_size=tile, method=method)
-    plan = tiled._plan(tiled.check_scale(scale), 1, *image.shape)
+    plan = tiled.plan(scale, image.shape)
     assert len(plan.rows.tiles) > 1 and len(plan.cols.tiles) > 1  # really tiled
     np.testing.assert_allclose(tiled.upscale(image, scale), up.upscale(image, scale), atol=1e-5, rtol=0)
 
@@ -118,10 +118,10 @@ def test_memory_budget_drives_tiling(tiny_export_dir: Path, up: Upscaler) -> Non
     rng = np.random.default_rng(3)
     big = rng.random((96, 80)).astype(np.float32)
     small_budget = Upscaler(tiny_export_dir, device="cpu", threads=1, memory_budget_mb=4, method="graph")
-    plan = small_budget._plan(small_budget.check_scale("3"), 1, 96, 80)
+    plan = small_budget.plan("3", (1, 96, 80))
     tiles = len(plan.rows.tiles) * len(plan.cols.tiles)
     assert tiles > 1  # a 4 MiB budget cannot hold a 288x240 HR upscale at once
-    assert len(up._plan(up.check_scale("3"), 1, 96, 80).rows.tiles) == 1  # the default budget can
+    assert len(up.plan("3", (1, 96, 80)).rows.tiles) == 1  # the default budget can
     np.testing.assert_allclose(small_budget.upscale(big, "3"), up.upscale(big, "3"), atol=1e-5, rtol=0)
 
 
@@ -143,13 +143,13 @@ def test_split_axis_partitions_lr_and_hr(n: int, scale: str) -> None:
 def test_second_call_reuses_cached_plan(tiny_export_dir: Path, image: np.ndarray) -> None:
     fresh = Upscaler(tiny_export_dir, device="cpu", threads=1)
     first = fresh.upscale(image, "1.8")
-    plan = fresh._plans[(Fraction(9, 5), 1, 29, 37)]
+    plan = fresh.plan("1.8", image.shape)
     second = fresh.upscale(image, "1.8")
-    assert fresh._plans[(Fraction(9, 5), 1, 29, 37)] is plan and len(fresh._plans) == 1
+    assert fresh.plan("9/5", image.shape) is plan  # the same object: nothing recomputed
     np.testing.assert_array_equal(first, second)
     for k in range(70):  # the cache is bounded
-        fresh._plan(fresh.check_scale("2"), 1, 8 + k, 8)
-    assert len(fresh._plans) <= 64
+        fresh.plan("2", (1, 8 + k, 8))
+    assert fresh.plan("1.8", image.shape) is not plan  # evicted by 70 newer plans
 
 
 def test_thread_safe(up: Upscaler, image: np.ndarray) -> None:
