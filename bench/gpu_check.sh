@@ -3,9 +3,10 @@
 #
 # Before the call, on the development machine (needs the network once; ~60 MB, ignored by git):
 #   bash /work/shared/offline-gpu/pack-onnxruntime-gpu.sh .gpu      # -> .gpu/onnxruntime-gpu-sm90.tar.xz
-# Then, through the device tool, from the repository root (about 6 minutes; leave time to rerun):
-#   run(command="bash bench/gpu_check.sh", carry=[".gpu"], timeout_s=540)
-# Everything it prints is also written under $OUT (environment.txt, gpu_tests.txt, bench_gpu.md).
+# Then, through the device tool, from the repository root (at most ~9.5 minutes):
+#   run(command="bash bench/gpu_check.sh", carry=[".gpu"], timeout_s=595)
+# Everything it prints is also written under $OUT (environment.txt, gpu_tests.txt, bench_gpu.md,
+# bench_stream.md).
 #
 # It unpacks onnxruntime-gpu into /tmp/metasr-site, points the loader at the CUDA libraries that
 # pip packages installed (nvidia/*/lib beside torch), builds a PYTHONPATH folder of symlinks
@@ -31,8 +32,8 @@ else
 fi
 
 rm -rf "$pp" && mkdir -p "$pp/metasr"
-for pkg in core export models runtime scanners training; do ln -s "$root/$pkg" "$pp/metasr/$pkg"; done
-ln -s "$root/metasr/__init__.py" "$pp/metasr/__init__.py"
+for pkg in core export models runtime scanners training video; do ln -s "$root/$pkg" "$pp/metasr/$pkg"; done
+ln -s "$root/root/__init__.py" "$pp/metasr/__init__.py"
 export PYTHONPATH="$site:$pp"
 export PYTHONSAFEPATH=1
 
@@ -72,13 +73,18 @@ PY
 } 2>&1 | tee -a "$out/environment.txt"
 
 say "GPU tests (pytest -m gpu)"
-timeout 240 "$py" -m pytest -q -rs -m gpu -p no:cacheprovider \
-  tests/test_gpu_runtime.py tests/test_upscaler.py tests/test_tensorrt.py 2>&1 | tee "$out/gpu_tests.txt"
+timeout 170 "$py" -m pytest -q -rs -m gpu -p no:cacheprovider \
+  tests/test_gpu_runtime.py tests/test_upscaler.py tests/test_tensorrt.py tests/test_gpu_selection.py 2>&1 | tee "$out/gpu_tests.txt"
 rc=${PIPESTATUS[0]}; [ "$rc" -ne 0 ] && status=$rc
 say "pytest exit $rc"
 
 say "bench/bench_gpu.py"
-timeout 300 "$py" bench/bench_gpu.py --repeats 20 2>&1 | tee "$out/bench_gpu.md"
+timeout 290 "$py" bench/bench_gpu.py --repeats 20 2>&1 | tee "$out/bench_gpu.md"
 rc=${PIPESTATUS[0]}; [ "$rc" -ne 0 ] && status=$rc
 say "bench exit $rc"
+
+say "bench/bench_stream.py (stream fps vs Upscaler fps, same precision)"
+timeout 110 "$py" bench/bench_stream.py --device cuda --precision fp16 --frames 60 --batch 1 4 2>&1 | tee "$out/bench_stream.md"
+rc=${PIPESTATUS[0]}; [ "$rc" -ne 0 ] && status=$rc
+say "stream bench exit $rc"
 exit "$status"

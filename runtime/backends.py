@@ -30,6 +30,7 @@ __all__ = [
     "Precision",
     "SessionSpec",
     "create_session",
+    "preload_cuda_libraries",
     "device_of",
     "engine_mismatch",
     "gpu_name",
@@ -200,6 +201,31 @@ def device_of(providers: Sequence[str]) -> Device:
     return Device.CPU
 
 
+_PRELOADED: list[bool] = []
+
+
+def preload_cuda_libraries(ort: Any) -> bool:
+    """Let ORT find CUDA/cuDNN installed as pip packages (``nvidia-*``), once per process.
+
+    onnxruntime-gpu 1.21+ looks for those libraries only after ``onnxruntime.preload_dlls()``
+    (or after PyTorch loaded them), so without this a machine whose CUDA came from pip would
+    silently run on the CPU. Only where an NVIDIA GPU is present; quiet; never raises (a
+    failure leaves ORT to its own search, and the session reports what it could use).
+
+    Returns:
+        Whether ``preload_dlls`` ran (now or earlier).
+    """
+    if _PRELOADED:
+        return _PRELOADED[0]
+    ran = False
+    if gpu_name() is not None and hasattr(ort, "preload_dlls"):
+        with quiet_native_output(), contextlib.suppress(Exception):
+            ort.preload_dlls()
+            ran = True
+    _PRELOADED.append(ran)
+    return ran
+
+
 def create_session(
     path: Path,
     device: Device,
@@ -237,6 +263,8 @@ def create_session(
     available = set(ort.get_available_providers())
     chain = [p for p in chain if p[0] in available] or [(CPU, {})]
     names = [p[0] for p in chain]
+    if names[0] != CPU:
+        preload_cuda_libraries(ort)
     try:
         with quiet_native_output() as noise:
             session = ort.InferenceSession(

@@ -72,3 +72,33 @@ def test_gpu_memory_flag_reaches_the_upscaler(monkeypatch, tmp_path):
     out = tmp_path / "b.dcm"
     assert cli.main(["-i", str(src), "-s", "2", "-o", str(out), "--gpu-memory", "512", "-q"]) == 0
     assert seen["gpu_memory_mb"] == 512.0 and out.is_file()
+
+
+def test_cuda_libraries_from_pip_are_preloaded_once_on_a_gpu_machine(monkeypatch):
+    from metasr.runtime import backends
+
+    calls = []
+
+    class FakeOrt:
+        @staticmethod
+        def preload_dlls():
+            calls.append(1)
+            print("noise that must not reach the user")
+
+    monkeypatch.setattr(backends, "_PRELOADED", [])
+    monkeypatch.setattr(backends, "gpu_name", lambda: "NVIDIA H200")
+    assert backends.preload_cuda_libraries(FakeOrt) and backends.preload_cuda_libraries(FakeOrt)
+    assert calls == [1]
+
+
+def test_no_preload_without_a_gpu(monkeypatch):
+    from metasr.runtime import backends
+
+    class FakeOrt:
+        @staticmethod
+        def preload_dlls():
+            raise AssertionError("must not be called on a machine without an NVIDIA GPU")
+
+    monkeypatch.setattr(backends, "_PRELOADED", [])
+    monkeypatch.setattr(backends, "gpu_name", lambda: None)
+    assert backends.preload_cuda_libraries(FakeOrt) is False
