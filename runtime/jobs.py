@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import InputError, ScaleError
+from metasr.core.inputs import special_kind, stat_input
 from metasr.core.scale import (
     MAX_SCALE_TEXT,
     Scale,
@@ -196,24 +196,9 @@ def _mm(value: Fraction | float) -> str:
 
 def check_regular_file(path: Path) -> None:
     """Refuse what is not a regular file (FIFO, device, socket) before anything reads from it."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise InputError(f"input {path} does not exist; give an image file or a folder of images") from None
-    except OSError as e:
-        raise InputError(f"cannot read input {path}: {e.strerror or type(e).__name__}") from None
-    if stat.S_ISDIR(st.st_mode):
-        return
-    if not stat.S_ISREG(st.st_mode):
-        kind = (
-            "a FIFO (named pipe)"
-            if stat.S_ISFIFO(st.st_mode)
-            else "a device"
-            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-            else "a socket"
-            if stat.S_ISSOCK(st.st_mode)
-            else "not a regular file"
-        )
+    info = stat_input(path, hint="give an image file or a folder of images")
+    kind = special_kind(info)
+    if kind is not None:
         raise InputError(f"input {path} is {kind}; give an image file (copy the data to a file first)")
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from metasr.core.errors import InputError
+from metasr.core.inputs import special_kind, stat_input
 from metasr.scanners.base import DICOM_SUFFIXES, NIFTI_SUFFIXES, ImageFormat, ScanImage, recorded_warnings
 from metasr.scanners.images import RASTER_SUFFIXES, raster_format
 from metasr.scanners.intensity import IntensityRange, IntensityWindow
@@ -66,16 +67,11 @@ def check_input_file(path: Path) -> int:
     """
     if str(path) == "":
         raise InputError("input path is empty; give an image file")
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise InputError(f"input {path} does not exist; check the path") from None
-    except OSError as e:
-        raise InputError(f"cannot read input {path}: {e.strerror or type(e).__name__}") from e
+    info = stat_input(path)
     if stat.S_ISDIR(info.st_mode):
         raise InputError(f"input {path} is a folder; give a file (folders are processed by metasr-run)")
-    if not stat.S_ISREG(info.st_mode):
-        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
+    kind = special_kind(info)
+    if kind is not None:
         raise InputError(f"input {path} is {kind}, not a regular file; give an image file")
     if info.st_size == 0:
         raise InputError(f"input {path} is empty (0 bytes); re-export or copy the file again")

@@ -234,8 +234,8 @@ def _dicom_bytes(tmp) -> bytes:
 
 REFUSED = {
     # special files and paths
-    "FIFO": (_fifo, "is a FIFO, not a regular file"),
-    "symlink to /dev/zero": (_link("/dev/zero"), "is a device or socket, not a regular file"),
+    "FIFO": (_fifo, r"is a FIFO \(named pipe\), not a regular file"),
+    "symlink to /dev/zero": (_link("/dev/zero"), "is a device, not a regular file"),
     "symlink loop": (_loop, "cannot read input"),
     "dangling symlink": (_link("/nonexistent/x.dcm"), "does not exist"),
     "folder named like a file": (lambda t: (t / "d.dcm").mkdir() or t / "d.dcm", "is a folder"),

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from metasr.core.errors import InputError
+from metasr.core.inputs import special_kind, stat_input
 
 __all__ = ["DEFAULT_FPS", "SourceKind", "VideoSource", "check_input_file", "classify_spec", "open_source"]
 
@@ -64,18 +65,13 @@ def check_input_file(path: str | os.PathLike[str]) -> Path:
         InputError: if the path is missing, a folder, or not a regular file.
     """
     path = Path(path)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise InputError(f"input video {path} does not exist; give a video file, a URL or a camera index") from None
-    except OSError as e:
-        raise InputError(f"cannot read input {path}: {e.strerror or e}; give a readable video file") from None
+    info = stat_input(path, "input video", "give a video file, a URL or a camera index")
     if stat.S_ISDIR(info.st_mode):
         raise InputError(f"input {path} is a folder; give a video file, a URL or a camera index")
-    if not stat.S_ISREG(info.st_mode):
+    kind = special_kind(info)
+    if kind is not None:
         raise InputError(
-            f"input {path} is not a regular file (a pipe, socket or device); save the video to a file, "
-            "or give a URL or a camera index"
+            f"input {path} is {kind}, not a regular file; save the video to a file, or give a URL or a camera index"
         )
     if info.st_size == 0:
         raise InputError(f"input video {path} is empty (0 bytes); give a complete video file")
