@@ -274,7 +274,7 @@ def _error_lines(path) -> set[str]:
         ("MR_small.dcm", (147, 147)),
         ("CT_small.dcm", (294, 294)),
         ("MR_small_RLE.dcm", (147, 147)),
-        ("rtdose.dcm", (23, 23)),
+        ("SC_rgb_rle_2frame.dcm", (180, 180)),  # multi-frame colour (RT Dose grids are refused)
         ("6154", (36, 36)),
         ("SC_rgb_jpeg_dcmtk.dcm", (150, 150)),
     ],
