@@ -23,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,6 +122,125 @@ def _rss_run(args: list[str]) -> tuple[float, float, int]:
     return int(rss_kb) / 1024, float(seconds), int(code)
 
 
+@dataclass
+class _Bench:
+    """What every table of one run shares: the exports, the input and the settings."""
+
+    args: argparse.Namespace
+    meta_dir: Path
+    srgan_dir: Path
+    ckpt: Path
+    image: np.ndarray
+    tmp: Path
+
+    def upscaler(self, folder: Path | None = None, **kwargs: Any) -> Upscaler:
+        return Upscaler(folder or self.meta_dir, device="cpu", threads=self.args.threads, **kwargs)
+
+    def best(self, fn: Any) -> float:
+        return _best_time(fn, self.args.repeats)
+
+
+def _scale_table(b: _Bench) -> None:
+    up, graph, host = b.upscaler(), b.upscaler(method="graph"), b.upscaler(method="kernels")
+    model = load_checkpoint(b.ckpt)
+    lr = torch.from_numpy(b.image)[None, None]
+    n = b.image.shape[0]
+    print(
+        "| scale | output | PyTorch eager (ms) | runtime, upscale graphs (ms) | runtime, host kernels (ms) "
+        "| speed-up vs eager (graphs / host) | default |"
+    )
+    print("|---|---|---:|---:|---:|---:|---|")
+    for scale in SCALES:
+
+        def eager(scale: str = scale) -> None:
+            with torch.inference_mode():
+                model(lr, scale).clamp_(0, 1)
+
+        t_torch = b.best(eager)
+        t_graph = b.best(lambda scale=scale: graph.upscale(b.image, scale))
+        t_ort = b.best(lambda scale=scale: host.upscale(b.image, scale))
+        h, w = up.check_scale(scale).output_size(n, n)
+        print(
+            f"| x{scale} | {w}x{h} | {t_torch * 1e3:.0f} | {t_graph * 1e3:.0f} | {t_ort * 1e3:.0f} | "
+            f"{t_torch / t_graph:.2f}x / {t_torch / t_ort:.2f}x | {up.plan(scale, (n, n)).mode} |"
+        )
+
+
+def _srgan_table(b: _Bench) -> None:
+    up, host, srgan = b.upscaler(), b.upscaler(method="kernels"), b.upscaler(b.srgan_dir)
+    t_meta = b.best(lambda: up.upscale(b.image, 2))
+    t_host = b.best(lambda: host.upscale(b.image, 2))
+    t_srgan = b.best(lambda: srgan.upscale(b.image, 2))
+    print("\n| x2 through the same runtime | ms | relative |")
+    print("|---|---:|---:|")
+    print(f"| SRGAN x2 (fixed scale, PixelShuffle) | {t_srgan * 1e3:.0f} | 1.00x |")
+    print(f"| Meta-SRGAN x2 (any scale), default | {t_meta * 1e3:.0f} | {t_meta / t_srgan:.2f}x |")
+    print(f"| Meta-SRGAN x2, host kernels | {t_host * 1e3:.0f} | {t_host / t_srgan:.2f}x |")
+
+
+def _latency_table(b: _Bench) -> None:
+    fresh = b.upscaler()
+    fresh.upscale(b.image, "2.5")  # warm the sessions, so the comparison isolates the new scale
+    first = _once(lambda: fresh.upscale(b.image, "1.7"))
+    second = min(_once(lambda: fresh.upscale(b.image, "1.7")) for _ in range(b.args.repeats))
+    t0 = time.perf_counter()
+    cold = b.upscaler()
+    load_s = time.perf_counter() - t0
+    cold_first = _once(lambda: cold.upscale(b.image, "1.7"))
+    print("\n| latency at x1.7 | ms |")
+    print("|---|---:|")
+    print(f"| model load (hash check + ORT sessions) | {load_s * 1e3:.0f} |")
+    print(f"| first call after load | {cold_first * 1e3:.0f} |")
+    print(f"| first call at a new scale (warm sessions; computes its 17x17 kernels) | {first * 1e3:.0f} |")
+    print(f"| second call, cached scale | {second * 1e3:.0f} |")
+
+
+def _compute_row(name: str, gflop: float | None, seconds: float, peak: float | None) -> str:
+    if gflop is None:
+        return f"| {name} | | {seconds * 1e3:.0f} | | |"
+    rate = gflop / seconds
+    return f"| {name} | {gflop:.1f} | {seconds * 1e3:.0f} | {rate:.0f} | {rate / peak:.0%} |"
+
+
+def _compute_table(b: _Bench) -> None:
+    import onnxruntime as ort
+
+    n = b.image.shape[0]
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = b.args.threads
+    fe = ort.InferenceSession(str(b.meta_dir / "feature_extractor.onnx"), opts, providers=["CPUExecutionProvider"])
+    t_fe = b.best(lambda: fe.run(None, {"lr": b.image[None, None]}))
+    gflop = _conv_flops(b.meta_dir / "feature_extractor.onnx", n, n) / 1e9
+    model, lr = load_checkpoint(b.ckpt), torch.from_numpy(b.image)[None, None]
+    with torch.inference_mode():
+        t_fe_torch = b.best(lambda: model.extract_features(lr))
+    up = b.upscaler()
+    up_total = b.best(lambda: up.upscale(b.image, 2))
+    peak_np, peak_ort = _matmul_peak(b.args.threads)
+    peak, mm = max(peak_np, peak_ort), 2 * 2048**3 / 1e9
+    print("\n| compute | GFLOP | ms | GFLOP/s | of matmul peak |")
+    print("|---|---:|---:|---:|---:|")
+    print(_compute_row("matmul 2048^3, numpy (BLAS)", mm, mm / peak_np, peak))
+    print(_compute_row("matmul 2048^3, ONNX Runtime", mm, mm / peak_ort, peak))
+    print(_compute_row(f"feature extractor {n}x{n}, ORT", gflop, t_fe, peak))
+    print(_compute_row(f"feature extractor {n}x{n}, PyTorch eager", gflop, t_fe_torch, peak))
+    print(_compute_row(f"whole x2 upscale {n}x{n}", None, up_total, None) + f" {t_fe / up_total:.0%} in features |")
+
+
+def _rss_table(b: _Bench) -> None:
+    import cv2
+
+    print("\n| metasr-run x4 | output | peak RSS (MiB) | wall (s) |")
+    print("|---|---|---:|---:|")
+    for size in (512, 1024):
+        src = b.tmp / f"in{size}.png"
+        cv2.imwrite(str(src), (_phantom(size) * 65535).astype(np.uint16))
+        argv = ["--input", str(src), "--scale", "4", "--model", str(b.meta_dir), "--threads", str(b.args.threads)]
+        rss, seconds, code = _rss_run([*argv, "-o", str(b.tmp / f"out{size}.png")])
+        status = "" if code == 0 else f" (exit {code})"
+        print(f"| {size}x{size} PNG 16-bit | {4 * size}x{4 * size} | {rss:.0f}{status} | {seconds:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", help="Meta-SRGAN checkpoint (default: shipped, else random-init)")
@@ -130,139 +251,26 @@ def main() -> None:
     parser.add_argument("--no-rss", action="store_true", help="skip the metasr-run peak-RSS runs (slow)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         ckpt, origin = _checkpoint("metasrgan", args.ckpt, tmp)
         srgan_ckpt, srgan_origin = _checkpoint("srgan", args.srgan_ckpt, tmp)
         meta_dir = export_model(ckpt, tmp / "meta", verify=False).out_dir
         srgan_dir = export_model(srgan_ckpt, tmp / "srgan", verify=False).out_dir
-        image = _phantom(args.size)
-        n = args.size
+        bench = _Bench(args, meta_dir, srgan_dir, ckpt, _phantom(args.size), tmp)
         load = os.getloadavg()
         print(
             f"Machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores "
             f"available, {args.threads} threads; load average {load[0]:.1f} (shared with other jobs when > 0). "
-            f"Weights: {origin}; SRGAN: {srgan_origin}. Input {n}x{n}, best of {args.repeats} runs after a "
-            f"warm-up.\n"
+            f"Weights: {origin}; SRGAN: {srgan_origin}. Input {args.size}x{args.size}, best of {args.repeats} "
+            f"runs after a warm-up.\n"
         )
-
-        up = Upscaler(meta_dir, device="cpu", threads=args.threads)  # default: per scale, see Upscaler._mode
-        graph = Upscaler(meta_dir, device="cpu", threads=args.threads, method="graph")
-        host = Upscaler(meta_dir, device="cpu", threads=args.threads, method="kernels")
-        model = load_checkpoint(ckpt)
-        lr = torch.from_numpy(image)[None, None]
-
-        print(
-            "| scale | output | PyTorch eager (ms) | runtime, upscale graphs (ms) | runtime, host kernels (ms) "
-            "| speed-up vs eager (graphs / host) | default |"
-        )
-        print("|---|---|---:|---:|---:|---:|---|")
-        for scale in SCALES:
-
-            def eager(scale: str = scale) -> None:
-                with torch.inference_mode():
-                    model(lr, scale).clamp_(0, 1)
-
-            t_torch = _best_time(eager, args.repeats)
-            t_graph = _best_time(lambda scale=scale: graph.upscale(image, scale), args.repeats)
-            t_ort = _best_time(lambda scale=scale: host.upscale(image, scale), args.repeats)
-            s = up.check_scale(scale)
-            h, w = s.output_size(n, n)
-            print(
-                f"| x{scale} | {w}x{h} | {t_torch * 1e3:.0f} | {t_graph * 1e3:.0f} | {t_ort * 1e3:.0f} | "
-                f"{t_torch / t_graph:.2f}x / {t_torch / t_ort:.2f}x | {up._plan(s, 1, n, n).mode} |"
-            )
-
-        srgan = Upscaler(srgan_dir, device="cpu", threads=args.threads)
-        t_meta = _best_time(lambda: up.upscale(image, 2), args.repeats)
-        t_meta_graph = _best_time(lambda: host.upscale(image, 2), args.repeats)
-        t_srgan = _best_time(lambda: srgan.upscale(image, 2), args.repeats)
-        print("\n| x2 through the same runtime | ms | relative |")
-        print("|---|---:|---:|")
-        print(f"| SRGAN x2 (fixed scale, PixelShuffle) | {t_srgan * 1e3:.0f} | 1.00x |")
-        print(f"| Meta-SRGAN x2 (any scale), default | {t_meta * 1e3:.0f} | {t_meta / t_srgan:.2f}x |")
-        print(f"| Meta-SRGAN x2, host kernels | {t_meta_graph * 1e3:.0f} | {t_meta_graph / t_srgan:.2f}x |")
-
-        fresh = Upscaler(meta_dir, device="cpu", threads=args.threads)
-        fresh.upscale(image, "2.5")  # warm the sessions, so the comparison isolates the new scale
-        t0 = time.perf_counter()
-        fresh.upscale(image, "1.7")
-        first = time.perf_counter() - t0
-        second = min(_once(lambda: fresh.upscale(image, "1.7")) for _ in range(args.repeats))
-        t0 = time.perf_counter()
-        cold = Upscaler(meta_dir, device="cpu", threads=args.threads)
-        load_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cold.upscale(image, "1.7")
-        cold_first = time.perf_counter() - t0
-        print("\n| latency at x1.7 | ms |")
-        print("|---|---:|")
-        print(f"| model load (hash check + ORT sessions) | {load_s * 1e3:.0f} |")
-        print(f"| first call after load | {cold_first * 1e3:.0f} |")
-        print(f"| first call at a new scale (warm sessions; computes its 17x17 kernels) | {first * 1e3:.0f} |")
-        print(f"| second call, cached scale | {second * 1e3:.0f} |")
-
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
-        fe = ort.InferenceSession(str(meta_dir / "feature_extractor.onnx"), opts, providers=["CPUExecutionProvider"])
-        x = image[None, None]
-        t_fe = _best_time(lambda: fe.run(None, {"lr": x}), args.repeats)
-        flops = _conv_flops(meta_dir / "feature_extractor.onnx", n, n)
-        with torch.inference_mode():
-            t_fe_torch = _best_time(lambda: model.extract_features(lr), args.repeats)
-        up_total = _best_time(lambda: up.upscale(image, 2), args.repeats)
-        peak_np, peak_ort = _matmul_peak(args.threads)
-        peak = max(peak_np, peak_ort)
-        print("\n| compute | GFLOP | ms | GFLOP/s | of matmul peak |")
-        print("|---|---:|---:|---:|---:|")
-        print(
-            f"| matmul 2048^3, numpy (BLAS) | {2 * 2048**3 / 1e9:.1f} | {2 * 2048**3 / peak_np / 1e6:.0f} | "
-            f"{peak_np:.0f} | {peak_np / peak:.0%} |"
-        )
-        print(
-            f"| matmul 2048^3, ONNX Runtime | {2 * 2048**3 / 1e9:.1f} | {2 * 2048**3 / peak_ort / 1e6:.0f} | "
-            f"{peak_ort:.0f} | {peak_ort / peak:.0%} |"
-        )
-        print(
-            f"| feature extractor {n}x{n}, ORT | {flops / 1e9:.1f} | {t_fe * 1e3:.0f} | {flops / t_fe / 1e9:.0f} | "
-            f"{flops / t_fe / 1e9 / peak:.0%} |"
-        )
-        print(
-            f"| feature extractor {n}x{n}, PyTorch eager | {flops / 1e9:.1f} | {t_fe_torch * 1e3:.0f} | "
-            f"{flops / t_fe_torch / 1e9:.0f} | {flops / t_fe_torch / 1e9 / peak:.0%} |"
-        )
-        print(
-            f"| whole x2 upscale {n}x{n} (feature extractor share) | | {up_total * 1e3:.0f} | | "
-            f"{t_fe / up_total:.0%} in features |"
-        )
-
+        _scale_table(bench)
+        _srgan_table(bench)
+        _latency_table(bench)
+        _compute_table(bench)
         if not args.no_rss:
-            import cv2
-
-            print("\n| metasr-run x4 | output | peak RSS (MiB) | wall (s) |")
-            print("|---|---|---:|---:|")
-            for size in (512, 1024):
-                src = tmp / f"in{size}.png"
-                cv2.imwrite(str(src), (_phantom(size) * 65535).astype(np.uint16))
-                rss, seconds, code = _rss_run(
-                    [
-                        "--input",
-                        str(src),
-                        "--scale",
-                        "4",
-                        "--model",
-                        str(meta_dir),
-                        "--threads",
-                        str(args.threads),
-                        "-o",
-                        str(tmp / f"out{size}.png"),
-                    ]
-                )
-                status = "" if code == 0 else f" (exit {code})"
-                print(f"| {size}x{size} PNG 16-bit | {4 * size}x{4 * size} | {rss:.0f}{status} | {seconds:.1f} |")
+            _rss_table(bench)
 
 
 def _once(fn) -> float:
