@@ -196,8 +196,8 @@ def _latency_table(b: _Bench) -> None:
 
 
 def _compute_row(name: str, gflop: float | None, seconds: float, peak: float | None) -> str:
-    if gflop is None:
-        return f"| {name} | | {seconds * 1e3:.0f} | | |"
+    if gflop is None:  # the caller ends the row
+        return f"| {name} | | {seconds * 1e3:.0f} | |"
     rate = gflop / seconds
     return f"| {name} | {gflop:.1f} | {seconds * 1e3:.0f} | {rate:.0f} | {rate / peak:.0%} |"
 

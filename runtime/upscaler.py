@@ -371,16 +371,18 @@ class Upscaler:
     def _mode(self, s: Scale) -> str:
         """How the Meta-Upscale stage runs at ``s``: a graph form or ``kernels`` (host dense products).
 
-        The graphs run everywhere, except on the CPU at scales whose kernels do not suit the class
-        form (``q > MAX_CLASS_DENOMINATOR``) but are few (``p <= MAX_CLASSES``): there the host's
-        products beat ORT's CPU provider running either form (x3.7: 34 ms vs 218 ms class form,
-        283 ms pixel form for a 128x128 LR image on one core; bench/bench_runtime.py).
+        The graphs run on GPUs (and wherever ``method="graph"``). On the CPU, scales with few
+        kernels (``p <= MAX_CLASSES``) run the same kernels by the host's dense products: they beat
+        ORT's CPU provider running either graph form once each keeps to the memory budget (256x256
+        LR, 2 threads: x2 354 ms vs 533 ms for the tiled class form; x3.7: 34 ms vs 218 ms class form,
+        283 ms pixel form at 128x128 on one core; bench/bench_runtime.py), with less memory per
+        pixel. Scales with many kernels (x1.51 = 151/100) run the pixel form there too.
         """
         form = choose_form(s)
         few = s.p <= MAX_CLASSES  # past it the p*p host kernels cost more than they save (x2.333: 2333**2)
         if self.method is UpscaleMethod.KERNELS and few:
             return "kernels"
-        if self.method is UpscaleMethod.AUTO and self.device is Device.CPU and form == "pixels" and few:
+        if self.method is UpscaleMethod.AUTO and self.device is Device.CPU and few:
             return "kernels"
         return form
 
