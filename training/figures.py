@@ -185,7 +185,9 @@ def plot_crops(report: EvalReport, size: int = 96) -> dict[str, bytes]:
         raise InputError("no sample crops were kept; pass sample scales the models support")
     plt = _pyplot()
     cols = ["LR", *report.models, "HR"]
-    fig, axes = plt.subplots(2 * len(scales), len(cols), figsize=(2.2 * len(cols), 4.5 * len(scales)), squeeze=False)
+    fig, axes = plt.subplots(
+        2 * len(scales), len(cols), figsize=(2.2 * len(cols), 4.6 * len(scales)), squeeze=False, layout="constrained"
+    )
     for i, s in enumerate(scales):
         sample = report.samples[s]
         hr = sample["HR"]
