@@ -165,12 +165,20 @@ class VideoFileWriter:
         self.frames_written += 1
 
     def frames_in_file(self) -> int:
-        """Frames the partial file holds, read back from its container (-1 if it cannot be opened)."""
+        """Frames the partial file really holds (-1 if it cannot be opened).
+
+        The frames are demuxed one by one (``grab``, no decoding): the container's own frame count
+        is written at close into space already allocated, so on a full disk it can claim every
+        frame while the data of most of them never reached the file.
+        """
         cap = cv2.VideoCapture(str(self._tmp))
         try:
             if not cap.isOpened():
                 return -1
-            return int(round(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+            found = 0
+            while found < self.frames_written and cap.grab():
+                found += 1
+            return found
         finally:
             cap.release()
 
