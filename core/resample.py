@@ -32,16 +32,7 @@ def resize_on_grid(image: np.ndarray, height: int, width: int, scale: Fraction |
     Returns:
         The resampled array, same dtype and channel count.
     """
-    if image.shape[:2] == (height, width) and (scale is None or scale == 1):
-        return image
-    if scale is None:
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
-    inv = float(1 / Fraction(scale))
-    shift = 0.5 * inv - 0.5
-    to_source = np.array([[inv, 0.0, shift], [0.0, inv, shift]], dtype=np.float64)
-    return cv2.warpAffine(
-        image, to_source, (width, height), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
-    )
+    return _resample_on_grid(image, height, width, scale, cv2.INTER_CUBIC)
 
 
 def resize_on_grid_linear(image: np.ndarray, height: int, width: int, scale: Fraction | None = None) -> np.ndarray:
@@ -50,10 +41,16 @@ def resize_on_grid_linear(image: np.ndarray, height: int, width: int, scale: Fra
     For planes whose values must stay between their neighbours' (e.g. the part of a pixel value
     beyond an intensity window, added back after super-resolution). float32/float64 keep their dtype.
     """
+    return _resample_on_grid(image, height, width, scale, cv2.INTER_LINEAR)
+
+
+def _resample_on_grid(
+    image: np.ndarray, height: int, width: int, scale: Fraction | None, interpolation: int
+) -> np.ndarray:
     if image.shape[:2] == (height, width) and (scale is None or scale == 1):
         return image
     if scale is None:
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(image, (width, height), interpolation=interpolation)
     inv = float(1 / Fraction(scale))
     shift = 0.5 * inv - 0.5
     to_source = np.array([[inv, 0.0, shift], [0.0, inv, shift]], dtype=np.float64)
@@ -61,6 +58,6 @@ def resize_on_grid_linear(image: np.ndarray, height: int, width: int, scale: Fra
         image,
         to_source,
         (width, height),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        flags=interpolation | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
