@@ -64,14 +64,5 @@ def compose_frame(sr_luma: np.ndarray, chroma: np.ndarray | None, scale: Fractio
 
 
 def resample_chroma(chroma: np.ndarray, height: int, width: int, scale: Fraction) -> np.ndarray:
-    """Chroma resampled bicubically on the network's grid (output pixel ``i`` at input ``(i + 0.5)/r - 0.5``).
-
-    When the output size is exactly ``r`` times the input on both axes (x2 always; x1.8 at
-    960x540), ``cv2.resize`` samples that same grid and is several times faster than the general
-    :func:`resize_on_grid` (an affine warp): equal at integer scales, within one grey level else.
-    """
-    h, w = chroma.shape[:2]
-    p, q = scale.numerator, scale.denominator
-    if height * q == h * p and width * q == w * p:
-        return cv2.resize(chroma, (width, height), interpolation=cv2.INTER_CUBIC)
+    """Chroma resampled bicubically on the network's grid (output pixel ``i`` at input ``(i + 0.5)/r - 0.5``)."""
     return resize_on_grid(chroma, height, width, scale)
