@@ -7,8 +7,11 @@ code 2, with no traceback. Programming errors still raise, so bugs are not hidde
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
 from typing import Any
 
@@ -20,11 +23,13 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_TERMINATED",
     "EXIT_USAGE",
+    "Terminated",
     "Verbosity",
     "common_options",
     "one_line",
     "progress_enabled",
     "run_command",
+    "sigterm_as_interrupt",
 ]
 
 EXIT_USAGE = 2
@@ -112,3 +117,29 @@ def progress_enabled(verbosity: Verbosity, stream: Any = None) -> bool:
     stream = sys.stderr if stream is None else stream
     isatty = getattr(stream, "isatty", None)
     return verbosity is not Verbosity.QUIET and bool(isatty and isatty())
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so a run unwinds as on Ctrl-C (then exits with
+    :data:`EXIT_TERMINATED`)."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt(error: type[KeyboardInterrupt] = Terminated) -> Iterator[None]:
+    """Inside the block, SIGTERM raises ``error`` in the main thread (elsewhere: no change).
+
+    Long commands then finalise what they write (a checkpoint, a video and its summary) for
+    ``kill`` as they do for Ctrl-C. The previous handler is restored on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise error
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

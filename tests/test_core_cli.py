@@ -48,3 +48,24 @@ def test_progress_only_on_a_terminal_and_never_when_quiet():
     assert progress_enabled(Verbosity.NORMAL, _Tty())
     assert not progress_enabled(Verbosity.QUIET, _Tty())
     assert not progress_enabled(Verbosity.NORMAL, io.StringIO())  # a pipe or a log file
+
+
+def test_sigterm_unwinds_like_ctrl_c_inside_the_block_only():
+    import os
+    import signal
+    import time
+
+    from metasr.core.cli import Terminated, sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # never reached: the handler raises as soon as the signal is delivered
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
+
+    class Custom(Terminated):
+        pass
+
+    with pytest.raises(Custom), sigterm_as_interrupt(Custom):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)

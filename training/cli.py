@@ -13,7 +13,15 @@ from typing import Any
 
 import click
 
-from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, progress_enabled, run_command
+from metasr.core.cli import (
+    EXIT_TERMINATED,
+    Terminated,
+    Verbosity,
+    common_options,
+    progress_enabled,
+    run_command,
+    sigterm_as_interrupt,
+)
 from metasr.core.errors import InputError, OutputError
 from metasr.scanners import IntensityRange
 from metasr.training.models import TRAINABLE_ARCHS
@@ -174,18 +182,12 @@ def _threads(requested: int) -> int:
 def train_command(verbosity: Verbosity, **opts: Any) -> int:
     """Train a super-resolution generator (the paper's recipe)."""
     _setup_logging("metasr-train", verbosity)
-    previous = _sigterm_as_interrupt()
     try:
-        with _library_warnings():
+        with sigterm_as_interrupt(), _library_warnings():
             return _run_training(opts, verbosity)
-    except _Terminated:
+    except Terminated:
         print(f"metasr-train: terminated; {opts['out_dir'] / 'last.pt'} holds the progress", file=sys.stderr)
         return EXIT_TERMINATED
-    finally:
-        if previous is not None:
-            import signal
-
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
@@ -231,24 +233,6 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
     best = f", best {result.best} ({result.best_psnr:.3f} dB)" if result.best and result.best_psnr else ""
     logging.getLogger("metasr").info("step %d, %.0f s: wrote %s%s", result.step, result.seconds, result.last, best)
     return 0
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM: unwinds like Ctrl-C (last.pt is written) and exits with code 143."""
-
-
-def _sigterm_as_interrupt() -> object:
-    """Let ``kill`` stop a run like Ctrl-C does, so last.pt is written; returns the old handler."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum: int, frame: object) -> None:
-        raise _Terminated
-
-    return signal.signal(signal.SIGTERM, handler)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

@@ -13,15 +13,12 @@ and hard links, and every output folder by creating a probe file in it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +33,7 @@ from metasr.core.cli import (
     common_options,
     progress_enabled,
     run_command,
+    sigterm_as_interrupt,
 )
 from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import OutputError
@@ -165,23 +163,6 @@ def _single_values(args: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the run ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into :class:`StreamTerminated` (a ``KeyboardInterrupt``) in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(_signum: int, _frame: Any) -> None:
-        raise StreamTerminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _load_upscaler(model_dir: str | None, spec: DeviceSpec, precision: Precision, gpu_memory: float | None) -> Any:
@@ -332,7 +313,7 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
 @common_options(PROG)
 def _command(verbosity: Verbosity, **args: Any) -> int:
     args = _single_values(args)
-    with native_stderr_captured() as native, warnings.catch_warnings(), _sigterm_as_interrupt():
+    with native_stderr_captured() as native, warnings.catch_warnings(), sigterm_as_interrupt(StreamTerminated):
         warnings.simplefilter("ignore")
         try:
             return _stream(args, verbosity, native)

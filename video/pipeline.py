@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from metasr.core.cli import one_line
+from metasr.core.cli import Terminated, one_line
 from metasr.core.errors import InputError, ScaleError
 from metasr.core.scale import Scale
 from metasr.video.channel import Channel, ChannelClosed
@@ -66,7 +66,7 @@ class EndReason(str, Enum):
     TERMINATED = "terminated"  # SIGTERM (raised as StreamTerminated by the command's handler)
 
 
-class StreamTerminated(KeyboardInterrupt):
+class StreamTerminated(Terminated):
     """Raised (by a SIGTERM handler) to end a stream the way Ctrl-C does, recorded as ``terminated``."""
 
 
