@@ -58,21 +58,6 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-def _conv_flops(onnx_path: Path, h: int, w: int) -> float:
-    """Multiply-adds x 2 of every Conv of a graph at an h x w input (all convs keep the size)."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_path))
-    inits = {i.name: numpy_helper.to_array(i).shape for i in model.graph.initializer}
-    total = 0.0
-    for node in model.graph.node:
-        if node.op_type == "Conv" and node.input[1] in inits:
-            o, c, kh, kw = inits[node.input[1]]
-            total += 2.0 * o * c * kh * kw * h * w
-    return total
-
-
 def _stages(up, scale: str, frame: np.ndarray, repeats: int, sync, device: str = "cuda") -> dict[str, float]:
     """ms per stage of one frame through the Upscaler's own sessions, data kept on the GPU."""
     import onnxruntime as ort
@@ -194,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|")
     for precision in ups:
         print(f"| {precision} | {' / '.join(f'{psnr[(c[0], precision)]:.1f}' for c in CASES)} |")
-    flops = _conv_flops(model_dir / "feature_extractor.onnx", 540, 960)
+    from metasr.export.onnx_graphs import conv_flops
+
+    flops = conv_flops(model_dir / "feature_extractor.onnx", 540, 960)
     peaks = next((v for k, v in _PEAKS.items() if k in (gpu_name() or "")), None)
     print("\n| feature extractor 960x540 | GFLOP | ms | TFLOP/s | of dense peak |")
     print("|---|---:|---:|---:|---:|")

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from metasr.export import export_model
+from metasr.export.onnx_graphs import conv_flops
 from metasr.models import default_model_dir
 from metasr.runtime import Upscaler
 from metasr.training import build_model, load_checkpoint, model_config, save_checkpoint
@@ -65,21 +66,6 @@ def _phantom(n: int) -> np.ndarray:
     y, x = np.mgrid[0:n, 0:n] / n
     img = 0.45 + 0.3 * np.sin(9 * x) * np.cos(7 * y) * np.exp(-((x - 0.5) ** 2 + (y - 0.5) ** 2) * 4)
     return np.clip(img, 0, 1).astype(np.float32)
-
-
-def _conv_flops(onnx_path: Path, h: int, w: int) -> float:
-    """Multiply-adds x2 of every Conv in a graph whose convolutions keep the input's h x w."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_path))
-    weights = {t.name: numpy_helper.to_array(t).shape for t in model.graph.initializer}
-    flops = 0.0
-    for node in model.graph.node:
-        if node.op_type == "Conv" and node.input[1] in weights:
-            cout, cin, kh, kw = weights[node.input[1]]
-            flops += 2.0 * cout * cin * kh * kw * h * w
-    return flops
 
 
 def _matmul_peak(threads: int) -> tuple[float, float]:
@@ -210,7 +196,7 @@ def _compute_table(b: _Bench) -> None:
     opts.intra_op_num_threads = b.args.threads
     fe = ort.InferenceSession(str(b.meta_dir / "feature_extractor.onnx"), opts, providers=["CPUExecutionProvider"])
     t_fe = b.best(lambda: fe.run(None, {"lr": b.image[None, None]}))
-    gflop = _conv_flops(b.meta_dir / "feature_extractor.onnx", n, n) / 1e9
+    gflop = conv_flops(b.meta_dir / "feature_extractor.onnx", n, n) / 1e9
     model, lr = load_checkpoint(b.ckpt), torch.from_numpy(b.image)[None, None]
     with torch.inference_mode():
         t_fe_torch = b.best(lambda: model.extract_features(lr))

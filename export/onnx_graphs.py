@@ -23,6 +23,7 @@ __all__ = [
     "MAX_OPSET",
     "FeatureExtractor",
     "FixedScaleModel",
+    "conv_flops",
     "export_feature_extractor",
     "export_fixed",
     "receptive_radius",
@@ -132,3 +133,16 @@ def receptive_radius(model: nn.Module) -> int:
         elif isinstance(module, MetaUpscale):
             radius += module.kernel_size // 2
     return int(math.ceil(radius - 1e-9))
+
+
+def conv_flops(path: str | Path, h: int, w: int) -> float:
+    """Floating-point operations (2 per multiply-add) of every Conv of a graph whose convolutions
+    keep an ``h x w`` input's size (the feature extractor), from its weight initialisers."""
+    model = onnx.load(str(path))
+    shapes = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    total = 0.0
+    for node in model.graph.node:
+        if node.op_type == "Conv" and node.input[1] in shapes:
+            cout, cin, kh, kw = shapes[node.input[1]]
+            total += 2.0 * cout * cin * kh * kw * h * w
+    return total
