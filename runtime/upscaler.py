@@ -280,12 +280,15 @@ class Upscaler:
             path = self.model_dir / files[name]
             profiles = self._trt_profiles(name) if cache is not None and files[name].endswith(".onnx") else None
             spec = SessionSpec(profiles, self.requested_precision, self.device_index)
-            session = create_session(path, chosen, threads=self.threads, spec=spec, cache_dir=cache)
+            half = self.requested_precision is Precision.FP16 and name != "kernels"  # CUDA fp16: an fp16 graph
+            data = self._fp16_bytes(path) if half and chosen is Device.CUDA else None
+            session = create_session(path, chosen, threads=self.threads, spec=spec, cache_dir=cache, model_bytes=data)
             # Every graph runs where the first one landed, so data never bounces between devices.
-            chosen = device_of(session.get_providers())
-            if chosen is Device.CUDA and self.requested_precision is Precision.FP16 and name != "kernels":
+            landed = device_of(session.get_providers())
+            if half and data is None and landed is Device.CUDA:  # "auto" found CUDA: this graph only, once
                 data = self._fp16_bytes(path)
-                session = create_session(path, chosen, threads=self.threads, spec=spec, model_bytes=data)
+                session = create_session(path, landed, threads=self.threads, spec=spec, model_bytes=data)
+            chosen = landed
             _check_io(session, path, *(_EXPECTED_META.get(name) or _EXPECTED_FIXED))
             sessions[name] = session
         return sessions

@@ -102,3 +102,37 @@ def test_no_preload_without_a_gpu(monkeypatch):
     monkeypatch.setattr(backends, "_PRELOADED", [])
     monkeypatch.setattr(backends, "gpu_name", lambda: None)
     assert backends.preload_cuda_libraries(FakeOrt) is False
+
+
+class _OnCuda:
+    """A real CPU session that reports CUDA, so the session logic can be followed without a GPU."""
+
+    def __init__(self, session):
+        self._session = session
+
+    def get_providers(self):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+@pytest.mark.parametrize("device, probes", [("cuda", 0), ("auto", 1)])
+def test_cuda_fp16_builds_each_session_once(monkeypatch, device, probes):
+    from metasr.runtime import upscaler as module
+
+    calls = []
+    real = module.create_session
+
+    def fake(path, dev, *, threads, spec=SessionSpec(), model_bytes=None, **kwargs):
+        calls.append((path.name, model_bytes is not None))
+        return _OnCuda(real(path, Device.CPU, threads=threads, spec=spec, **kwargs))
+
+    monkeypatch.setattr(module, "create_session", fake)
+    monkeypatch.setattr(module.Upscaler, "_fp16_bytes", staticmethod(lambda path: b"fp16"))
+    monkeypatch.setattr(module, "tensorrt_possible", lambda: False)
+    module.Upscaler(device=device, precision="fp16", threads=1)
+    graphs = [name for name, _half in calls]
+    assert len(graphs) == len(set(graphs)) + probes  # "auto" probes the first graph once, in fp32
+    halves = {name: half for name, half in calls}  # the last session of each graph is the one kept
+    assert halves["kernels.onnx"] is False and all(h for n, h in halves.items() if n != "kernels.onnx")
