@@ -144,7 +144,7 @@ def test_written_file_is_the_iterator_output_lossless_and_cropped_to_even(tmp_pa
     summary = run_stream(
         src, ResizeUpscaler(), "1.5", output=tmp_path / "out.mkv", on_frame=lambda f: yielded.append(f.image)
     )
-    assert summary.codec == "FFV1" and summary.output_size == (74, 56)  # W, H
+    assert summary.codec == "ffv1" and summary.output_size == (74, 56)  # W, H
     assert summary.writer["cropped_to_even"] and any("even" in w for w in summary.warnings)
     frames, fps = read_video(tmp_path / "out.mkv")
     assert fps == pytest.approx(10.0) and len(frames) == 6
@@ -322,7 +322,7 @@ def test_sigint_in_consumer_finalises_output(tmp_path):
         output=tmp_path / "out.mp4",
         on_frame=on_frame,
     )
-    assert summary.end_reason is EndReason.INTERRUPTED and summary.codec == "mp4v"
+    assert summary.end_reason is EndReason.INTERRUPTED and summary.codec == "h264"
     written, _ = read_video(tmp_path / "out.mp4")
     assert 5 <= len(written) == summary.stats["frames_out"] < 30
 
@@ -356,7 +356,7 @@ def test_writer_codec_fallback_and_atomic_close(tmp_path):
     with pytest.raises(OutputError, match="codecs"):
         VideoFileWriter(tmp_path / "a.avi", 10.0, codec="ZZZZ")
     writer = VideoFileWriter(tmp_path / "b.mp4", 10.0, frame_size=(20, 24))
-    assert writer.codec == "mp4v" and not (tmp_path / "b.mp4").exists()
+    assert writer.codec == "h264" and not (tmp_path / "b.mp4").exists()
     writer.write(np.zeros((20, 24), np.uint8))
     assert not (tmp_path / "b.mp4").exists(), "the file appears only when finalised"
     assert writer.close() and (tmp_path / "b.mp4").exists()
