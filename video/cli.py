@@ -37,6 +37,8 @@ from metasr.core.cli import (
 )
 from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import OutputError
+from metasr.video.clip import parse_time
+from metasr.video.crop import parse_crop
 from metasr.video.noise import NativeMessages, native_stderr_captured
 from metasr.video.paths import check_write_plan
 from metasr.video.pipeline import MAX_FPS_RANGE, EndReason, StreamTerminated, check_rate, check_scale_text
@@ -62,7 +64,7 @@ def _status_line(s: dict[str, Any]) -> str:
     latency = f"latency p50 {lat['p50']:.0f} ms p95 {lat['p95']:.0f} ms" if lat["p50"] is not None else "latency -"
     return (
         f"frames in {s['frames_in']} out {s['frames_out']} dropped {s['dropped']} corrupt {s['corrupt']} | "
-        f"{s['fps']:.1f} fps | {latency}"
+        f"{s['fps']:.1f} fps | {latency}" + (f" | {s['encoder']}" if s.get("encoder") else "")
     )
 
 
@@ -178,7 +180,8 @@ def _report(summary: Any, data: dict[str, Any], verbosity: Verbosity) -> None:
     latency = f"latency p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms" if lat["p50"] is not None else "no latency"
     if summary.output:
         w, h = summary.output_size
-        _say(f"wrote {summary.output} ({summary.codec}, {summary.output_fps:g} fps, {w}x{h})")
+        audio = f", audio {'+'.join(summary.writer['audio'])} copied" if summary.writer.get("audio") else ""
+        _say(f"wrote {summary.output} ({summary.encoder}, {summary.output_fps:g} fps, {w}x{h}{audio})")
     for warning in summary.warnings:
         _say(f"warning: {warning}")
     _say(
@@ -239,6 +242,11 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
     lost = check_rate("--lost-timeout", args["lost_timeout"], 0.01, MAX_LOST_TIMEOUT_S, "seconds")
     gpu_memory = check_rate("--gpu-memory", args["gpu_memory"], 1, MAX_GPU_MEMORY_MB, "MiB")
     check_scale_text(args["scale"])
+    clip = {
+        "start_s": parse_time("--start", args["start"]), "duration_s": parse_time("--duration", args["duration"]),
+        "max_frames": args["max_frames"], "crop": parse_crop(args["crop"]), "deinterlace": args["deinterlace"],
+        "audio": not args["no_audio"],
+    }  # fmt: skip
     kind = classify_spec(args["input_"])
     if kind is SourceKind.FILE:
         check_input_file(args["input_"])
@@ -260,7 +268,7 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
         summary = run_stream(
             source, up, args["scale"], output=output, codec=args["codec"], display=args["display"],
             batch=args["batch"], max_fps=max_fps, allow_extrapolation=args["allow_extrapolation"],
-            on_status=printer, lost_timeout_s=lost, on_frame=greeting,
+            on_status=printer, lost_timeout_s=lost, on_frame=greeting, **clip,
         )  # fmt: skip
     finally:
         printer.finish()
@@ -306,10 +314,21 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
 @click.option(
     "--stats", "stats_path", multiple=True, metavar="FILE|-", help="Write the JSON summary here ('-' for stdout)."
 )
-@click.option("--codec", metavar="FOURCC", help="FOURCC to use instead of the container's fallback chain (e.g. MJPG).")
+@click.option("--codec", metavar="NAME|FOURCC",
+              help="h264 (default for .mp4/.mov), ffv1 (lossless, default for .mkv), h264-lossless (qp 0), "
+                   "or a FOURCC for OpenCV's writer (MJPG: the .avi default).")  # fmt: skip
 @click.option("--allow-extrapolation", is_flag=True, help="Accept a scale outside the model's trained range.")
 @click.option("--lost-timeout", type=float, default=5.0, show_default=True, metavar="SECONDS",
               help="Seconds without a frame after which a live source counts as lost (exit 3).")  # fmt: skip
+# Clips, endoscope crop, interlaced sources, audio (issue 21).
+@click.option("--start", metavar="TIME", help="Start this far into a file: seconds or [HH:]MM:SS(.ms).")
+@click.option("--duration", metavar="TIME", help="Length of the clip (a live source: wall-clock time).")
+@click.option("--max-frames", type=click.IntRange(1), metavar="N", help="Stop after N frames.")
+@click.option("--crop", metavar="auto|X,Y,W,H",
+              help="Super-resolve only this box; auto finds the endoscope's field of view once and keeps "
+                   "everything outside it exactly black.")  # fmt: skip
+@click.option("--deinterlace", is_flag=True, help="Rebuild each frame from its top field (interlaced SD sources).")
+@click.option("--no-audio", is_flag=True, help="Do not copy the input file's audio into the output.")
 @common_options(PROG)
 def _command(verbosity: Verbosity, **args: Any) -> int:
     args = _single_values(args)

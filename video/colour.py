@@ -52,8 +52,13 @@ def _is_gray(frame: np.ndarray) -> bool:
     return np.array_equal(frame[:, :, 0], frame[:, :, 1]) and np.array_equal(frame[:, :, 1], frame[:, :, 2])
 
 
-def compose_frame(sr_luma: np.ndarray, chroma: np.ndarray | None, scale: Fraction) -> np.ndarray:
-    """uint8 output frame: quantised SR luminance, plus chroma resampled on the luma's grid for colour."""
+def compose_frame(sr_luma: np.ndarray, chroma: np.ndarray | None, scale: Fraction, *, deep: bool = False) -> np.ndarray:
+    """uint8 output frame: quantised SR luminance, plus chroma resampled on the luma's grid for colour.
+
+    ``deep``: a 16-bit grey source; its frame is quantised to uint16 (0-65535) instead.
+    """
+    if deep and chroma is None:
+        return cv2.multiply(np.ascontiguousarray(sr_luma), 65535.0, dtype=cv2.CV_16U)
     # x 255, rounded, saturated to 0..255 in one OpenCV pass (several times faster than numpy's).
     y = cv2.multiply(np.ascontiguousarray(sr_luma), 255.0, dtype=cv2.CV_8U)
     if chroma is None:

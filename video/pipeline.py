@@ -35,6 +35,9 @@ from metasr.core.errors import InputError, ScaleError
 from metasr.core.scale import Scale
 from metasr.video.channel import Channel, ChannelClosed
 from metasr.video.colour import compose_frame, split_frame
+from metasr.video.crop import CroppedCapture, CropRegion
+from metasr.video.deinterlace import deinterlace
+from metasr.video.encoders import to_8bit
 from metasr.video.sources import VideoSource, open_source
 from metasr.video.stats import StreamStats
 
@@ -64,6 +67,7 @@ class EndReason(str, Enum):
     STOPPED = "stopped"  # VideoStream.stop() (or 'q' in the display window)
     INTERRUPTED = "interrupted"  # Ctrl-C
     TERMINATED = "terminated"  # SIGTERM (raised as StreamTerminated by the command's handler)
+    LIMIT = "limit"  # max_frames or max_seconds reached (a clip)
 
 
 class StreamTerminated(Terminated):
@@ -154,7 +158,8 @@ class StreamFrame:
     Attributes:
         index: Position among the frames that were super-resolved (0-based).
         image: uint8 ``[H, W]`` while the source has been grayscale so far (one channel, or
-            three equal ones), ``[H, W, 3]`` BGR from its first colour frame on.
+            three equal ones; uint16 for a 16-bit grey source), ``[H, W, 3]`` BGR from its
+            first colour frame on. With a crop, the cropped region, exactly 0 outside the mask.
         luma: float32 ``[H, W]`` in [0, 1]: the upscaler's output for the luminance.
         input_size: ``(h, w)`` of the source frame.
         captured_at: ``time.perf_counter()`` when the frame was read.
@@ -178,6 +183,7 @@ class _Captured:
     luma: np.ndarray  # float32 [h, w] in [0, 1]
     chroma: np.ndarray | None  # uint8 [h, w, 2] (Cr, Cb), None for a grayscale frame
     captured_at: float
+    deep: bool = False  # a 16-bit grey frame: output uint16
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,11 @@ class VideoStream:
         lost_timeout_s: A live source that delivers no frame for this long is lost.
         max_read_failures: Consecutive failed reads of a file before it counts as ended (a
             failed read followed by good frames is a corrupt frame).
+        max_frames: End (``limit``) after this many frames read.
+        max_seconds: End (``limit``) this long after the first read (wall clock: for live sources).
+        crop: A :class:`~metasr.video.crop.CropRegion`, or ``"auto"`` to find the endoscope's field
+            of view once; pixels outside its mask are exactly 0 in every output frame.
+        deinterlace: Rebuild each frame from its top field (interlaced SD sources).
 
     Attributes:
         stats: Live :class:`StreamStats`.
@@ -234,6 +245,10 @@ class VideoStream:
         allow_extrapolation: bool = False,
         lost_timeout_s: float = 5.0,
         max_read_failures: int = 8,
+        max_frames: int | None = None,
+        max_seconds: float | None = None,
+        crop: CropRegion | str | None = None,
+        deinterlace: bool = False,
     ) -> None:
         if isinstance(batch, bool) or int(batch) < 1:
             raise InputError(f"batch must be at least 1, got {batch}")
@@ -246,6 +261,12 @@ class VideoStream:
         live = self.source.kind.live
         self.queue_size = int(queue_size) if queue_size else (self.batch if live else 2 * self.batch)
         self.max_read_failures = int(max_read_failures)
+        self.max_frames = int(max_frames) if max_frames else None
+        self.max_seconds = float(max_seconds) if max_seconds else None
+        self.deinterlace = bool(deinterlace)
+        self.cropper = CroppedCapture(self.source.capture, crop) if crop is not None else None
+        if self.cropper is not None:
+            self.source.capture = self.cropper
         self.stats = StreamStats()
         self.end_reason: EndReason | None = None
         self.end_detail = ""
@@ -282,8 +303,11 @@ class VideoStream:
         interval = 1.0 / self.max_fps if self.max_fps else 0.0
         last_kept = -math.inf
         last_good = time.perf_counter()
-        failures = 0
+        deadline = last_good + self.max_seconds if self.max_seconds else math.inf
+        failures = kept = 0
         while not self._stop.is_set():
+            if kept == self.max_frames or time.perf_counter() >= deadline:
+                return _End(EndReason.LIMIT, f"clip ended after {kept} frames")
             if interval and not live:
                 wait = last_kept + interval - time.perf_counter()
                 if wait > 0 and self._stop.wait(wait):
@@ -299,6 +323,8 @@ class VideoStream:
             if failures and not live:
                 stats.add("corrupt", failures)  # the file went on after failed reads: corrupt frames
             failures, last_good = 0, now
+            if self.deinterlace and isinstance(frame, np.ndarray) and frame.ndim in (2, 3):
+                frame = deinterlace(frame)
             parts = split_frame(frame)
             if parts is None:
                 stats.add("corrupt")
@@ -307,8 +333,10 @@ class VideoStream:
                 stats.add("throttled")
                 continue
             last_kept = now
+            kept += 1
             stats.add("frames_in")
-            dropped = self._inbox.put(_Captured(parts[0], parts[1], now), drop_oldest=live)
+            deep = parts[1] is None and frame.dtype == np.uint16
+            dropped = self._inbox.put(_Captured(parts[0], parts[1], now, deep), drop_oldest=live)
             if dropped:
                 stats.add("dropped", dropped)
         return _End(EndReason.STOPPED, "stopped")
@@ -358,12 +386,16 @@ class VideoStream:
                 else:
                     sr = list(np.asarray(self.upscaler.upscale(np.stack([b.luma for b in batch]), scale)))
                 for captured, luma in zip(batch, sr, strict=True):
-                    job = self._composer.submit(compose_frame, luma, captured.chroma, scale)
+                    job = self._composer.submit(self._compose, luma, captured, scale)
                     self._outbox.put((captured, luma, job))
         except ChannelClosed:
             return
         except BaseException as e:  # noqa: BLE001 - re-raised in the consumer's thread
             self._outbox.put_final(_Failure(e))
+
+    def _compose(self, luma: np.ndarray, captured: _Captured, scale: Fraction) -> np.ndarray:
+        image = compose_frame(luma, captured.chroma, scale, deep=captured.deep)
+        return self.cropper.apply_output_mask(image) if self.cropper is not None else image
 
     # -- consumer ------------------------------------------------------------------------
 
@@ -406,7 +438,7 @@ class VideoStream:
                 if image.ndim == 3:
                     color = True
                 elif color:  # once the source has shown colour, keep the frame layout stable
-                    image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+                    image = cv2.cvtColor(to_8bit(image), cv2.COLOR_GRAY2BGR)
                 now = time.perf_counter()
                 latency = now - captured.captured_at
                 self.stats.record_output(latency, now)

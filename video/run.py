@@ -20,6 +20,9 @@ from metasr.core.errors import InputError, OutputError
 from metasr.core.jsonio import jsonable
 from metasr.core.scale import Scale
 from metasr.video.channel import Channel, ChannelClosed
+from metasr.video.clip import clip_frames, seek
+from metasr.video.display import check_display_reachable
+from metasr.video.media import probe_media
 from metasr.video.paths import check_write_plan
 from metasr.video.pipeline import (
     EndReason,
@@ -52,6 +55,7 @@ class StreamSummary:
     source_fps: float | None
     output: str | None
     codec: str | None
+    encoder: str | None
     output_fps: float | None
     output_size: tuple[int, int] | None
     end_reason: EndReason
@@ -71,6 +75,7 @@ class StreamSummary:
                 "source_fps": self.source_fps,
                 "output": self.output,
                 "codec": self.codec,
+                "encoder": self.encoder,
                 "output_fps": self.output_fps,
                 "output_size": self.output_size,
                 "end_reason": self.end_reason,
@@ -87,8 +92,10 @@ def check_display() -> None:
     """Check that OpenCV can open a window.
 
     Raises:
-        OutputError: for a headless OpenCV build or no display.
+        OutputError: for a headless OpenCV build or no display (checked before OpenCV is asked:
+            a GUI toolkit without a display aborts the process).
     """
+    check_display_reachable()
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
     except cv2.error as e:
@@ -152,6 +159,7 @@ class _Run:
     writer: VideoFileWriter | None
     out_fps: float
     warnings: list[str]
+    crop: Any = None
 
 
 def _prepare(source: Any, upscaler: SupportsUpscale, scale: Any, output: Any, options: dict[str, Any]) -> _Run:
@@ -181,12 +189,20 @@ def _open_run(src: VideoSource, upscaler: SupportsUpscale, parsed: Scale, output
     max_fps = options["max_fps"]
     if src.kind.live and max_fps:
         out_fps = min(out_fps, max_fps)  # frames beyond max_fps are skipped, so play at that rate
+    start_frame = seek(src, options["start_s"], out_fps) if options["start_s"] else 0
+    live_seconds = options["duration_s"] if src.kind.live else None
+    max_frames = (
+        options["max_frames"] if src.kind.live else clip_frames(out_fps, options["duration_s"], options["max_frames"])
+    )
     writer = None
     if output is not None:
         inputs = [("input", src.path)] if src.path is not None else []
         check_write_plan([("output", Path(output))], inputs)
         expected = parsed.output_size(*src.frame_size) if src.frame_size else None
         writer = VideoFileWriter(output, out_fps, frame_size=expected, codec=options["codec"])
+        info = probe_media(src.path) if options["audio"] and src.path is not None else None
+        if info is not None and info.audio:
+            writer.copy_audio_from(src.path, info.video_start_s + start_frame / out_fps)
     stream = VideoStream(
         src,
         upscaler,
@@ -195,6 +211,10 @@ def _open_run(src: VideoSource, upscaler: SupportsUpscale, parsed: Scale, output
         max_fps=max_fps,
         allow_extrapolation=True,
         lost_timeout_s=options["lost_timeout_s"],
+        max_frames=max_frames,
+        max_seconds=live_seconds,
+        crop=options["crop"],
+        deinterlace=options["deinterlace"],
     )
     return _Run(src, parsed, stream, writer, out_fps, warnings)
 
@@ -215,7 +235,8 @@ def _pump(run: _Run, frames: Iterator[StreamFrame], encoder: _WriterThread | Non
         now = time.perf_counter()
         if on_status is not None and now - last_status >= options["status_interval_s"]:
             last_status = now
-            on_status(stream.stats.snapshot())
+            encoder_name = run.writer.encoder if run.writer is not None else None
+            on_status({**stream.stats.snapshot(), "encoder": encoder_name})
 
 
 def _finalise_output(run: _Run, encoder: _WriterThread | None) -> tuple[bool, dict[str, Any]]:
@@ -244,10 +265,13 @@ def _finalise_output(run: _Run, encoder: _WriterThread | None) -> tuple[bool, di
         run.warnings.append(
             "the SR frame size is odd; the video file stores it cropped to even (OpenCV/FFmpeg writers)"
         )
+    if writer.audio_warning:
+        run.warnings.append(writer.audio_warning)
     info = {
         "frames_written": writer.frames_written,
         "resized_frames": writer.resized_frames,
         "cropped_to_even": writer.cropped_to_even,
+        "audio": writer.audio,
     }
     return written, info
 
@@ -267,6 +291,12 @@ def run_stream(
     status_interval_s: float = 0.5,
     lost_timeout_s: float = 5.0,
     on_frame: Callable[[StreamFrame], None] | None = None,
+    audio: bool = True,
+    start_s: float | None = None,
+    duration_s: float | None = None,
+    max_frames: int | None = None,
+    crop: Any = None,
+    deinterlace: bool = False,
 ) -> StreamSummary:
     """Super-resolve a whole stream into a video file and/or a window; return the summary.
 
@@ -287,6 +317,13 @@ def run_stream(
         batch, max_fps, allow_extrapolation, lost_timeout_s: As for :class:`VideoStream`.
         on_status: Called with ``stats.snapshot()`` at most every ``status_interval_s``.
         on_frame: Called with every frame once it is queued for writing (for embedding and tests).
+        audio: Copy the audio of a file source into the output (packets, no re-encoding), cut
+            to the clip; a container that cannot hold it leaves a warning.
+        start_s: Start this far into a file (frame-accurate seek).
+        duration_s: Length of the clip: frames at the source's rate for a file, wall-clock
+            seconds for a live source.
+        max_frames: At most this many frames.
+        crop, deinterlace: As for :class:`VideoStream` (``"auto"`` or a ``CropRegion``).
 
     Raises:
         ScaleError, InputError, OutputError: before any frame is read, for a bad scale, source,
@@ -296,6 +333,7 @@ def run_stream(
     options = dict(
         codec=codec, display=display, batch=batch, max_fps=max_fps, allow_extrapolation=allow_extrapolation,
         on_status=on_status, status_interval_s=status_interval_s, lost_timeout_s=lost_timeout_s, on_frame=on_frame,
+        audio=audio, start_s=start_s, duration_s=duration_s, max_frames=max_frames, crop=crop, deinterlace=deinterlace,
     )  # fmt: skip
     run = _prepare(source, upscaler, scale, output, options)
     encoder = _WriterThread(run.writer) if run.writer is not None else None
@@ -335,6 +373,7 @@ def _summary(run: _Run, upscaler: Any, output: Any, writer_info: dict[str, Any])
         source_fps=run.source.fps,
         output=str(output) if output is not None else None,
         codec=writer.codec if writer is not None else None,
+        encoder=writer.encoder if writer is not None else None,
         output_fps=run.out_fps if writer is not None else None,
         output_size=(size[1], size[0]) if size else None,
         end_reason=run.stream.end_reason or EndReason.STOPPED,

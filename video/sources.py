@@ -179,7 +179,12 @@ def open_source(
     if kind is SourceKind.URL:
         return _open_url(text, open_timeout_s, read_timeout_s)
     path = check_input_file(text)
-    cap = cv2.VideoCapture(str(path))
+    from metasr.video.media import probe_media
+
+    # One grey plane (8 or 16 bits) is handed over as it is: 16-bit grey stays 16-bit.
+    info = probe_media(path)
+    raw = [cv2.CAP_PROP_CONVERT_RGB, 0] if info is not None and info.raw_grey else []
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, raw) if raw else cv2.VideoCapture(str(path))
     if not cap.isOpened():
         cap.release()
         raise InputError(
