@@ -17,6 +17,7 @@ Uses the shipped model if it has an export, else a random-init full-size Meta-SR
     python bench/bench_stream.py                             # CPU: 256x256 x2, 640x480 x1.5
     python bench/bench_stream.py --device cuda               # adds 960x540 -> 1920x1080 (x2), fp32
     python bench/bench_stream.py --device cuda --precision fp16
+    python bench/bench_stream.py --encoders --frames 3        # issue 21: each encoder, crop cost
 
 On the GPU the stream and ``Upscaler`` alone run at the same precision, and the table gives the
 ratio against the goal (stream >= 90% of inference-only fps). Without a GPU, ``--device
@@ -46,7 +47,7 @@ GPU_CASES = [((540, 960), "2"), ((540, 960), "1.8")]
 GOAL_RATIO = 0.9
 
 
-def make_video(path: Path, n: int, h: int, w: int, fps: float = 25.0) -> Path:
+def make_video(path: Path, n: int, h: int, w: int, fps: float = 25.0, *, scope: bool = False) -> Path:
     rng = np.random.default_rng(0)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h), True)
     if not writer.isOpened():
@@ -56,6 +57,10 @@ def make_video(path: Path, n: int, h: int, w: int, fps: float = 25.0) -> Path:
         f = base.copy()
         cv2.circle(f, ((17 * i) % w, h // 2), h // 6, (40, 90, 230), -1)
         cv2.rectangle(f, (w // 4, (11 * i) % h), (w // 4 + w // 8, (11 * i) % h + h // 10), (220, 200, 60), -1)
+        if scope:  # an endoscope's round field of view on black
+            disc = np.zeros((h, w), np.uint8)
+            cv2.circle(disc, (w // 2, h // 2), h // 2 - 2, 255, -1)
+            f[disc == 0] = 0
         writer.write(f)
     writer.release()
     return path
@@ -154,6 +159,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--live-seconds", type=float, default=12.0, help="duration of the live run per case (0: skip)")
     ap.add_argument("--gpu-cases", action="store_true", help="also 960x540 -> 1920x1080 (default with cuda/tensorrt)")
     ap.add_argument(
+        "--encoders",
+        action="store_true",
+        help="960x540 -> 1920x1080 and 640x480 -> 1280x960 with each encoder, next to the Upscaler alone; crop cost",
+    )
+    ap.add_argument("--stand-in", action="store_true", help="with --encoders: a bicubic stand-in for the model")
+    ap.add_argument(
         "--pipeline-only",
         action="store_true",
         help="host side alone: a bicubic stand-in for the model, 960x540 -> 1920x1080 (the ceiling a GPU could reach)",
@@ -188,6 +199,84 @@ def pipeline_only(frames: int) -> None:
                 what = "MJPG .avi" if output else "nothing (counted only)"
                 lat = s["latency_ms"]["p50"]
                 print(f"| 960x540 | x{scale} | {what} | {s['frames_out']} | {s['fps']:.1f} | {lat:.0f} |")
+
+
+#: (name, output extension, --codec) of each encoder --encoders measures.
+ENCODERS = [
+    ("H.264 crf 18 (PyAV)", ".mp4", None),
+    ("H.264 lossless (PyAV)", ".mp4", "h264-lossless"),
+    ("FFV1 (PyAV)", ".mkv", None),
+    ("MJPG (OpenCV)", ".avi", None),
+    ("mp4v (OpenCV)", ".mp4", "mp4v"),
+    ("none (counted only)", None, None),
+]
+ENCODER_CASES = [((540, 960), "2"), ((480, 640), "2")]
+
+
+def crop_cost(h: int, w: int, scale: str, repeat: int = 30) -> tuple[float, float, float]:
+    """ms per frame of ``--crop auto``'s work at this size: input crop + mask, output mask; and the pixel share kept."""
+    from metasr.core.scale import Scale
+    from metasr.video.crop import CroppedCapture, detect_field_of_view
+
+    with tempfile.TemporaryDirectory(prefix="bench_crop_") as tmp:
+        frame = luminance_frames(make_video(Path(tmp) / "s.avi", 1, h, w, scope=True))[0]
+    frame = cv2.cvtColor((frame * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    region = detect_field_of_view([frame])
+    crop = CroppedCapture(None, region)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        region.crop(frame)
+    t_in = (time.perf_counter() - start) / repeat * 1e3
+    oh, ow = Scale.parse(scale).output_size(region.height, region.width)
+    big = np.full((oh, ow, 3), 100, np.uint8)
+    crop.apply_output_mask(big)  # the mask is built once per size
+    start = time.perf_counter()
+    for _ in range(repeat):
+        crop.apply_output_mask(big)
+    t_out = (time.perf_counter() - start) / repeat * 1e3
+    return t_in, t_out, region.width * region.height / (w * h)
+
+
+def encoders_table(up, model_note: str, frames: int, work: Path) -> None:
+    """Each encoder end to end next to the Upscaler alone (same run, same frames), then the crop's cost."""
+    print(f"# model: {model_note}; {frames} frames per case, batch 1; goal: stream >= {GOAL_RATIO:.0%} of alone")
+    print()
+    print("| input -> output | encoder | Upscaler alone fps | stream fps | ratio | latency p50 ms | latency p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for (h, w), scale in ENCODER_CASES:
+        video = make_video(work / f"enc_{w}x{h}.avi", frames, h, w)
+        lumas = luminance_frames(video)
+        up.upscale(lumas[0], scale)  # warm-up
+        for name, ext, codec in ENCODERS:
+            alone, _ = inference_fps(up, lumas, scale, 1)
+            out = work / f"out{ext}" if ext else None
+            run = run_stream(video, up, scale, output=out, codec=codec, batch=1, audio=False)
+            s, (ow, oh) = run.stats, (run.output_size or _output_wh(h, w, scale))
+            ratio = s["fps"] / alone
+            lat = s["latency_ms"]
+            print(
+                f"| {w}x{h} -> {ow}x{oh} | {name} | {alone:.2f} | {s['fps']:.2f} | {ratio:.2f} "
+                f"({'ok' if ratio >= GOAL_RATIO else 'below'}) | {lat['p50']:.0f} | {lat['p99']:.0f} |",
+                flush=True,
+            )
+        scope = make_video(work / f"scope_{w}x{h}.avi", frames, h, w, scope=True)
+        full = run_stream(scope, up, scale, output=work / "full.mp4", batch=1)
+        cropped = run_stream(scope, up, scale, output=work / "crop.mp4", batch=1, crop="auto")
+        t_in, t_out, share = crop_cost(h, w, scale)
+        print(
+            f"| {w}x{h} endoscope disc | H.264, --crop auto ({share:.0%} of the pixels) | - | "
+            f"{cropped.stats['fps']:.2f} (uncropped {full.stats['fps']:.2f}) | crop {t_in:.2f} ms + mask "
+            f"{t_out:.2f} ms per frame | {cropped.stats['latency_ms']['p50']:.0f} | "
+            f"{cropped.stats['latency_ms']['p99']:.0f} |",
+            flush=True,
+        )
+
+
+def _output_wh(h: int, w: int, scale: str) -> tuple[int, int]:
+    from metasr.core.scale import Scale
+
+    oh, ow = Scale.parse(scale).output_size(h, w)
+    return ow, oh
 
 
 def measure(up, video: Path, lumas: list[np.ndarray], scale: str, batch: int, repeat: int, work: Path) -> dict:
@@ -256,9 +345,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench_stream_") as tmp:
         work = Path(tmp)
+        if args.encoders and args.stand_in:
+            print(f"# metasr-stream encoders on {len(os.sched_getaffinity(0))} CPUs; bicubic stand-in for the model")
+            encoders_table(BicubicUpscaler(), "bicubic stand-in (host side alone)", args.frames or 20, work)
+            return
         model_dir, model_note = resolve_model(args.model, args.device, work)
         # The stream and the inference-only figures use this one Upscaler: the same precision.
         up = Upscaler(model_dir, device=device, precision=precision)
+        if args.encoders:
+            print(f"# metasr-stream encoders on {len(os.sched_getaffinity(0))} CPUs; {up.describe()}")
+            encoders_table(up, model_note, args.frames or (60 if on_gpu else 3), work)
+            return
         cases = CPU_CASES + (GPU_CASES if args.gpu_cases or on_gpu else [])
         print(
             f"# metasr-stream benchmark on {platform.processor() or platform.machine()}, "

@@ -377,3 +377,62 @@ def test_live_stand_in_looped_file_over_http(tmp_path):
         server.shutdown()
     assert s.end_reason is EndReason.LIMIT and s.stats["frames_out"] > 3
     assert probe(tmp_path / "live.mp4")["codec"] == "h264"
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def export_dir(tiny_export_dir) -> Path:
+    return Path(tiny_export_dir)
+
+
+def test_cli_clip_with_audio_names_the_encoder(tmp_path, export_dir, capsys):
+    from metasr.video.cli import main
+
+    src = _av_source(tmp_path)
+    out, stats = tmp_path / "o.mp4", tmp_path / "s.json"
+    common = ["-i", str(src), "-s", "2", "--model", str(export_dir), "--device", "cpu"]
+    rc = main(
+        [*common, "-o", str(out), "--start", "0.4", "--duration", "0:00.2", "--deinterlace", "--stats", str(stats)]
+    )
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "h264 (libx264 crf 18" in err and "audio aac copied" in err
+    info = probe(out)
+    assert (info["codec"], info["frames"], info["fps"], info["audio"]) == ("h264", 5, 25.0, ["aac"])
+    summary = json.loads(stats.read_text())
+    assert summary["end_reason"] == "limit" and summary["encoder"].startswith("h264") and summary["writer"]["audio"]
+    rc = main([*common, "-o", str(tmp_path / "n.mp4"), "--max-frames", "3", "--no-audio"])
+    assert rc == 0 and probe(tmp_path / "n.mp4")["audio"] == [] and probe(tmp_path / "n.mp4")["frames"] == 3
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--crop", "1,2"],
+        ["--crop", "0,0,0,5"],
+        ["--start", "soon"],
+        ["--duration", "-1"],
+        ["--max-frames", "0"],
+        ["--codec", "ffv1"],
+        ["--codec", "hevc"],
+        ["--start", "99"],
+    ],
+)
+def test_cli_bad_clip_crop_codec_is_one_line_exit_2(tmp_path, export_dir, capsys, extra):
+    from metasr.video.cli import main
+
+    src = _tagged_file(tmp_path)
+    rc = main(["-i", str(src), "-s", "2", "--model", str(export_dir), "-o", str(tmp_path / "o.mp4"), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tagged.mkv"]
+
+
+def test_status_line_names_the_encoder():
+    from metasr.video.cli import _status_line
+
+    snapshot = {"frames_in": 3, "frames_out": 2, "dropped": 0, "corrupt": 0, "fps": 1.5}
+    line = _status_line({**snapshot, "latency_ms": {"p50": 10.0, "p95": 20.0}, "encoder": "h264 (libx264)"})
+    assert line.endswith("| h264 (libx264)")

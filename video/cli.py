@@ -182,6 +182,8 @@ def _report(summary: Any, data: dict[str, Any], verbosity: Verbosity) -> None:
         w, h = summary.output_size
         audio = f", audio {'+'.join(summary.writer['audio'])} copied" if summary.writer.get("audio") else ""
         _say(f"wrote {summary.output} ({summary.encoder}, {summary.output_fps:g} fps, {w}x{h}{audio})")
+    if summary.crop:
+        _say(f"crop {summary.crop}")
     for warning in summary.warnings:
         _say(f"warning: {warning}")
     _say(

@@ -169,7 +169,8 @@ class PyAVWriter:
             name, pix_fmt = "libx264", "yuv420p"
             options = {"crf": str(H264_CRF), "preset": H264_PRESET, "color_range": "tv", **_BT601_TAGS}
         elif self.codec is Codec.H264_LOSSLESS:
-            name, pix_fmt, options = "libx264rgb", "bgr24", {"qp": "0", "preset": H264_PRESET}
+            # Lossless: the preset only trades size for speed; ultrafast encodes 1080p 2.4x faster than veryfast.
+            name, pix_fmt, options = "libx264rgb", "bgr24", {"qp": "0", "preset": "ultrafast"}
         else:
             name = "ffv1"
             pix_fmt = {"bgr": "bgr0", "gray": "gray", "gray16": "gray16le"}[self.layout]
@@ -184,7 +185,7 @@ class PyAVWriter:
         if self.codec is Codec.H264:
             detail = f"libx264 crf {H264_CRF} {H264_PRESET}, {self.pix_fmt}"
         elif self.codec is Codec.H264_LOSSLESS:
-            detail = "libx264rgb qp 0, lossless"
+            detail = "libx264rgb qp 0 ultrafast, lossless"
         else:
             detail = f"lossless, {self.pix_fmt}"
         return f"{self.codec.value} ({detail}; PyAV/FFmpeg)"

@@ -64,6 +64,7 @@ class StreamSummary:
     writer: dict[str, Any] = field(default_factory=dict)
     upscaler: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    crop: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(
@@ -84,6 +85,7 @@ class StreamSummary:
                 "writer": self.writer,
                 "upscaler": self.upscaler,
                 "warnings": self.warnings,
+                "crop": self.crop,
             }
         )
 
@@ -365,6 +367,9 @@ def _summary(run: _Run, upscaler: Any, output: Any, writer_info: dict[str, Any])
     writer = run.writer
     size = writer.frame_size if writer is not None else None
     upscaler_info = {k: getattr(upscaler, k) for k in ("providers", "device", "model_id") if hasattr(upscaler, k)}
+    cropper = run.stream.cropper
+    if cropper is not None and cropper.auto and cropper.region is None:
+        run.warnings.append("--crop auto found no black border around the picture; frames were not cropped")
     return StreamSummary(
         source=run.source.name,
         source_kind=run.source.kind,
@@ -382,4 +387,5 @@ def _summary(run: _Run, upscaler: Any, output: Any, writer_info: dict[str, Any])
         writer=writer_info,
         upscaler=jsonable(upscaler_info),
         warnings=run.warnings,
+        crop=cropper.region.describe() if cropper is not None and cropper.region is not None else None,
     )

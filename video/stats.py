@@ -66,8 +66,9 @@ class StreamStats:
             out["latency_ms"] = {
                 "p50": round(float(np.percentile(lat, 50)) * 1e3, 2),
                 "p95": round(float(np.percentile(lat, 95)) * 1e3, 2),
+                "p99": round(float(np.percentile(lat, 99)) * 1e3, 2),
                 "max": round(float(lat.max()) * 1e3, 2),
             }
         else:
-            out["latency_ms"] = {"p50": None, "p95": None, "max": None}
+            out["latency_ms"] = {"p50": None, "p95": None, "p99": None, "max": None}
         return out
