@@ -237,37 +237,76 @@ def crop_cost(h: int, w: int, scale: str, repeat: int = 30) -> tuple[float, floa
     return t_in, t_out, region.width * region.height / (w * h)
 
 
+def grey_shift(path: Path | None, yielded: list[np.ndarray]) -> str:
+    """Mean (and mean absolute) difference of the file, decoded by OpenCV, from the frames written."""
+    if path is None:
+        return "-"
+    cap = cv2.VideoCapture(str(path))
+    diffs = []
+    for want in yielded:
+        ok, got = cap.read()
+        if not ok:
+            break
+        h, w = got.shape[:2]
+        diffs.append(got.astype(np.float32) - want[:h, :w].astype(np.float32))
+    cap.release()
+    d = np.stack(diffs)
+    return f"{d.mean():+.2f} ({np.abs(d).mean():.2f})"
+
+
 def encoders_table(up, model_note: str, frames: int, work: Path) -> None:
-    """Each encoder end to end next to the Upscaler alone (same run, same frames), then the crop's cost."""
+    """Each encoder end to end next to the Upscaler alone (same run, same frames), then the crop's cost.
+
+    Wall-clock fps move with other processes' load on a shared machine; the CPU seconds per frame
+    (all threads) do not, so their ratio (alone / stream) is the pipeline's cost on a CPU-bound box.
+    """
     print(f"# model: {model_note}; {frames} frames per case, batch 1; goal: stream >= {GOAL_RATIO:.0%} of alone")
     print()
-    print("| input -> output | encoder | Upscaler alone fps | stream fps | ratio | latency p50 ms | latency p99 ms |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| input -> output | encoder | alone fps | stream fps | ratio | CPU s/frame alone | CPU s/frame stream | "
+        "CPU ratio | latency p50 ms | latency p99 ms | grey shift (mean abs) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    crops = []
     for (h, w), scale in ENCODER_CASES:
         video = make_video(work / f"enc_{w}x{h}.avi", frames, h, w)
         lumas = luminance_frames(video)
         up.upscale(lumas[0], scale)  # warm-up
         for name, ext, codec in ENCODERS:
-            alone, _ = inference_fps(up, lumas, scale, 1)
+            alone, alone_cpu = inference_fps(up, lumas, scale, 1)
             out = work / f"out{ext}" if ext else None
-            run = run_stream(video, up, scale, output=out, codec=codec, batch=1, audio=False)
+            yielded: list[np.ndarray] = []
+            cpu = time.process_time()
+            run = run_stream(
+                video, up, scale, output=out, codec=codec, batch=1, audio=False,
+                on_frame=lambda f, keep=yielded: keep.append(f.image),
+            )  # fmt: skip
             s, (ow, oh) = run.stats, (run.output_size or _output_wh(h, w, scale))
-            ratio = s["fps"] / alone
-            lat = s["latency_ms"]
+            stream_cpu = (time.process_time() - cpu) / max(s["frames_out"], 1)
+            ratio, lat = s["fps"] / alone, s["latency_ms"]
             print(
-                f"| {w}x{h} -> {ow}x{oh} | {name} | {alone:.2f} | {s['fps']:.2f} | {ratio:.2f} "
-                f"({'ok' if ratio >= GOAL_RATIO else 'below'}) | {lat['p50']:.0f} | {lat['p99']:.0f} |",
+                f"| {w}x{h} -> {ow}x{oh} | {name} | {alone:.2f} | {s['fps']:.2f} | {ratio:.2f} | "
+                f"{alone_cpu:.3f} | {stream_cpu:.3f} | {alone_cpu / stream_cpu:.2f} "
+                f"({'ok' if alone_cpu / stream_cpu >= GOAL_RATIO else 'below'}) | {lat['p50']:.0f} | "
+                f"{lat['p99']:.0f} | {grey_shift(out, yielded)} |",
                 flush=True,
             )
         scope = make_video(work / f"scope_{w}x{h}.avi", frames, h, w, scope=True)
-        full = run_stream(scope, up, scale, output=work / "full.mp4", batch=1)
-        cropped = run_stream(scope, up, scale, output=work / "crop.mp4", batch=1, crop="auto")
-        t_in, t_out, share = crop_cost(h, w, scale)
+        runs = {}
+        for crop in (None, "auto"):
+            cpu = time.process_time()
+            s = run_stream(scope, up, scale, output=work / "scope.mp4", batch=1, crop=crop).stats
+            runs[crop] = (s["fps"], (time.process_time() - cpu) / max(s["frames_out"], 1))
+        crops.append((w, h, scale, runs, *crop_cost(h, w, scale)))
+    print()
+    print("| endoscope video (disc on black) | pixels kept | crop + mask ms/frame | fps / CPU s/frame uncropped | "
+          "fps / CPU s/frame --crop auto |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for w, h, scale, runs, t_in, t_out, share in crops:
+        (f0, c0), (f1, c1) = runs[None], runs["auto"]
         print(
-            f"| {w}x{h} endoscope disc | H.264, --crop auto ({share:.0%} of the pixels) | - | "
-            f"{cropped.stats['fps']:.2f} (uncropped {full.stats['fps']:.2f}) | crop {t_in:.2f} ms + mask "
-            f"{t_out:.2f} ms per frame | {cropped.stats['latency_ms']['p50']:.0f} | "
-            f"{cropped.stats['latency_ms']['p99']:.0f} |",
+            f"| {w}x{h} x{scale}, H.264 | {share:.0%} | {t_in:.2f} + {t_out:.2f} | {f0:.2f} / {c0:.3f} | "
+            f"{f1:.2f} / {c1:.3f} |",
             flush=True,
         )
 

@@ -235,6 +235,21 @@ def test_clip_options_pick_exact_frames(tmp_path, kwargs, tags):
     assert [round(float(np.median(f.image)) / 10) for f in out] == tags
 
 
+def test_start_is_frame_accurate_in_h264_between_keyframes(tmp_path):
+    frames = [np.full((16, 24, 3), 8 * i, np.uint8) for i in range(30)]
+    with av.open(str(tmp_path / "gop.mp4"), "w") as out:
+        v = out.add_stream("libx264", rate=10, options={"g": "12", "bf": "2", "crf": "10"})
+        v.height, v.width, v.pix_fmt = 16, 24, "yuv420p"
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="bgr24")
+            vf.pts = i
+            out.mux(v.encode(vf))
+        out.mux(v.encode(None))
+    got = []
+    run_stream(tmp_path / "gop.mp4", ResizeUpscaler(), "2", start_s=1.7, max_frames=3, on_frame=got.append)
+    assert [round(float(np.median(f.image)) / 8) for f in got] == [17, 18, 19]
+
+
 def test_clip_errors(tmp_path):
     with pytest.raises(InputError, match="past the end"):
         run_stream(_tagged_file(tmp_path), ResizeUpscaler(), "2", start_s=5.0)
@@ -286,6 +301,9 @@ def test_crop_auto_finds_the_field_of_view_and_keeps_the_mask_black(tmp_path):
     region = detect_field_of_view(frames[:8])
     # The disc spans x 26-74, y 6-54; its outermost tips (a pixel or two) may fall to the noise filter.
     assert np.abs(np.subtract((region.x, region.y, region.width, region.height), (26, 6, 49, 49))).max() <= 2
+    # Overlay text in the border (a tower's clock, a name) is not part of the field of view.
+    overlaid = [cv2.putText(f.copy(), "12:01", (0, 58), cv2.FONT_HERSHEY_PLAIN, 0.8, (255, 255, 255)) for f in frames]
+    assert detect_field_of_view(overlaid[:8]).describe() == region.describe()
     yielded = []
     s = run_stream(
         VideoSource(FakeCapture(frames, fps=10.0)), ResizeUpscaler(), "2", output=tmp_path / "o.mkv",

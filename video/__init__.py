@@ -16,6 +16,8 @@ provides it). Library use::
 what ``metasr-stream`` runs.
 """
 
+from metasr.video.crop import CropRegion
+from metasr.video.encoders import Codec
 from metasr.video.pipeline import (
     EndReason,
     StreamFrame,
@@ -31,6 +33,8 @@ from metasr.video.writer import CODECS_BY_EXTENSION, VideoFileWriter
 
 __all__ = [
     "CODECS_BY_EXTENSION",
+    "Codec",
+    "CropRegion",
     "DEFAULT_FPS",
     "EndReason",
     "SourceKind",

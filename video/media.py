@@ -77,7 +77,8 @@ def _packets(container: Any, streams: dict[Any, Any], window: tuple[float, float
     for i, packet in enumerate(container.demux(*streams)):
         if packet.dts is None and packet.pts is None:
             continue  # the demuxer's flush packet
-        t = _seconds(packet.pts if packet.pts is not None else packet.dts, packet.time_base) or 0.0
+        # Decoding order (dts): with B-frames, presentation times are not monotonic.
+        t = _seconds(packet.dts if packet.dts is not None else packet.pts, packet.time_base) or 0.0
         if window is not None:
             start, end = window
             if t < start - 1e-6 or t >= end:

@@ -16,6 +16,7 @@ import numpy as np
 
 from metasr.core.errors import InputError
 from metasr.core.inputs import special_kind, stat_input
+from metasr.video.media import probe_media
 
 __all__ = ["DEFAULT_FPS", "SourceKind", "VideoSource", "check_input_file", "classify_spec", "open_source"]
 
@@ -179,8 +180,6 @@ def open_source(
     if kind is SourceKind.URL:
         return _open_url(text, open_timeout_s, read_timeout_s)
     path = check_input_file(text)
-    from metasr.video.media import probe_media
-
     # One grey plane (8 or 16 bits) is handed over as it is: 16-bit grey stays 16-bit.
     info = probe_media(path)
     raw = [cv2.CAP_PROP_CONVERT_RGB, 0] if info is not None and info.raw_grey else []
