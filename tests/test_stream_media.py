@@ -332,6 +332,21 @@ def test_crop_auto_finds_the_field_of_view_and_keeps_the_mask_black(tmp_path):
     assert max(int(d[f].max()) for d, f in zip(decoded, far)) == 0
 
 
+def test_crop_auto_on_an_interlaced_source_sees_the_whole_field():
+    combed = []
+    for f in scope_frames(4):
+        g = f.copy()
+        g[1::2] = np.roll(f, 4, axis=1)[1::2]  # the second field, 4 px to the right: a combed edge
+        combed.append(g)
+    for deinterlaced in (True, False):
+        source = VideoSource(FakeCapture(combed))
+        stream = VideoStream(source, ResizeUpscaler(), "2", crop="auto", deinterlace=deinterlaced)
+        out = list(stream)
+        r = stream.cropper.region
+        assert len(out) == 4 and abs(r.x - 26) <= 1 and abs(r.y - 6) <= 1, r.describe()
+        assert abs(r.width - (49 if deinterlaced else 53)) <= 2, r.describe()  # without: the comb is kept
+
+
 def test_crop_box_and_errors():
     assert parse_crop("auto") == "auto" and parse_crop(None) is None
     assert parse_crop("4,2,10,8") == CropRegion(4, 2, 10, 8)
@@ -360,6 +375,7 @@ def test_display_problem_is_found_without_opening_a_window(monkeypatch):
     assert "DISPLAY" in display_problem({}, "linux")
     assert "does not answer" in display_problem({"DISPLAY": ":917"}, "linux")
     assert display_problem({}, "darwin") is None
+    assert display_problem({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
     monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:     NONE\n")
     assert "opencv-python" in display_problem({"DISPLAY": ":0"}, "linux")
 

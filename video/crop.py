@@ -97,8 +97,10 @@ def detect_field_of_view(frames: list[np.ndarray], black_level: int = BLACK_LEVE
     for f in frames[1:]:
         if f.shape[:2] == brightest.shape:
             brightest = np.maximum(brightest, _grey(f))
-    # An opening removes specks of noise and keeps the convex outline to the pixel (a median would erode it).
-    fov = cv2.morphologyEx((brightest > black_level).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    # A vertical closing joins the lines of an interlaced (combed) edge; an opening then removes specks
+    # of noise and keeps the convex outline to the pixel (a median would erode it).
+    fov = cv2.morphologyEx((brightest > black_level).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((3, 1), np.uint8))
+    fov = cv2.morphologyEx(fov, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     contours, _ = cv2.findContours(fov, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None

@@ -61,6 +61,8 @@ def display_problem(env: Mapping[str, str] | None = None, platform: str | None =
         )
     if not platform.startswith("linux"):
         return None
+    if env.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal", "vnc", "eglfs", "linuxfb"):
+        return None  # Qt told to draw without X11/Wayland
     if _wayland_reachable(env):
         return None
     display = env.get("DISPLAY", "")

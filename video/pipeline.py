@@ -36,7 +36,7 @@ from metasr.core.scale import Scale
 from metasr.video.channel import Channel, ChannelClosed
 from metasr.video.colour import compose_frame, split_frame
 from metasr.video.crop import CroppedCapture, CropRegion
-from metasr.video.deinterlace import deinterlace
+from metasr.video.deinterlace import DeinterlacedCapture
 from metasr.video.encoders import to_8bit
 from metasr.video.sources import VideoSource, open_source
 from metasr.video.stats import StreamStats
@@ -264,6 +264,8 @@ class VideoStream:
         self.max_frames = int(max_frames) if max_frames else None
         self.max_seconds = float(max_seconds) if max_seconds else None
         self.deinterlace = bool(deinterlace)
+        if self.deinterlace:  # on the whole frame, before any crop: the source's field order
+            self.source.capture = DeinterlacedCapture(self.source.capture)
         self.cropper = CroppedCapture(self.source.capture, crop) if crop is not None else None
         if self.cropper is not None:
             self.source.capture = self.cropper
@@ -323,8 +325,6 @@ class VideoStream:
             if failures and not live:
                 stats.add("corrupt", failures)  # the file went on after failed reads: corrupt frames
             failures, last_good = 0, now
-            if self.deinterlace and isinstance(frame, np.ndarray) and frame.ndim in (2, 3):
-                frame = deinterlace(frame)
             parts = split_frame(frame)
             if parts is None:
                 stats.add("corrupt")
