@@ -194,7 +194,7 @@ def test_kernels_are_the_wpn_with_denormalisation_folded(exported: ExportResult)
     )[0]
     with torch.no_grad():  # the WPN itself, per (row, col) offset pair, weights in unfold order c*9 + tap
         pairs = torch.tensor([[0.4, a, b] for a in offsets for b in offsets])
-        ref = (model.upscale.wpn(pairs) * model.std).view(9, 64, 9).transpose(1, 2).reshape(9, 576)
+        ref = (model.upscale.predict_kernels(pairs) * model.std).view(9, 64, 9).transpose(1, 2).reshape(9, 576)
     np.testing.assert_allclose(kernels, ref.numpy(), rtol=1e-5, atol=1e-6)
 
 
