@@ -188,7 +188,8 @@ def check_config(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
             continue
         if key in FLAG_ARGS:
             if not isinstance(value, bool) or arch not in FLAG_ARGS[key]:
-                raise CheckpointError(f"{path}: model argument {key} is {value!r}; expected true or false for metasrgan")
+                what = f"model argument {key} is {value!r}; expected true or false for metasrgan"
+                raise CheckpointError(f"{path}: {what}")
             continue
         if key not in ARG_LIMITS:
             raise CheckpointError(f"{path}: unknown model argument {key!r} in its config; it was not written by metasr")
