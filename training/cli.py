@@ -177,6 +177,19 @@ def _threads(requested: int) -> int:
 @click.option(
     "--intensity", type=_INTENSITY, default="auto", help="Intensity window of the readers, as metasr-run --intensity."
 )
+@click.option(
+    "--degradations",
+    type=click.Choice(["realistic", "bicubic"]),
+    default="realistic",
+    help="How LR patches are made: realistic = a mix of bicubic, Gaussian PSF + area sampling and k-space "
+    "truncation, with Rician/Gaussian noise on part of them; bicubic = the classic clean protocol.",
+)
+@click.option(
+    "--max-noise",
+    type=click.FloatRange(0, 0.5),
+    default=0.03,
+    help="Largest noise sigma of the realistic mix, a fraction of the range.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal).")
 @common_options("metasr-train")
 def train_command(verbosity: Verbosity, **opts: Any) -> int:
@@ -227,6 +240,8 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         max_minutes=opts["max_minutes"],
         identity_init=opts["identity_init"],
         intensity=opts["intensity"],
+        degradations=opts["degradations"],
+        max_noise=opts["max_noise"],
         progress=not opts["no_progress"] and progress_enabled(verbosity),
     )
     result = train(cfg)
