@@ -185,6 +185,11 @@ def _threads(requested: int) -> int:
     "truncation, with Rician/Gaussian noise on part of them; bicubic = the classic clean protocol.",
 )
 @click.option(
+    "--tiles/--no-tiles",
+    default=True,
+    help="Weight large images by area (one sampling slot per two patch areas, at most 128) instead of one per slice.",
+)
+@click.option(
     "--max-noise",
     type=click.FloatRange(0, 0.5),
     default=0.03,
@@ -242,6 +247,7 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         intensity=opts["intensity"],
         degradations=opts["degradations"],
         max_noise=opts["max_noise"],
+        tiles=opts["tiles"],
         progress=not opts["no_progress"] and progress_enabled(verbosity),
     )
     result = train(cfg)

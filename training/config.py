@@ -73,6 +73,7 @@ class TrainConfig:
     identity_init: bool = False
     intensity: str = IntensityRange.AUTO.value
     degradations: str = "realistic"
+    tiles: bool = True
     max_noise: float = 0.03
     progress: bool = True
     tensorboard: bool = True

@@ -35,7 +35,7 @@ from metasr.training.config import (
     degradation_mix,
     scales_for,
 )
-from metasr.training.data import ImageIndex, build_index, split_index
+from metasr.training.data import ImageIndex, build_index, split_index, tile_index
 from metasr.training.degradations import Degradation
 from metasr.training.distributed import (
     agree_stop,
@@ -91,6 +91,8 @@ def _prepare_data(cfg: TrainConfig, val_scales: list[Fraction]) -> tuple[ImageIn
         train_index, val_index = split_index(index, cfg.val_fraction, cfg.seed)
     if not len(train_index):
         raise InputError("the training set is empty after the validation split; add data or lower --val-fraction")
+    if cfg.tiles:
+        train_index = tile_index(train_index, cfg.patch_size)
     val_degradations = VALIDATION_DEGRADATIONS if degradation_mix(cfg) is not None else (Degradation(),)
     val_set = ValidationSet(val_index, val_scales, cfg.val_images, val_degradations) if len(val_index) else None
     return train_index, val_index, val_set
@@ -219,6 +221,7 @@ class _Run:
             "seed": cfg.seed,
             "world_size": self.world,
             "intensity": cfg.intensity,
+            "tiles": cfg.tiles,
             "degradations": mix.describe() if (mix := degradation_mix(cfg)) is not None else "bicubic",
             "init": str(cfg.init) if cfg.init else None,
         }
