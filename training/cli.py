@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import warnings
@@ -24,6 +25,7 @@ from metasr.core.cli import (
 )
 from metasr.core.errors import InputError, OutputError
 from metasr.scanners import IntensityRange
+from metasr.training.degradations import Degradation
 from metasr.training.models import TRAINABLE_ARCHS
 from metasr.training.specs import parse_axes
 
@@ -284,6 +286,25 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     "--max-images", type=click.IntRange(0, 10**6), default=0, help="Evenly thin to this many images (0: all)."
 )
 @click.option("--crop-scales", default="2,3,4", help="Scales shown in the crops figure.")
+@click.option(
+    "--degradation",
+    default="bicubic",
+    help="How the LR is made: bicubic, gauss[:FWHM] (Gaussian PSF, FWHM in units of the scale, area sampling), "
+    "kspace[:hamming|tukey] (k-space truncation).",
+)
+@click.option(
+    "--noise", default="none", help="Noise on the LR: none, rician:SIGMA or gaussian:SIGMA (e.g. rician:0.02)."
+)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, help="Seed of the noise (fixed per image).")
+@click.option(
+    "--crop",
+    "crop_spec",
+    default=None,
+    help="Crops figure: IMAGE:Y,X,SIZE, the image (its name in per_image.csv) and the HR region shown.",
+)
+@click.option(
+    "--window", "window_spec", default=None, help="Crops figure display window C,W in [0, 1] intensity units."
+)
 @click.option("--device", default="cpu", help="cpu, cuda, cuda:N or auto.")
 @click.option(
     "--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="torch intra-op threads (capped at the cores)."
@@ -316,6 +337,45 @@ def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str]) -> Non
     check_writable_folder(existing)
 
 
+def _parse_crop(text: str | None) -> tuple[str, tuple[int, int, int]] | None:
+    """``IMAGE:Y,X,SIZE`` -> ``(image, (y, x, size))``."""
+    if text is None:
+        return None
+    image, _, region = str(text).rpartition(":")
+    try:
+        y, x, size = (int(v) for v in region.split(","))
+        if not image or y < 0 or x < 0 or not 8 <= size <= 4096:
+            raise ValueError(region)
+    except ValueError:
+        raise InputError(
+            f"--crop {text!r} is not IMAGE:Y,X,SIZE (the image's name as in per_image.csv, then the top row, "
+            f"left column and size of the HR region, SIZE 8..4096)"
+        ) from None
+    return image, (y, x, size)
+
+
+def _parse_window(text: str | None) -> tuple[float, float] | None:
+    """``C,W`` -> ``(centre, width)`` in [0, 1] intensity units."""
+    if text is None:
+        return None
+    try:
+        centre, width = (float(v) for v in str(text).split(","))
+        if not (math.isfinite(centre) and math.isfinite(width) and -1 <= centre <= 2 and 0 < width <= 4):
+            raise ValueError(text)
+    except ValueError:
+        raise InputError(
+            f"--window {text!r} is not C,W: a centre and a width in [0, 1] intensity units (e.g. 0.45,0.3)"
+        ) from None
+    return centre, width
+
+
+def _eval_degradation(opts: dict[str, Any]) -> Degradation:
+    from metasr.training.degradations import parse_degradation, parse_noise
+
+    noise, sigma = parse_noise(opts["noise"])
+    return parse_degradation(opts["degradation"]).with_noise(noise, sigma)
+
+
 def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     import torch
     from tqdm.auto import tqdm
@@ -329,6 +389,9 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     axes = parse_axes(opts["axes"])
     parse_scales(opts["scales"])  # malformed text is found before any model loads
     shown_scales = parse_scales(opts["crop_scales"])
+    degradation = _eval_degradation(opts)
+    crop = _parse_crop(opts["crop_spec"])
+    window = _parse_window(opts["window_spec"])
     _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"])
     models = [load_predictor(c, opts["device"]) for c in opts["ckpts"]]
     main = models[0]
@@ -342,6 +405,13 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     )
     if not named:
         raise InputError("no images to evaluate; check --data and --max-images")
+    names = [name for name, _ in named]
+    sample_image = None
+    if crop is not None:
+        if crop[0] not in names:
+            some = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise InputError(f"--crop image {crop[0]!r} is not among the evaluated images ({some})")
+        sample_image = names.index(crop[0])
     bar = tqdm(
         total=len(named) * len(scale_list),
         desc="metasr-eval",
@@ -356,11 +426,16 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
             [image for _, image in named],
             scale_list,
             sample_scales=shown,
+            sample_image=sample_image,
             progress=bar.update,
-            names=[name for name, _ in named],
+            names=names,
+            degradation=degradation,
+            seed=opts["seed"],
         )
     finally:
         bar.close()
+    report.crop = crop[1] if crop is not None else None
+    report.window = window
     written = write_report(report, opts["out_dir"])
     log = logging.getLogger("metasr")
     if skipped:  # reported once the work succeeded, so a failure stays one line
