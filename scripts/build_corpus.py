@@ -8,7 +8,7 @@ included). Nothing from dipy, nipy or other nibabel data files is used.
 
 Splits are by subject / series, never by slice:
 
-* ``test``: three real single-subject MR scans that no training sees (a Siemens head MR 484x484,
+* ``test`` (``test/mr``, ``test/ct``, ``test/nm``): three real single-subject MR scans that no training sees (a Siemens head MR 484x484,
   the 1024x1024 ``MR2`` and the ``example4d`` EPI volume), plus a real head CT (CQ500 ``693``)
   and a nuclear-medicine image (``NM1``) for the "never worse than bicubic" checks on other
   modalities. All encodings of these images (JPEG 2000, lossy copies) are excluded everywhere.
@@ -51,7 +51,9 @@ STORE = {
         "JPGLosslessP14SV1_1s_1f_8b.dcm",  # US, grey
     ],
     "val": ["emri_small.dcm"],
-    "test": ["MR-SIEMENS-DICOM-WithOverlays.dcm", "MR2_UNCR.dcm", "693_UNCR.dcm", "JPEG2000_UNC.dcm"],
+    "test/mr": ["MR-SIEMENS-DICOM-WithOverlays.dcm", "MR2_UNCR.dcm"],
+    "test/ct": ["693_UNCR.dcm"],
+    "test/nm": ["JPEG2000_UNC.dcm"],
 }
 #: pydicom's own test files (``pydicom/data/test_files``).
 PYDICOM = {"train": ["CT_small.dcm", "MR_small.dcm", "J2K_pixelrep_mismatch.dcm"]}
@@ -91,13 +93,13 @@ def _mni(wheel: Path, out: Path, rows: list) -> None:
 def _example4d(out: Path, rows: list) -> None:
     src = _package_dir("nibabel") / "tests" / "data" / "example4d.nii.gz"
     img = nib.load(str(src))
-    path = out / "test" / "example4d_vol0.nii.gz"
+    path = out / "test" / "mr" / "example4d_vol0.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine, img.header), str(path))
-    rows.append(("test", path.relative_to(out).as_posix(), "nibabel tests/data/example4d.nii.gz, volume 0"))
+    rows.append(("test/mr", path.relative_to(out).as_posix(), "nibabel tests/data/example4d.nii.gz, volume 0"))
 
 
 def build(out: Path, wheel: Path) -> list[tuple[str, str, str, str]]:
-    for split in ("train", "val", "test"):
+    for split in ("train", "val", "test/mr", "test/ct", "test/nm"):
         (out / split).mkdir(parents=True, exist_ok=True)
     rows: list = []
     store = _package_dir("data_store") / "data"
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nilearn-wheel", type=Path, required=True, help="nilearn-*.whl (pip download nilearn)")
     args = parser.parse_args(argv)
     table = build(args.out, args.nilearn_wheel)
-    counts = {s: sum(1 for row in table if row[0] == s) for s in ("train", "val", "test")}
+    counts = {s: sum(1 for row in table if row[0].startswith(s)) for s in ("train", "val", "test")}
     print(f"wrote {args.out}: {counts}", file=sys.stderr)
     return 0
 
