@@ -8,8 +8,9 @@ included). Nothing from dipy, nipy or other nibabel data files is used.
 
 Splits are by subject / series, never by slice:
 
-* ``test`` (``test/mr``, ``test/ct``, ``test/nm``): three real single-subject MR scans that no training sees (a Siemens head MR 484x484,
-  the 1024x1024 ``MR2`` and the ``example4d`` EPI volume), plus a real head CT (CQ500 ``693``)
+* ``test`` (``test/mr``, ``test/ct``, ``test/nm``): three real single-subject MR scans that no
+  training sees (a Siemens head MR 484x484, the 1024x1024 ``MR2`` and the ``example4d`` EPI
+  volume), plus a real head CT (CQ500 ``693``)
   and a nuclear-medicine image (``NM1``) for the "never worse than bicubic" checks on other
   modalities. All encodings of these images (JPEG 2000, lossy copies) are excluded everywhere.
 * ``val``: the MNI template's axial slab z = 90..117 and the enhanced-MR ``emri_small`` frames

@@ -1,9 +1,9 @@
 """Summarise the reports of scripts/eval_real.sh: gain over bicubic per report, scale and model.
 
 For every report folder under ROOT (one metasr-eval run each) prints a Markdown table: per scale
-and model, the mean PSNR gain over bicubic with its 95% interval (over the independent files'
-mean gains: Student's t), and the worst file's mean gain (an "image set" below bicubic shows
-as a negative minimum).
+and model, the PSNR gain over bicubic as the mean of the independent files' mean gains (a volume
+counts once, like a single slice) with its 95% interval (Student's t over the files), and each
+file's own mean gain (an "image set" below bicubic shows as a negative entry).
 
 Usage: ``python scripts/summarise_eval.py ROOT [--models NAME=LABEL ...]``
 """
@@ -37,17 +37,16 @@ def _gains(per_image: Path) -> dict[tuple[str, str], dict[str, list[float]]]:
 def summarise(folder: Path, labels: dict[str, str]) -> list[str]:
     gains = _gains(folder / "per_image.csv")
     table = {(r["scale"], r["model"]): r for r in csv.DictReader(open(folder / "table.csv"))}
-    lines = [f"### {folder.name}", "", "| scale | model | bicubic dB | model dB | gain dB (95% CI over files) | worst file |"]
-    lines.append("|---|---|---|---|---|---|")
+    files = sorted({g for groups in gains.values() for g in groups})
+    head = "| scale | model | bicubic dB | model dB | gain dB, mean of files (95% CI) | " + " | ".join(files) + " |"
+    lines = [f"### {folder.name}", "", head, "|---" * (5 + len(files)) + "|"]
     for (scale, model), groups in sorted(gains.items(), key=lambda kv: (float(kv[0][0]), kv[0][1])):
         means = np.array([np.mean(v) for v in groups.values()])
-        every = np.concatenate([np.array(v) for v in groups.values()])
         ci = t.ppf(0.975, len(means) - 1) * means.std(ddof=1) / math.sqrt(len(means)) if len(means) > 1 else 0.0
-        worst = min(groups, key=lambda g: np.mean(groups[g]))
+        per_file = " | ".join(f"{np.mean(groups[f]):+.2f}" if f in groups else "" for f in files)
         lines.append(
             f"| {scale} | {labels.get(model, model)} | {float(table[(scale, 'bicubic')]['psnr']):.2f} | "
-            f"{float(table[(scale, model)]['psnr']):.2f} | {every.mean():+.2f} ± {ci:.2f} | "
-            f"{np.mean(groups[worst]):+.2f} ({worst}) |"
+            f"{float(table[(scale, model)]['psnr']):.2f} | {means.mean():+.2f} ± {ci:.2f} | {per_file} |"
         )
     return lines + [""]
 
