@@ -5,7 +5,11 @@ and model, the PSNR gain over bicubic as the mean of the independent files' mean
 counts once, like a single slice) with its 95% interval (Student's t over the files), and each
 file's own mean gain (an "image set" below bicubic shows as a negative entry).
 
-Usage: ``python scripts/summarise_eval.py ROOT [--models NAME=LABEL ...]``
+Several ROOTs (``LABEL=ROOT``) holding the same reports for different models are joined on
+(image, scale), so models evaluated in separate runs share one table; their bicubic scores must
+agree (the LR and its noise are seeded).
+
+Usage: ``python scripts/summarise_eval.py [LABEL=]ROOT [[LABEL=]ROOT ...]``
 """
 
 from __future__ import annotations
@@ -21,9 +25,28 @@ import numpy as np
 from scipy.stats import t
 
 
-def _gains(per_image: Path) -> dict[tuple[str, str], dict[str, list[float]]]:
-    """``(scale, model) -> {file: [gain per image]}`` from a per_image.csv."""
-    rows = list(csv.DictReader(open(per_image)))
+def _rows(per_images: list[tuple[str, Path]]) -> list[dict[str, str]]:
+    """The rows of several per_image.csv of one report, models renamed ``LABEL`` (or ``LABEL:model``)."""
+    rows: list[dict[str, str]] = []
+    base: dict[tuple[str, str], str] = {}
+    for label, path in per_images:
+        mine = list(csv.DictReader(open(path)))
+        models = {r["model"] for r in mine if r["model"] != "bicubic"}
+        for r in mine:
+            if r["model"] == "bicubic":
+                key = (r["image"], r["scale"])
+                if base.setdefault(key, r["psnr"]) != r["psnr"]:
+                    raise SystemExit(f"{path}: bicubic differs from the first report at {key}: not the same LR")
+                if len(rows) and label != per_images[0][0]:
+                    continue
+            elif label:
+                r["model"] = label if len(models) == 1 else f"{label}:{r['model']}"
+            rows.append(r)
+    return rows
+
+
+def _gains(rows: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """``(scale, model) -> {file: [gain per image]}``."""
     base = {(r["image"], r["scale"]): float(r["psnr"]) for r in rows if r["model"] == "bicubic"}
     out: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
@@ -34,35 +57,38 @@ def _gains(per_image: Path) -> dict[tuple[str, str], dict[str, list[float]]]:
     return out
 
 
-def summarise(folder: Path, labels: dict[str, str]) -> list[str]:
-    gains = _gains(folder / "per_image.csv")
-    table = {(r["scale"], r["model"]): r for r in csv.DictReader(open(folder / "table.csv"))}
+def summarise(name: str, per_images: list[tuple[str, Path]]) -> list[str]:
+    rows = _rows(per_images)
+    gains = _gains(rows)
+    psnr: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        psnr[(r["scale"], r["model"])].append(float(r["psnr"]))
     files = sorted({g for groups in gains.values() for g in groups})
     head = "| scale | model | bicubic dB | model dB | gain dB, mean of files (95% CI) | " + " | ".join(files) + " |"
-    lines = [f"### {folder.name}", "", head, "|---" * (5 + len(files)) + "|"]
+    lines = [f"### {name}", "", head, "|---" * (5 + len(files)) + "|"]
     for (scale, model), groups in sorted(gains.items(), key=lambda kv: (float(kv[0][0]), kv[0][1])):
         means = np.array([np.mean(v) for v in groups.values()])
         ci = t.ppf(0.975, len(means) - 1) * means.std(ddof=1) / math.sqrt(len(means)) if len(means) > 1 else 0.0
         per_file = " | ".join(f"{np.mean(groups[f]):+.2f}" if f in groups else "" for f in files)
         lines.append(
-            f"| {scale} | {labels.get(model, model)} | {float(table[(scale, 'bicubic')]['psnr']):.2f} | "
-            f"{float(table[(scale, model)]['psnr']):.2f} | {means.mean():+.2f} ± {ci:.2f} | {per_file} |"
+            f"| {scale} | {model} | {np.mean(psnr[(scale, 'bicubic')]):.2f} | "
+            f"{np.mean(psnr[(scale, model)]):.2f} | {means.mean():+.2f} ± {ci:.2f} | {per_file} |"
         )
     return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=Path)
-    parser.add_argument("--models", nargs="*", default=[], help="NAME=LABEL renames a model column")
+    parser.add_argument("roots", nargs="+", help="[LABEL=]ROOT: a folder of metasr-eval reports")
     args = parser.parse_args(argv)
-    labels = dict(m.split("=", 1) for m in args.models)
-    folders = sorted(p.parent for p in args.root.glob("*/per_image.csv"))
-    if not folders:
-        print(f"no metasr-eval reports under {args.root}", file=sys.stderr)
+    roots = [(text.split("=", 1) if "=" in text else ("", text)) for text in args.roots]
+    names = sorted({p.parent.name for _, root in roots for p in Path(root).glob("*/per_image.csv")})
+    if not names:
+        print(f"no metasr-eval reports under {', '.join(r for _, r in roots)}", file=sys.stderr)
         return 2
-    for folder in folders:
-        print("\n".join(summarise(folder, labels)))
+    for name in names:
+        found = [(label, Path(root) / name / "per_image.csv") for label, root in roots]
+        print("\n".join(summarise(name, [(label, p) for label, p in found if p.is_file()])))
     return 0
 
 
