@@ -31,6 +31,7 @@ __all__ = [
     "check_no_overlap",
     "nearest_existing_folder",
     "check_replaceable",
+    "publish_file",
 ]
 
 
@@ -256,3 +257,45 @@ def check_replaceable(path: str | os.PathLike, role: str = "output") -> None:
         raise OutputError(f"{role} {path} is a folder; give a file name")
     if not stat.S_ISREG(st.st_mode):
         raise OutputError(f"{role} {path} is a device, FIFO or socket, not a file; choose another path")
+
+
+def publish_file(tmp: str | os.PathLike, dest: str | os.PathLike, replace: bool = False) -> Path:
+    """Move the finished file ``tmp`` to ``dest``; without ``replace``, never over an existing file.
+
+    Without ``replace`` the move is a hard link (which fails when ``dest`` exists, even when
+    another process made it a moment ago) followed by removing ``tmp``; so a run that started
+    when ``dest`` was free never replaces what another run wrote meanwhile. ``tmp`` is removed on
+    any failure.
+
+    Raises:
+        OutputError: ``dest`` exists (without ``replace``) or cannot be written.
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    try:
+        if replace:
+            os.replace(tmp, dest)
+            return dest
+        try:
+            os.link(tmp, dest, follow_symlinks=False)
+        except FileExistsError:
+            raise OutputError(
+                f"output {dest} appeared while this run was working (another run wrote it?); it was kept, "
+                "nothing was replaced; pass --overwrite to replace it"
+            ) from None
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            if os.path.lexists(dest):  # a file system without hard links: check, then move
+                raise OutputError(f"output {dest} already exists; pass --overwrite to replace it") from None
+            os.replace(tmp, dest)
+            return dest
+        os.unlink(tmp)
+        return dest
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and not isinstance(e, OutputError):
+            raise OutputError(f"cannot write {dest}: {e.strerror or type(e).__name__}; choose another path") from e
+        raise

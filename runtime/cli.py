@@ -34,10 +34,13 @@ from metasr.core.atomic import (
     check_writable_folder,
     file_identity,
     nearest_existing_folder,
+    publish_file,
 )
 from metasr.core.choices import Precision
 from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line, run_command
 from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
+from metasr.core.locks import exclusive_lock, output_lock
+from metasr.core.paths import check_new_file, check_write_plan
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, series_windows, write_one
 from metasr.runtime.folders import (
     JOURNAL_NAME,
@@ -47,6 +50,7 @@ from metasr.runtime.folders import (
     check_report_path,
     default_output_name,
     output_stem,
+    partial_path,
     plan_items,
 )
 from metasr.runtime.jobs import (
@@ -194,7 +198,15 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
         _make_folders(to_create)
         start = time.perf_counter()
         try:
-            written = write_one(up, scan, scale, tag, out, guard=guard)
+            with output_lock(out, "output"):  # a second run to this output refuses in one line
+                if (out.exists() or out.is_symlink()) and not run.overwrite:
+                    raise OutputError(f"output {out} already exists; pass --overwrite to replace it")
+                partial = partial_path(out, scan.default_suffix)
+                move = lambda written: publish_file(written, out, replace=run.overwrite)  # noqa: E731
+                try:
+                    written = write_one(up, scan, scale, tag, partial, then=move, guard=guard)
+                except OutputError as e:  # name the output the user asked for, not its hidden partial file
+                    raise OutputError(str(e).replace(str(partial), str(out))) from None
             guard.check()
         except BaseException:
             _remove_if_empty(to_create)
@@ -257,14 +269,19 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
         up.check_scale(job.scale, allow_extrapolation=job.allow_extrapolation)
     new_dirs = to_create + sorted({i.out_dir for i in items if not i.out_dir.exists()})
     _make_folders(to_create)
-    renamed = [i for i in items if i.stem != output_stem(i.source)]
-    run.announce(up, [_renamed_note(renamed)] if renamed else [])
-    settings = job.settings() | {"model": up.model_id, "software": __version__}
-    batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), Journal(output), guard)
-    try:
-        code = batch.run(items, series_windows(sources, job.intensity))
-    finally:
-        _remove_if_empty(new_dirs)
+    with exclusive_lock(output, "output folder"):  # one run per output folder and its journal
+        try:
+            renamed = [i for i in items if i.stem != output_stem(i.source)]
+            journal = Journal(output)
+            notes = [_renamed_note(renamed)] if renamed else []
+            if journal.skipped:
+                notes.append(f"{journal.path}: {journal.skipped} damaged line(s) skipped; they prove no output")
+            run.announce(up, notes)
+            settings = job.settings() | {"model": up.model_id, "software": __version__} | up.pixel_settings()
+            batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), journal, guard)
+            code = batch.run(items, series_windows(sources, job.intensity))
+        finally:
+            _remove_if_empty(new_dirs)
     finish_report(run.report, batch.rows)
     return code
 
@@ -378,6 +395,11 @@ def command(
         check_replaceable(report, "--report")
         check_writable_folder(report.parent if str(report.parent) else Path("."))
         InputSet(inputs).check("--report", report)
+        from metasr.models import default_model_dir
+
+        protected = model if model is not None else default_model_dir()
+        check_write_plan([("--report", report)], [], [("model folder", protected)])
+        check_new_file(report, "--report", overwrite)  # reports follow the rules of outputs
     with SignalGuard() as guard:
         try:
             if len(inputs) == 1 and not inputs[0].is_dir():

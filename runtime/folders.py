@@ -220,17 +220,20 @@ class Journal:
     def __init__(self, folder: Path) -> None:
         self.path = folder / JOURNAL_NAME
         self.records: dict[str, dict] = {}
+        #: Lines that prove nothing and were skipped (cut short by a crash, edited, hostile).
+        self.skipped = 0
         try:
-            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+            data = self.path.read_bytes()
         except OSError:
-            lines = []
-        for line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a crash proves nothing
-            if isinstance(rec, dict) and isinstance(rec.get("output"), str):
-                self.records[rec["output"]] = rec
+            data = b""
+        #: Whether the file ends mid-line (a crash cut the last record): the next record starts a fresh line.
+        self._torn = bool(data) and not data.endswith(b"\n")
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            rec = _parse_record(line)
+            if rec is None:
+                self.skipped += line.strip() != ""
+                continue
+            self.records[rec["output"]] = rec
 
     def _key(self, out: Path) -> str:
         return out.relative_to(self.path.parent).as_posix()
@@ -267,12 +270,33 @@ class Journal:
         }
         try:
             with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(rec, sort_keys=True) + "\n")
+                fh.write(("\n" if self._torn else "") + json.dumps(rec, sort_keys=True) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as e:
             raise OutputError(f"cannot record {out.name} in {self.path}: {e.strerror or type(e).__name__}") from None
+        self._torn = False
         self.records[rec["output"]] = rec
+
+
+#: Longest journal line read (a record is a few hundred bytes; longer lines are not records).
+_MAX_RECORD = 1 << 16
+_RECORD_FIELDS = ("output", "input", "input_sha256", "output_sha256")
+
+
+def _parse_record(line: str) -> dict | None:
+    """One journal line as a record, or ``None`` when it proves nothing (torn, edited, hostile)."""
+    if not line.strip() or len(line) > _MAX_RECORD:
+        return None
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in _RECORD_FIELDS):
+        return None
+    if not isinstance(rec.get("settings"), dict):
+        return None
+    return rec
 
 
 def check_report_path(report: Path) -> None:

@@ -28,8 +28,6 @@ state; the run plans live in :mod:`metasr.runtime.tiling`, the kernel arithmetic
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -45,8 +43,8 @@ from metasr.core.deps import require
 from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import InputError, ModelError, ScaleError
 from metasr.core.hardware import gpu_free_memory_mb
-from metasr.core.manifest import read_manifest
-from metasr.core.scale import DEFAULT_SCALE_RANGE, Scale, hr_length
+from metasr.core.manifest import model_id, read_manifest
+from metasr.core.scale import DEFAULT_SCALE_RANGE, MAX_OUTPUT_SIDE, MAX_SCALE, MIN_SIDE, Scale, hr_length
 from metasr.runtime.backends import (
     Device,
     Precision,
@@ -82,12 +80,6 @@ __all__ = [
     "read_manifest",
 ]
 
-#: Smallest image side accepted: the network needs neighbours to infer detail from.
-MIN_SIDE = 2
-#: Largest scale ever accepted (extrapolation included).
-MAX_SCALE = 8
-#: Largest output side: beyond it the output alone would not fit a device's memory.
-MAX_OUTPUT_SIDE = 32768
 #: Host working memory for one tile on the CPU (inputs, features and intermediates), in MiB.
 DEFAULT_MEMORY_BUDGET_MB = 384
 #: Device memory for one run on a GPU whose free memory cannot be read, in MiB.
@@ -234,9 +226,8 @@ class Upscaler:
 
     def _read_model(self) -> None:
         self.manifest = read_manifest(self.model_dir, verify=True)
-        files = self.manifest["files"]
-        #: Provenance id: sha256 of the manifest's file hashes (sorted JSON), stable across copies.
-        self.model_id = hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        #: Provenance id: the files' hashes and every field that changes pixels, stable across copies.
+        self.model_id = model_id(self.manifest)
         self.model_name = self.model_dir.name
         self.kind: str = self.manifest["kind"]
         self.arch: str = str(self.manifest.get("arch", "unknown"))
@@ -632,6 +623,13 @@ class Upscaler:
             arithmetic += f" ({self.requested_precision.value} needs {self._needs(self.requested_precision)})"
         memory = f", {self._budget_mb:.0f} MiB per run" if self.device is not Device.CPU else ""
         return f"metasr: model {self.model_name} ({self.model_id[:12]}) on {where}{threads}, {arithmetic}{memory}"
+
+    def pixel_settings(self) -> dict[str, str]:
+        """What changes output pixels besides the model and the job: the arithmetic and the device class.
+
+        Recorded in the resume journal, so an fp16 GPU output is never kept by an fp32 rerun.
+        """
+        return {"precision": self.precision.value, "device": self.device.value}
 
     @staticmethod
     def _needs(precision: Precision) -> str:

@@ -271,6 +271,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     "--intensity", type=_INTENSITY, default="auto", help="Intensity window of the readers, as metasr-run --intensity."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier evaluation in --out.")
 @common_options("metasr-eval")
 def eval_command(verbosity: Verbosity, **opts: Any) -> int:
     """Evaluate models against bicubic on held-out images (PSNR/SSIM per scale, figures for a paper)."""
@@ -279,7 +280,22 @@ def eval_command(verbosity: Verbosity, **opts: Any) -> int:
         return _run_eval(opts, verbosity)
 
 
-def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str]) -> None:
+#: What an evaluation writes into --out: an --out that holds any of them holds an earlier evaluation.
+_EVAL_FILES = ("table.md", "table.csv", "per_image.csv") + tuple(
+    f"{stem}.{fmt}" for stem in ("metrics", "crops") for fmt in ("png", "pdf", "svg")
+)
+
+
+def _check_no_evaluation(out: Path, overwrite: bool) -> None:
+    found = [name for name in _EVAL_FILES if os.path.lexists(out / name)]
+    if found and not overwrite:
+        raise OutputError(
+            f"--out {out} already holds an evaluation ({', '.join(found[:3])}); pass --overwrite to replace it "
+            "or choose another folder"
+        )
+
+
+def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str], overwrite: bool = False) -> None:
     """The report folder: not a file, not a model or data folder, writable (nothing created yet)."""
     from metasr.core.atomic import check_writable_folder
 
@@ -293,6 +309,8 @@ def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str]) -> Non
     while not existing.exists():
         existing = existing.parent
     check_writable_folder(existing)
+    if out.is_dir():
+        _check_no_evaluation(out, overwrite)
 
 
 def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
@@ -308,7 +326,7 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     axes = parse_axes(opts["axes"])
     parse_scales(opts["scales"])  # malformed text is found before any model loads
     shown_scales = parse_scales(opts["crop_scales"])
-    _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"])
+    _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"], opts["overwrite"])
     models = [load_predictor(c, opts["device"]) for c in opts["ckpts"]]
     main = models[0]
     lo, hi = main.scale_range if main.fixed_scale is None else (main.fixed_scale, main.fixed_scale)
@@ -340,7 +358,7 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
         )
     finally:
         bar.close()
-    written = write_report(report, opts["out_dir"])
+    written = _write_eval(report, opts["out_dir"], opts["overwrite"], write_report)
     log = logging.getLogger("metasr")
     if skipped:  # reported once the work succeeded, so a failure stays one line
         log.warning("%d unreadable files skipped (-v lists them)", len(skipped))
@@ -348,6 +366,19 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
             log.debug("skipped %s: %s", path, reason)
     log.info("%d images x %d scales: wrote %d files to %s", len(named), len(scale_list), len(written), opts["out_dir"])
     return 0
+
+
+def _write_eval(report: Any, out: Path, overwrite: bool, write_report: Any) -> dict[str, Path]:
+    """Write the report under an exclusive lock on --out, checking again that no evaluation appeared."""
+    from metasr.core.locks import exclusive_lock
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder {out}: {e.strerror}; choose another --out") from None
+    with exclusive_lock(out, "--out folder"):
+        _check_no_evaluation(out, overwrite)  # another run may have finished meanwhile
+        return write_report(report, out)
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
