@@ -39,8 +39,11 @@ EXIT_TERMINATED = 143
 
 
 def one_line(text: str) -> str:
-    """Collapse a message onto one line."""
-    return " ".join(str(text).split())
+    """Collapse a message onto one line; control characters left (a terminal escape in a name) are escaped."""
+    collapsed = " ".join(str(text).split())
+    if collapsed.isprintable():
+        return collapsed
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in collapsed)
 
 
 def run_command(command: click.Command, argv: Sequence[str] | None, prog: str) -> int:
