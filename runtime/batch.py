@@ -297,9 +297,12 @@ def _row(source: Path, out: Path | None, status: str, reason: str, seconds: floa
 
 
 def _write_line(text: str, stream: object, bar: object = None) -> None:
-    """One line beside any progress bar."""
+    """One line beside any progress bar (control characters and undecodable bytes of names escaped)."""
     from tqdm import tqdm
 
+    from metasr.core.paths import shown
+
+    text = shown(text, limit=1 << 20)
     if bar is not None and not getattr(bar, "disable", True):
         tqdm.write(text, file=stream)
     else:

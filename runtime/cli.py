@@ -40,7 +40,7 @@ from metasr.core.choices import Precision
 from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line, run_command
 from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
 from metasr.core.locks import exclusive_lock, output_lock
-from metasr.core.paths import check_new_file, check_write_plan
+from metasr.core.paths import check_new_file, check_write_plan, shown
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, series_windows, write_one
 from metasr.runtime.folders import (
     JOURNAL_NAME,
@@ -215,7 +215,7 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
             for note in scan.notes:
                 print(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
         seconds = round(time.perf_counter() - start, 3)
-    click.echo(str(written))
+    click.echo(shown(written, limit=1 << 20))  # a newline or escape in the name stays on one line
     row = {"input": str(source), "output": str(written), "status": "written", "reason": "", "seconds": seconds}
     finish_report(run.report, [row])
     return 0

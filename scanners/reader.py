@@ -177,6 +177,23 @@ def _is_dicom_file(path: Path) -> bool:
     return head[128:132] == b"DICM" or _looks_like_bare_dicom(head)
 
 
+def is_image_file(path: Path) -> bool:
+    """The one image-file detector of every folder walker (``metasr-run``, ``metasr-train``, ``metasr-eval``).
+
+    A visible regular file with a supported suffix (:data:`SUPPORTED_SUFFIXES`), or any visible
+    regular file that starts like DICOM, with or without the 128-byte preamble. FIFOs, devices
+    and broken links are never opened.
+    """
+    if path.name.startswith("."):
+        return False
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+    except (OSError, ValueError):
+        return False
+    return _full_suffix(path) in SUPPORTED_SUFFIXES or _is_dicom_file(path)
+
+
 def iter_images(folder: str | os.PathLike, recursive: bool = False) -> Iterator[Path]:
     """Supported image files in ``folder``, sorted by name.
 
@@ -193,8 +210,5 @@ def iter_images(folder: str | os.PathLike, recursive: bool = False) -> Iterator[
         raise InputError(f"{folder} is not a folder")
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     for path in sorted(candidates):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        suffix = _full_suffix(path)
-        if suffix in SUPPORTED_SUFFIXES or _is_dicom_file(path):
+        if is_image_file(path):
             yield path

@@ -353,3 +353,71 @@ def test_shown_escapes_control_characters_and_undecodable_bytes():
     assert shown("a\nb\x1b[2J") == "a\\nb\\x1b[2J"
     assert shown(os.fsdecode(b"x\xff.png")) == "x\\udcff.png"
     assert len(shown("y" * 1000)) <= 200
+
+
+# -- folder runs: every input gets a verdict ----------------------------------------------------------
+
+
+def _folder_run(tmp: Path, model: Path, inputs: list[Path], *extra: str) -> tuple[int, list[dict]]:
+    report = tmp / "report.json"
+    args = [a for i in inputs for a in ("-i", str(i))]
+    rc = run_main(
+        [*args, "-s", "2", "-o", str(tmp / "out"), "-q", "--report", str(report), *extra, "--model", str(model)]
+    )
+    return rc, json.loads(report.read_text())["files"] if report.exists() else []
+
+
+def test_a_folder_and_its_subfolder_or_one_folder_twice_are_not_empty(tmp_path, tiny_export_dir, capfd):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    _png(folder, "a.png")
+    _png(folder / "sub", "c.png")
+    for inputs in ([folder, folder / "sub"], [folder, folder]):
+        rc, rows = _folder_run(tmp_path, tiny_export_dir, inputs, "--overwrite")
+        assert rc == 0, capfd.readouterr().err
+        assert sorted(Path(r["input"]).name for r in rows) == ["a.png", "c.png"]
+
+
+def test_a_dicom_without_preamble_gets_a_verdict_in_a_folder(tmp_path, tiny_export_dir):
+    from test_run_bad_input import write_dicom
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    full = write_dicom(tmp_path / "full.dcm", _phantom(16, 16))
+    (folder / "IM0001").write_bytes(full.read_bytes()[132:])  # no 128-byte preamble, no "DICM"
+    rc, rows = _folder_run(tmp_path, tiny_export_dir, [folder])
+    assert rc == 0 and [(Path(r["input"]).name, r["status"]) for r in rows] == [("IM0001", "written")]
+
+
+def test_a_path_over_path_max_gets_a_verdict(tmp_path, tiny_export_dir, capfd):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _png(folder, "a.png")
+    fd = os.open(folder, os.O_RDONLY)
+    for _ in range(18):  # 18 x 251 bytes: deeper than PATH_MAX (4096)
+        os.mkdir("d" * 250, dir_fd=fd)
+        inner = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    w = os.open("z.png", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+    os.write(w, (folder / "a.png").read_bytes())
+    os.close(w)
+    os.close(fd)
+    rc, rows = _folder_run(tmp_path, tiny_export_dir, [folder])
+    assert rc == 2 and [r["status"] for r in rows] == ["written", "failed"]
+    assert "too long" in rows[1]["reason"]
+
+
+def test_undecodable_and_control_character_names_in_the_report_and_on_stdout(tmp_path, tiny_export_dir, capfd):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = _png(tmp_path).read_bytes()
+    (Path(os.fsdecode(bytes(folder) + b"/x\xff.png"))).write_bytes(data)
+    (folder / "a\nb.png").write_bytes(data)
+    for suffix in ("csv", "json"):
+        report = tmp_path / f"r.{suffix}"
+        args = ["-i", str(folder), "-s", "2", "-o", str(tmp_path / suffix), "--report", str(report), "-q"]
+        assert run_main([*args, "--model", str(tiny_export_dir)]) == 0
+        out = capfd.readouterr().out
+        assert len(out.splitlines()) == 2 and "a\\nb_sr2.png" in out and "x\\udcff_sr2.png" in out
+        assert "x\\udcff" in report.read_text(encoding="utf-8").replace("\\\\", "\\")
