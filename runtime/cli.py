@@ -279,7 +279,13 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
             run.announce(up, notes)
             settings = job.settings() | {"model": up.model_id, "software": __version__} | up.pixel_settings()
             batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), journal, guard)
-            code = batch.run(items, series_windows(sources, job.intensity))
+            try:
+                windows = series_windows(sources, job.intensity)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM while series are grouped: every file is "not run"
+                row = {"output": "", "status": "not run", "reason": "interrupted", "seconds": 0.0}
+                finish_report(run.report, [{"input": str(s), **row} for s in sources])
+                raise
+            code = batch.run(items, windows)
         finally:
             _remove_if_empty(new_dirs)
     finish_report(run.report, batch.rows)

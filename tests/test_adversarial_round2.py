@@ -421,3 +421,38 @@ def test_undecodable_and_control_character_names_in_the_report_and_on_stdout(tmp
         out = capfd.readouterr().out
         assert len(out.splitlines()) == 2 and "a\\nb_sr2.png" in out and "x\\udcff_sr2.png" in out
         assert "x\\udcff" in report.read_text(encoding="utf-8").replace("\\\\", "\\")
+
+
+# -- signals and leftovers ---------------------------------------------------------------------------
+
+
+def test_sigterm_while_series_are_grouped_writes_a_report_of_not_run(tmp_path, tiny_export_dir, capfd, monkeypatch):
+    import signal
+
+    from metasr.runtime import cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _png(folder, "a.png")
+    _png(folder, "b.png")
+
+    def term(*_args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(cli, "series_windows", term)
+    rc, rows = _folder_run(tmp_path, tiny_export_dir, [folder])
+    assert rc == 143 and "terminated" in capfd.readouterr().err
+    assert [(Path(r["input"]).name, r["status"]) for r in rows] == [("a.png", "not run"), ("b.png", "not run")]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_successful_stream_removes_partial_files_killed_runs_left(tmp_path, tiny_export_dir, capfd):
+    src = _video(tmp_path)
+    stale = tmp_path / ".o.partial-4999999.avi"  # no such process (pid_max is at most 4194304)
+    stale.write_bytes(b"left by a run killed with SIGKILL")
+    other = tmp_path / ".p.partial-4999999.avi"  # another output's: not ours to remove
+    other.write_bytes(b"x")
+    rc = stream_main(["-i", str(src), "-s", "2", "-o", str(tmp_path / "o.avi"), "-q", "--model", str(tiny_export_dir)])
+    assert rc == 0, capfd.readouterr().err
+    assert not stale.exists() and other.exists() and (tmp_path / "o.avi").is_file()
