@@ -13,6 +13,7 @@ from pathlib import Path
 
 from metasr.core.errors import InputError
 from metasr.core.inputs import special_kind, stat_input
+from metasr.core.native import quiet_native_output
 from metasr.scanners.base import DICOM_SUFFIXES, NIFTI_SUFFIXES, ImageFormat, ScanImage, recorded_warnings
 from metasr.scanners.images import RASTER_SUFFIXES, raster_format
 from metasr.scanners.intensity import IntensityRange, IntensityWindow
@@ -138,7 +139,8 @@ def read_image(
     if fmt is None:
         raise InputError(f"{path.name}: not a supported image; expected DICOM, NIfTI (.nii/.nii.gz), PNG, TIFF or JPEG")
     notes: list[str] = []
-    with recorded_warnings(notes, path.name):  # pydicom/nibabel warnings become notes, not stderr noise
+    # pydicom/nibabel warnings and what libpng/libtiff print to fd 2 become notes, not stderr noise
+    with recorded_warnings(notes, path.name), quiet_native_output() as native:
         if fmt is ImageFormat.DICOM:
             from metasr.scanners.dicom import read_dicom
 
@@ -151,6 +153,7 @@ def read_image(
             from metasr.scanners.images import read_raster
 
             scan = read_raster(path, data, intensity=intensity, window=window)
+    notes += [f"{path.name}: {line.strip()}" for line in native.getvalue().splitlines() if line.strip()][:5]
     scan.notes.extend(notes)
     return scan
 

@@ -456,3 +456,16 @@ def test_a_successful_stream_removes_partial_files_killed_runs_left(tmp_path, ti
     rc = stream_main(["-i", str(src), "-s", "2", "-o", str(tmp_path / "o.avi"), "-q", "--model", str(tiny_export_dir)])
     assert rc == 0, capfd.readouterr().err
     assert not stale.exists() and other.exists() and (tmp_path / "o.avi").is_file()
+
+
+def test_libpng_messages_never_come_before_the_error_line(tmp_path, tiny_export_dir, capfd):
+    import cv2
+
+    ok, data = cv2.imencode(".png", (np.random.default_rng(0).random((64, 64)) * 65535).astype(np.uint16))
+    src = tmp_path / "cut.png"
+    src.write_bytes(data.tobytes()[:-20])  # libpng: "PNG input buffer is incomplete"
+    before = _tree(tmp_path)
+    rc = run_main(["-i", str(src), "-s", "2", "-q", "--model", str(tiny_export_dir)])
+    line = _one_line_refusal(capfd, rc, "metasr-run", "cut.png")
+    assert "libpng" not in line
+    assert _tree(tmp_path) == before
