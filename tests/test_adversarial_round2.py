@@ -469,3 +469,22 @@ def test_libpng_messages_never_come_before_the_error_line(tmp_path, tiny_export_
     line = _one_line_refusal(capfd, rc, "metasr-run", "cut.png")
     assert "libpng" not in line
     assert _tree(tmp_path) == before
+
+
+# -- export and train ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [{"features": 1024, "num_blocks": 256}, {"features": 512, "num_blocks": 64}])
+def test_checkpoint_arguments_absurd_together_are_refused_before_building(tmp_path, tiny_checkpoint, capfd, args):
+    import torch
+
+    from metasr.export.cli import main as export_main
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    ckpt["config"]["args"] = {**ckpt["config"].get("args", {}), **args}
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    before = _tree(tmp_path)
+    rc = export_main(["--ckpt", str(bad), "--out", str(tmp_path / "exp")])
+    _one_line_refusal(capfd, rc, "metasr-export", "parameters")
+    assert _tree(tmp_path) == before
