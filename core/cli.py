@@ -8,6 +8,7 @@ code 2, with no traceback. Programming errors still raise, so bugs are not hidde
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import sys
 import threading
@@ -71,7 +72,21 @@ def run_command(command: click.Command, argv: Sequence[str] | None, prog: str) -
     except MetaSRError as e:
         print(f"{prog}: error: {one_line(str(e))}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        # the file system refused (full, read-only, a link loop, a name too long): one line, never a traceback
+        where = f" {e.filename}" if e.filename else ""
+        print(f"{prog}: error: cannot write{where}: {one_line(e.strerror or str(e))}; {_FIX_SPACE}", file=sys.stderr)
+        return EXIT_USAGE
     return int(rv) if isinstance(rv, int) else 0
+
+
+#: What the file system answers when it refuses a write for reasons outside the program.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ELOOP, errno.ENAMETOOLONG, errno.EFBIG, errno.EIO}
+)
+_FIX_SPACE = "free space or choose another output path"
 
 
 class Verbosity(int, Enum):

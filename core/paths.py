@@ -16,6 +16,7 @@ One home for the rules ``metasr-run``, ``metasr-stream``, ``metasr-eval``, ``met
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -28,6 +29,7 @@ from metasr.core.errors import InputError, OutputError
 __all__ = [
     "check_new_file",
     "check_no_sequence_pattern",
+    "check_resolvable",
     "check_write_plan",
     "file_url_path",
     "is_inside",
@@ -161,3 +163,29 @@ def check_new_file(path: Path, role: str, overwrite: bool) -> None:
         raise OutputError(f"{role} {shown(path)} is a device, FIFO or socket, not a file; choose another path")
     if (info is not None or os.path.islink(path)) and not overwrite:
         raise OutputError(f"{role} {shown(path)} already exists; pass --overwrite to replace it or choose another name")
+
+
+def check_resolvable(path: str | os.PathLike[str], role: str = "--out") -> None:
+    """Refuse an output path the file system cannot follow: a symbolic link loop on the way, a path
+    too long, or a file where a folder should be.
+
+    Raises:
+        OutputError: naming the part of the path that fails.
+    """
+    full = Path(os.path.abspath(path))
+    for part in [full, *full.parents]:
+        try:
+            os.stat(part)
+        except FileNotFoundError:
+            continue  # not created yet: its parent decides
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise OutputError(
+                    f"{role} {shown(path)} goes through a symbolic link loop at {shown(part)}; choose another path"
+                ) from None
+            if e.errno == errno.ENAMETOOLONG:
+                raise OutputError(f"{role} {shown(path, 80)} is too long for the file system; shorten it") from None
+            if e.errno == errno.ENOTDIR:
+                raise OutputError(f"{role} {shown(path)}: a part of it is not a folder; fix the path") from None
+            raise OutputError(f"cannot use {role} {shown(path)}: {e.strerror or type(e).__name__}") from None
+        return

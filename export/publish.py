@@ -10,12 +10,14 @@ from pathlib import Path
 
 from metasr.core.errors import ModelError, OutputError
 from metasr.core.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from metasr.core.paths import check_resolvable
 
 __all__ = ["check_target", "make_temp_dir", "publish"]
 
 
 def check_target(out_dir: Path, ckpt_path: Path, ckpt_sha: str, names: list[str], force: bool) -> dict | None:
     """Refuse to replace another model's export without ``force``; return the old manifest if any."""
+    check_resolvable(out_dir, "--out")
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out {out_dir} exists and is not a folder; choose a folder for the export")
     for name in names + [MANIFEST_NAME]:

@@ -488,3 +488,62 @@ def test_checkpoint_arguments_absurd_together_are_refused_before_building(tmp_pa
     rc = export_main(["--ckpt", str(bad), "--out", str(tmp_path / "exp")])
     _one_line_refusal(capfd, rc, "metasr-export", "parameters")
     assert _tree(tmp_path) == before
+
+
+def test_export_after_sigterm_leaves_no_temporary_folder(tmp_path, tiny_checkpoint, capfd, monkeypatch):
+    import signal
+
+    from metasr.export import exporter
+    from metasr.export.cli import main as export_main
+
+    def term(*_args, **_kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the export")
+
+    monkeypatch.setattr(exporter, "_write_graphs", term)
+    ckpt = Path(shutil.copy(tiny_checkpoint, tmp_path / "c.pt"))
+    before = _tree(tmp_path)
+    rc = export_main(["--ckpt", str(ckpt), "--out", str(tmp_path / "exp")])
+    assert rc == 143 and "terminated" in capfd.readouterr().err
+    assert _tree(tmp_path) == before  # no .exp.export-* folder, no export
+
+
+def _loop(tmp: Path) -> Path:
+    (tmp / "a").symlink_to(tmp / "b")
+    (tmp / "b").symlink_to(tmp / "a")
+    return tmp / "a" / "out"
+
+
+def test_export_into_a_symbolic_link_loop_is_one_line(tmp_path, tiny_checkpoint, capfd):
+    from metasr.export.cli import main as export_main
+
+    out = _loop(tmp_path)
+    before = _tree(tmp_path)
+    rc = export_main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--no-verify"])
+    _one_line_refusal(capfd, rc, "metasr-export", "symbolic link loop")
+    assert _tree(tmp_path) == before
+
+
+def test_eval_into_a_symbolic_link_loop_is_one_line(tmp_path, tiny_checkpoint, capfd):
+    out = _loop(tmp_path)
+    before = _tree(tmp_path)
+    rc = eval_main(["--ckpt", str(tiny_checkpoint), "--data", f"folder:{tmp_path}", "--out", str(out)])
+    _one_line_refusal(capfd, rc, "metasr-eval", "symbolic link loop")
+    assert _tree(tmp_path) == before
+
+
+def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_checkpoint, capfd, monkeypatch):
+    import errno
+
+    from metasr.export import exporter
+    from metasr.export.cli import main as export_main
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(exporter, "_write_graphs", full)
+    ckpt = Path(shutil.copy(tiny_checkpoint, tmp_path / "c.pt"))
+    before = _tree(tmp_path)
+    rc = export_main(["--ckpt", str(ckpt), "--out", str(tmp_path / "exp"), "-q"])
+    _one_line_refusal(capfd, rc, "metasr-export", "No space left on device")
+    assert _tree(tmp_path) == before

@@ -222,7 +222,8 @@ def _check_model_size(path: str | os.PathLike, args: dict[str, Any], weights: An
             f"{blocks} blocks), more than {MAX_PARAMETERS // 1_000_000}M; the file is damaged or not a metasr model"
         )
     stored = sum(v.numel() for v in weights.values() if isinstance(v, torch.Tensor)) if isinstance(weights, dict) else 0
-    if estimate > 4 * stored + 1_000_000:
+    sized = "features" in args or "num_blocks" in args  # arguments that set the size (not a weightless bicubic)
+    if sized and estimate > 4 * stored + 1_000_000:
         raise CheckpointError(
             f"{path}: its arguments describe about {estimate / 1e6:.1f}M parameters but its weights hold "
             f"{stored / 1e6:.1f}M; the file is damaged"

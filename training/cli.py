@@ -298,7 +298,9 @@ def _check_no_evaluation(out: Path, overwrite: bool) -> None:
 def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str], overwrite: bool = False) -> None:
     """The report folder: not a file, not a model or data folder, writable (nothing created yet)."""
     from metasr.core.atomic import check_writable_folder
+    from metasr.core.paths import check_resolvable
 
+    check_resolvable(out, "--out")
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder for the report")
     for source in [*ckpts, *(str(d).partition(":")[2] for d in data)]:
