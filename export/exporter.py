@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from metasr.core.errors import CheckpointError, MetaSRError
 from metasr.core.hardware import gpu_name
 from metasr.core.jsonio import jsonable
+from metasr.core.locks import exclusive_lock, output_lock
 from metasr.core.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -262,22 +264,24 @@ def export_model(
     profiles = profiles or Profiles()
     out_dir = Path(out_dir) if out_dir is not None else src.path.parent
     expected = list(_META_FILES if src.kind == "meta" else _FIXED_FILES)
-    old = check_target(out_dir, src.path, src.sha256, expected, force)
+    check_target(out_dir, src.path, src.sha256, expected, force)  # before any work: refusals cost nothing
     tmp = make_temp_dir(out_dir)
     try:
-        names = _write_graphs(src, tmp, opset, say)
-        report = _verify(src, tmp, scales, sizes, tolerance, say) if verify else None
-        trt_info = None
-        if trt_mod is not None:
-            features = int(getattr(src.model, "features", 0)) or None
-            precision = Precision.FP16 if fp16 else Precision.FP32
-            trt_info, engine_names = _build_engines(
-                tmp, out_dir, list(names), src.kind, features, profiles, precision, say
-            )
-            names += engine_names
-        manifest = _manifest(src, tmp, names, opset, report, trt_info)
-        write_manifest(tmp, manifest)
-        publish(tmp, out_dir, names, old, keep=src.path)
+        with _export_lock(out_dir):  # two exports into one folder at once: the second refuses
+            old = check_target(out_dir, src.path, src.sha256, expected, force)  # again, now no one else writes
+            names = _write_graphs(src, tmp, opset, say)
+            report = _verify(src, tmp, scales, sizes, tolerance, say) if verify else None
+            trt_info = None
+            if trt_mod is not None:
+                features = int(getattr(src.model, "features", 0)) or None
+                precision = Precision.FP16 if fp16 else Precision.FP32
+                trt_info, engine_names = _build_engines(
+                    tmp, out_dir, list(names), src.kind, features, profiles, precision, say
+                )
+                names += engine_names
+            manifest = _manifest(src, tmp, names, opset, report, trt_info)
+            write_manifest(tmp, manifest)
+            publish(tmp, out_dir, names, old, keep=src.path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -285,6 +289,13 @@ def export_model(
     return ExportResult(
         out_dir=out_dir, manifest=manifest, files=files, parity=report, seconds=time.perf_counter() - start
     )
+
+
+def _export_lock(out_dir: Path) -> AbstractContextManager[None]:
+    """An exclusive lock on the export folder: a lock file beside it, or (its parent read-only) the folder itself."""
+    if out_dir.is_dir() and not os.access(out_dir.resolve().parent, os.W_OK):
+        return exclusive_lock(out_dir, "--out")
+    return output_lock(out_dir, "--out")
 
 
 def _tool_versions() -> dict[str, str | None]:

@@ -547,3 +547,41 @@ def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_che
     rc = export_main(["--ckpt", str(ckpt), "--out", str(tmp_path / "exp"), "-q"])
     _one_line_refusal(capfd, rc, "metasr-export", "No space left on device")
     assert _tree(tmp_path) == before
+
+
+def test_export_into_a_folder_another_export_writes_refuses(tmp_path, tiny_checkpoint, capfd):
+    from metasr.export.cli import main as export_main
+
+    out = tmp_path / "exp"
+    with output_lock(out, "--out"):
+        before = _tree(tmp_path)
+        rc = export_main(["--ckpt", str(tiny_checkpoint), "--out", str(out), "--no-verify", "-q"])
+        _one_line_refusal(capfd, rc, "metasr-export", "in use by another metasr run")
+        assert _tree(tmp_path) == before
+
+
+def test_training_into_a_run_folder_another_run_writes_refuses(tmp_path, capfd):
+    from metasr.training.cli import train_main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _png(data, "a.png")
+    out = tmp_path / "run"
+    with output_lock(out, "run folder"):
+        before = _tree(tmp_path)
+        rc = train_main(["--data", f"folder:{data}", "--out", str(out), "--steps", "1", "--no-progress"])
+        _one_line_refusal(capfd, rc, "metasr-train", "in use by another metasr run")
+        assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("device", ["cuda:²", "cpu:1", "tensorrt"])
+def test_training_devices_use_the_one_device_parser(tmp_path, capfd, device):
+    from metasr.training.cli import train_main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _png(data, "a.png")
+    before = _tree(tmp_path)
+    rc = train_main(["--data", f"folder:{data}", "--out", str(tmp_path / "run"), "--device", device, "--steps", "1"])
+    _one_line_refusal(capfd, rc, "metasr-train", "device")
+    assert _tree(tmp_path) == before

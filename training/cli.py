@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from metasr.core.cli import (
     sigterm_as_interrupt,
 )
 from metasr.core.errors import InputError, OutputError
+from metasr.core.locks import output_lock
 from metasr.scanners import IntensityRange
 from metasr.training.models import TRAINABLE_ARCHS
 from metasr.training.specs import parse_axes
@@ -229,7 +230,10 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         intensity=opts["intensity"],
         progress=not opts["no_progress"] and progress_enabled(verbosity),
     )
-    result = train(cfg)
+    out = Path(opts["out_dir"])
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for the run folder
+    with output_lock(out, "run folder") if rank0 and out.parent.is_dir() else nullcontext():
+        result = train(cfg)
     best = f", best {result.best} ({result.best_psnr:.3f} dB)" if result.best and result.best_psnr else ""
     logging.getLogger("metasr").info("step %d, %.0f s: wrote %s%s", result.step, result.seconds, result.last, best)
     return 0
