@@ -3,7 +3,8 @@
 The manifest describes an export completely (architecture, normalisation, graph inputs and
 outputs, opset, index dtype, sha256 of every file and of the source checkpoint, tool versions,
 parity result, TensorRT engines), so the runtime never needs the training configuration.
-``metasr.export`` writes it; this module is the one reader, used by the runtime and the exporter.
+This is the one manifest module: the exporter writes with :func:`write_manifest`, the runtime,
+``metasr-eval`` and the exporter read with :func:`read_manifest` (every number range-checked).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from metasr.core.atomic import atomic_write_text
 from metasr.core.errors import ModelError
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "sha256_file",
     "model_id",
     "read_manifest",
+    "write_manifest",
     "validate_manifest",
     "verify_files",
 ]
@@ -236,3 +239,12 @@ def read_manifest(model_dir: str | os.PathLike, verify: bool = False) -> dict[st
     if verify:
         verify_files(model_dir, manifest)
     return manifest
+
+
+def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    """Validate and write ``manifest.json`` atomically (temp file in ``out_dir``, then rename)."""
+    out_dir = Path(out_dir)
+    validate_manifest(manifest, where=str(out_dir / MANIFEST_NAME))
+    path = out_dir / MANIFEST_NAME
+    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return path
