@@ -94,20 +94,7 @@ def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> None:
     kind = manifest["kind"]
     if not isinstance(kind, str) or kind not in _KIND_GRAPHS:
         raise ModelError(f"{where}: kind must be one of {sorted(_KIND_GRAPHS)}, found {kind!r}")
-    graphs, files = manifest["graphs"], manifest["files"]
-    if not isinstance(graphs, dict) or set(graphs) != _KIND_GRAPHS[kind]:
-        raise ModelError(
-            f"{where}: a {kind!r} export has graphs {sorted(_KIND_GRAPHS[kind])}, "
-            f"found {sorted(graphs) if isinstance(graphs, dict) else graphs!r}"
-        )
-    if not isinstance(files, dict) or not all(_is_sha256(v) for v in files.values()):
-        raise ModelError(f"{where}: 'files' must map file names to sha256 hex digests; {_FIX}")
-    for name, spec in graphs.items():
-        if not isinstance(spec, dict) or spec.get("file") not in files:
-            raise ModelError(f"{where}: graph {name!r} names a file that has no sha256 in 'files'; {_FIX}")
-    for name in files:
-        if Path(name).name != name or name.startswith("."):
-            raise ModelError(f"{where}: file name {name!r} must be a plain name inside the export folder")
+    _check_graphs(manifest["graphs"], manifest["files"], kind, where)
     if kind == "fixed" and not isinstance(manifest.get("fixed_scale"), int):
         raise ModelError(f"{where}: a fixed-scale export needs an integer 'fixed_scale'")
     if kind == "meta" and manifest.get("upscale_form") != UPSCALE_FORM:
@@ -116,6 +103,26 @@ def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> None:
             f"({UPSCALE_FORM!r}); re-export the model with metasr-export"
         )
     _check_numbers(manifest, where)
+
+
+def _check_graphs(graphs: Any, files: Any, kind: str, where: str) -> None:
+    """The graphs a kind of export has, each naming files listed with their sha256."""
+    if not isinstance(graphs, dict) or set(graphs) != _KIND_GRAPHS[kind]:
+        raise ModelError(
+            f"{where}: a {kind!r} export has graphs {sorted(_KIND_GRAPHS[kind])}, "
+            f"found {sorted(graphs) if isinstance(graphs, dict) else graphs!r}"
+        )
+    if not isinstance(files, dict) or not all(_is_sha256(v) for v in files.values()):
+        raise ModelError(f"{where}: 'files' must map file names to sha256 hex digests; {_FIX}")
+    for name, spec in graphs.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("file"), str) or spec["file"] not in files:
+            raise ModelError(f"{where}: graph {name!r} names a file that has no sha256 in 'files'; {_FIX}")
+        half = spec.get("fp16_file")
+        if half is not None and (not isinstance(half, str) or half not in files):
+            raise ModelError(f"{where}: graph {name!r} names an fp16 file that has no sha256 in 'files'; {_FIX}")
+    for name in files:
+        if Path(name).name != name or name.startswith("."):
+            raise ModelError(f"{where}: file name {name!r} must be a plain name inside the export folder")
 
 
 def _brief(value: Any) -> str:

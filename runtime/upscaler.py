@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from metasr.core.choices import ChoiceEnum
-from metasr.core.deps import require
 from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import InputError, ModelError, ScaleError
 from metasr.core.hardware import gpu_free_memory_mb
@@ -272,12 +271,12 @@ class Upscaler:
             profiles = self._trt_profiles(name) if cache is not None and files[name].endswith(".onnx") else None
             spec = SessionSpec(profiles, self.requested_precision, self.device_index)
             half = self.requested_precision is Precision.FP16 and name != "kernels"  # CUDA fp16: an fp16 graph
-            data = self._fp16_bytes(path) if half and chosen is Device.CUDA else None
+            data = self._fp16_bytes(name) if half and chosen is Device.CUDA else None
             session = create_session(path, chosen, threads=self.threads, spec=spec, cache_dir=cache, model_bytes=data)
             # Every graph runs where the first one landed, so data never bounces between devices.
             landed = device_of(session.get_providers())
             if half and data is None and landed is Device.CUDA:  # "auto" found CUDA: this graph only, once
-                data = self._fp16_bytes(path)
+                data = self._fp16_bytes(name)
                 session = create_session(path, landed, threads=self.threads, spec=spec, model_bytes=data)
             chosen = landed
             _check_io(session, path, *(_EXPECTED_META.get(name) or _EXPECTED_FIXED))
@@ -301,11 +300,24 @@ class Upscaler:
             )
         return graphs
 
-    @staticmethod
-    def _fp16_bytes(path: Path) -> bytes:
-        """The fp16 copy of a graph for CUDA fp16 (fp32 inputs and outputs; TensorRT converts itself)."""
-        onnx = require("onnx", "fp16 inference on CUDA (--precision fp16)", "export")
+    def _fp16_bytes(self, name: str) -> bytes:
+        """The fp16 graph CUDA fp16 runs (fp32 inputs and outputs; TensorRT converts itself).
 
+        ``metasr-export`` writes it beside the fp32 graph (``fp16_file`` in the manifest, its sha256
+        checked at load); the runtime never needs the ``onnx`` package for it. An export made before
+        that is converted here only where ``onnx`` happens to be installed.
+        """
+        spec = self.manifest["graphs"][name]
+        if spec.get("fp16_file"):
+            return (self.model_dir / spec["fp16_file"]).read_bytes()
+        path = self.model_dir / spec["file"]
+        try:
+            import onnx
+        except ImportError:
+            raise ModelError(
+                f"model {self.model_name} has no fp16 graphs (it was exported by an older metasr-export); "
+                "re-export it with metasr-export, or use --precision fp32"
+            ) from None
         try:
             return to_fp16(onnx.load(str(path))).SerializeToString()
         except Exception as e:  # a graph onnx cannot read is reported by create_session's load

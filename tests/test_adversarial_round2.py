@@ -20,7 +20,7 @@ from _stream_data import moving_shapes, write_video
 from test_run_bad_input import _phantom, _write_png
 
 from metasr.core.atomic import publish_file
-from metasr.core.errors import OutputError
+from metasr.core.errors import ModelError, OutputError
 from metasr.core.locks import exclusive_lock, output_lock
 from metasr.core.paths import shown
 from metasr.runtime.cli import main as run_main
@@ -585,3 +585,21 @@ def test_training_devices_use_the_one_device_parser(tmp_path, capfd, device):
     rc = train_main(["--data", f"folder:{data}", "--out", str(tmp_path / "run"), "--device", device, "--steps", "1"])
     _one_line_refusal(capfd, rc, "metasr-train", "device")
     assert _tree(tmp_path) == before
+
+
+# -- fp16 graphs come from metasr-export, not from the runtime ----------------------------------------
+
+
+def test_fp16_graphs_are_made_by_export_and_loaded_without_onnx(tmp_path, tiny_export_dir, monkeypatch):
+    import sys
+
+    from metasr.runtime.upscaler import Upscaler
+
+    up = Upscaler(tiny_export_dir, device="cpu", threads=1)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # the torch-free runtime: no onnx package
+    for name in ("feature_extractor", "upscale", "upscale_pixels"):
+        half = up.manifest["graphs"][name]["fp16_file"]
+        assert up._fp16_bytes(name) == (tiny_export_dir / half).read_bytes()
+    old = _model_copy(tmp_path, tiny_export_dir, lambda m: [g.pop("fp16_file", None) for g in m["graphs"].values()])
+    with pytest.raises(ModelError, match="re-export it with metasr-export"):
+        Upscaler(old, device="cpu", threads=1)._fp16_bytes("feature_extractor")
