@@ -40,7 +40,7 @@ from metasr.core.choices import Precision
 from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line, run_command
 from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
 from metasr.core.locks import exclusive_lock, output_lock
-from metasr.core.paths import check_new_file, check_write_plan, shown
+from metasr.core.paths import check_new_file, check_write_plan, is_inside, shown
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, series_windows, write_one
 from metasr.runtime.folders import (
     JOURNAL_NAME,
@@ -49,6 +49,7 @@ from metasr.runtime.folders import (
     Journal,
     check_report_path,
     default_output_name,
+    find_images,
     output_stem,
     partial_path,
     plan_items,
@@ -233,6 +234,21 @@ def _folder_output(inputs: list[Path], output: str | None, job: Job) -> Path:
     return folder.with_name(f"{folder.name}_{tag}")
 
 
+def _check_output_holds_no_inputs(inputs: list[Path], output: Path) -> None:
+    """An output folder inside an input folder is not read as input; refuse it if it holds images
+    that are not this command's outputs (they would get no verdict)."""
+    if not output.is_dir() or not any(given.is_dir() and is_inside(output, given) for given in inputs):
+        return
+    ours = set(Journal(output).records)
+    strays = [p for p in find_images(output) if p.relative_to(output).as_posix() not in ours]
+    if strays:
+        raise InputError(
+            f"--output {shown(output)} lies inside the input folder and holds {len(strays)} image(s) that are not "
+            f"outputs of metasr-run (e.g. {shown(strays[0])}); they would never be read; choose an output folder "
+            "outside the input tree"
+        )
+
+
 def _renamed_note(renamed: list[Item]) -> str:
     first = renamed[0]
     return (
@@ -254,6 +270,7 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
                 f"--output {output} is the input folder {given}; choose another folder (inputs are never overwritten)"
             )
     to_create = _probe_folder(output)
+    _check_output_holds_no_inputs(inputs, output)
     items = plan_items(inputs, output)
     sources = [i.source for i in items]
     journal = output / JOURNAL_NAME

@@ -603,3 +603,17 @@ def test_fp16_graphs_are_made_by_export_and_loaded_without_onnx(tmp_path, tiny_e
     old = _model_copy(tmp_path, tiny_export_dir, lambda m: [g.pop("fp16_file", None) for g in m["graphs"].values()])
     with pytest.raises(ModelError, match="re-export it with metasr-export"):
         Upscaler(old, device="cpu", threads=1)._fp16_bytes("feature_extractor")
+
+
+def test_an_output_folder_inside_the_input_holding_inputs_is_refused(tmp_path, tiny_export_dir, capfd):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    _png(folder, "a.png")
+    _png(folder / "sub", "c.png")  # an input, inside what is asked to be the output folder
+    before = _tree(tmp_path)
+    rc = run_main(["-i", str(folder), "-s", "2", "-o", str(folder / "sub"), "-q", "--model", str(tiny_export_dir)])
+    _one_line_refusal(capfd, rc, "metasr-run", "c.png")
+    assert _tree(tmp_path) == before
+    # an output folder inside the input that holds only this command's outputs is resumed as before
+    args = ["-i", str(folder), "-s", "2", "-o", str(folder / "out"), "-q", "--model", str(tiny_export_dir)]
+    assert run_main(args) == 0 and run_main(args) == 0, capfd.readouterr().err
