@@ -33,6 +33,7 @@ from metasr.core.cli import (
     EXIT_TERMINATED,
     Verbosity,
     common_options,
+    one_line,
     progress_enabled,
     run_command,
     sigterm_as_interrupt,
@@ -59,7 +60,7 @@ MAX_GPU_MEMORY_MB = 1024 * 1024
 
 
 def _say(text: str) -> None:
-    print(f"{PROG}: {text}", file=sys.stderr)
+    print(f"{PROG}: {one_line(text)}", file=sys.stderr)  # a newline or escape in a name stays on one line
 
 
 def _status_line(s: dict[str, Any]) -> str:
