@@ -28,7 +28,9 @@ from metasr.core.errors import InputError, OutputError
 
 __all__ = [
     "check_new_file",
+    "check_no_overlap",
     "check_no_sequence_pattern",
+    "file_identity",
     "check_resolvable",
     "check_write_plan",
     "file_url_path",
@@ -189,3 +191,61 @@ def check_resolvable(path: str | os.PathLike[str], role: str = "--out") -> None:
                 raise OutputError(f"{role} {shown(path)}: a part of it is not a folder; fix the path") from None
             raise OutputError(f"cannot use {role} {shown(path)}: {e.strerror or type(e).__name__}") from None
         return
+
+
+def file_identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file ``path`` names (through symbolic links), or ``None`` if there is none.
+
+    Two paths with one identity are one file, whether through symbolic links, hard links or
+    another spelling of the path.
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _resolved(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symbolic link loop: compare the spelling
+        return os.path.abspath(path)
+
+
+def check_no_overlap(writes: Sequence[tuple[str, str | os.PathLike]], inputs: Sequence[str | os.PathLike]) -> None:
+    """Check, before any work, that no path a command writes is an input or another written path.
+
+    Compared by file identity (symbolic and hard links, other spellings) for paths that exist, and
+    by resolved path for all; written paths that differ only in letter case count as one.
+
+    Args:
+        writes: ``(role, path)`` pairs, e.g. ``("output", p)``, ``("--report", r)``.
+        inputs: Every file the command reads.
+
+    Raises:
+        OutputError: naming the two paths that meet.
+    """
+    read_ids: dict[tuple[int, int], Path] = {}
+    read_keys: dict[str, Path] = {}
+    for src in inputs:
+        src = Path(src)
+        ident = file_identity(src)
+        if ident is not None:
+            read_ids[ident] = src
+        read_keys[_resolved(src)] = src
+    seen: dict[str, tuple[str, Path]] = {}
+    for role, path in writes:
+        path = Path(path)
+        ident = file_identity(path)
+        src = read_ids.get(ident) if ident is not None else None
+        src = src or read_keys.get(_resolved(path))
+        key = _resolved(path).casefold()  # two new files differing in case only are one on some file systems
+        if src is not None:
+            raise OutputError(
+                f"{role} {path} is the input file {src}; choose another path (inputs are never overwritten)"
+            )
+        if key in seen:
+            other_role, other = seen[key]
+            raise OutputError(f"{role} {path} and {other_role} {other} are the same file; give them different paths")
+        seen[key] = (role, path)
