@@ -7,7 +7,6 @@ interrupted run leaves only complete, recorded outputs and a rerun resumes where
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metasr.core.atomic import check_name_length, check_replaceable
+from metasr.core.atomic import check_name_length, check_replaceable, publish_file
 from metasr.core.cli import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -138,7 +137,7 @@ class Batch:
             def record_and_move(written: Path) -> Path:
                 try:
                     self.journal.record(out, item.source, source_sha, settings, written=written)
-                    os.replace(written, out)
+                    publish_file(written, out, replace=self.overwrite)  # never over what another run wrote meanwhile
                 except BaseException as e:
                     written.unlink(missing_ok=True)  # an unrecorded output could never be resumed: none at all
                     if isinstance(e, OSError) and not isinstance(e, OutputError):
