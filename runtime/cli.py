@@ -41,6 +41,7 @@ from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line
 from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
 from metasr.core.locks import exclusive_lock, output_lock
 from metasr.core.paths import check_new_file, check_write_plan, is_inside, shown
+from metasr.models import default_model_dir
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, series_windows, write_one
 from metasr.runtime.folders import (
     JOURNAL_NAME,
@@ -203,7 +204,10 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
                 if (out.exists() or out.is_symlink()) and not run.overwrite:
                     raise OutputError(f"output {out} already exists; pass --overwrite to replace it")
                 partial = partial_path(out, scan.default_suffix)
-                move = lambda written: publish_file(written, out, replace=run.overwrite)  # noqa: E731
+
+                def move(written: Path) -> Path:  # never over what another run wrote meanwhile
+                    return publish_file(written, out, replace=run.overwrite)
+
                 try:
                     written = write_one(up, scan, scale, tag, partial, then=move, guard=guard)
                 except OutputError as e:  # name the output the user asked for, not its hidden partial file
@@ -418,8 +422,6 @@ def command(
         check_replaceable(report, "--report")
         check_writable_folder(report.parent if str(report.parent) else Path("."))
         InputSet(inputs).check("--report", report)
-        from metasr.models import default_model_dir
-
         protected = model if model is not None else default_model_dir()
         check_write_plan([("--report", report)], [], [("model folder", protected)])
         check_new_file(report, "--report", overwrite)  # reports follow the rules of outputs
