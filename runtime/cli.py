@@ -217,8 +217,8 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
             _remove_if_empty(to_create)
             raise
         if run.verbosity >= Verbosity.NORMAL:
-            for note in scan.notes:
-                print(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
+            for note in scan.notes:  # notes name the file the user asked for, not its hidden partial file
+                print(f"{PROG}: note: {one_line(note.replace(partial.name, out.name))}", file=sys.stderr)
         seconds = round(time.perf_counter() - start, 3)
     click.echo(shown(written, limit=1 << 20))  # a newline or escape in the name stays on one line
     row = {"input": str(source), "output": str(written), "status": "written", "reason": "", "seconds": seconds}
