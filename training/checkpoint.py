@@ -59,6 +59,9 @@ ARG_LIMITS: dict[str, tuple[type, float, float]] = {
 FLAG_ARGS: dict[str, dict[str, bool]] = {"flat_field": {"metasrgan": False}}
 #: Largest scale a checkpoint's ``scale_range`` may claim.
 MAX_SCALE = 16.0
+#: Most parameters a checkpoint may describe (EDSR, the largest baseline, has 40.7M): arguments each
+#: within :data:`ARG_LIMITS` can still multiply to billions (1024 features x 256 blocks: 4.8G).
+MAX_PARAMETERS = 100_000_000
 
 
 def model_config(arch: str, model: nn.Module, args: dict[str, Any]) -> dict[str, Any]:
@@ -213,6 +216,31 @@ def check_config(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items()
     ):
         raise CheckpointError(f"{path}: 'model' is not a dict of named tensors; the file is damaged")
+    _check_model_size(path, args, ckpt["model"])
+
+
+def _check_model_size(path: str | os.PathLike, args: dict[str, Any], weights: Any) -> None:
+    """Bound the model the arguments describe before it is built (nothing is allocated yet).
+
+    The trunk holds about ``num_blocks x 2`` 3x3 convolutions of ``features`` maps and the weight
+    prediction a ``wpn_hidden x 9 x features`` layer; the estimate must stay under
+    :data:`MAX_PARAMETERS` and must not exceed what the stored weights hold by much (arguments
+    that do not match the weights would only fail after allocating the model).
+    """
+    features, blocks = int(args.get("features", 64)), int(args.get("num_blocks", 32))
+    estimate = blocks * 2 * 9 * features * features + int(args.get("wpn_hidden", 256)) * 9 * features
+    if estimate > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{path}: its arguments describe a model of about {estimate / 1e6:.0f}M parameters ({features} features, "
+            f"{blocks} blocks), more than {MAX_PARAMETERS // 1_000_000}M; the file is damaged or not a metasr model"
+        )
+    stored = sum(v.numel() for v in weights.values() if isinstance(v, torch.Tensor)) if isinstance(weights, dict) else 0
+    sized = "features" in args or "num_blocks" in args  # arguments that set the size (not a weightless bicubic)
+    if sized and estimate > 4 * stored + 1_000_000:
+        raise CheckpointError(
+            f"{path}: its arguments describe about {estimate / 1e6:.1f}M parameters but its weights hold "
+            f"{stored / 1e6:.1f}M; the file is damaged"
+        )
 
 
 def checkpoint_args(config: dict[str, Any]) -> dict[str, Any]:

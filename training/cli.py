@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from metasr.core.cli import (
     sigterm_as_interrupt,
 )
 from metasr.core.errors import InputError, OutputError
+from metasr.core.locks import output_lock
 from metasr.scanners import IntensityRange
 from metasr.training.degradations import Degradation
 from metasr.training.models import TRAINABLE_ARCHS
@@ -252,7 +253,10 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         tiles=opts["tiles"],
         progress=not opts["no_progress"] and progress_enabled(verbosity),
     )
-    result = train(cfg)
+    out = Path(opts["out_dir"])
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for the run folder
+    with output_lock(out, "run folder") if rank0 and out.parent.is_dir() else nullcontext():
+        result = train(cfg)
     best = f", best {result.best} ({result.best_psnr:.3f} dB)" if result.best and result.best_psnr else ""
     logging.getLogger("metasr").info("step %d, %.0f s: wrote %s%s", result.step, result.seconds, result.last, best)
     return 0
@@ -313,6 +317,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     "--intensity", type=_INTENSITY, default="auto", help="Intensity window of the readers, as metasr-run --intensity."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier evaluation in --out.")
 @common_options("metasr-eval")
 def eval_command(verbosity: Verbosity, **opts: Any) -> int:
     """Evaluate models against bicubic on held-out images (PSNR/SSIM per scale, figures for a paper)."""
@@ -321,10 +326,27 @@ def eval_command(verbosity: Verbosity, **opts: Any) -> int:
         return _run_eval(opts, verbosity)
 
 
-def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str]) -> None:
+#: What an evaluation writes into --out: an --out that holds any of them holds an earlier evaluation.
+_EVAL_FILES = ("table.md", "table.csv", "per_image.csv") + tuple(
+    f"{stem}.{fmt}" for stem in ("metrics", "crops") for fmt in ("png", "pdf", "svg")
+)
+
+
+def _check_no_evaluation(out: Path, overwrite: bool) -> None:
+    found = [name for name in _EVAL_FILES if os.path.lexists(out / name)]
+    if found and not overwrite:
+        raise OutputError(
+            f"--out {out} already holds an evaluation ({', '.join(found[:3])}); pass --overwrite to replace it "
+            "or choose another folder"
+        )
+
+
+def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str], overwrite: bool = False) -> None:
     """The report folder: not a file, not a model or data folder, writable (nothing created yet)."""
     from metasr.core.atomic import check_writable_folder
+    from metasr.core.paths import check_resolvable
 
+    check_resolvable(out, "--out")
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder for the report")
     for source in [*ckpts, *(str(d).partition(":")[2] for d in data)]:
@@ -335,6 +357,8 @@ def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str]) -> Non
     while not existing.exists():
         existing = existing.parent
     check_writable_folder(existing)
+    if out.is_dir():
+        _check_no_evaluation(out, overwrite)
 
 
 def _parse_crop(text: str | None) -> tuple[str, tuple[int, int, int]] | None:
@@ -392,7 +416,7 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     degradation = _eval_degradation(opts)
     crop = _parse_crop(opts["crop_spec"])
     window = _parse_window(opts["window_spec"])
-    _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"])
+    _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"], opts["overwrite"])
     models = [load_predictor(c, opts["device"]) for c in opts["ckpts"]]
     main = models[0]
     lo, hi = main.scale_range if main.fixed_scale is None else (main.fixed_scale, main.fixed_scale)
@@ -436,7 +460,7 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
         bar.close()
     report.crop = crop[1] if crop is not None else None
     report.window = window
-    written = write_report(report, opts["out_dir"])
+    written = _write_eval(report, opts["out_dir"], opts["overwrite"], write_report)
     log = logging.getLogger("metasr")
     if skipped:  # reported once the work succeeded, so a failure stays one line
         log.warning("%d unreadable files skipped (-v lists them)", len(skipped))
@@ -444,6 +468,19 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
             log.debug("skipped %s: %s", path, reason)
     log.info("%d images x %d scales: wrote %d files to %s", len(named), len(scale_list), len(written), opts["out_dir"])
     return 0
+
+
+def _write_eval(report: Any, out: Path, overwrite: bool, write_report: Any) -> dict[str, Path]:
+    """Write the report under an exclusive lock on --out, checking again that no evaluation appeared."""
+    from metasr.core.locks import exclusive_lock
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder {out}: {e.strerror}; choose another --out") from None
+    with exclusive_lock(out, "--out folder"):
+        _check_no_evaluation(out, overwrite)  # another run may have finished meanwhile
+        return write_report(report, out)
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
