@@ -34,10 +34,14 @@ from metasr.core.atomic import (
     check_writable_folder,
     file_identity,
     nearest_existing_folder,
+    publish_file,
 )
 from metasr.core.choices import Precision
 from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line, run_command
 from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
+from metasr.core.locks import exclusive_lock, output_lock
+from metasr.core.paths import check_new_file, check_write_plan, is_inside, shown
+from metasr.models import default_model_dir
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, series_windows, write_one
 from metasr.runtime.folders import (
     JOURNAL_NAME,
@@ -46,7 +50,9 @@ from metasr.runtime.folders import (
     Journal,
     check_report_path,
     default_output_name,
+    find_images,
     output_stem,
+    partial_path,
     plan_items,
 )
 from metasr.runtime.jobs import (
@@ -194,16 +200,27 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
         _make_folders(to_create)
         start = time.perf_counter()
         try:
-            written = write_one(up, scan, scale, tag, out, guard=guard)
+            with output_lock(out, "output"):  # a second run to this output refuses in one line
+                if (out.exists() or out.is_symlink()) and not run.overwrite:
+                    raise OutputError(f"output {out} already exists; pass --overwrite to replace it")
+                partial = partial_path(out, scan.default_suffix)
+
+                def move(written: Path) -> Path:  # never over what another run wrote meanwhile
+                    return publish_file(written, out, replace=run.overwrite)
+
+                try:
+                    written = write_one(up, scan, scale, tag, partial, then=move, guard=guard)
+                except OutputError as e:  # name the output the user asked for, not its hidden partial file
+                    raise OutputError(str(e).replace(str(partial), str(out))) from None
             guard.check()
         except BaseException:
             _remove_if_empty(to_create)
             raise
         if run.verbosity >= Verbosity.NORMAL:
-            for note in scan.notes:
-                print(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
+            for note in scan.notes:  # notes name the file the user asked for, not its hidden partial file
+                print(f"{PROG}: note: {one_line(note.replace(partial.name, out.name))}", file=sys.stderr)
         seconds = round(time.perf_counter() - start, 3)
-    click.echo(str(written))
+    click.echo(shown(written, limit=1 << 20))  # a newline or escape in the name stays on one line
     row = {"input": str(source), "output": str(written), "status": "written", "reason": "", "seconds": seconds}
     finish_report(run.report, [row])
     return 0
@@ -219,6 +236,21 @@ def _folder_output(inputs: list[Path], output: str | None, job: Job) -> Path:
         raise InputError(f"input {inputs[0]} is the file system root; give --output FOLDER")
     tag = (job.tag or "sr").replace("/", "-")
     return folder.with_name(f"{folder.name}_{tag}")
+
+
+def _check_output_holds_no_inputs(inputs: list[Path], output: Path) -> None:
+    """An output folder inside an input folder is not read as input; refuse it if it holds images
+    that are not this command's outputs (they would get no verdict)."""
+    if not output.is_dir() or not any(given.is_dir() and is_inside(output, given) for given in inputs):
+        return
+    ours = set(Journal(output).records)
+    strays = [p for p in find_images(output) if p.relative_to(output).as_posix() not in ours]
+    if strays:
+        raise InputError(
+            f"--output {shown(output)} lies inside the input folder and holds {len(strays)} image(s) that are not "
+            f"outputs of metasr-run (e.g. {shown(strays[0])}); they would never be read; choose an output folder "
+            "outside the input tree"
+        )
 
 
 def _renamed_note(renamed: list[Item]) -> str:
@@ -242,6 +274,7 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
                 f"--output {output} is the input folder {given}; choose another folder (inputs are never overwritten)"
             )
     to_create = _probe_folder(output)
+    _check_output_holds_no_inputs(inputs, output)
     items = plan_items(inputs, output)
     sources = [i.source for i in items]
     journal = output / JOURNAL_NAME
@@ -257,14 +290,25 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
         up.check_scale(job.scale, allow_extrapolation=job.allow_extrapolation)
     new_dirs = to_create + sorted({i.out_dir for i in items if not i.out_dir.exists()})
     _make_folders(to_create)
-    renamed = [i for i in items if i.stem != output_stem(i.source)]
-    run.announce(up, [_renamed_note(renamed)] if renamed else [])
-    settings = job.settings() | {"model": up.model_id, "software": __version__}
-    batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), Journal(output), guard)
-    try:
-        code = batch.run(items, series_windows(sources, job.intensity))
-    finally:
-        _remove_if_empty(new_dirs)
+    with exclusive_lock(output, "output folder"):  # one run per output folder and its journal
+        try:
+            renamed = [i for i in items if i.stem != output_stem(i.source)]
+            journal = Journal(output)
+            notes = [_renamed_note(renamed)] if renamed else []
+            if journal.skipped:
+                notes.append(f"{journal.path}: {journal.skipped} damaged line(s) skipped; they prove no output")
+            run.announce(up, notes)
+            settings = job.settings() | {"model": up.model_id, "software": __version__} | up.pixel_settings()
+            batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), journal, guard)
+            try:
+                windows = series_windows(sources, job.intensity)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM while series are grouped: every file is "not run"
+                row = {"output": "", "status": "not run", "reason": "interrupted", "seconds": 0.0}
+                finish_report(run.report, [{"input": str(s), **row} for s in sources])
+                raise
+            code = batch.run(items, windows)
+        finally:
+            _remove_if_empty(new_dirs)
     finish_report(run.report, batch.rows)
     return code
 
@@ -378,6 +422,9 @@ def command(
         check_replaceable(report, "--report")
         check_writable_folder(report.parent if str(report.parent) else Path("."))
         InputSet(inputs).check("--report", report)
+        protected = model if model is not None else default_model_dir()
+        check_write_plan([("--report", report)], [], [("model folder", protected)])
+        check_new_file(report, "--report", overwrite)  # reports follow the rules of outputs
     with SignalGuard() as guard:
         try:
             if len(inputs) == 1 and not inputs[0].is_dir():

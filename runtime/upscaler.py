@@ -28,8 +28,6 @@ state; the run plans live in :mod:`metasr.runtime.tiling`, the kernel arithmetic
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -41,12 +39,11 @@ from typing import Any
 import numpy as np
 
 from metasr.core.choices import ChoiceEnum
-from metasr.core.deps import require
 from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import InputError, ModelError, ScaleError
 from metasr.core.hardware import gpu_free_memory_mb
-from metasr.core.manifest import read_manifest
-from metasr.core.scale import DEFAULT_SCALE_RANGE, Scale, hr_length
+from metasr.core.manifest import model_id, read_manifest
+from metasr.core.scale import DEFAULT_SCALE_RANGE, MAX_OUTPUT_SIDE, MAX_SCALE, MIN_SIDE, Scale, hr_length
 from metasr.runtime.backends import (
     Device,
     Precision,
@@ -82,12 +79,6 @@ __all__ = [
     "read_manifest",
 ]
 
-#: Smallest image side accepted: the network needs neighbours to infer detail from.
-MIN_SIDE = 2
-#: Largest scale ever accepted (extrapolation included).
-MAX_SCALE = 8
-#: Largest output side: beyond it the output alone would not fit a device's memory.
-MAX_OUTPUT_SIDE = 32768
 #: Host working memory for one tile on the CPU (inputs, features and intermediates), in MiB.
 DEFAULT_MEMORY_BUDGET_MB = 384
 #: Device memory for one run on a GPU whose free memory cannot be read, in MiB.
@@ -234,9 +225,8 @@ class Upscaler:
 
     def _read_model(self) -> None:
         self.manifest = read_manifest(self.model_dir, verify=True)
-        files = self.manifest["files"]
-        #: Provenance id: sha256 of the manifest's file hashes (sorted JSON), stable across copies.
-        self.model_id = hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        #: Provenance id: the files' hashes and every field that changes pixels, stable across copies.
+        self.model_id = model_id(self.manifest)
         self.model_name = self.model_dir.name
         self.kind: str = self.manifest["kind"]
         self.arch: str = str(self.manifest.get("arch", "unknown"))
@@ -281,12 +271,12 @@ class Upscaler:
             profiles = self._trt_profiles(name) if cache is not None and files[name].endswith(".onnx") else None
             spec = SessionSpec(profiles, self.requested_precision, self.device_index)
             half = self.requested_precision is Precision.FP16 and name != "kernels"  # CUDA fp16: an fp16 graph
-            data = self._fp16_bytes(path) if half and chosen is Device.CUDA else None
+            data = self._fp16_bytes(name) if half and chosen is Device.CUDA else None
             session = create_session(path, chosen, threads=self.threads, spec=spec, cache_dir=cache, model_bytes=data)
             # Every graph runs where the first one landed, so data never bounces between devices.
             landed = device_of(session.get_providers())
             if half and data is None and landed is Device.CUDA:  # "auto" found CUDA: this graph only, once
-                data = self._fp16_bytes(path)
+                data = self._fp16_bytes(name)
                 session = create_session(path, landed, threads=self.threads, spec=spec, model_bytes=data)
             chosen = landed
             _check_io(session, path, *(_EXPECTED_META.get(name) or _EXPECTED_FIXED))
@@ -310,11 +300,24 @@ class Upscaler:
             )
         return graphs
 
-    @staticmethod
-    def _fp16_bytes(path: Path) -> bytes:
-        """The fp16 copy of a graph for CUDA fp16 (fp32 inputs and outputs; TensorRT converts itself)."""
-        onnx = require("onnx", "fp16 inference on CUDA (--precision fp16)", "export")
+    def _fp16_bytes(self, name: str) -> bytes:
+        """The fp16 graph CUDA fp16 runs (fp32 inputs and outputs; TensorRT converts itself).
 
+        ``metasr-export`` writes it beside the fp32 graph (``fp16_file`` in the manifest, its sha256
+        checked at load); the runtime never needs the ``onnx`` package for it. An export made before
+        that is converted here only where ``onnx`` happens to be installed.
+        """
+        spec = self.manifest["graphs"][name]
+        if spec.get("fp16_file"):
+            return (self.model_dir / spec["fp16_file"]).read_bytes()
+        path = self.model_dir / spec["file"]
+        try:
+            import onnx
+        except ImportError:
+            raise ModelError(
+                f"model {self.model_name} has no fp16 graphs (it was exported by an older metasr-export); "
+                "re-export it with metasr-export, or use --precision fp32"
+            ) from None
         try:
             return to_fp16(onnx.load(str(path))).SerializeToString()
         except Exception as e:  # a graph onnx cannot read is reported by create_session's load
@@ -632,6 +635,13 @@ class Upscaler:
             arithmetic += f" ({self.requested_precision.value} needs {self._needs(self.requested_precision)})"
         memory = f", {self._budget_mb:.0f} MiB per run" if self.device is not Device.CPU else ""
         return f"metasr: model {self.model_name} ({self.model_id[:12]}) on {where}{threads}, {arithmetic}{memory}"
+
+    def pixel_settings(self) -> dict[str, str]:
+        """What changes output pixels besides the model and the job: the arithmetic and the device class.
+
+        Recorded in the resume journal, so an fp16 GPU output is never kept by an fp32 rerun.
+        """
+        return {"precision": self.precision.value, "device": self.device.value}
 
     @staticmethod
     def _needs(precision: Precision) -> str:

@@ -426,6 +426,8 @@ def test_cli_clip_with_audio_names_the_encoder(tmp_path, export_dir, capsys):
 
     src = _av_source(tmp_path)
     out, stats = tmp_path / "o.mp4", tmp_path / "s.json"
+    stale = tmp_path / ".o.partial-4999999-audio.mp4"  # a run killed while it remuxed the audio
+    stale.write_bytes(b"x")
     common = ["-i", str(src), "-s", "2", "--model", str(export_dir), "--device", "cpu"]
     rc = main(
         [*common, "-o", str(out), "--start", "0.4", "--duration", "0:00.2", "--deinterlace", "--stats", str(stats)]
@@ -435,6 +437,7 @@ def test_cli_clip_with_audio_names_the_encoder(tmp_path, export_dir, capsys):
     assert "h264 (libx264 crf 18" in err and "audio aac copied" in err
     info = probe(out)
     assert (info["codec"], info["frames"], info["fps"], info["audio"]) == ("h264", 5, 25.0, ["aac"])
+    assert not stale.exists()
     summary = json.loads(stats.read_text())
     assert summary["end_reason"] == "limit" and summary["encoder"].startswith("h264") and summary["writer"]["audio"]
     rc = main([*common, "-o", str(tmp_path / "n.mp4"), "--max-frames", "3", "--no-audio"])
