@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from metasr.core.errors import InputError, MetaSRError
+from metasr.core.errors import InputError, MetaSRError, ScaleError
 from metasr.core.scale import Scale, parse_scale_exact
 from metasr.runtime.upscaler import check_image
 from metasr.serve.protocol import MAX_INPUT_SIDE, MAX_OUTPUT_PIXELS
@@ -54,9 +54,10 @@ def check_request(image: Any, scale: Any) -> tuple[np.ndarray, Scale]:
         raise InputError(f"image must be FP32 [N, h, w] with values in [0, 1], got {found}")
     if image.ndim != 3:
         raise InputError(f"image must be [N, h, w] (a batch of same-size images), got shape {list(image.shape)}")
-    s = Scale(parse_scale_exact(_scale_text(scale)))
+    text = _scale_text(scale)
+    s = Scale(parse_scale_exact(text))
     if not 1 <= s.value <= 8:
-        raise InputError(f"scale must be between 1 and 8, got {s}")
+        raise ScaleError(f"scale must be between 1 and 8, got {text.strip()}")
     n, h, w = image.shape
     if max(h, w) > MAX_INPUT_SIDE:
         raise InputError(f"image of {w}x{h} pixels is larger than {MAX_INPUT_SIDE} per side; crop or tile it first")
