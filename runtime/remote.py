@@ -31,6 +31,14 @@ __all__ = ["RemoteUpscaler", "parse_server_address"]
 
 _MODEL = "metasr"
 _HOST_PORT = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+)):(?P<port>[0-9]{1,5})")
+# tritonclient's own channel options (messages up to 2 GiB), and a subchannel of this client's own: gRPC
+# otherwise shares connections per address within a process, and a new client would inherit the
+# back-off of one whose server went away (a restarted server looked unreachable for seconds).
+_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.use_local_subchannel_pool", 1),
+]
 #: Seconds one request may take before the server counts as lost.
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -66,7 +74,7 @@ class RemoteUpscaler:
         self._grpc = require("tritonclient.grpc", "--server (a Triton server)", "client")
         self._lock = threading.Lock()
         try:
-            self._client = self._grpc.InferenceServerClient(self.address)
+            self._client = self._grpc.InferenceServerClient(self.address, channel_args=_CHANNEL_ARGS)
             ready = self._client.is_model_ready(_MODEL, client_timeout=min(self.timeout_s, 10.0))
             config = self._client.get_model_config(_MODEL, as_json=True, client_timeout=10.0)["config"]
         except Exception as e:  # noqa: BLE001 - grpc and tritonclient raise many types: one line

@@ -223,10 +223,17 @@ def test_health_ready_and_prometheus_metrics(server: Server) -> None:
 
 def test_same_shape_requests_are_batched(server: Server) -> None:
     before = _get(f"http://{HOST}:{server.metrics}/metrics")[1]
-    image = _rng_image(1, 96, 96, seed=3)
+    image = _rng_image(1, 160, 160, seed=3)  # ~0.1 s per run: the others queue meanwhile
+    remotes = [RemoteUpscaler(server.address) for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def two_requests(remote: RemoteUpscaler) -> list[tuple[int, ...]]:
+        start.wait(timeout=30)
+        return [remote.upscale(image, "2").shape for _ in range(2)]
+
     with ThreadPoolExecutor(8) as pool:
-        shapes = list(pool.map(lambda _: _infer(server, image, _scale("2")).shape, range(16)))
-    assert shapes == [(1, 192, 192)] * 16
+        shapes = [s for pair in pool.map(two_requests, remotes) for s in pair]
+    assert shapes == [(1, 320, 320)] * 16
     after = _get(f"http://{HOST}:{server.metrics}/metrics")[1]
     inferences = _metric(after, "nv_inference_count") - _metric(before, "nv_inference_count")
     executions = _metric(after, "nv_inference_exec_count") - _metric(before, "nv_inference_exec_count")
