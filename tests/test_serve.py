@@ -447,3 +447,62 @@ def test_server_lost_during_a_folder_run_gives_every_file_a_verdict(
     assert [r["status"] for r in rows] == ["written", "written", "failed", "failed"], rows
     assert all("metasr server" in r["reason"] for r in rows[2:])
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["im0_sr2.png", "im1_sr2.png"]
+
+
+def test_a_killed_metasr_serve_leaves_no_triton_behind() -> None:
+    srv = start_server()
+    children = [
+        int(entry) for entry in os.listdir("/proc") if entry.isdigit() and _parent_of(int(entry)) == srv.process.pid
+    ]
+    assert children, "no Triton process under metasr-serve"
+    srv.process.kill()
+    srv.process.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in children), "Triton outlived a killed metasr-serve"
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_numpy_2_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(np, "__version__", "2.1.0")
+    with pytest.raises(DependencyError, match="numpy 1.x"):
+        find_triton()
+
+
+def test_server_lost_mid_stream_is_one_line_and_no_output(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    from metasr.core.errors import ServerError
+    from metasr.video.cli import main as stream_main
+
+    real = RemoteUpscaler.upscale
+    calls = []
+
+    def lost_at_third(self: RemoteUpscaler, image: np.ndarray, scale: object) -> np.ndarray:
+        calls.append(1)
+        if len(calls) >= 3:
+            raise ServerError(f"lost the metasr server at {self.address}: no connection")
+        return real(self, image, scale)
+
+    monkeypatch.setattr(RemoteUpscaler, "upscale", lost_at_third)
+    video = _video(tmp_path / "in.avi")
+    capfd.readouterr()
+    assert stream_main(["-i", str(video), "-s", "2", "-o", str(tmp_path / "out.avi"), "--server", server.address]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("metasr-stream: error: lost the metasr server"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.avi"]
