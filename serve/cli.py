@@ -138,7 +138,9 @@ def _serve(repository: Path, endpoints: Endpoints, workdir: Path, status: str, v
     type=click.Path(path_type=Path),
     help="Write a model repository for any Triton to this new folder and exit (nothing is served).",
 )
-@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda or tensorrt; cuda:1 picks GPU 1.")
+@click.option(
+    "--device", default="auto", show_default=True, help="auto (resolved at start), cpu, cuda, tensorrt; cuda:1: GPU 1."
+)
 @click.option("--precision", default="fp32", show_default=True, help="fp32 (TF32 off), tf32 or fp16 on a GPU.")
 @click.option("--instances", default=1, show_default=True, type=int, help="Model instances (1-64).")
 @click.option("--threads", type=int, help="CPU threads per instance (default: the CPUs divided among instances).")

@@ -15,13 +15,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from metasr.core.errors import DependencyError, InputError, ServerError
+from metasr.core.errors import DependencyError, InputError
 from metasr.serve.protocol import MODEL_NAME
 
 __all__ = ["Endpoints", "TritonDist", "TritonProcess", "find_triton", "parse_port"]
@@ -202,18 +201,6 @@ class TritonProcess:
                 return r.status == 200
         except (urllib.error.URLError, OSError):
             return False
-
-    def wait_ready(self, timeout_s: float) -> None:
-        """Wait until the model is ready; raises :class:`ServerError` with the log's reason if Triton stops."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                raise ServerError(f"Triton did not start: {self.failure_reason()}")
-            if self.ready():
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise ServerError(f"Triton did not become ready within {timeout_s:g} s; see {self.log_path}")
 
     def failure_reason(self) -> str:
         """The most telling line of Triton's log (its first error), for a one-line message."""
