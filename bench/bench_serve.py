@@ -5,8 +5,10 @@ scales (1.5, 1.8, 2, 2.5, 3, 4 in turn). The same work runs twice in one process
 ``--repeat`` times: through ``metasr-serve`` (started here on 127.0.0.1, one instance, the
 machine's CPUs; clients are :class:`~metasr.runtime.remote.RemoteUpscaler`) and through one
 local :class:`~metasr.runtime.Upscaler` shared by the same client threads. Printed per path:
-throughput (images/s), latency p50/p99 (ms) and errors; and the ratio server/local (goal on the
-CPU: >= 0.8). Each pass of each path keeps its best throughput.
+throughput (images/s), latency p50/p99 (ms), CPU seconds per image (on the server path: Triton,
+its backend stub and the clients together) and errors; and the ratios server/local (goal on the
+CPU: >= 0.8). Each path keeps its best pass. On a machine shared with other work, throughput
+follows each path's share of the contended cores; CPU per image does not.
 
     python bench/bench_serve.py                                   # 8 clients x 50 requests, 256x256
     python bench/bench_serve.py --clients 4 --requests 10 --size 128
@@ -59,7 +61,28 @@ def start_server(threads: int, instances: int) -> tuple[subprocess.Popen, str]:
     raise SystemExit(f"metasr-serve did not start (exit {proc.wait()})")
 
 
-def run(make_upscaler, clients: int, requests: int, size: int) -> dict[str, float]:
+def _cpu_seconds(root: int | None) -> float:
+    """CPU time (user + system) of the processes under ``root`` (Triton and its backend stub)."""
+    if root is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    pids, grew = {root}, True
+    while grew:
+        more = {pid for pid, (ppid, _) in stats.items() if ppid in pids} - pids
+        grew = bool(more)
+        pids |= more
+    return sum(stats[pid][1] for pid in pids - {root} if pid in stats)
+
+
+def run(make_upscaler, clients: int, requests: int, size: int, server_pid: int | None = None) -> dict[str, float]:
     """All clients' requests through upscalers from ``make_upscaler()`` (one per client thread)."""
     rng = np.random.default_rng(0)
     images = [rng.random((size, size), dtype=np.float32) for _ in range(4)]
@@ -85,10 +108,11 @@ def run(make_upscaler, clients: int, requests: int, size: int) -> dict[str, floa
             with lock:
                 latencies.append(time.perf_counter() - t0)
 
-    start = time.perf_counter()
+    start, cpu0, server0 = time.perf_counter(), time.process_time(), _cpu_seconds(server_pid)
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu0 + _cpu_seconds(server_pid) - server0
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {
         "images_per_s": len(latencies) / wall,
@@ -96,6 +120,7 @@ def run(make_upscaler, clients: int, requests: int, size: int) -> dict[str, floa
         "p99_ms": float(np.percentile(ms, 99)),
         "errors": errors,
         "wall_s": wall,
+        "cpu_s_per_image": cpu / max(1, len(latencies)),
     }
 
 
@@ -123,20 +148,28 @@ def main() -> None:
             local.upscale(warm, s)
         for _ in range(args.repeat):
             for name, make in (("server", lambda: RemoteUpscaler(address)), ("local", lambda: local)):
-                r = run(make, args.clients, args.requests, args.size)
+                r = run(make, args.clients, args.requests, args.size, server.pid if name == "server" else None)
                 if name not in best or r["images_per_s"] > best[name]["images_per_s"]:
                     best[name] = r
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=120)
     print(f"\nserver: {args.instances} instance(s), {threads} thread(s) each; local: one Upscaler, {cpus} threads")
-    print("\n| path | images/s | p50 latency (ms) | p99 latency (ms) | errors |")
-    print("|---|---:|---:|---:|---:|")
+    print("\n| path | images/s | p50 latency (ms) | p99 latency (ms) | CPU s per image | errors |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name in ("server", "local"):
         r = best[name]
-        print(f"| {name} | {r['images_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} |")
+        print(
+            f"| {name} | {r['images_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+            f"{r['cpu_s_per_image']:.2f} | {r['errors']} |"
+        )
     ratio = best["server"]["images_per_s"] / best["local"]["images_per_s"]
-    print(f"\nserver / local throughput: {ratio:.2f} (goal on the CPU: >= 0.80); metasr-serve exit code {code}")
+    cost = best["local"]["cpu_s_per_image"] / best["server"]["cpu_s_per_image"]
+    print(
+        f"\nserver / local: throughput {ratio:.2f} (goal on the CPU: >= 0.80), CPU efficiency {cost:.2f} "
+        f"(local CPU per image / server CPU per image, server + client processes; less sensitive to other "
+        f"load); metasr-serve exit code {code}"
+    )
 
 
 if __name__ == "__main__":
