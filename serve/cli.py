@@ -29,7 +29,12 @@ import click
 
 from metasr.core.cli import EXIT_INTERRUPTED, Verbosity, common_options, one_line, run_command
 from metasr.core.errors import InputError, OutputError, ServerError
-from metasr.serve.repository import DEFAULT_QUEUE_DELAY_US, RepositoryOptions, write_repository
+from metasr.serve.repository import (
+    DEFAULT_QUEUE_DELAY_US,
+    RepositoryOptions,
+    describe_repository,
+    write_repository,
+)
 from metasr.serve.server import Endpoints, TritonProcess, find_triton, parse_port
 
 __all__ = ["main"]
@@ -190,9 +195,7 @@ def command(
     workdir = Path(tempfile.mkdtemp(prefix="metasr-serve-"))
     try:
         if repository is not None:
-            if not (repository / "metasr" / "config.pbtxt").is_file():
-                raise InputError(f"{repository} has no metasr/config.pbtxt; write one with --write-repository")
-            status = f"model repository {repository}"
+            status = describe_repository(repository)
         else:
             up = _load(model, options)
             n = options.instances

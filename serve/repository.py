@@ -17,6 +17,7 @@ for why Triton's own onnxruntime backend is not used for the feature extractor.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from metasr.core.errors import InputError, OutputError
 from metasr.core.manifest import read_manifest
 from metasr.serve.protocol import INPUT_IMAGE, INPUT_SCALE, MAX_BATCH, MODEL_NAME, OUTPUT_SR
 
-__all__ = ["RepositoryOptions", "model_config_text", "write_repository"]
+__all__ = ["RepositoryOptions", "describe_repository", "model_config_text", "write_repository"]
 
 #: How long the dynamic batcher waits for more requests of the same shape (microseconds).
 DEFAULT_QUEUE_DELAY_US = 2000
@@ -156,3 +157,29 @@ def write_repository(
     except OSError as e:
         raise OutputError(f"cannot write the model repository {dest}: {e.strerror or e}") from None
     return config
+
+
+_PARAMETER = re.compile(r'parameters \{ key: "(\w+)" value: \{ string_value: "([^"\\]*)" \} \}')
+_COUNT = re.compile(r"instance_group \[ \{ count: (\d+)")
+
+
+def describe_repository(repository: str | os.PathLike) -> str:
+    """One line about the metasr model of a repository written by :func:`write_repository`.
+
+    Raises:
+        InputError: the repository has no readable ``metasr/config.pbtxt``.
+    """
+    config = Path(repository) / MODEL_NAME / "config.pbtxt"
+    try:
+        text = config.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise InputError(
+            f"{repository} has no readable {MODEL_NAME}/config.pbtxt; write one with --write-repository"
+        ) from None
+    params = dict(_PARAMETER.findall(text))
+    count = _COUNT.search(text)
+    n = int(count.group(1)) if count else 1
+    return (
+        f"model {params.get('model_name', '?')} ({params.get('model_id', '?')[:12]}) from repository {repository}, "
+        f"{params.get('device', '?')}, {params.get('precision', '?')}; {n} instance{'s' if n != 1 else ''}"
+    )

@@ -161,6 +161,11 @@ def test_write_repository_is_self_contained_and_valid(tmp_path: Path, capfd: pyt
     from metasr.runtime import Upscaler
 
     assert config.parameters["model_id"].string_value == Upscaler.id_of(copied)
+    from metasr.serve.repository import describe_repository
+
+    line = describe_repository(dest)
+    assert line.startswith(f"model metasrgan-mri ({Upscaler.id_of(copied)[:12]}) from repository {dest}, ")
+    assert line.endswith("; 2 instances")
     # never into a folder that holds something
     assert main(["--write-repository", str(dest)]) == 2
     assert "not an empty folder" in capfd.readouterr().err
