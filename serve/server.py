@@ -106,7 +106,7 @@ def find_triton() -> TritonDist:
     if int(numpy.__version__.split(".")[0]) >= 2:
         raise DependencyError(
             f"the Python backend of the bundled Triton is built against numpy 1.x, and this Python has numpy "
-            f'{numpy.__version__}; serve from an environment with numpy<2 (Python 3.10-3.12: pip install "numpy<2")'
+            f'{numpy.__version__}; serve from an environment with numpy<2 (e.g. Python 3.12: pip install "numpy<2")'
         )
     return found
 

@@ -35,7 +35,7 @@ try:
     import tritonclient.grpc as grpcclient
 except (DependencyError, ImportError) as e:  # pragma: no cover - depends on the environment
     pytest.skip(
-        f"serving tests need the [serve] extra in a Python 3.10-3.12 with numpy<2 ({e}); .ci/run runs them",
+        f"serving tests need the [serve] extra in a Python with numpy<2 (3.12) ({e}); .ci/run runs them",
         allow_module_level=True,
     )
 
