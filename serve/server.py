@@ -25,6 +25,8 @@ from metasr.serve.protocol import MODEL_NAME
 
 __all__ = ["Endpoints", "TritonDist", "TritonProcess", "find_triton", "parse_port"]
 
+# Error lines Triton logs on every host without a GPU: not the reason anything failed.
+_NOISE = ("CudaDriverHelper", "NVML", "DCGM", "pinned memory")
 #: Seconds Triton waits for in-flight requests after SIGTERM before it stops anyway.
 EXIT_TIMEOUT_S = 60
 
@@ -208,12 +210,18 @@ class TritonProcess:
             lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
             return "no log"
-        errors = [line for line in lines if line[:1] == "E" and line[1:2].isdigit()]  # glog: E1206 12:00:00 ...
-        for line in errors:
-            if "metasr" in line or "Error" in line:
-                return " ".join(line.split()[4:])[:400]
+        # glog error lines (E1206 12:00:00.000 pid file:line] "message"), less the GPU probes a CPU host always logs
+        errors = [
+            " ".join(line.split("] ", 1)[-1].split()).strip('"')
+            for line in lines
+            if line[:1] == "E" and line[1:2].isdigit() and not any(n in line for n in _NOISE)
+        ]
+        for preferred in ("metasr", "failed", "Failed"):
+            found = [e for e in errors if preferred in e]
+            if found:
+                return found[-1][:400]
         if errors:
-            return " ".join(errors[0].split()[4:])[:400]
+            return errors[-1][:400]
         return " ".join(lines[-1].split())[:400] if lines else "no log"
 
     def stop(self, timeout_s: float = EXIT_TIMEOUT_S + 10) -> int:

@@ -506,3 +506,13 @@ def test_server_lost_mid_stream_is_one_line_and_no_output(
     err = capfd.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("metasr-stream: error: lost the metasr server"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.avi"]
+
+
+def test_a_port_in_use_is_one_line_exit_2(server: Server) -> None:
+    http, metrics = _free_ports(2)
+    cmd = [sys.executable, "-m", "metasr.serve.cli", "--host", HOST, "--http-port", str(http), "--threads", "1"]
+    cmd += ["--grpc-port", str(server.grpc), "--metrics-port", str(metrics)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 2
+    err = run.stderr.strip()
+    assert len(err.splitlines()) == 1 and "already in use" in err, err
