@@ -202,3 +202,21 @@ def test_bad_options_are_one_line_exit_2(args: list[str], message: str, capfd: p
     err = capfd.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("metasr-serve: error:"), err
     assert re.search(message, err, flags=re.IGNORECASE), err
+
+
+def test_server_option_without_tritonclient_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tritonclient") is not None:
+        pytest.skip("tritonclient is installed here")
+    import cv2
+
+    from metasr.runtime.cli import main as run_main
+
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), np.full((8, 8), 100, np.uint8))
+    capfd.readouterr()
+    assert run_main(["-i", str(src), "-s", "2", "--server", "127.0.0.1:8001"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'pip install "metasr[client]"' in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["in.png"]
