@@ -90,8 +90,13 @@ class _Run:
     verbosity: Verbosity
     report: Path | None
     notes: list[str]
+    server: str | None = None
 
     def load(self) -> Upscaler:
+        if self.server is not None:  # the pixels go to a metasr-serve (Triton) server instead
+            from metasr.runtime.remote import RemoteUpscaler
+
+            return RemoteUpscaler(self.server)  # type: ignore[return-value]
         dev = parse_device(self.device)
         return Upscaler(
             self.model,
@@ -339,6 +344,7 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     show_default=True,
     help="fp32 (true fp32: TF32 off), tf32 or fp16 on a GPU; the CPU always runs fp32.",
 )
+@click.option("--server", help="HOST:PORT of a metasr-serve gRPC endpoint: upscale there instead of here.")
 @click.option(
     "--allow-extrapolation", is_flag=True, help=f"Accept scales outside the model's trained range (up to {MAX_SCALE})."
 )
@@ -387,9 +393,16 @@ def command(
     threads: int | None,
     overwrite: bool,
     verbosity: Verbosity,
+    server: str | None = None,
 ) -> int:
     """Super-resolve medical images by any scale with an exported Meta-SRGAN model."""
     parse_device(device)
+    if server is not None:
+        from metasr.runtime.remote import parse_server_address
+
+        parse_server_address(server)
+        if model is not None:
+            raise InputError("--model and --server exclude each other (the server runs its own model)")
     if memory_text is not None and tile is not None:
         raise InputError("give --tile or --memory-budget, not both (both size the tiles)")
     job = _make_job(
@@ -413,6 +426,7 @@ def command(
         verbosity=verbosity,
         report=report,
         notes=[note] if note else [],
+        server=server,
     )
     if output_text is not None and not output_text.strip():
         raise InputError("--output is empty; give a file or folder path, or leave it out")

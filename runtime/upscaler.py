@@ -76,6 +76,7 @@ __all__ = [
     "UpscaleMethod",
     "Upscaler",
     "check_image",
+    "check_model_scale",
     "read_manifest",
 ]
 
@@ -226,7 +227,7 @@ class Upscaler:
     def _read_model(self) -> None:
         self.manifest = read_manifest(self.model_dir, verify=True)
         #: Provenance id: the files' hashes and every field that changes pixels, stable across copies.
-        self.model_id = model_id(self.manifest)
+        self.model_id = self.id_of(self.manifest)
         self.model_name = self.model_dir.name
         self.kind: str = self.manifest["kind"]
         self.arch: str = str(self.manifest.get("arch", "unknown"))
@@ -239,6 +240,11 @@ class Upscaler:
         self.receptive_radius = radius if isinstance(radius, int) and radius >= 1 else DEFAULT_RECEPTIVE_RADIUS
         self.features = int(self.manifest.get("features") or 64)
         self.mean = float(self.manifest["normalization"]["mean"])
+
+    @staticmethod
+    def id_of(manifest: dict[str, Any]) -> str:
+        """The model id of an export's manifest (:func:`metasr.core.manifest.model_id`)."""
+        return model_id(manifest)
 
     def _device_budget_mb(self) -> float:
         """Working memory of one run: the host budget on the CPU, device memory on a GPU."""
@@ -354,23 +360,13 @@ class Upscaler:
             ScaleError: not a finite positive number, outside the trained range (unless allowed),
                 outside 1..MAX_SCALE, or not the fixed scale of a fixed-scale model.
         """
-        s = Scale.parse(scale)
-        if self.fixed_scale is not None:
-            if s.value != self.fixed_scale:
-                raise ScaleError(
-                    f"model {self.model_name} ({self.arch}) only supports scale {self.fixed_scale}, "
-                    f"got {s}; use a Meta-SRGAN model for other scales"
-                )
-            return s
-        lo, hi = self.scale_range
-        if s.value < 1 or s.value > MAX_SCALE:
-            raise ScaleError(f"scale must be between 1 and {MAX_SCALE}, got {s}")
-        if not allow_extrapolation and not (Fraction(repr(lo)) <= s.value <= Fraction(repr(hi))):
-            raise ScaleError(
-                f"scale {s} is outside the model's trained range {lo:g}-{hi:g}; choose a scale in that "
-                f"range or allow extrapolation (--allow-extrapolation, up to {MAX_SCALE})"
-            )
-        return s
+        return check_model_scale(
+            scale,
+            scale_range=self.scale_range,
+            fixed_scale=self.fixed_scale,
+            model=f"{self.model_name} ({self.arch})",
+            allow_extrapolation=allow_extrapolation,
+        )
 
     # ------------------------------------------------------------------ planning
 
@@ -676,6 +672,34 @@ def _check_io(session: Any, path: Path, want_in: set[str], want_out: str) -> Non
             f"graph {path} has inputs {sorted(inputs)} and outputs {outputs}, expected inputs "
             f"{sorted(want_in)} and output {want_out!r}; re-export the model with metasr-export"
         )
+
+
+def check_model_scale(
+    scale: str | Real | Fraction | Scale,
+    *,
+    scale_range: tuple[float, float],
+    fixed_scale: int | None,
+    model: str,
+    allow_extrapolation: bool = False,
+) -> Scale:
+    """The checks of :meth:`Upscaler.check_scale` for a model described by its manifest values
+    (shared with the remote upscaler of :mod:`metasr.runtime.remote`)."""
+    s = Scale.parse(scale)
+    if fixed_scale is not None:
+        if s.value != fixed_scale:
+            raise ScaleError(
+                f"model {model} only supports scale {fixed_scale}, got {s}; use a Meta-SRGAN model for other scales"
+            )
+        return s
+    lo, hi = scale_range
+    if s.value < 1 or s.value > MAX_SCALE:
+        raise ScaleError(f"scale must be between 1 and {MAX_SCALE}, got {s}")
+    if not allow_extrapolation and not (Fraction(repr(lo)) <= s.value <= Fraction(repr(hi))):
+        raise ScaleError(
+            f"scale {s} is outside the model's trained range {lo:g}-{hi:g}; choose a scale in that "
+            f"range or allow extrapolation (--allow-extrapolation, up to {MAX_SCALE})"
+        )
+    return s
 
 
 def _check_positive(name: str, value: Any) -> None:

@@ -216,6 +216,18 @@ def _load_upscaler(model_dir: str | None, spec: DeviceSpec, precision: Precision
     return Upscaler(model_dir, device=spec, precision=precision, gpu_memory_mb=gpu_memory)
 
 
+def _check_server(text: str | None) -> str | None:
+    from metasr.runtime.remote import parse_server_address
+
+    return None if text is None else parse_server_address(text)
+
+
+def _load_remote(server: str) -> Any:
+    from metasr.runtime.remote import RemoteUpscaler
+
+    return RemoteUpscaler(server)
+
+
 def _report(summary: Any, data: dict[str, Any], verbosity: Verbosity) -> None:
     if verbosity is Verbosity.QUIET:
         return
@@ -301,6 +313,9 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
     _check_plan(input_, kind, output, stats_file, _model_folder(args["model_dir"]))
     if args["display"]:
         check_display()
+    if args["server"] is not None and args["model_dir"] is not None:
+        raise click.UsageError("--model and --server exclude each other (the server runs its own model)")
+    _check_server(args["server"])
     with output_lock(output, "output") if output is not None else nullcontext():
         if output is not None:
             _check_not_there(output, args["overwrite"])  # written by a run that held the lock before
@@ -327,9 +342,10 @@ def _stream_locked(
 
     max_fps, lost, gpu_memory = rates
     stats_path = args["stats_path"]
+    server = _check_server(args["server"])
     source = open_source(input_)
     try:
-        up = _load_upscaler(args["model_dir"], spec, precision, gpu_memory)
+        up = _load_remote(server) if server else _load_upscaler(args["model_dir"], spec, precision, gpu_memory)
     except BaseException:
         source.release()
         raise
@@ -375,6 +391,7 @@ def _stream_locked(
 @click.option("--precision", default="fp32", show_default=True, metavar="NAME",
               help=f"{', '.join(p.value for p in Precision)}: arithmetic on the GPU (fp32 is true fp32, TF32 off; "
                    "the CPU always runs fp32).")  # fmt: skip
+@click.option("--server", metavar="HOST:PORT", help="A metasr-serve gRPC endpoint: upscale there instead of here.")
 @click.option("--gpu-memory", metavar="MiB",
               help="Cap the GPU memory one inference run may use (default: half the GPU's free memory).")  # fmt: skip
 @click.option(
