@@ -41,7 +41,7 @@ from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line
 from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
 from metasr.core.locks import exclusive_lock, output_lock
 from metasr.core.paths import check_new_file, check_write_plan, is_inside, shown
-from metasr.models import default_model_dir
+from metasr.models import resolve_model_dir
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, series_windows, write_one
 from metasr.runtime.folders import (
     JOURNAL_NAME,
@@ -336,7 +336,11 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     help="Output file, or folder (a trailing / makes one; default: beside the input, e.g. frame_sr1.8.dcm).",
 )
 @click.option("--report", type=click.Path(path_type=Path), help="Per-file report, CSV or JSON by suffix.")
-@click.option("--model", type=click.Path(path_type=Path), help="Export folder (default: the shipped model).")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    help="Export folder, or the name of a shipped model (--list-models); default: the shipped default model.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or tensorrt; cuda:1 picks GPU 1.")
 @click.option(
     "--precision",
@@ -345,6 +349,14 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     help="fp32 (true fp32: TF32 off), tf32 or fp16 on a GPU; the CPU always runs fp32.",
 )
 @click.option("--server", help="HOST:PORT of a metasr-serve gRPC endpoint: upscale there instead of here.")
+@click.option(
+    "--list-models",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, _param, value: _list_models(ctx) if value else None,
+    help="List the shipped models (names for --model) and exit.",
+)
 @click.option(
     "--allow-extrapolation", is_flag=True, help=f"Accept scales outside the model's trained range (up to {MAX_SCALE})."
 )
@@ -436,7 +448,7 @@ def command(
         check_replaceable(report, "--report")
         check_writable_folder(report.parent if str(report.parent) else Path("."))
         InputSet(inputs).check("--report", report)
-        protected = model if model is not None else default_model_dir()
+        protected = resolve_model_dir(model)
         check_write_plan([("--report", report)], [], [("model folder", protected)])
         check_new_file(report, "--report", overwrite)  # reports follow the rules of outputs
     with SignalGuard() as guard:
@@ -453,6 +465,32 @@ def command(
             # a path the file system refuses to look up (too long, a loop, no permission): one line
             where = f" {e.filename}" if e.filename else ""
             raise OutputError(f"cannot use{where}: {e.strerror or type(e).__name__}; choose another path") from None
+
+
+def _card_summary(card: Path) -> str:
+    """The model card's one-line summary (its first line starting with ``Summary:``), if any."""
+    try:
+        for line in card.read_text(encoding="utf-8").splitlines():
+            if line.startswith("Summary:"):
+                return line.removeprefix("Summary:").strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _list_models(ctx: click.Context) -> None:
+    """Print one line per shipped model: name, model id, scale range, what it is for."""
+    from metasr.core.manifest import model_id, read_manifest
+    from metasr.models import DEFAULT_MODEL, resolve_model_dir, shipped_models
+
+    for name in shipped_models():
+        manifest = read_manifest(resolve_model_dir(name), verify=False)
+        lo, hi = manifest.get("scale_range", ["?", "?"])
+        summary = _card_summary(resolve_model_dir(name) / "MODEL_CARD.md")
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        line = f"{name}{default}  {model_id(manifest)[:12]}  x{lo:g}-{hi:g}"
+        click.echo(f"{line}  {summary}" if summary else line)
+    ctx.exit(0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

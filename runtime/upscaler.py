@@ -156,7 +156,8 @@ class Upscaler:
     """Super-resolve images with an exported metasr model, torch-free.
 
     Args:
-        model_dir: Export folder (``manifest.json`` + graphs); None: the shipped model.
+        model_dir: Export folder (``manifest.json`` + graphs); None: the default shipped model; the
+            bare name of a shipped model (``metasr.models.shipped_models()``) selects that one.
         device: ``auto`` (TensorRT, then CUDA, then CPU), ``cpu``, ``cuda`` or ``tensorrt``.
         memory_budget_mb: Host working memory for one tile on the CPU; sets the tile size of large images.
         gpu_memory_mb: Device memory for one run on CUDA/TensorRT; None: half the GPU's free memory.
@@ -191,10 +192,9 @@ class Upscaler:
         #: Requested precision; :attr:`precision` is what actually runs (fp32 on the CPU).
         self.requested_precision = Precision.parse(precision)
         self.method = UpscaleMethod.parse(method)
-        if model_dir is None:
-            from metasr.models import default_model_dir
+        from metasr.models import resolve_model_dir
 
-            model_dir = default_model_dir()
+        model_dir = resolve_model_dir(model_dir)  # None: the default; a shipped model's name: its folder
         _check_positive("memory_budget_mb", memory_budget_mb)
         if gpu_memory_mb is not None:
             _check_positive("gpu_memory_mb", gpu_memory_mb)

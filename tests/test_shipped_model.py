@@ -88,3 +88,28 @@ def test_shipped_graphs_reproduce_the_checkpoint(shipped) -> None:
             sr = up.run(feats, scale, form)
             assert sr.shape == ref.shape
             assert np.isfinite(sr).all() and np.abs(sr - ref).max() <= 1e-4, (scale, form)
+
+
+def test_shipped_models_are_found_by_name(tmp_path, monkeypatch) -> None:
+    from metasr.models import DEFAULT_MODEL, default_model_dir, resolve_model_dir, shipped_models
+
+    names = shipped_models()
+    assert names[0] == DEFAULT_MODEL
+    for name in names:
+        assert resolve_model_dir(name) == default_model_dir(name)
+        assert (resolve_model_dir(name) / "manifest.json").is_file()
+    assert resolve_model_dir(None) == default_model_dir()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / DEFAULT_MODEL).mkdir()  # a folder of that name here is what the user means
+    assert resolve_model_dir(DEFAULT_MODEL) == Path(DEFAULT_MODEL)
+    assert resolve_model_dir("no-such-model") == Path("no-such-model")  # left to the manifest reader's error
+
+
+def test_list_models_prints_each_shipped_model(capsys) -> None:
+    from metasr.models import shipped_models
+    from metasr.runtime.cli import main
+
+    assert main(["--list-models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == shipped_models()
+    assert "(default)" in lines[0] and " x1.1-4 " in lines[0] + " "

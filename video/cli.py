@@ -175,12 +175,10 @@ def _check_stats(stats: str, overwrite: bool) -> Path:
 
 
 def _model_folder(model_dir: str | None) -> Path | None:
-    if model_dir is not None:
-        return Path(model_dir)
     try:
-        from metasr.models import default_model_dir
+        from metasr.models import resolve_model_dir
 
-        return default_model_dir()
+        return resolve_model_dir(model_dir)
     except Exception:  # noqa: BLE001 - no shipped model: nothing to protect
         return None
 
@@ -385,7 +383,12 @@ def _stream_locked(
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing --output or --stats file.")
 @click.option("--display", is_flag=True, help="Show the frames in a window ('q' or Esc stops); needs a GUI OpenCV.")
-@click.option("--model", "model_dir", metavar="DIR", help="Exported model folder (default: the shipped model).")
+@click.option(
+    "--model",
+    "model_dir",
+    metavar="DIR|NAME",
+    help="Exported model folder or a shipped model's name (default: the shipped model).",
+)
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE",
               help=f"{', '.join(d.value for d in Device)} (also gpu, trt); a GPU index as in cuda:1.")  # fmt: skip
 @click.option("--precision", default="fp32", show_default=True, metavar="NAME",
