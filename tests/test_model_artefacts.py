@@ -1,4 +1,4 @@
-"""The shipped model adds no periodic pattern: every kernel class answers a flat region alike.
+"""The shipped models add no periodic pattern: every kernel class answers a flat region alike.
 
 At a scale ``p/q`` the Meta-Upscale stage applies ``p*p`` kernel classes; if their DC gains
 differ, a constant region comes back with a period-``p`` pattern (a checkerboard at x2). The
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from metasr.core.scale import Scale
+from metasr.models import shipped_models
 from metasr.runtime import Upscaler
 
 SCALES = [f"{s / 10:g}" for s in range(11, 41)] + ["2.333", "7/3"]
@@ -22,9 +23,9 @@ SCALES = [f"{s / 10:g}" for s in range(11, 41)] + ["2.333", "7/3"]
 MARGIN = 18
 
 
-@pytest.fixture(scope="module")
-def upscaler() -> Upscaler:
-    return Upscaler(device="cpu", threads=1)
+@pytest.fixture(scope="module", params=shipped_models())
+def upscaler(request: pytest.FixtureRequest) -> Upscaler:
+    return Upscaler(request.param, device="cpu", threads=1)
 
 
 @pytest.mark.parametrize("scale", SCALES)

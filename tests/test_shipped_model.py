@@ -1,4 +1,4 @@
-"""The shipped model (``models/metasrgan-mri``): its export is committed, intact and current.
+"""The shipped models (``models/<name>``): each export is committed, intact and current.
 
 Checks the sha256 of every exported file against ``manifest.json``, that the manifest was made
 from the checkpoint that ships next to it, and that ONNX Runtime reproduces that checkpoint in
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metasr.models import default_model_dir
+from metasr.models import default_model_dir, shipped_models
 
 # Only json/hashlib at module level: the hash checks run without torch or onnx installed.
 MANIFEST_NAME = "manifest.json"
@@ -26,25 +26,23 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-MODEL_DIR = default_model_dir()
-REEXPORT = f"metasr-export --ckpt {MODEL_DIR / 'best.pt'} --force"
-
-
-@pytest.fixture(scope="module")
-def shipped() -> tuple[dict, Path]:
-    """(manifest, checkpoint path) of the shipped model."""
-    manifest_path = MODEL_DIR / MANIFEST_NAME
+@pytest.fixture(scope="module", params=shipped_models())
+def shipped(request: pytest.FixtureRequest) -> tuple[dict, Path, Path, str]:
+    """(manifest, checkpoint path, model folder, re-export command) of each shipped model."""
+    model_dir = default_model_dir(request.param)
+    reexport = f"metasr-export --ckpt {model_dir / 'best.pt'} --force"
+    manifest_path = model_dir / MANIFEST_NAME
     if not manifest_path.is_file():
-        if not (MODEL_DIR / "best.pt").is_file():
-            pytest.skip(f"no checkpoint shipped yet in {MODEL_DIR} (training has not committed best.pt)")
-        pytest.fail(f"{MODEL_DIR / 'best.pt'} ships without an export; run: {REEXPORT}")
+        if not (model_dir / "best.pt").is_file():
+            pytest.skip(f"no checkpoint shipped yet in {model_dir} (training has not committed best.pt)")
+        pytest.fail(f"{model_dir / 'best.pt'} ships without an export; run: {reexport}")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     assert manifest.get("format") == "metasr-export" and manifest.get("format_version") == 2
-    return manifest, MODEL_DIR / manifest["checkpoint"]["file"]
+    return manifest, model_dir / manifest["checkpoint"]["file"], model_dir, reexport
 
 
 def test_shipped_export_is_the_meta_contract(shipped) -> None:
-    manifest, _ = shipped
+    manifest = shipped[0]
     assert manifest["arch"] == "metasrgan" and manifest["kind"] == "meta"
     assert manifest["upscale_form"] == "class-kernel"
     assert set(manifest["files"]) >= {"feature_extractor.onnx", "kernels.onnx", "upscale.onnx", "upscale_pixels.onnx"}
@@ -53,17 +51,17 @@ def test_shipped_export_is_the_meta_contract(shipped) -> None:
 
 
 def test_shipped_files_match_their_hashes(shipped) -> None:
-    manifest, _ = shipped
+    manifest, _, model_dir, reexport = shipped
     for name, digest in manifest["files"].items():
-        assert (MODEL_DIR / name).is_file(), f"{name} is listed in the manifest but not shipped; run: {REEXPORT}"
-        assert sha256_file(MODEL_DIR / name) == digest, f"{name} does not match its manifest; run: {REEXPORT}"
+        assert (model_dir / name).is_file(), f"{name} is listed in the manifest but not shipped; run: {reexport}"
+        assert sha256_file(model_dir / name) == digest, f"{name} does not match its manifest; run: {reexport}"
 
 
 def test_shipped_export_was_made_from_the_shipped_checkpoint(shipped) -> None:
-    manifest, ckpt = shipped
+    manifest, ckpt, _, reexport = shipped
     assert ckpt.is_file(), f"the manifest names checkpoint {ckpt.name}, which is not shipped"
     assert sha256_file(ckpt) == manifest["checkpoint"]["sha256"], (
-        f"the export is stale (made from another checkpoint); run: {REEXPORT}"
+        f"the export is stale (made from another checkpoint); run: {reexport}"
     )
 
 
@@ -74,11 +72,11 @@ def test_shipped_graphs_reproduce_the_checkpoint(shipped) -> None:
     from metasr.export.verify import UpscaleSessions, ort_session, phantom
     from metasr.training import load_checkpoint
 
-    manifest, ckpt = shipped
+    manifest, ckpt, model_dir, _ = shipped
     validate_manifest(manifest)
     model = load_checkpoint(ckpt)
-    fe = ort_session(MODEL_DIR / "feature_extractor.onnx", threads=1)
-    up = UpscaleSessions.load(MODEL_DIR, threads=1)
+    fe = ort_session(model_dir / "feature_extractor.onnx", threads=1)
+    up = UpscaleSessions.load(model_dir, threads=1)
     lr = phantom(2, 41, 52, seed=5)
     feats = fe.run(["features"], {"lr": lr})[0]
     for scale in ("1.5", "2", "2.7", "4", "1.51"):
