@@ -23,7 +23,32 @@ SCALES = [f"{s / 10:g}" for s in range(11, 41)] + ["2.333", "7/3"]
 MARGIN = 18
 
 
-@pytest.fixture(scope="module", params=shipped_models())
+def _flat_field(name: str) -> bool:
+    """Whether a shipped model was trained with the flat-field constraint (its checkpoint says)."""
+    pytest.importorskip("torch")
+    from metasr.models import default_model_dir
+    from metasr.training.checkpoint import checkpoint_args, read_checkpoint
+
+    return bool(checkpoint_args(read_checkpoint(default_model_dir(name) / "best.pt")["config"]).get("flat_field"))
+
+
+def _model_params() -> list:
+    """Every shipped model; one trained before the constraint is a known failure, held strictly.
+
+    The default ``metasrgan-mri`` predates the constraint and stays the default because the
+    constrained fine-tune is not better on every held-out degradation (MODEL_CARD.md). ``strict``
+    turns this into a failure the day a constrained default ships, so the marker cannot outlive it.
+    """
+    params = []
+    for name in shipped_models():
+        legacy = pytest.mark.xfail(
+            strict=True, reason=f"{name} predates the flat-field constraint: period-p pattern (MODEL_CARD.md)"
+        )
+        params.append(pytest.param(name, id=name, marks=() if _flat_field(name) else legacy))
+    return params
+
+
+@pytest.fixture(scope="module", params=_model_params())
 def upscaler(request: pytest.FixtureRequest) -> Upscaler:
     return Upscaler(request.param, device="cpu", threads=1)
 
