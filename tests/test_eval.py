@@ -254,3 +254,9 @@ def test_eval_degradation_options_refused_in_one_line(
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "e").exists()
+
+
+def test_models_can_be_labelled(checkpoints: dict[str, Path]) -> None:
+    predictor = load_predictor(f"previous={checkpoints['metasrgan']}")
+    assert predictor.name == "previous" and predictor.fixed_scale is None
+    assert load_predictor(checkpoints["metasrgan"]).name == "metasrgan"

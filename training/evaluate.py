@@ -85,10 +85,18 @@ def bicubic_predictor() -> Predictor:
 def load_predictor(source: str | os.PathLike, device: str = "cpu") -> Predictor:
     """A checkpoint (``.pt``) through torch, or an exported model folder through the runtime.
 
+    ``LABEL=PATH`` names the model ``LABEL`` in the tables and figures (a path that exists as
+    written is never split).
+
     Raises:
         CheckpointError / ModelError: unusable source.
         InputError: the path does not exist.
     """
+    label, sep, rest = str(source).partition("=")
+    if sep and label and "/" not in label and not Path(source).exists():
+        predictor = load_predictor(rest, device)
+        predictor.name = label
+        return predictor
     path = Path(source)
     if path.is_dir():
         from metasr.runtime import Upscaler
