@@ -39,6 +39,7 @@ from metasr.core.choices import Precision
 from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line, run_command
 from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, series_windows, write_one
+from metasr.runtime.derivation import check_series_unchanged
 from metasr.runtime.folders import (
     JOURNAL_NAME,
     InputSet,
@@ -62,7 +63,10 @@ from metasr.runtime.jobs import (
     read_input,
 )
 from metasr.runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB, MAX_SCALE, Upscaler
+from metasr.scanners.base import Grid
+from metasr.scanners.dicom_encoding import Compression
 from metasr.scanners.intensity import IntensityRange
+from metasr.scanners.select import parse_rules, select_files
 
 __all__ = ["command", "default_output_name", "main"]
 
@@ -194,7 +198,7 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
         _make_folders(to_create)
         start = time.perf_counter()
         try:
-            written = write_one(up, scan, scale, tag, out, guard=guard)
+            written = write_one(up, scan, scale, tag, out, guard=guard, job=job)
             guard.check()
         except BaseException:
             _remove_if_empty(to_create)
@@ -255,14 +259,20 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     up = run.load()
     if job.scale is not None:
         up.check_scale(job.scale, allow_extrapolation=job.allow_extrapolation)
+    chosen, rejected = select_files(sources, parse_rules(job.select))
+    windows = series_windows(chosen, job.intensity)
+    settings = job.settings() | {"model": up.model_id, "software": __version__}
+    journal_records = Journal(output)
+    if not run.overwrite:
+        check_series_unchanged(journal_records.records, settings, windows, output)
     new_dirs = to_create + sorted({i.out_dir for i in items if not i.out_dir.exists()})
     _make_folders(to_create)
     renamed = [i for i in items if i.stem != output_stem(i.source)]
     run.announce(up, [_renamed_note(renamed)] if renamed else [])
-    settings = job.settings() | {"model": up.model_id, "software": __version__}
-    batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), Journal(output), guard)
+    batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), journal_records, guard)
+    batch.skip(rejected)
     try:
-        code = batch.run(items, series_windows(sources, job.intensity))
+        code = batch.run([i for i in items if i.source not in rejected], windows)
     finally:
         _remove_if_empty(new_dirs)
     finish_report(run.report, batch.rows)
@@ -307,6 +317,29 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     help="Stored-value window mapped to the model's [0, 1] range.",
 )
 @click.option(
+    "--compress",
+    type=click.Choice([c.value for c in Compression], case_sensitive=False),
+    default=Compression.KEEP.value,
+    show_default=True,
+    help="DICOM output encoding, lossless only: keep (the source's codec where a lossless encoder exists), none,"
+    " rle, jpeg-ls or j2k.",
+)
+@click.option(
+    "--grid",
+    type=click.Choice([g.value for g in Grid], case_sensitive=False),
+    default=Grid.CORNER.value,
+    show_default=True,
+    help="corner: keep the field of view's outer corner (pixels exactly old/scale); center: keep the first and"
+    " last pixel centres (MONAI/ITK resampling).",
+)
+@click.option(
+    "--select",
+    "select",
+    multiple=True,
+    help="Folder runs: process only DICOM files whose attribute matches, e.g. Modality=CT, ImageType=PRIMARY,"
+    " ImageType!=LOCALIZER, Modality=CT,MR (any of); repeat to require several. Others are reported as skipped.",
+)
+@click.option(
     "--memory-budget",
     "memory_text",
     help=f"Working memory per tile in MiB [default: {DEFAULT_MEMORY_BUDGET_MB}] (large images are tiled).",
@@ -337,6 +370,9 @@ def command(
     allow_extrapolation: bool,
     axis: int | None,
     intensity: str,
+    compress: str,
+    grid: str,
+    select: tuple[str, ...],
     memory_text: str | None,
     gpu_memory_text: str | None,
     tile: int | None,
@@ -355,7 +391,11 @@ def command(
         allow_extrapolation=allow_extrapolation,
         axis=axis,
         intensity=intensity.lower(),
+        compress=Compression.parse(compress).value,
+        grid=Grid(grid.lower()).value,
+        select=tuple(select),
     )
+    parse_rules(select)  # a bad rule stops the run before anything is read
     capped, note = parse_threads(threads)
     run = _Run(
         model=model,

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
@@ -32,6 +33,8 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "ImageFormat",
     "DerivationInfo",
+    "Grid",
+    "NotAnImageError",
     "ScanImage",
     "MIN_SIDE",
     "MAX_SIDE",
@@ -67,18 +70,50 @@ DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".ima")
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 
 
+class Grid(str, Enum):
+    """Where the resampled grid sits on the input's field of view.
+
+    ``corner`` (default): the outer corner of the field of view is kept, pixels are exactly
+    ``old / r``; output pixel ``i`` shows input coordinate ``(i + 0.5) / r - 0.5``. ``center``: the
+    centres of the first and last pixel are kept (MONAI, ITK), pixels are ``old (n - 1) / (N - 1)``
+    and output pixel ``i`` shows input coordinate ``i (n - 1) / (N - 1)``.
+    """
+
+    CORNER = "corner"
+    CENTER = "center"
+
+
+class NotAnImageError(InputError):
+    """The file is a DICOM object that holds no image to super-resolve (SR, RT Plan, KOS, dose...).
+
+    A folder run reports such files as ``skipped``, not as failures.
+    """
+
+
 @dataclass(frozen=True)
 class DerivationInfo:
     """Provenance written into a derived image (DICOM ContributingEquipment, descriptions).
+
+    Everything that changes the derived pixels is here (scale, model id, grid, and the runtime's
+    other settings in ``pixel_settings``), so that the derived DICOM UIDs have one home: change
+    any of them and the instance and series UIDs change; settings that do not change pixels
+    (tile size, threads, the device at fp32) are not here and keep the UIDs.
 
     Attributes:
         scale: The scale as the user gave it, e.g. ``"2.3"`` (or ``"512x512"`` for a size).
         model_id: Hash identifying the exported model (``Upscaler.model_id``).
         software_version: metasr version, e.g. ``"0.1.0"``.
-        model_name: Human-readable model name, e.g. ``"metasrgan-mri"``.
+        model_name: Human-readable model name (the manifest's), e.g. ``"metasrgan-mri"``.
         exact_scale: The exact scale the frames were made with (``Scale.value``). Colour and
             alpha planes are then resampled on the network's pixel grid, so they stay aligned with
             the luma; ``None`` resamples them by the size ratio.
+        pixel_settings: Other ``(name, value)`` settings that change pixels (precision, noise
+            setting...); they enter the derived UIDs and the derived series number.
+        grid: Where the new grid sits (:class:`Grid`); it changes pixels and geometry.
+        compress: DICOM output encoding: ``keep``, ``none``, ``rle``, ``jpeg-ls`` or ``j2k``
+            (lossless only; it does not change pixels, so not the UIDs either).
+        created: When the derivation ran (Series/Content Date and Time; one per run so a series
+            carries one time); ``None``: when the file is written.
     """
 
     scale: str
@@ -86,6 +121,10 @@ class DerivationInfo:
     software_version: str
     model_name: str
     exact_scale: Fraction | None = None
+    pixel_settings: tuple[tuple[str, str], ...] = ()
+    grid: Grid | str = Grid.CORNER
+    compress: str = "keep"
+    created: datetime | None = None
 
 
 class _LogCollector(logging.Handler):
