@@ -368,6 +368,10 @@ def _palette_to_rgb(ds, indices: np.ndarray, name: str) -> np.ndarray:
             f"{name}: PALETTE COLOR lookup tables cannot be applied ({type(e).__name__}: {describe_error(e)})"
         ) from e
     bits = rgb.dtype.itemsize * 8
+    if bits == 16 and (np.all(rgb % 257 == 0) or "Ultrasound" in str(getattr(ds.get("SOPClassUID"), "name", ""))):
+        # 16-bit tables that hold 8-bit colours (v * 257), and ultrasound (whose IODs allow 8-bit
+        # colour only): 8-bit RGB, exact in the first case, the nearest 8-bit colour in the second.
+        rgb, bits = np.rint(rgb / 257.0).astype(np.uint8), 8
     ds.PhotometricInterpretation = "RGB"
     ds.SamplesPerPixel = 3
     ds.BitsAllocated = ds.BitsStored = bits

@@ -39,9 +39,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metasr.core.errors import InputError
+from metasr.core.errors import InputError, OutputError
 from metasr.scanners.base import DerivationInfo, describe_error, grid_scale, spacing_factors
-from metasr.scanners.dicom_encoding import compress_pixels, file_meta, output_syntax, record_lossy_history
+from metasr.scanners.dicom_encoding import (
+    Compression,
+    compress_pixels,
+    file_meta,
+    output_syntax,
+    record_lossy_history,
+)
 from metasr.scanners.dicom_geometry import first_item, rescale_geometry
 from metasr.scanners.dicom_padding import restore_padding
 from metasr.scanners.intensity import merge_luma
@@ -75,6 +81,33 @@ _DROPPED = (
     "ExtendedOffsetTableLengths",
 )
 _MAX_IS = 2**31 - 1
+_UID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+#: Enhanced MR attributes that describe an acquisition and may only be present in ORIGINAL or MIXED
+#: images (MR Pulse Sequence and Bulk Motion Synchronization modules, as dciodvfy checks them); a
+#: derived image drops them (the source instance, referenced, still has them).
+_MR_ORIGINAL_ONLY = (
+    "PulseSequenceName",
+    "MRAcquisitionType",
+    "EchoPulseSequence",
+    "MultipleSpinEcho",
+    "MultiPlanarExcitation",
+    "PhaseContrast",
+    "VelocityEncodingAcquisitionSequence",
+    "TimeOfFlightContrast",
+    "ArterialSpinLabelingContrast",
+    "SteadyStatePulseSequence",
+    "EchoPlanarPulseSequence",
+    "SaturationRecovery",
+    "SpectrallySelectedSuppression",
+    "OversamplingPhase",
+    "GeometryOfKSpaceTraversal",
+    "RectilinearPhaseEncodeReordering",
+    "SegmentedKSpaceTraversal",
+    "CoverageOfKSpace",
+    "NumberOfKSpaceTrajectories",
+    "BulkMotionCompensationTechnique",
+    "BulkMotionSignalSource",
+)
 #: Enhanced IODs whose Image/Frame Type value 2 is PRIMARY only (PS3.3 C.8.13.1.1.1, C.8.15.2, C.8.22).
 _PRIMARY_ONLY = re.compile(r"Enhanced (CT|MR|PET)|Legacy Converted Enhanced")
 
@@ -163,8 +196,10 @@ def _functional_groups(ds) -> list:
 
 
 def is_enhanced(ds) -> bool:
-    """An enhanced (functional-group) multi-frame image: derivation goes per frame, Image Type value 2 is PRIMARY."""
-    return "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
+    """An enhanced (functional-group) multi-frame image: its derivation goes into the functional groups."""
+    name = str(getattr(ds.get("SOPClassUID"), "name", ""))
+    groups = "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
+    return groups or bool(_PRIMARY_ONLY.search(name))
 
 
 def _derived_type(values, value2: str) -> list[str]:
@@ -174,7 +209,7 @@ def _derived_type(values, value2: str) -> list[str]:
 def mark_derived_types(ds) -> None:
     """Image Type ``DERIVED\\SECONDARY``; enhanced CT/MR/PET (where value 2 may only be PRIMARY,
     "secondary" being a property of the IOD, not of the frames) ``DERIVED\\PRIMARY``, Frame Types alike."""
-    enhanced = is_enhanced(ds) and _PRIMARY_ONLY.search(str(getattr(ds.get("SOPClassUID"), "name", "")))
+    enhanced = _PRIMARY_ONLY.search(str(getattr(ds.get("SOPClassUID"), "name", "")))
     value2 = "PRIMARY" if enhanced else "SECONDARY"
     if "ImageType" in ds and ds.ImageType:
         ds.ImageType = _derived_type(ds.ImageType, value2)
@@ -239,6 +274,10 @@ def _set_identity(scan: DicomScan, ds, info: DerivationInfo) -> None:
     mark_derived_types(ds)
 
 
+def _is_uid(value) -> bool:
+    return bool(value) and len(str(value)) <= 64 and _UID.fullmatch(str(value)) is not None
+
+
 def _derivation_text(scan: DicomScan, info: DerivationInfo, new_size: tuple[int, int], earlier) -> str:
     (old_h, old_w), (height, width) = scan.size, new_size
     grid = getattr(info.grid, "value", info.grid)
@@ -287,6 +326,7 @@ def _record_enhanced_derivation(scan: DicomScan, ds, info: DerivationInfo, new_s
             delattr(ds, keyword)  # not part of the enhanced IODs' top level
     per_frame = list(ds.get("PerFrameFunctionalGroupsSequence", []) or [])
     shared = first_item(ds, "SharedFunctionalGroupsSequence")
+
     targets = list(enumerate(per_frame, start=1)) if per_frame else [(None, shared)]
     shared_old = first_item(shared, "DerivationImageSequence") if shared is not None else None
     for frame, group in targets:
@@ -297,7 +337,8 @@ def _record_enhanced_derivation(scan: DicomScan, ds, info: DerivationInfo, new_s
         earlier = old.get("DerivationDescription") if old else ""
         item.DerivationDescription = _derivation_text(scan, info, new_size, earlier)
         item.DerivationCodeSequence = _derivation_codes(old.get("DerivationCodeSequence") if old else None)
-        item.SourceImageSequence = Sequence([_source_item(src, frame)])
+        if _is_uid(src.get("SOPInstanceUID")):
+            item.SourceImageSequence = Sequence([_source_item(src, frame)])
         group.DerivationImageSequence = Sequence([item])
     if shared is not None and per_frame and "DerivationImageSequence" in shared:
         del shared.DerivationImageSequence  # a per-frame group of the same kind replaces it
@@ -307,8 +348,20 @@ def _record_enhanced_derivation(scan: DicomScan, ds, info: DerivationInfo, new_s
     series = Dataset()
     series.SeriesInstanceUID = str(src.get("SeriesInstanceUID", "") or "")
     series.ReferencedInstanceSequence = Sequence([instance])
-    if series.SeriesInstanceUID and instance.ReferencedSOPInstanceUID:
+    referenced = any(group is not None for _, group in targets)  # a damaged file without groups: nowhere
+    if referenced and series.SeriesInstanceUID and _is_uid(instance.ReferencedSOPInstanceUID):
         ds.ReferencedSeriesSequence = Sequence([series])
+        evidence_series = Dataset()
+        evidence_series.SeriesInstanceUID = series.SeriesInstanceUID
+        evidence_series.ReferencedSOPSequence = Sequence([copy.deepcopy(instance)])
+        evidence = Dataset()
+        evidence.StudyInstanceUID = str(src.get("StudyInstanceUID", "") or "")
+        evidence.ReferencedSeriesSequence = Sequence([evidence_series])
+        ds.SourceImageEvidenceSequence = Sequence([evidence])
+    if "Enhanced MR" in str(getattr(ds.get("SOPClassUID"), "name", "")):
+        for keyword in _MR_ORIGINAL_ONLY:
+            if keyword in ds:
+                delattr(ds, keyword)
 
 
 def _record_derivation(scan: DicomScan, ds, info: DerivationInfo, new_size: tuple[int, int]) -> None:
@@ -321,7 +374,10 @@ def _record_derivation(scan: DicomScan, ds, info: DerivationInfo, new_size: tupl
     else:
         ds.DerivationDescription = _derivation_text(scan, info, new_size, src.get("DerivationDescription", ""))
         ds.DerivationCodeSequence = _derivation_codes(src.get("DerivationCodeSequence"))
-        ds.SourceImageSequence = Sequence([_source_item(src)])
+        if _is_uid(src.get("SOPInstanceUID")):  # Type 3: a reference to an invalid UID would be an error
+            ds.SourceImageSequence = Sequence([_source_item(src)])
+        elif "SourceImageSequence" in ds:
+            del ds.SourceImageSequence
     equipment = Dataset()
     equipment.Manufacturer = "metasr"
     equipment.ManufacturerModelName = str(info.model_name)[:64]
@@ -340,9 +396,17 @@ def _encode(scan: DicomScan, ds, pixels: np.ndarray, info: DerivationInfo) -> by
     from pydicom.uid import UID, ImplicitVRLittleEndian
 
     out_ts = UID(output_syntax(info.compress, scan.transfer_syntax))
-    ds.file_meta = file_meta(scan.dataset.SOPClassUID, ds.SOPInstanceUID, out_ts, info.software_version)
     if out_ts.is_compressed:
-        compress_pixels(ds, out_ts, pixels, scan.path.name)
+        try:
+            compress_pixels(ds, out_ts, pixels, scan.path.name)
+        except OutputError as e:
+            if Compression.parse(info.compress) is not Compression.KEEP:
+                raise  # asked for by name: say why it cannot be done
+            out_ts = UID(output_syntax(Compression.NONE, scan.transfer_syntax))
+            note = f"{scan.path.name}: written uncompressed; {e}"
+            if note not in scan.notes:
+                scan.notes.append(note)
+    ds.file_meta = file_meta(scan.dataset.SOPClassUID, ds.SOPInstanceUID, out_ts, info.software_version)
     buf = io.BytesIO()
     try:
         pydicom.dcmwrite(

@@ -8,11 +8,13 @@ File meta
 Compression (``--compress``)
     ``none`` writes Explicit VR Little Endian (Implicit VR Little Endian inputs keep theirs);
     ``rle``, ``jpeg-ls`` and ``j2k`` write RLE Lossless, JPEG-LS Lossless and JPEG 2000 Lossless
-    through pydicom's encoders (native RLE, pyjpegls, pylibjpeg-openjpeg). ``keep`` (the default)
+    through pydicom's encoders (native RLE, pyjpegls, pylibjpeg-openjpeg; JPEG 2000 colour as
+    YBR_RCT, the reversible transform). ``keep`` (the default)
     writes the source's codec where a lossless encoder for it exists: RLE and JPEG-LS stay
     themselves, lossy or lossless JPEG 2000 become JPEG 2000 Lossless, JPEG-LS near-lossless
     becomes JPEG-LS Lossless; anything else (JPEG, which pydicom cannot encode losslessly,
-    uncompressed, deflated, big endian) is written uncompressed. Only lossless syntaxes are
+    uncompressed, deflated, big endian) is written uncompressed, as is an image the kept codec's
+    encoder cannot hold (a note says so). Only lossless syntaxes are
     written: the derived pixels are exactly the ones computed.
 
 Lossy history
@@ -213,10 +215,15 @@ def compress_pixels(ds, syntax: str, pixels: np.ndarray, name: str) -> None:
     uid = UID(syntax)
     arr = pixels[0] if pixels.shape[0] == 1 else pixels
     kwargs = {}
-    if uid == _J2K_LOSSLESS and int(ds.get("SamplesPerPixel", 1)) == 3:
-        kwargs["use_mct"] = False  # RGB stays RGB (the colour transform would need YBR_RCT)
+    colour_j2k = uid == _J2K_LOSSLESS and int(ds.get("SamplesPerPixel", 1)) == 3
+    if colour_j2k:
+        # Lossless JPEG 2000 colour is stored with the reversible colour transform as YBR_RCT
+        # (PS3.5 8.2.4; ultrasound IODs accept no RGB there); decoders give back the same RGB.
+        kwargs["use_mct"] = True
     try:
         ds.compress(uid, arr, generate_instance_uid=False, **kwargs)
+        if colour_j2k:
+            ds.PhotometricInterpretation = "YBR_RCT"
     except Exception as e:  # no plugin, or an image the encoder cannot hold
         raise OutputError(
             f"{name}: cannot encode the output as {uid.name} ({type(e).__name__}: {' '.join(str(e).split())[:200]});"
