@@ -19,7 +19,9 @@ Compression (``--compress``)
 
 Lossy history
     A source compressed with a lossy transfer syntax (JPEG baseline/extended, JPEG-LS near-lossless
-    with NEAR > 0, JPEG 2000 with the irreversible 9-7 wavelet, HTJ2K lossy, MPEG/H.264/H.265)
+    with NEAR > 0, JPEG 2000 with the irreversible 9-7 wavelet, or under the lossy-or-lossless
+    JPEG 2000 syntax unless the header says Lossy Image Compression ``00``, HTJ2K lossy,
+    MPEG/H.264/H.265)
     already lost information, whether or not its header says so: the output carries Lossy Image
     Compression ``01`` with the method and the ratio of that compression appended to any the
     source lists (PS3.3 C.7.6.1.1.5).
@@ -153,8 +155,11 @@ def lossy_compression_of(ds, transfer_syntax: str, frames: int) -> tuple[str, fl
         near = _jpeg_ls_near(_first_fragment(ds, frames))
         method = "ISO_14495_1" if near is None or near > 0 else None
     elif method is None and ts in (_J2K, _J2K_MC):
+        # The 9-7 wavelet always loses; the 5-3 one loses when layers were truncated, which the
+        # codestream does not tell: lossy unless the header says it is not.
         irreversible = _j2k_irreversible(_first_fragment(ds, frames))
-        method = "ISO_15444_1" if irreversible else None
+        said_lossless = str(ds.get("LossyImageCompression", "") or "").strip() == "00"
+        method = "ISO_15444_1" if irreversible or not said_lossless else None
     if method is None:
         return None
     try:
