@@ -5,7 +5,9 @@ Reading
     super-resolution enlarges the two in-plane axes. The default slice axis is the one with the
     largest voxel size (the through-plane axis of a typical 2D acquisition, e.g. 1x1x5 mm);
     ties go to the last axis (``k``), so an isotropic volume is processed in axial-index slices.
-    A 2D image (or a volume with one slice) is one frame. 4D series are refused. The header
+    A 2D image (or a volume with one slice) is one frame. Trailing singleton dimensions
+    (``128x128x10x1``) are ignored and kept in the output; a 4D (or higher) series is processed
+    volume by volume, every volume's slices being frames (one window for the series). The header
     dimensions are checked before any voxel is read; ``.nii.gz`` headers are checked before the
     volume is decompressed.
 
@@ -126,7 +128,10 @@ class NiftiScan(ScanImage):
         _, height, width = sr.shape
         row_axis, col_axis = self.in_plane
         values = self.stored_values(sr, info)  # [F, H, W] in the stored dtype
-        volume = np.moveaxis(values, 0, self.axis) if len(self.shape) == 3 else values[0]
+        volume = _volume_of(values, self.shape, self.in_plane) if len(self.shape) >= 3 else values[0]
+        file_shape = list(getattr(self, "file_shape", self.shape))
+        file_shape[row_axis], file_shape[col_axis] = height, width
+        volume = volume.reshape(file_shape)  # trailing singleton axes of the input come back
         f_row, f_col = spacing_factors(self.size, (height, width), grid_scale(info, self.size, (height, width)))
         factors = {row_axis: float(f_row), col_axis: float(f_col)}
 
@@ -205,6 +210,8 @@ def _check_zooms(header, shape: tuple[int, ...], name: str) -> tuple[float, ...]
     """Voxel sizes of the image's axes, each a positive finite number (a singleton axis: any, read as 1)."""
     pixdim = [float(v) for v in header["pixdim"][1 : len(shape) + 1]]
     for axis, size in enumerate(pixdim):
+        if axis >= 3:
+            continue  # time and other non-spatial axes: any step (0 is common), never resampled
         if shape[axis] == 1 and not (np.isfinite(size) and size > 0):
             pixdim[axis] = 1.0  # no spacing between slices of a single slice
         elif not (np.isfinite(size) and size > 0):
@@ -228,13 +235,11 @@ def _check_length(header, data: bytes, name: str) -> None:
 
 def _slicing(shape: tuple[int, ...], header, axis, name: str) -> tuple[tuple[int, ...], int, tuple[int, int]]:
     """``(shape, slice axis, in-plane axes)`` of a 2D image or 3D volume, sizes checked."""
-    # Trailing singleton dimensions (e.g. a 3D volume stored as X x Y x Z x 1) are dropped.
+    # Trailing singleton dimensions (a 3D volume stored as X x Y x Z x 1 by FSL or dipy) are
+    # dropped for processing and put back when writing; a real 4D series is processed volume by
+    # volume (every volume's slices are frames).
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
-    if len(shape) > 3:
-        raise InputError(
-            f"{name}: {len(shape)}D NIfTI images are not supported; split the series into 3D volumes first"
-        )
     if len(shape) < 2:
         raise InputError(f"{name}: NIfTI image has shape {shape}; expected a 2D image or 3D volume")
     zooms = _check_zooms(header, shape, name)
@@ -252,7 +257,8 @@ def _slicing(shape: tuple[int, ...], header, axis, name: str) -> tuple[tuple[int
             raise InputError(f"{name}: slice axis must be 0, 1 or 2 for a 3D volume, got {axis!r}")
         axis = int(axis) % 3
         in_plane = tuple(a for a in range(3) if a != axis)
-        check_dimensions(name, shape[in_plane[0]], shape[in_plane[1]], shape[axis])
+        frames = int(np.prod([n for a, n in enumerate(shape) if a not in in_plane], dtype=np.int64))
+        check_dimensions(name, shape[in_plane[0]], shape[in_plane[1]], frames)
 
     return shape, axis, in_plane
 
@@ -307,11 +313,31 @@ def read_nifti(
         ) from e
     if stored.dtype.names is not None or np.iscomplexobj(stored):
         raise InputError(f"{name}: NIfTI data type {stored.dtype} is not supported; expected integer or float voxels")
+    file_shape = tuple(int(n) for n in stored.shape)
     stored = stored.reshape(shape)
     imap = IntensityMap.for_data(stored, policy=intensity, source=name, window=window)
-    stack = stored[None] if len(shape) == 2 else np.moveaxis(stored, axis, 0)
+    stack = stored[None] if len(shape) == 2 else _frames_of(stored, in_plane)
     frames = imap.to_unit(stack)
     spacing = (zooms[in_plane[0]], zooms[in_plane[1]])
     residual = imap.residual(stack)
     header = image.header
-    return NiftiScan(path, frames, imap, spacing, header, axis, in_plane, shape, (slope, inter), compressed, residual)
+    scan = NiftiScan(path, frames, imap, spacing, header, axis, in_plane, shape, (slope, inter), compressed, residual)
+    scan.file_shape = file_shape
+    if len(shape) > 3:
+        volumes = int(np.prod(shape[3:], dtype=np.int64))
+        scan.notes.append(
+            f"{name}: {len(shape)}D NIfTI, {volumes} volumes processed one by one ({shape[axis]} slices each)"
+        )
+    return scan
+
+
+def _frames_of(stored: np.ndarray, in_plane: tuple[int, int]) -> np.ndarray:
+    """``[F, h, w]`` frames: the in-plane axes last, every other axis (slices, volumes) flattened in order."""
+    moved = np.moveaxis(stored, in_plane, (-2, -1))
+    return moved.reshape(-1, *moved.shape[-2:])
+
+
+def _volume_of(frames: np.ndarray, shape: tuple[int, ...], in_plane: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`_frames_of` for frames of a new in-plane size."""
+    others = [n for a, n in enumerate(shape) if a not in in_plane]
+    return np.moveaxis(frames.reshape(*others, *frames.shape[-2:]), (-2, -1), in_plane)
