@@ -18,7 +18,7 @@ import numpy as np
 
 from metasr.core.errors import InputError
 
-__all__ = ["spacing_of", "rescale_geometry", "first_item"]
+__all__ = ["spacing_of", "rescale_geometry", "first_item", "ultrasound_spacing"]
 
 _TAGS = {
     "ImagePositionPatient": "(0020,0032)",
@@ -121,7 +121,32 @@ def spacing_of(ds, name: str) -> tuple[float, float] | None:
         found = found or spacing
         _check_plane(first_item(group, "PlanePositionSequence"), name)
         _check_plane(first_item(group, "PlaneOrientationSequence"), name)
-    return found
+    return found or ultrasound_spacing(ds)
+
+
+#: Physical Units X/Y Direction code for centimetres (PS3.3 C.8.5.5.1.15).
+_CM = 3
+
+
+def ultrasound_spacing(ds) -> tuple[float, float] | None:
+    """``(row_mm, col_mm)`` of the first calibrated 2D ultrasound region (both axes in cm), else ``None``.
+
+    Ultrasound images carry their calibration as regions (Physical Delta X/Y per pixel) instead of
+    Pixel Spacing; the first 2D tissue region in centimetres gives the pixel size.
+    """
+    for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
+        try:
+            spatial = int(region.get("RegionSpatialFormat", 0) or 0)
+            units = (
+                int(region.get("PhysicalUnitsXDirection", 0) or 0),
+                int(region.get("PhysicalUnitsYDirection", 0) or 0),
+            )
+            dx, dy = float(region.get("PhysicalDeltaX")), float(region.get("PhysicalDeltaY"))
+        except (TypeError, ValueError):
+            continue
+        if spatial == 1 and units == (_CM, _CM) and all(math.isfinite(v) and v > 0 for v in (dx, dy)):
+            return abs(dy) * 10.0, abs(dx) * 10.0
+    return None
 
 
 def _direction_cosines(item) -> tuple[np.ndarray, np.ndarray] | None:
