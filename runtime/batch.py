@@ -109,12 +109,14 @@ def write_one(
     one :meth:`SignalGuard.critical` section of ``guard``; the upscaling before them can be
     interrupted at any time. ``job`` gives the output options (grid, compression, run time).
     """
-    from metasr.runtime.derivation import derivation_info
+    from metasr.runtime.derivation import derivation_info, to_center_grid
 
     big_h, big_w = scale.output_size(*scan.size)
     if min(big_h, big_w) < 1:
         raise ScaleError(f"scale {scale} turns a {scan.size[1]}x{scan.size[0]} image into nothing")
     sr = up.upscale(scan.frames, scale)
+    if job is not None and job.grid == "center":
+        sr = to_center_grid(sr, scan.size, scale.value)
     info = derivation_info(up, scale, tag, job)
     with guard.critical() if guard is not None else nullcontext():
         written = scan.write_derived(sr, out, info)

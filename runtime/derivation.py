@@ -11,8 +11,11 @@ rounding) and are left out, so they keep the UIDs.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from metasr.core.scale import Scale
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
     from metasr.runtime.upscaler import Upscaler
     from metasr.scanners import DerivationInfo
 
-__all__ = ["check_series_unchanged", "derivation_info", "model_name", "pixel_settings", "window_text"]
+__all__ = ["check_series_unchanged", "derivation_info", "model_name", "pixel_settings", "to_center_grid", "window_text"]
 
 
 def model_name(up: Upscaler) -> str:
@@ -96,3 +99,24 @@ def check_series_unchanged(
 def window_text(window: object) -> str:
     """How a window is named in the resume journal (one series mapping, one text)."""
     return f"{getattr(window, 'low', window)!r}..{getattr(window, 'high', '')!r}"
+
+
+def to_center_grid(sr: np.ndarray, lr_size: tuple[int, int], scale: Fraction) -> np.ndarray:
+    """Super-resolved frames on the network's grid, resampled onto the ``center`` grid.
+
+    The network's output pixel ``i`` shows input coordinate ``(i + 0.5) / r - 0.5`` (outer corner
+    kept). ``--grid center`` (MONAI, ITK) wants output pixel ``j`` at ``j (n - 1) / (N - 1)``: the
+    first and last input pixel centres kept. That is network coordinate ``r (n - 1) / (N - 1) j +
+    (r - 1) / 2``, sampled bicubically (a sub-pixel shift, at most half an input pixel at the edges).
+    """
+    from metasr.scanners.base import GridMap, resample_on_map
+
+    r = Fraction(scale)
+    _, height, width = sr.shape
+    axes = []
+    for n, big in zip(lr_size, (height, width)):
+        a = Fraction(n - 1, big - 1) if big > 1 and n > 1 else 1 / r
+        axes.append((r * a, (r - 1) / 2))
+    gmap = GridMap(axes[0], axes[1])
+    out = np.stack([resample_on_map(np.ascontiguousarray(f), height, width, gmap) for f in sr])
+    return np.clip(out, 0.0, 1.0).astype(np.float32)

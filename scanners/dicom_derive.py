@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from metasr.core.errors import InputError, OutputError
-from metasr.scanners.base import DerivationInfo, describe_error, grid_scale, spacing_factors
+from metasr.scanners.base import DerivationInfo, describe_error, grid_map, planes_on_grid
 from metasr.scanners.dicom_encoding import (
     Compression,
     compress_pixels,
@@ -235,7 +235,8 @@ def _set_pixels(scan: DicomScan, ds, sr: np.ndarray, info: DerivationInfo) -> np
         pixels = scan.stored_values(sr, info)
         pixels = restore_padding(scan, pixels, info)
     else:
-        pixels = scan.intensity.from_unit(merge_luma(sr, scan.chroma, scale=info.exact_scale))
+        chroma = planes_on_grid(scan.chroma, sr.shape[1], sr.shape[2], info, scan.size)
+        pixels = scan.intensity.from_unit(merge_luma(sr, chroma, scale=info.exact_scale))
         ds.PhotometricInterpretation = "RGB"  # decoders hand us RGB (YBR and palette colour included)
         ds.PlanarConfiguration = 0
     pixels = np.ascontiguousarray(pixels.astype(stored))
@@ -430,8 +431,8 @@ def encode_derived(scan: DicomScan, sr: np.ndarray, out: Path, info: DerivationI
         pass
     new_size = (int(sr.shape[1]), int(sr.shape[2]))
     pixels = _set_pixels(scan, ds, sr, info)
-    f_row, f_col = spacing_factors(scan.size, new_size, grid_scale(info, scan.size, new_size))
-    rescale_geometry(ds, f_row, f_col, new_size)
+    gmap = grid_map(info, scan.size, new_size)
+    rescale_geometry(ds, *gmap.factors, new_size, offsets=gmap.offsets)
     if _drop_overlays(ds):
         note = f"{scan.path.name}: overlay planes (60xx) dropped; they do not follow the new pixel grid"
         if note not in scan.notes:

@@ -87,28 +87,31 @@ def fill_padding(pixels: np.ndarray, padding: Padding | None) -> np.ndarray:
     return filled
 
 
-def nearest_indices(n: int, big: int, scale: Fraction | None) -> np.ndarray:
-    """For each of ``big`` output pixels, the input pixel whose area holds its centre (of ``n``).
+def nearest_indices(n: int, big: int, a: Fraction, b: Fraction) -> np.ndarray:
+    """For each of ``big`` output pixels, the input pixel (of ``n``) whose area holds its centre.
 
-    On the network's grid (``scale`` r): output ``i`` has its centre at input ``(i + 0.5) / r - 0.5``,
-    which lies in input pixel ``floor((i + 0.5) / r)``; without a scale the size ratio ``n / big``.
+    Output ``i`` has its centre at input coordinate ``a i + b`` (:class:`~metasr.scanners.base.GridMap`;
+    on the network's grid ``a = 1 / r``, ``b = (a - 1) / 2``), which lies in input pixel
+    ``floor(a i + b + 1/2)``; computed exactly in integers.
     """
-    r = Fraction(scale) if scale is not None else Fraction(big, n)
+    a, c = Fraction(a), Fraction(b) + Fraction(1, 2)
+    den = a.denominator * c.denominator // np.gcd(a.denominator, c.denominator)
     i = np.arange(big, dtype=np.int64)
-    return np.minimum(((2 * i + 1) * r.denominator) // (2 * r.numerator), n - 1)
+    idx = (a.numerator * (den // a.denominator) * i + c.numerator * (den // c.denominator)) // den
+    return np.clip(idx, 0, n - 1)
 
 
 def restore_padding(scan: DicomScan, pixels: np.ndarray, info: DerivationInfo) -> np.ndarray:
     """Stored output values ``[F, H, W]`` with the padding put back exactly (see the module docstring)."""
-    from metasr.scanners.base import grid_scale
+    from metasr.scanners.base import grid_map
 
     padding = getattr(scan, "padding", None)
     if padding is None:
         return pixels
     _, height, width = pixels.shape
-    scale = grid_scale(info, scan.size, (height, width))
-    rows = nearest_indices(scan.size[0], height, scale)
-    cols = nearest_indices(scan.size[1], width, scale)
+    gmap = grid_map(info, scan.size, (height, width))
+    rows = nearest_indices(scan.size[0], height, *gmap.row)
+    cols = nearest_indices(scan.size[1], width, *gmap.col)
     mask = padding.mask[:, rows][:, :, cols]
     out = pixels.copy()
     inside = (out >= padding.low) & (out <= padding.high) & ~mask

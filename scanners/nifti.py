@@ -46,8 +46,7 @@ from metasr.scanners.base import (
     ScanImage,
     check_dimensions,
     describe_error,
-    grid_scale,
-    spacing_factors,
+    grid_map,
 )
 from metasr.scanners.intensity import IntensityMap, IntensityRange, IntensityWindow
 
@@ -62,17 +61,22 @@ def default_slice_axis(zooms: tuple[float, ...]) -> int:
     return max(range(len(z)), key=lambda i: (z[i], i))
 
 
-def rescale_affine(affine: np.ndarray, axis_factors: dict[int, float]) -> np.ndarray:
-    """Affine after resampling voxel axes with the field of view's corner kept.
+def rescale_affine(
+    affine: np.ndarray, axis_factors: dict[int, float], axis_offsets: dict[int, float] | None = None
+) -> np.ndarray:
+    """Affine after resampling voxel axes (by default with the field of view's corner kept).
 
     Args:
         affine: 4x4 voxel-to-world affine (voxel centres at integer indices).
         axis_factors: ``{axis: old_length / new_length}`` for each resampled axis.
+        axis_offsets: ``{axis: old index of the first new voxel centre}``; default ``(f - 1) / 2``
+            (the outer corner kept); 0 keeps the first voxel centre (``--grid center``).
     """
     out = np.array(affine, dtype=np.float64, copy=True)
     for axis, f in axis_factors.items():
         column = np.asarray(affine, dtype=np.float64)[:3, axis]
-        out[:3, 3] += 0.5 * (f - 1.0) * column
+        offset = 0.5 * (f - 1.0) if axis_offsets is None else float(axis_offsets[axis])
+        out[:3, 3] += offset * column
         out[:3, axis] = f * column
     return out
 
@@ -132,8 +136,9 @@ class NiftiScan(ScanImage):
         file_shape = list(getattr(self, "file_shape", self.shape))
         file_shape[row_axis], file_shape[col_axis] = height, width
         volume = volume.reshape(file_shape)  # trailing singleton axes of the input come back
-        f_row, f_col = spacing_factors(self.size, (height, width), grid_scale(info, self.size, (height, width)))
-        factors = {row_axis: float(f_row), col_axis: float(f_col)}
+        gmap = grid_map(info, self.size, (height, width))
+        factors = {row_axis: float(gmap.row[0]), col_axis: float(gmap.col[0])}
+        offsets = {row_axis: float(gmap.row[1]), col_axis: float(gmap.col[1])}
 
         header = self.header.copy()
         qform, qcode = header.get_qform(coded=True)
@@ -142,15 +147,15 @@ class NiftiScan(ScanImage):
         for axis, f in factors.items():
             zooms[axis] = zooms[axis] * f
         image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
-        best = rescale_affine(header.get_best_affine(), factors)
+        best = rescale_affine(header.get_best_affine(), factors, offsets)
         image = image_class(volume, best, header=header)
         image.header.set_zooms(zooms)
         if qform is not None:
-            image.header.set_qform(rescale_affine(qform, factors), code=int(qcode))
+            image.header.set_qform(rescale_affine(qform, factors, offsets), code=int(qcode))
         else:
             image.header.set_qform(None, code=0)
         if sform is not None:
-            image.header.set_sform(rescale_affine(sform, factors), code=int(scode))
+            image.header.set_sform(rescale_affine(sform, factors, offsets), code=int(scode))
         else:
             image.header.set_sform(None, code=0)
         slope, inter = self.slope_inter
