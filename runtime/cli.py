@@ -169,6 +169,15 @@ def _remove_if_empty(folders: Sequence[Path]) -> None:
 
 
 def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: SignalGuard) -> int:
+    _, rejected = select_files([source], parse_rules(job.select))
+    if rejected:  # the one file is not selected: nothing to do, which is not an error
+        if run.verbosity >= Verbosity.NORMAL:
+            print(f"{PROG}: skipped {source}: {rejected[source]}", file=sys.stderr)
+        finish_report(
+            run.report,
+            [{"input": str(source), "output": "", "status": "skipped", "reason": rejected[source], "seconds": 0.0}],
+        )
+        return 0
     with read_input(source, job) as scan:
         scale, tag, notes = job.scale_for(scan)
         name = default_output_name(source, tag, scan.default_suffix)
@@ -336,7 +345,7 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     "--select",
     "select",
     multiple=True,
-    help="Folder runs: process only DICOM files whose attribute matches, e.g. Modality=CT, ImageType=PRIMARY,"
+    help="Process only DICOM files whose attribute matches, e.g. Modality=CT, ImageType=PRIMARY,"
     " ImageType!=LOCALIZER, Modality=CT,MR (any of); repeat to require several. Others are reported as skipped.",
 )
 @click.option(

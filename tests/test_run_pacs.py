@@ -207,3 +207,12 @@ def test_grid_center_on_nifti_keeps_the_first_voxel_centre(tmp_path):
     assert out.shape == (32, 32, 2)
     np.testing.assert_allclose(out.affine[:3, 3], [-5.0, 3.0, 1.0])
     np.testing.assert_allclose(np.diag(out.affine)[:2], [0.8 * 15 / 31] * 2)
+
+
+def test_select_on_a_single_file(tmp_path, capsys):
+    src = write_dicom(tmp_path / "a.dcm", _image())  # Modality OT
+    assert main(["-i", str(src), "-s", "2", "--select", "Modality=CT", "--device", "cpu"]) == 0
+    assert "not selected by --select Modality=CT (Modality is OT)" in capsys.readouterr().err
+    assert not (tmp_path / "a_sr2.dcm").exists()
+    assert _run("-i", str(src), "-s", "2", "--select", "Modality=OT,CT") == 0
+    assert (tmp_path / "a_sr2.dcm").is_file()
