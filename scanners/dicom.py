@@ -58,7 +58,6 @@ __all__ = ["DicomScan", "read_dicom", "read_dicom_header", "read_stored_pixels",
 _COLOUR_PHOTOMETRIC = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"}
 _MONO_PHOTOMETRIC = {"MONOCHROME1", "MONOCHROME2"}
 _PALETTE = "PALETTE COLOR"
-_CONVERTED = "_metasr_from_palette"  # a plain attribute of the dataset object, never written
 _PALETTE_ELEMENTS = (
     "RedPaletteColorLookupTableDescriptor",
     "GreenPaletteColorLookupTableDescriptor",
@@ -100,6 +99,10 @@ class DicomScan(ScanImage):
 
     format = ImageFormat.DICOM
     default_suffix = ".dcm"
+    #: Pixel Padding of the input (:class:`~metasr.scanners.dicom_padding.Padding`), or ``None``.
+    padding = None
+    #: ``(method, ratio)`` when the input's transfer syntax lost information, else ``None``.
+    lossy = None
 
     def __init__(
         self,
@@ -406,7 +409,8 @@ def _intensity(ds, pixels: np.ndarray, photometric: str, policy, window, name: s
 
 
 def _load(path: Path, data: bytes | None):
-    """``(dataset, layout, transfer syntax, spacing, stored pixels)`` after every check."""
+    """``(dataset, layout, transfer syntax, spacing, stored pixels, (lossy, source photometric))``
+    after every check; palette colour is decoded to RGB here (the layout and header then say RGB)."""
     name = path.name
     if data is None:
         data = path.read_bytes()
@@ -425,10 +429,10 @@ def _load(path: Path, data: bytes | None):
         raise InputError(f"{name}: DICOM header is damaged ({type(e).__name__}: {describe_error(e)})") from e
     lossy = lossy_compression_of(ds, ts, layout[2]) if ts.is_compressed else None
     pixels = _decode(ds, layout, name)
+    source_photometric = layout[3]
     if layout[3] == _PALETTE:
         layout = (*layout[:3], "RGB", 3)
-        setattr(ds, _CONVERTED, True)
-    return ds, layout, ts, spacing, pixels, lossy
+    return ds, layout, ts, spacing, pixels, (lossy, source_photometric)
 
 
 def read_stored_pixels(path: str | os.PathLike, data: bytes | None = None) -> tuple[np.ndarray, dict]:
@@ -466,9 +470,8 @@ def read_dicom(
     """
     path = Path(path)
     name = path.name
-    ds, layout, ts, spacing, pixels, lossy = _load(path, data)
+    ds, layout, ts, spacing, pixels, (lossy, source_photometric) = _load(path, data)
     photometric = layout[3]
-    source_photometric = _PALETTE if ds.get(_CONVERTED) else str(ds.PhotometricInterpretation).strip().upper()
     notes = []
     if source_photometric != photometric or photometric == "YBR_FULL_422":
         notes.append(f"{name}: {source_photometric} decoded to RGB; the output is written as RGB")
