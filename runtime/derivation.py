@@ -91,8 +91,8 @@ def check_series_unchanged(
                 members = sum(1 for w in windows.values() if w is window)
                 raise OutputError(
                     f"the series of {path} ({members} files now) was written to {output} with intensity window {before}"
-                    f" and now gives {now} (slices were added or changed); pass --overwrite to reprocess the whole"
-                    " series, or choose another --output"
+                    f" and now gives {now} (slices were added, removed or changed); pass --overwrite to reprocess the"
+                    " whole series, or choose another --output"
                 )
 
 
