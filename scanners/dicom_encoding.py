@@ -48,6 +48,8 @@ __all__ = [
 #: metasr's Implementation Class UID (a UUID-derived UID, PS3.5 B.2: no registration needed).
 IMPLEMENTATION_CLASS_UID = "2.25.302355517361431229587366122701590384982"
 
+#: Smallest side openjpeg encodes with its default 6 resolution levels.
+_J2K_MIN_SIDE = 32
 _RLE = "1.2.840.10008.1.2.5"
 _JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 _JPEG_LS_NEAR = "1.2.840.10008.1.2.4.81"
@@ -219,6 +221,11 @@ def compress_pixels(ds, syntax: str, pixels: np.ndarray, name: str) -> None:
 
     uid = UID(syntax)
     arr = pixels[0] if pixels.shape[0] == 1 else pixels
+    if uid == _J2K_LOSSLESS and min(pixels.shape[1:3]) < _J2K_MIN_SIDE:
+        raise OutputError(
+            f"{name}: the output is {pixels.shape[2]}x{pixels.shape[1]} pixels; the JPEG 2000 encoder (openjpeg, 6"
+            f" resolution levels) needs at least {_J2K_MIN_SIDE} per side; use --compress none, rle or jpeg-ls"
+        )
     kwargs = {}
     colour_j2k = uid == _J2K_LOSSLESS and int(ds.get("SamplesPerPixel", 1)) == 3
     if colour_j2k:

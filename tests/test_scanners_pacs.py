@@ -313,3 +313,12 @@ def test_palette_and_422_colour_are_decoded_to_rgb(tmp_path, name):
         reference = np.rint(rgb / 257.0) if rgb.dtype == np.uint16 else rgb
         assert out.BitsAllocated == 8  # ultrasound IODs hold 8-bit colour
         assert np.abs(out.pixel_array.astype(int) - reference.astype(int)).max() <= 2
+
+
+def test_j2k_on_a_tiny_image_says_why(tmp_path):
+    src = write_ct(tmp_path / "tiny.dcm", ct_phantom(12))
+    with pytest.raises(OutputError, match="at least 32 per side"):
+        _derive(src, tmp_path / "o.dcm", DerivationInfo(**{**INFO.__dict__, "compress": "j2k"}))
+    # keep: a source whose codec cannot hold the output (RLE of 32-bit RGB) is written uncompressed, with a note
+    out, notes = _derive(get_testdata_file("SC_rgb_rle_32bit.dcm"), tmp_path / "k.dcm")
+    assert out.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1" and any("written uncompressed" in n for n in notes)
