@@ -12,12 +12,13 @@ import os
 import secrets
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 from metasr.core.errors import OutputError
+from metasr.core.paths import check_no_overlap, file_identity  # the path rules' home; re-exported here
 
 __all__ = [
     "check_output_path",
@@ -31,6 +32,7 @@ __all__ = [
     "check_no_overlap",
     "nearest_existing_folder",
     "check_replaceable",
+    "publish_file",
 ]
 
 
@@ -174,64 +176,6 @@ def _check_not_a_loop(path: Path) -> None:
             raise OutputError(f"path {shown}... is too long for the file system; choose a shorter path") from None
 
 
-def file_identity(path: str | os.PathLike) -> tuple[int, int] | None:
-    """``(device, inode)`` of the file ``path`` names (through symbolic links), or ``None`` if there is none.
-
-    Two paths with one identity are one file, whether through symbolic links, hard links or
-    another spelling of the path.
-    """
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _resolved(path: Path) -> str:
-    try:
-        return str(path.resolve())
-    except (OSError, RuntimeError):  # a symbolic link loop: compare the spelling
-        return os.path.abspath(path)
-
-
-def check_no_overlap(writes: Sequence[tuple[str, str | os.PathLike]], inputs: Sequence[str | os.PathLike]) -> None:
-    """Check, before any work, that no path a command writes is an input or another written path.
-
-    Compared by file identity (symbolic and hard links, other spellings) for paths that exist, and
-    by resolved path for all; written paths that differ only in letter case count as one.
-
-    Args:
-        writes: ``(role, path)`` pairs, e.g. ``("output", p)``, ``("--report", r)``.
-        inputs: Every file the command reads.
-
-    Raises:
-        OutputError: naming the two paths that meet.
-    """
-    read_ids: dict[tuple[int, int], Path] = {}
-    read_keys: dict[str, Path] = {}
-    for src in inputs:
-        src = Path(src)
-        ident = file_identity(src)
-        if ident is not None:
-            read_ids[ident] = src
-        read_keys[_resolved(src)] = src
-    seen: dict[str, tuple[str, Path]] = {}
-    for role, path in writes:
-        path = Path(path)
-        ident = file_identity(path)
-        src = read_ids.get(ident) if ident is not None else None
-        src = src or read_keys.get(_resolved(path))
-        key = _resolved(path).casefold()  # two new files differing in case only are one on some file systems
-        if src is not None:
-            raise OutputError(
-                f"{role} {path} is the input file {src}; choose another path (inputs are never overwritten)"
-            )
-        if key in seen:
-            other_role, other = seen[key]
-            raise OutputError(f"{role} {path} and {other_role} {other} are the same file; give them different paths")
-        seen[key] = (role, path)
-
-
 def nearest_existing_folder(path: str | os.PathLike) -> Path:
     """The closest ancestor of ``path`` (or ``path`` itself) that exists, for probing before creating folders."""
     path = Path(os.path.abspath(path))
@@ -256,3 +200,45 @@ def check_replaceable(path: str | os.PathLike, role: str = "output") -> None:
         raise OutputError(f"{role} {path} is a folder; give a file name")
     if not stat.S_ISREG(st.st_mode):
         raise OutputError(f"{role} {path} is a device, FIFO or socket, not a file; choose another path")
+
+
+def publish_file(tmp: str | os.PathLike, dest: str | os.PathLike, replace: bool = False) -> Path:
+    """Move the finished file ``tmp`` to ``dest``; without ``replace``, never over an existing file.
+
+    Without ``replace`` the move is a hard link (which fails when ``dest`` exists, even when
+    another process made it a moment ago) followed by removing ``tmp``; so a run that started
+    when ``dest`` was free never replaces what another run wrote meanwhile. ``tmp`` is removed on
+    any failure.
+
+    Raises:
+        OutputError: ``dest`` exists (without ``replace``) or cannot be written.
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    try:
+        if replace:
+            os.replace(tmp, dest)
+            return dest
+        try:
+            os.link(tmp, dest, follow_symlinks=False)
+        except FileExistsError:
+            raise OutputError(
+                f"output {dest} appeared while this run was working (another run wrote it?); it was kept, "
+                "nothing was replaced; pass --overwrite to replace it"
+            ) from None
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            if os.path.lexists(dest):  # a file system without hard links: check, then move
+                raise OutputError(f"output {dest} already exists; pass --overwrite to replace it") from None
+            os.replace(tmp, dest)
+            return dest
+        os.unlink(tmp)
+        return dest
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and not isinstance(e, OutputError):
+            raise OutputError(f"cannot write {dest}: {e.strerror or type(e).__name__}; choose another path") from e
+        raise

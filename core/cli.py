@@ -8,6 +8,7 @@ code 2, with no traceback. Programming errors still raise, so bugs are not hidde
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import sys
 import threading
@@ -30,6 +31,7 @@ __all__ = [
     "progress_enabled",
     "run_command",
     "sigterm_as_interrupt",
+    "SignalGuard",
 ]
 
 EXIT_USAGE = 2
@@ -39,8 +41,11 @@ EXIT_TERMINATED = 143
 
 
 def one_line(text: str) -> str:
-    """Collapse a message onto one line."""
-    return " ".join(str(text).split())
+    """Collapse a message onto one line; control characters left (a terminal escape in a name) are escaped."""
+    collapsed = " ".join(str(text).split())
+    if collapsed.isprintable():
+        return collapsed
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in collapsed)
 
 
 def run_command(command: click.Command, argv: Sequence[str] | None, prog: str) -> int:
@@ -67,7 +72,21 @@ def run_command(command: click.Command, argv: Sequence[str] | None, prog: str) -
     except MetaSRError as e:
         print(f"{prog}: error: {one_line(str(e))}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        # the file system refused (full, read-only, a link loop, a name too long): one line, never a traceback
+        where = f" {e.filename}" if e.filename else ""
+        print(f"{prog}: error: cannot write{where}: {one_line(e.strerror or str(e))}; {_FIX_SPACE}", file=sys.stderr)
+        return EXIT_USAGE
     return int(rv) if isinstance(rv, int) else 0
+
+
+#: What the file system answers when it refuses a write for reasons outside the program.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ELOOP, errno.ENAMETOOLONG, errno.EFBIG, errno.EIO}
+)
+_FIX_SPACE = "free space or choose another output path"
 
 
 class Verbosity(int, Enum):
@@ -124,22 +143,67 @@ class Terminated(KeyboardInterrupt):
     :data:`EXIT_TERMINATED`)."""
 
 
+class SignalGuard:
+    """The one SIGTERM (and Ctrl-C) handler of every metasr command.
+
+    Inside the ``with`` block SIGTERM raises ``terminated`` (a :class:`Terminated`) and SIGINT
+    raises ``KeyboardInterrupt`` in the main thread, so a run unwinds as on Ctrl-C; inside a
+    :meth:`critical` section (an output and its journal line being written) the signal is held
+    back until the next :meth:`check`. Elsewhere than the main thread it does nothing. The
+    previous handlers are restored on exit.
+    """
+
+    def __init__(self, terminated: type[KeyboardInterrupt] = Terminated, sigint: bool = True) -> None:
+        self.terminated = terminated
+        self.pending: int | None = None
+        self._depth = 0
+        self._signals = (signal.SIGINT, signal.SIGTERM) if sigint else (signal.SIGTERM,)
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self._signals:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+        self._old = {}
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self._depth:
+            self.pending = signum
+            return
+        self.raise_signal(signum)
+
+    def raise_signal(self, signum: int) -> None:
+        if signum == signal.SIGTERM:
+            raise self.terminated()
+        raise KeyboardInterrupt()
+
+    def check(self) -> None:
+        """Raise a signal that arrived inside a critical section."""
+        if self.pending is not None and not self._depth:
+            signum, self.pending = self.pending, None
+            self.raise_signal(signum)
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        """A block that a signal does not cut short; the signal waits for the next :meth:`check`."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt(error: type[KeyboardInterrupt] = Terminated) -> Iterator[None]:
     """Inside the block, SIGTERM raises ``error`` in the main thread (elsewhere: no change).
 
     Long commands then finalise what they write (a checkpoint, a video and its summary) for
-    ``kill`` as they do for Ctrl-C. The previous handler is restored on exit.
+    ``kill`` as they do for Ctrl-C. A :class:`SignalGuard` for SIGTERM only.
     """
-    if threading.current_thread() is not threading.main_thread():
+    with SignalGuard(error, sigint=False):
         yield
-        return
-
-    def handler(_signum: int, _frame: object) -> None:
-        raise error
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -15,6 +15,7 @@ __all__ = [
     "ModelError",
     "DependencyError",
     "OutputError",
+    "ServerError",
 ]
 
 
@@ -44,3 +45,7 @@ class DependencyError(MetaSRError, ImportError):
 
 class OutputError(MetaSRError, OSError):
     """An output cannot be written where it was asked to go."""
+
+
+class ServerError(MetaSRError):
+    """An inference server cannot be reached, was lost, or refused a request."""

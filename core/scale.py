@@ -23,6 +23,11 @@ from metasr.core.errors import InputError, ScaleError
 
 __all__ = [
     "DEFAULT_SCALE_RANGE",
+    "MAX_OUTPUT_SIDE",
+    "MAX_SCALE",
+    "MIN_SIDE",
+    "SCALE_LIMITS",
+    "parse_scale_option",
     "MAX_DENOMINATOR",
     "Scale",
     "parse_scale",
@@ -38,6 +43,14 @@ __all__ = [
 
 #: Largest denominator of a scale: :func:`parse_scale` rounds larger ones, :func:`parse_scale_exact` refuses them.
 MAX_DENOMINATOR = 1000
+#: Smallest image side accepted: the network needs neighbours to infer detail from.
+MIN_SIDE = 2
+#: Largest scale ever accepted (extrapolation included), by every command.
+MAX_SCALE = 8
+#: Largest output side (``--size`` included): beyond it the output alone would not fit a device's memory.
+MAX_OUTPUT_SIDE = 32768
+#: The scales a command accepts at all (the model's trained range is checked when it loads).
+SCALE_LIMITS = (Fraction(1), Fraction(MAX_SCALE))
 #: Scales a Meta-SRGAN is trained on unless told otherwise (the paper's 1.1 to 4.0).
 DEFAULT_SCALE_RANGE: tuple[float, float] = (1.1, 4.0)
 
@@ -321,3 +334,19 @@ def scale_for_spacing(spacing: tuple[float, float] | None, target_mm: str | floa
         )
     ratio = Fraction(repr(row)) / target
     return Scale(ratio if ratio.denominator <= MAX_DENOMINATOR else ratio.limit_denominator(MAX_DENOMINATOR))
+
+
+def parse_scale_option(text: str | Real | Fraction, flag: str = "--scale") -> Scale:
+    """The one parser of a scale option (``metasr-run``, ``metasr-stream``): exact, 1 to :data:`MAX_SCALE`.
+
+    ``2.3333`` is refused (it needs a denominator over :data:`MAX_DENOMINATOR`; the message names
+    7/3), never silently run as 7/3.
+
+    Raises:
+        ScaleError: not a number, not exact, or outside 1..MAX_SCALE.
+    """
+    s = Scale(parse_scale_exact(text))
+    if not SCALE_LIMITS[0] <= s.value <= SCALE_LIMITS[1]:
+        shown = text.strip() if isinstance(text, str) else _shown(text)
+        raise ScaleError(f"{flag} must be between 1 and {MAX_SCALE}, got {shown}")
+    return s

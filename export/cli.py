@@ -14,7 +14,16 @@ from pathlib import Path
 
 import click
 
-from metasr.core.cli import EXIT_USAGE, Verbosity, common_options, one_line, run_command
+from metasr.core.cli import (
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    Terminated,
+    Verbosity,
+    common_options,
+    one_line,
+    run_command,
+    sigterm_as_interrupt,
+)
 from metasr.core.errors import DependencyError
 
 __all__ = ["main", "export_command"]
@@ -125,17 +134,22 @@ def export_command(
 
     if trt_problem:
         log(f"TensorRT unavailable, exporting ONNX only: {one_line(trt_problem)}")
-    result = export_model(
-        checkpoint,
-        out_dir,
-        opset=opset,
-        force=force,
-        verify=not no_verify,
-        trt=trt and trt_problem is None,
-        fp16=fp16 and trt_problem is None,
-        profiles=profiles,
-        log=log,
-    )
+    try:
+        with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: the temporary folder is removed
+            result = export_model(
+                checkpoint,
+                out_dir,
+                opset=opset,
+                force=force,
+                verify=not no_verify,
+                trt=trt and trt_problem is None,
+                fp16=fp16 and trt_problem is None,
+                profiles=profiles,
+                log=log,
+            )
+    except Terminated:
+        print(f"{PROG}: terminated; nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
     sizes = ", ".join(f"{p.name} ({_size(p)})" for p in result.files[:-1])
     parity = (
         f"parity max abs error {result.parity.max_abs_error:.2g} over {result.parity.cases} cases"

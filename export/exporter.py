@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from metasr.core.errors import CheckpointError, MetaSRError
 from metasr.core.hardware import gpu_name
 from metasr.core.jsonio import jsonable
+from metasr.core.locks import exclusive_lock, output_lock
 from metasr.core.manifest import (
     MANIFEST_FORMAT,
     MANIFEST_NAME,
@@ -51,6 +53,33 @@ __all__ = ["EXPORTABLE_ARCHS", "ExportResult", "export_model"]
 EXPORTABLE_ARCHS = {name: spec.kind for name, spec in ARCH_SPECS.items() if spec.exportable}
 _META_FILES = ("feature_extractor.onnx", *GRAPH_FILES.values())
 _FIXED_FILES = ("model.onnx",)
+#: Graphs that get an fp16 copy for CUDA fp16 sessions (the kernel prediction stays fp32: it is tiny
+#: and its output feeds the fp16 upscale graph through a cast).
+_FP16_GRAPHS = {"feature_extractor", "upscale", "upscale_pixels", "model"}
+
+
+def fp16_name(graph_file: str) -> str:
+    """``feature_extractor.onnx`` -> ``feature_extractor.fp16.onnx``."""
+    return graph_file.removesuffix(".onnx") + ".fp16.onnx"
+
+
+def _write_fp16_graphs(tmp: Path, names: list[str]) -> list[str]:
+    """fp16 copies (fp32 inputs and outputs) of the graphs CUDA fp16 runs, written at export so the
+    torch-free runtime never needs the ``onnx`` package to make them."""
+    import onnx
+
+    from metasr.export import verify as verify_mod
+    from metasr.runtime.backends import to_fp16
+
+    written = []
+    for name in names:
+        if name.removesuffix(".onnx") not in _FP16_GRAPHS:
+            continue
+        half = fp16_name(name)
+        onnx.save(to_fp16(onnx.load(str(tmp / name))), str(tmp / half))
+        verify_mod.check_graph(tmp / half, MAX_OPSET)
+        written.append(half)
+    return written
 
 
 @dataclass
@@ -186,7 +215,7 @@ def _manifest(
         "receptive_radius": receptive_radius(model),
         "opset": opset,
         "index_dtype": INDEX_DTYPE if kind == "meta" else None,
-        "graphs": _graph_specs(kind, features),
+        "graphs": _with_fp16_files(_graph_specs(kind, features), names),
         "files": {name: sha256_file(tmp / name) for name in names},
         "checkpoint": {
             "file": src.path.name,
@@ -261,23 +290,27 @@ def export_model(
         trt_mod = check_available()  # up front: nothing is written when engines cannot be built
     profiles = profiles or Profiles()
     out_dir = Path(out_dir) if out_dir is not None else src.path.parent
-    expected = list(_META_FILES if src.kind == "meta" else _FIXED_FILES)
-    old = check_target(out_dir, src.path, src.sha256, expected, force)
+    graph_files = _META_FILES if src.kind == "meta" else _FIXED_FILES
+    expected = [*graph_files, *(fp16_name(n) for n in graph_files if n.removesuffix(".onnx") in _FP16_GRAPHS)]
+    check_target(out_dir, src.path, src.sha256, expected, force)  # before any work: refusals cost nothing
     tmp = make_temp_dir(out_dir)
     try:
-        names = _write_graphs(src, tmp, opset, say)
-        report = _verify(src, tmp, scales, sizes, tolerance, say) if verify else None
-        trt_info = None
-        if trt_mod is not None:
-            features = int(getattr(src.model, "features", 0)) or None
-            precision = Precision.FP16 if fp16 else Precision.FP32
-            trt_info, engine_names = _build_engines(
-                tmp, out_dir, list(names), src.kind, features, profiles, precision, say
-            )
-            names += engine_names
-        manifest = _manifest(src, tmp, names, opset, report, trt_info)
-        write_manifest(tmp, manifest)
-        publish(tmp, out_dir, names, old, keep=src.path)
+        with _export_lock(out_dir):  # two exports into one folder at once: the second refuses
+            old = check_target(out_dir, src.path, src.sha256, expected, force)  # again, now no one else writes
+            names = _write_graphs(src, tmp, opset, say)
+            report = _verify(src, tmp, scales, sizes, tolerance, say) if verify else None
+            trt_info = None
+            if trt_mod is not None:
+                features = int(getattr(src.model, "features", 0)) or None
+                precision = Precision.FP16 if fp16 else Precision.FP32
+                trt_info, engine_names = _build_engines(
+                    tmp, out_dir, list(names), src.kind, features, profiles, precision, say
+                )
+                names += engine_names
+            names += _write_fp16_graphs(tmp, list(graph_files))
+            manifest = _manifest(src, tmp, names, opset, report, trt_info)
+            write_manifest(tmp, manifest)
+            publish(tmp, out_dir, names, old, keep=src.path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -285,6 +318,13 @@ def export_model(
     return ExportResult(
         out_dir=out_dir, manifest=manifest, files=files, parity=report, seconds=time.perf_counter() - start
     )
+
+
+def _export_lock(out_dir: Path) -> AbstractContextManager[None]:
+    """An exclusive lock on the export folder: a lock file beside it, or (its parent read-only) the folder itself."""
+    if out_dir.is_dir() and not os.access(out_dir.resolve().parent, os.W_OK):
+        return exclusive_lock(out_dir, "--out")
+    return output_lock(out_dir, "--out")
 
 
 def _tool_versions() -> dict[str, str | None]:
@@ -311,6 +351,13 @@ def _tool_versions() -> dict[str, str | None]:
         "onnx": onnx.__version__,
         "onnxruntime": ort_version,
     }
+
+
+def _with_fp16_files(graphs: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    for spec in graphs.values():
+        if fp16_name(spec["file"]) in names:
+            spec["fp16_file"] = fp16_name(spec["file"])
+    return graphs
 
 
 def _graph_specs(kind: str, features: int | None) -> dict[str, Any]:

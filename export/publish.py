@@ -9,13 +9,15 @@ import shutil
 from pathlib import Path
 
 from metasr.core.errors import ModelError, OutputError
-from metasr.core.manifest import MANIFEST_NAME, read_manifest
+from metasr.core.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from metasr.core.paths import check_resolvable
 
 __all__ = ["check_target", "make_temp_dir", "publish"]
 
 
 def check_target(out_dir: Path, ckpt_path: Path, ckpt_sha: str, names: list[str], force: bool) -> dict | None:
     """Refuse to replace another model's export without ``force``; return the old manifest if any."""
+    check_resolvable(out_dir, "--out")
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out {out_dir} exists and is not a folder; choose a folder for the export")
     for name in names + [MANIFEST_NAME]:
@@ -105,9 +107,29 @@ def publish(tmp: Path, out_dir: Path, names: list[str], old: dict | None, keep: 
         if path.name != MANIFEST_NAME:
             os.replace(path, out_dir / path.name)
     if old is not None:  # files of the previous export that this one does not have (e.g. engines)
-        for name in old.get("files", {}):
+        for name, sha in old.get("files", {}).items():
             stale = out_dir / name
             if name not in names and name != MANIFEST_NAME and stale.resolve() != keep.resolve():
-                stale.unlink(missing_ok=True)
+                _remove_if_written_by_export(stale, sha)
     os.replace(tmp / MANIFEST_NAME, out_dir / MANIFEST_NAME)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+#: What an export writes (graphs, EP-context models, TensorRT engines): the only files it ever removes.
+EXPORT_SUFFIXES = (".onnx", ".engine")
+
+
+def _remove_if_written_by_export(path: Path, sha: str) -> None:
+    """Remove a previous export's file, only if it is one an export writes and is unchanged since.
+
+    A manifest can list anything (an edited one may list ``last.pt``); a checkpoint, a file the
+    user put there or a file changed since the export is never deleted.
+    """
+    if path.suffix not in EXPORT_SUFFIXES or path.is_symlink() or not path.is_file():
+        return
+    try:
+        if sha256_file(path) != sha:
+            return
+        path.unlink()
+    except OSError:
+        pass

@@ -93,22 +93,31 @@ def build_kernels_graph(upscale: MetaUpscale, std: float, opset: int = 17) -> on
 
     The hidden pre-activation is summed in the order of :meth:`MetaUpscale.hidden_terms`
     (``(W1[:,0] * inv + b1) + W1[:,1] * row_off + W1[:,2] * col_off``) so it matches PyTorch.
+    With the flat-field constraint (:class:`MetaUpscale`) the last layer is the zero-DC part
+    ``A0`` applied to each class's hidden layer plus the tap mean ``A_dc`` applied to the
+    zero-offset class's (``ReLU(W1[:,0] * inv + b1)``), so every class has the same DC gain.
     """
     _check(upscale, opset)
     c, m = upscale.in_channels, upscale.hidden
+
+    def tap_major(weight: torch.Tensor) -> np.ndarray:
+        # last layer rows are c*9 + tap; reorder to tap*C + c and fold std in float64, rounded once
+        w = weight.double().numpy().reshape(c, _TAPS, m).transpose(1, 0, 2).reshape(_TAPS * c, m)
+        return (w.T * std).astype(np.float32)  # [hidden, 9C]
+
     with torch.no_grad():
         first, last = upscale.wpn[0], upscale.wpn[2]
         w1 = first.weight.float().numpy()  # [hidden, 3]
         b1 = first.bias.float().numpy()
-        # last layer rows are c*9 + tap; reorder to tap*C + c and fold std in float64, rounded once
-        w2 = last.weight.double().numpy().reshape(c, _TAPS, m).transpose(1, 0, 2).reshape(_TAPS * c, m)
+        w2 = tap_major(upscale.class_weight())
         b2 = last.bias.double().numpy().reshape(c, _TAPS).T.reshape(_TAPS * c)
+        dc = tap_major(upscale.dc_weight()[:, None, 0, :].expand(c, _TAPS, m)) if upscale.flat_field else None
     inits = [
         _init("w1_scale", w1[:, 0].copy()),
         _init("b1", b1),
         _init("w1_row", w1[:, 1].copy()),
         _init("w1_col", w1[:, 2].copy()),
-        _init("w2", (w2.T * std).astype(np.float32)),  # [hidden, 9C]
+        _init("w2", w2),  # [hidden, 9C]
         _init("b2", (b2 * std).astype(np.float32)),
         _init("axes_last", np.array([-1], np.int64)),
         _init("axes_1", np.array([1], np.int64)),
@@ -126,9 +135,19 @@ def build_kernels_graph(upscale: MetaUpscale, std: float, opset: int = 17) -> on
         helper.make_node("Add", ["row_term", "col_term"], ["pre_act"]),  # [P, Q, hidden]
         helper.make_node("Relu", ["pre_act"], ["act"]),
         helper.make_node("MatMul", ["act", "w2"], ["k_raw"]),  # [P, Q, 9C]
-        helper.make_node("Add", ["k_raw", "b2"], ["k_grid"]),
-        helper.make_node("Reshape", ["k_grid", "flat_shape"], ["kernels"]),  # [P*Q, 9C]
     ]
+    if dc is None:
+        nodes.append(helper.make_node("Add", ["k_raw", "b2"], ["k_grid"]))
+    else:
+        inits += [_init("w2_dc", dc), _init("axes_0", np.array([0], np.int64))]
+        nodes += [
+            helper.make_node("Relu", ["base"], ["ref_act"]),  # [hidden]: the zero-offset class
+            helper.make_node("Unsqueeze", ["ref_act", "axes_0"], ["ref_act_2d"]),  # [1, hidden]
+            helper.make_node("MatMul", ["ref_act_2d", "w2_dc"], ["k_dc"]),  # [1, 9C]: same DC for all
+            helper.make_node("Add", ["k_dc", "b2"], ["k_common"]),
+            helper.make_node("Add", ["k_raw", "k_common"], ["k_grid"]),
+        ]
+    nodes.append(helper.make_node("Reshape", ["k_grid", "flat_shape"], ["kernels"]))  # [P*Q, 9C]
     f32 = TensorProto.FLOAT
     inputs = [
         helper.make_tensor_value_info("inv_scale", f32, [1]),

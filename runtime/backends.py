@@ -10,13 +10,10 @@ who decides what to tell the user (the library itself prints nothing).
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
-import sys
 import tempfile
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,7 @@ from typing import Any
 from metasr.core.choices import Device, Precision
 from metasr.core.errors import InputError, ModelError
 from metasr.core.hardware import gpu_name, tensorrt_version
+from metasr.core.native import quiet_native_output
 
 __all__ = [
     "Device",
@@ -45,44 +43,6 @@ __all__ = [
 TRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-
-
-# ORT's logger and the Python-level fallback both write straight to fds 1/2 or sys.stdout; the
-# redirection below is process-wide, so one thread at a time.
-_QUIET_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def quiet_native_output() -> Iterator[io.StringIO]:
-    """Capture everything written to stdout/stderr (Python objects and fds 1/2) inside the block.
-
-    Yields a buffer that holds the captured text once the block exits, so a caller can quote the
-    relevant line in an error message.
-    """
-    captured = io.StringIO()
-    with _QUIET_LOCK, tempfile.TemporaryFile(mode="w+b") as sink:
-        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        saved = []
-        for fd in (1, 2):
-            try:
-                saved.append((fd, os.dup(fd)))
-                os.dup2(sink.fileno(), fd)
-            except OSError:
-                pass  # no such fd (embedded interpreters): nothing to silence
-        try:
-            with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-                yield captured
-        finally:
-            for stream in (sys.__stdout__, sys.__stderr__):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            for fd, copy in saved:
-                os.dup2(copy, fd)
-                os.close(copy)
-            sink.seek(0)
-            captured.write(sink.read().decode("utf-8", "replace"))
 
 
 def _first_reason(text: str) -> str:

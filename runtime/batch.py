@@ -7,20 +7,24 @@ interrupted run leaves only complete, recorded outputs and a rerun resumes where
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
-from metasr.core.atomic import check_name_length, check_replaceable
-from metasr.core.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Verbosity, one_line, progress_enabled
+from metasr.core.atomic import check_name_length, check_replaceable, publish_file
+from metasr.core.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    SignalGuard,
+    Terminated,
+    Verbosity,
+    one_line,
+    progress_enabled,
+)
 from metasr.core.errors import MetaSRError, OutputError, ScaleError
 from metasr.core.scale import Scale
 from metasr.runtime.folders import InputSet, Item, Journal, partial_path, sha256_file, write_report
@@ -34,59 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["Batch", "SignalGuard", "Terminated", "write_one"]
 
 PROG = "metasr-run"
-
-
-class Terminated(BaseException):
-    """Raised in the main thread when the process receives SIGTERM during a run."""
-
-
-class SignalGuard:
-    """Turns SIGINT/SIGTERM into exceptions, held back inside :meth:`critical` sections.
-
-    Installed only in the main thread (elsewhere signals cannot be handled and it does nothing).
-    """
-
-    def __init__(self) -> None:
-        self.pending: int | None = None
-        self._depth = 0
-        self._old: dict[int, object] = {}
-
-    def __enter__(self) -> SignalGuard:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)  # type: ignore[arg-type]
-
-    def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self._depth:
-            self.pending = signum
-            return
-        self.raise_signal(signum)
-
-    @staticmethod
-    def raise_signal(signum: int) -> None:
-        if signum == signal.SIGTERM:
-            raise Terminated()
-        raise KeyboardInterrupt()
-
-    def check(self) -> None:
-        """Raise a signal that arrived inside a critical section."""
-        if self.pending is not None and not self._depth:
-            signum, self.pending = self.pending, None
-            self.raise_signal(signum)
-
-    @contextmanager
-    def critical(self) -> Iterator[None]:
-        """A block that a signal does not cut short; the signal waits for the next :meth:`check`."""
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -189,7 +140,7 @@ class Batch:
             def record_and_move(written: Path) -> Path:
                 try:
                     self.journal.record(out, item.source, source_sha, settings, written=written)
-                    os.replace(written, out)
+                    publish_file(written, out, replace=self.overwrite)  # never over what another run wrote meanwhile
                 except BaseException as e:
                     written.unlink(missing_ok=True)  # an unrecorded output could never be resumed: none at all
                     if isinstance(e, OSError) and not isinstance(e, OutputError):
@@ -314,9 +265,12 @@ def _row(source: Path, out: Path | None, status: str, reason: str, seconds: floa
 
 
 def _write_line(text: str, stream: object, bar: object = None) -> None:
-    """One line beside any progress bar."""
+    """One line beside any progress bar (control characters and undecodable bytes of names escaped)."""
     from tqdm import tqdm
 
+    from metasr.core.paths import shown
+
+    text = shown(text, limit=1 << 20)
     if bar is not None and not getattr(bar, "disable", True):
         tqdm.write(text, file=stream)
     else:

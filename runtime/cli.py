@@ -34,10 +34,14 @@ from metasr.core.atomic import (
     check_writable_folder,
     file_identity,
     nearest_existing_folder,
+    publish_file,
 )
 from metasr.core.choices import Precision
 from metasr.core.cli import EXIT_TERMINATED, Verbosity, common_options, one_line, run_command
 from metasr.core.errors import InputError, MetaSRError, OutputError, ScaleError
+from metasr.core.locks import exclusive_lock, output_lock
+from metasr.core.paths import check_new_file, check_write_plan, is_inside, shown
+from metasr.models import default_model_dir
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, series_windows, write_one
 from metasr.runtime.derivation import check_series_unchanged
 from metasr.runtime.folders import (
@@ -47,7 +51,9 @@ from metasr.runtime.folders import (
     Journal,
     check_report_path,
     default_output_name,
+    find_images,
     output_stem,
+    partial_path,
     plan_items,
 )
 from metasr.runtime.jobs import (
@@ -88,8 +94,13 @@ class _Run:
     verbosity: Verbosity
     report: Path | None
     notes: list[str]
+    server: str | None = None
 
     def load(self) -> Upscaler:
+        if self.server is not None:  # the pixels go to a metasr-serve (Triton) server instead
+            from metasr.runtime.remote import RemoteUpscaler
+
+            return RemoteUpscaler(self.server)  # type: ignore[return-value]
         dev = parse_device(self.device)
         return Upscaler(
             self.model,
@@ -207,16 +218,27 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
         _make_folders(to_create)
         start = time.perf_counter()
         try:
-            written = write_one(up, scan, scale, tag, out, guard=guard, job=job)
+            with output_lock(out, "output"):  # a second run to this output refuses in one line
+                if (out.exists() or out.is_symlink()) and not run.overwrite:
+                    raise OutputError(f"output {out} already exists; pass --overwrite to replace it")
+                partial = partial_path(out, scan.default_suffix)
+
+                def move(written: Path) -> Path:  # never over what another run wrote meanwhile
+                    return publish_file(written, out, replace=run.overwrite)
+
+                try:
+                    written = write_one(up, scan, scale, tag, partial, then=move, guard=guard, job=job)
+                except OutputError as e:  # name the output the user asked for, not its hidden partial file
+                    raise OutputError(str(e).replace(str(partial), str(out))) from None
             guard.check()
         except BaseException:
             _remove_if_empty(to_create)
             raise
         if run.verbosity >= Verbosity.NORMAL:
-            for note in scan.notes:
-                print(f"{PROG}: note: {one_line(note)}", file=sys.stderr)
+            for note in scan.notes:  # notes name the file the user asked for, not its hidden partial file
+                print(f"{PROG}: note: {one_line(note.replace(partial.name, out.name))}", file=sys.stderr)
         seconds = round(time.perf_counter() - start, 3)
-    click.echo(str(written))
+    click.echo(shown(written, limit=1 << 20))  # a newline or escape in the name stays on one line
     row = {"input": str(source), "output": str(written), "status": "written", "reason": "", "seconds": seconds}
     finish_report(run.report, [row])
     return 0
@@ -232,6 +254,21 @@ def _folder_output(inputs: list[Path], output: str | None, job: Job) -> Path:
         raise InputError(f"input {inputs[0]} is the file system root; give --output FOLDER")
     tag = (job.tag or "sr").replace("/", "-")
     return folder.with_name(f"{folder.name}_{tag}")
+
+
+def _check_output_holds_no_inputs(inputs: list[Path], output: Path) -> None:
+    """An output folder inside an input folder is not read as input; refuse it if it holds images
+    that are not this command's outputs (they would get no verdict)."""
+    if not output.is_dir() or not any(given.is_dir() and is_inside(output, given) for given in inputs):
+        return
+    ours = set(Journal(output).records)
+    strays = [p for p in find_images(output) if p.relative_to(output).as_posix() not in ours]
+    if strays:
+        raise InputError(
+            f"--output {shown(output)} lies inside the input folder and holds {len(strays)} image(s) that are not "
+            f"outputs of metasr-run (e.g. {shown(strays[0])}); they would never be read; choose an output folder "
+            "outside the input tree"
+        )
 
 
 def _renamed_note(renamed: list[Item]) -> str:
@@ -255,6 +292,7 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
                 f"--output {output} is the input folder {given}; choose another folder (inputs are never overwritten)"
             )
     to_create = _probe_folder(output)
+    _check_output_holds_no_inputs(inputs, output)
     items = plan_items(inputs, output)
     sources = [i.source for i in items]
     journal = output / JOURNAL_NAME
@@ -268,22 +306,31 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     up = run.load()
     if job.scale is not None:
         up.check_scale(job.scale, allow_extrapolation=job.allow_extrapolation)
-    chosen, rejected = select_files(sources, parse_rules(job.select))
-    windows = series_windows(chosen, job.intensity)
-    settings = job.settings() | {"model": up.model_id, "software": __version__}
-    journal_records = Journal(output)
-    if not run.overwrite:
-        check_series_unchanged(journal_records.records, settings, windows, output)
     new_dirs = to_create + sorted({i.out_dir for i in items if not i.out_dir.exists()})
     _make_folders(to_create)
-    renamed = [i for i in items if i.stem != output_stem(i.source)]
-    run.announce(up, [_renamed_note(renamed)] if renamed else [])
-    batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), journal_records, guard)
-    batch.skip(rejected)
-    try:
-        code = batch.run([i for i in items if i.source not in rejected], windows)
-    finally:
-        _remove_if_empty(new_dirs)
+    with exclusive_lock(output, "output folder"):  # one run per output folder and its journal
+        try:
+            renamed = [i for i in items if i.stem != output_stem(i.source)]
+            journal = Journal(output)
+            notes = [_renamed_note(renamed)] if renamed else []
+            if journal.skipped:
+                notes.append(f"{journal.path}: {journal.skipped} damaged line(s) skipped; they prove no output")
+            settings = job.settings() | {"model": up.model_id, "software": __version__} | up.pixel_settings()
+            chosen, rejected = select_files(sources, parse_rules(job.select))
+            batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), journal, guard)
+            try:
+                windows = series_windows(chosen, job.intensity)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM while series are grouped: every file is "not run"
+                row = {"output": "", "status": "not run", "reason": "interrupted", "seconds": 0.0}
+                finish_report(run.report, [{"input": str(s), **row} for s in sources])
+                raise
+            if not run.overwrite:  # a series that grew since its outputs were written: refused before any write
+                check_series_unchanged(journal.records, settings, windows, output)
+            run.announce(up, notes)
+            batch.skip(rejected)
+            code = batch.run([i for i in items if i.source not in rejected], windows)
+        finally:
+            _remove_if_empty(new_dirs)
     finish_report(run.report, batch.rows)
     return code
 
@@ -314,6 +361,7 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     show_default=True,
     help="fp32 (true fp32: TF32 off), tf32 or fp16 on a GPU; the CPU always runs fp32.",
 )
+@click.option("--server", help="HOST:PORT of a metasr-serve gRPC endpoint: upscale there instead of here.")
 @click.option(
     "--allow-extrapolation", is_flag=True, help=f"Accept scales outside the model's trained range (up to {MAX_SCALE})."
 )
@@ -388,9 +436,16 @@ def command(
     threads: int | None,
     overwrite: bool,
     verbosity: Verbosity,
+    server: str | None = None,
 ) -> int:
     """Super-resolve medical images by any scale with an exported Meta-SRGAN model."""
     parse_device(device)
+    if server is not None:
+        from metasr.runtime.remote import parse_server_address
+
+        parse_server_address(server)
+        if model is not None:
+            raise InputError("--model and --server exclude each other (the server runs its own model)")
     if memory_text is not None and tile is not None:
         raise InputError("give --tile or --memory-budget, not both (both size the tiles)")
     job = _make_job(
@@ -418,6 +473,7 @@ def command(
         verbosity=verbosity,
         report=report,
         notes=[note] if note else [],
+        server=server,
     )
     if output_text is not None and not output_text.strip():
         raise InputError("--output is empty; give a file or folder path, or leave it out")
@@ -427,6 +483,9 @@ def command(
         check_replaceable(report, "--report")
         check_writable_folder(report.parent if str(report.parent) else Path("."))
         InputSet(inputs).check("--report", report)
+        protected = model if model is not None else default_model_dir()
+        check_write_plan([("--report", report)], [], [("model folder", protected)])
+        check_new_file(report, "--report", overwrite)  # reports follow the rules of outputs
     with SignalGuard() as guard:
         try:
             if len(inputs) == 1 and not inputs[0].is_dir():

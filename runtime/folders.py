@@ -20,16 +20,16 @@ with ``--overwrite``), never silently kept.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import os
-import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from metasr.core.atomic import atomic_write_text, file_identity
+from metasr.core.atomic import atomic_write_bytes, atomic_write_text, file_identity
 from metasr.core.errors import InputError, OutputError
 
 __all__ = [
@@ -72,29 +72,12 @@ def default_output_name(source: Path | str, tag: str, suffix: str, stem: str | N
     return f"{stem if stem is not None else output_stem(Path(source))}_{tag.replace('/', '-')}{suffix}"
 
 
-def _starts_like_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
 def _is_candidate(path: Path) -> bool:
-    """A regular, visible file with an image suffix, or any file that starts like DICOM."""
-    from metasr.scanners import SUPPORTED_SUFFIXES
+    """An image file by the scanners' one detector (suffix, or DICOM content with or without a
+    preamble), except folder index files (``DICOMDIR``)."""
+    from metasr.scanners.reader import is_image_file
 
-    name = path.name
-    if name.startswith(".") or name.lower() in _NOT_IMAGES:
-        return False
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return False  # FIFOs, devices, sockets, broken links: never opened
-    except OSError:
-        return False
-    lower = name.lower()
-    suffix = ".nii.gz" if lower.endswith(".nii.gz") else path.suffix.lower()
-    return suffix in SUPPORTED_SUFFIXES or _starts_like_dicom(path)
+    return path.name.lower() not in _NOT_IMAGES and is_image_file(path)
 
 
 def find_images(folder: Path, skip: Sequence[Path] = ()) -> Iterator[Path]:
@@ -105,12 +88,24 @@ def find_images(folder: Path, skip: Sequence[Path] = ()) -> Iterator[Path]:
     without a known suffix are listed when they start like a DICOM file (``IM0001``).
     """
     skip_ids = {i for i in (file_identity(p) for p in skip) if i is not None}
-    for top, dirs, files in os.walk(folder, followlinks=False):
+    unlisted: list[Path] = []
+    for top, dirs, files in os.walk(folder, followlinks=False, onerror=lambda e: unlisted.append(Path(e.filename))):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and file_identity(Path(top, d)) not in skip_ids)
         for name in sorted(files):
             path = Path(top, name)
-            if _is_candidate(path):
+            if _is_candidate(path) or _too_long(path):
                 yield path
+    # a folder that cannot be listed (a path over PATH_MAX, no permission) is never skipped silently:
+    # it is listed, so it gets a "failed" verdict that says why
+    yield from (p for p in unlisted if p != Path(folder))
+
+
+def _too_long(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ENAMETOOLONG
+    return False
 
 
 @dataclass(frozen=True)
@@ -169,13 +164,13 @@ def plan_items(inputs: Sequence[Path], output: Path) -> list[Item]:
         prefix = Path(given.resolve().name) if several else Path()
         found = 0
         for path in find_images(given, skip=(output,)):
+            found += 1  # a folder whose images another input already names still holds images
             ident = file_identity(path)
             if ident in seen:
                 continue  # the same file reached twice (a link, or named by two inputs)
             seen.add(ident)
             rel = prefix / path.parent.relative_to(given)
             entries.append((path, rel, output / rel))
-            found += 1
         if not found:
             raise InputError(
                 f"folder {given} holds no supported images (DICOM, NIfTI, PNG, TIFF, JPEG; series subfolders "
@@ -220,17 +215,20 @@ class Journal:
     def __init__(self, folder: Path) -> None:
         self.path = folder / JOURNAL_NAME
         self.records: dict[str, dict] = {}
+        #: Lines that prove nothing and were skipped (cut short by a crash, edited, hostile).
+        self.skipped = 0
         try:
-            lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+            data = self.path.read_bytes()
         except OSError:
-            lines = []
-        for line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a crash proves nothing
-            if isinstance(rec, dict) and isinstance(rec.get("output"), str):
-                self.records[rec["output"]] = rec
+            data = b""
+        #: Whether the file ends mid-line (a crash cut the last record): the next record starts a fresh line.
+        self._torn = bool(data) and not data.endswith(b"\n")
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            rec = _parse_record(line)
+            if rec is None:
+                self.skipped += line.strip() != ""
+                continue
+            self.records[rec["output"]] = rec
 
     def _key(self, out: Path) -> str:
         return out.relative_to(self.path.parent).as_posix()
@@ -267,12 +265,33 @@ class Journal:
         }
         try:
             with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(rec, sort_keys=True) + "\n")
+                fh.write(("\n" if self._torn else "") + json.dumps(rec, sort_keys=True) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as e:
             raise OutputError(f"cannot record {out.name} in {self.path}: {e.strerror or type(e).__name__}") from None
+        self._torn = False
         self.records[rec["output"]] = rec
+
+
+#: Longest journal line read (a record is a few hundred bytes; longer lines are not records).
+_MAX_RECORD = 1 << 16
+_RECORD_FIELDS = ("output", "input", "input_sha256", "output_sha256")
+
+
+def _parse_record(line: str) -> dict | None:
+    """One journal line as a record, or ``None`` when it proves nothing (torn, edited, hostile)."""
+    if not line.strip() or len(line) > _MAX_RECORD:
+        return None
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in _RECORD_FIELDS):
+        return None
+    if not isinstance(rec.get("settings"), dict):
+        return None
+    return rec
 
 
 def check_report_path(report: Path) -> None:
@@ -295,4 +314,4 @@ def write_report(report: Path, rows: list[dict[str, object]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=REPORT_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(report, buf.getvalue())
+    atomic_write_bytes(report, buf.getvalue().encode("utf-8", "backslashreplace"))  # undecodable names escaped

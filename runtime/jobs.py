@@ -20,14 +20,17 @@ from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import InputError, ScaleError
 from metasr.core.inputs import special_kind, stat_input
 from metasr.core.scale import (
+    MAX_OUTPUT_SIDE,
+    MAX_SCALE,
     MAX_SCALE_TEXT,
+    SCALE_LIMITS,
     Scale,
     parse_decimal,
-    parse_scale_exact,
+    parse_scale_option,
     scale_for_size,
     scale_for_spacing,
 )
-from metasr.runtime.upscaler import MAX_SCALE, check_image
+from metasr.runtime.upscaler import check_image
 
 if TYPE_CHECKING:
     from metasr.scanners import ScanImage
@@ -51,20 +54,8 @@ __all__ = [
 
 #: Largest ``--memory-budget`` accepted (1 TiB): larger values are typing errors.
 MAX_MEMORY_BUDGET_MB = 1024 * 1024
-#: Largest side ``--size`` and ``--tile`` take.
-MAX_OUTPUT_SIDE = 65535
-#: The scales the command accepts at all (the model's trained range is checked when it loads).
-SCALE_LIMITS = (Fraction(1), Fraction(MAX_SCALE))
 
 _SIZE = re.compile(r"\s*([0-9]{1,6})\s*[xX]\s*([0-9]{1,6})\s*")
-
-
-def parse_scale_option(text: str) -> Scale:
-    """``--scale`` text to a :class:`Scale` between 1 and :data:`MAX_SCALE` (exact, never rounded)."""
-    s = Scale(parse_scale_exact(text))
-    if not SCALE_LIMITS[0] <= s.value <= SCALE_LIMITS[1]:
-        raise ScaleError(f"--scale must be between 1 and {MAX_SCALE}, got {text.strip()}")
-    return s
 
 
 def parse_size(text: str) -> tuple[int, int]:

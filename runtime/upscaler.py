@@ -28,8 +28,6 @@ state; the run plans live in :mod:`metasr.runtime.tiling`, the kernel arithmetic
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import threading
 from collections import OrderedDict
@@ -41,12 +39,11 @@ from typing import Any
 import numpy as np
 
 from metasr.core.choices import ChoiceEnum
-from metasr.core.deps import require
 from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import InputError, ModelError, ScaleError
 from metasr.core.hardware import gpu_free_memory_mb
-from metasr.core.manifest import read_manifest
-from metasr.core.scale import DEFAULT_SCALE_RANGE, Scale, hr_length
+from metasr.core.manifest import model_id, read_manifest
+from metasr.core.scale import DEFAULT_SCALE_RANGE, MAX_OUTPUT_SIDE, MAX_SCALE, MIN_SIDE, Scale, hr_length
 from metasr.runtime.backends import (
     Device,
     Precision,
@@ -79,15 +76,10 @@ __all__ = [
     "UpscaleMethod",
     "Upscaler",
     "check_image",
+    "check_model_scale",
     "read_manifest",
 ]
 
-#: Smallest image side accepted: the network needs neighbours to infer detail from.
-MIN_SIDE = 2
-#: Largest scale ever accepted (extrapolation included).
-MAX_SCALE = 8
-#: Largest output side: beyond it the output alone would not fit a device's memory.
-MAX_OUTPUT_SIDE = 32768
 #: Host working memory for one tile on the CPU (inputs, features and intermediates), in MiB.
 DEFAULT_MEMORY_BUDGET_MB = 384
 #: Device memory for one run on a GPU whose free memory cannot be read, in MiB.
@@ -234,9 +226,8 @@ class Upscaler:
 
     def _read_model(self) -> None:
         self.manifest = read_manifest(self.model_dir, verify=True)
-        files = self.manifest["files"]
-        #: Provenance id: sha256 of the manifest's file hashes (sorted JSON), stable across copies.
-        self.model_id = hashlib.sha256(json.dumps(files, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        #: Provenance id: the files' hashes and every field that changes pixels, stable across copies.
+        self.model_id = self.id_of(self.manifest)
         self.model_name = self.model_dir.name
         self.kind: str = self.manifest["kind"]
         self.arch: str = str(self.manifest.get("arch", "unknown"))
@@ -249,6 +240,11 @@ class Upscaler:
         self.receptive_radius = radius if isinstance(radius, int) and radius >= 1 else DEFAULT_RECEPTIVE_RADIUS
         self.features = int(self.manifest.get("features") or 64)
         self.mean = float(self.manifest["normalization"]["mean"])
+
+    @staticmethod
+    def id_of(manifest: dict[str, Any]) -> str:
+        """The model id of an export's manifest (:func:`metasr.core.manifest.model_id`)."""
+        return model_id(manifest)
 
     def _device_budget_mb(self) -> float:
         """Working memory of one run: the host budget on the CPU, device memory on a GPU."""
@@ -281,12 +277,12 @@ class Upscaler:
             profiles = self._trt_profiles(name) if cache is not None and files[name].endswith(".onnx") else None
             spec = SessionSpec(profiles, self.requested_precision, self.device_index)
             half = self.requested_precision is Precision.FP16 and name != "kernels"  # CUDA fp16: an fp16 graph
-            data = self._fp16_bytes(path) if half and chosen is Device.CUDA else None
+            data = self._fp16_bytes(name) if half and chosen is Device.CUDA else None
             session = create_session(path, chosen, threads=self.threads, spec=spec, cache_dir=cache, model_bytes=data)
             # Every graph runs where the first one landed, so data never bounces between devices.
             landed = device_of(session.get_providers())
             if half and data is None and landed is Device.CUDA:  # "auto" found CUDA: this graph only, once
-                data = self._fp16_bytes(path)
+                data = self._fp16_bytes(name)
                 session = create_session(path, landed, threads=self.threads, spec=spec, model_bytes=data)
             chosen = landed
             _check_io(session, path, *(_EXPECTED_META.get(name) or _EXPECTED_FIXED))
@@ -310,11 +306,24 @@ class Upscaler:
             )
         return graphs
 
-    @staticmethod
-    def _fp16_bytes(path: Path) -> bytes:
-        """The fp16 copy of a graph for CUDA fp16 (fp32 inputs and outputs; TensorRT converts itself)."""
-        onnx = require("onnx", "fp16 inference on CUDA (--precision fp16)", "export")
+    def _fp16_bytes(self, name: str) -> bytes:
+        """The fp16 graph CUDA fp16 runs (fp32 inputs and outputs; TensorRT converts itself).
 
+        ``metasr-export`` writes it beside the fp32 graph (``fp16_file`` in the manifest, its sha256
+        checked at load); the runtime never needs the ``onnx`` package for it. An export made before
+        that is converted here only where ``onnx`` happens to be installed.
+        """
+        spec = self.manifest["graphs"][name]
+        if spec.get("fp16_file"):
+            return (self.model_dir / spec["fp16_file"]).read_bytes()
+        path = self.model_dir / spec["file"]
+        try:
+            import onnx
+        except ImportError:
+            raise ModelError(
+                f"model {self.model_name} has no fp16 graphs (it was exported by an older metasr-export); "
+                "re-export it with metasr-export, or use --precision fp32"
+            ) from None
         try:
             return to_fp16(onnx.load(str(path))).SerializeToString()
         except Exception as e:  # a graph onnx cannot read is reported by create_session's load
@@ -351,23 +360,13 @@ class Upscaler:
             ScaleError: not a finite positive number, outside the trained range (unless allowed),
                 outside 1..MAX_SCALE, or not the fixed scale of a fixed-scale model.
         """
-        s = Scale.parse(scale)
-        if self.fixed_scale is not None:
-            if s.value != self.fixed_scale:
-                raise ScaleError(
-                    f"model {self.model_name} ({self.arch}) only supports scale {self.fixed_scale}, "
-                    f"got {s}; use a Meta-SRGAN model for other scales"
-                )
-            return s
-        lo, hi = self.scale_range
-        if s.value < 1 or s.value > MAX_SCALE:
-            raise ScaleError(f"scale must be between 1 and {MAX_SCALE}, got {s}")
-        if not allow_extrapolation and not (Fraction(repr(lo)) <= s.value <= Fraction(repr(hi))):
-            raise ScaleError(
-                f"scale {s} is outside the model's trained range {lo:g}-{hi:g}; choose a scale in that "
-                f"range or allow extrapolation (--allow-extrapolation, up to {MAX_SCALE})"
-            )
-        return s
+        return check_model_scale(
+            scale,
+            scale_range=self.scale_range,
+            fixed_scale=self.fixed_scale,
+            model=f"{self.model_name} ({self.arch})",
+            allow_extrapolation=allow_extrapolation,
+        )
 
     # ------------------------------------------------------------------ planning
 
@@ -633,6 +632,13 @@ class Upscaler:
         memory = f", {self._budget_mb:.0f} MiB per run" if self.device is not Device.CPU else ""
         return f"metasr: model {self.model_name} ({self.model_id[:12]}) on {where}{threads}, {arithmetic}{memory}"
 
+    def pixel_settings(self) -> dict[str, str]:
+        """What changes output pixels besides the model and the job: the arithmetic and the device class.
+
+        Recorded in the resume journal, so an fp16 GPU output is never kept by an fp32 rerun.
+        """
+        return {"precision": self.precision.value, "device": self.device.value}
+
     @staticmethod
     def _needs(precision: Precision) -> str:
         return "CUDA" if precision is Precision.TF32 else "a GPU (CUDA or TensorRT)"
@@ -666,6 +672,34 @@ def _check_io(session: Any, path: Path, want_in: set[str], want_out: str) -> Non
             f"graph {path} has inputs {sorted(inputs)} and outputs {outputs}, expected inputs "
             f"{sorted(want_in)} and output {want_out!r}; re-export the model with metasr-export"
         )
+
+
+def check_model_scale(
+    scale: str | Real | Fraction | Scale,
+    *,
+    scale_range: tuple[float, float],
+    fixed_scale: int | None,
+    model: str,
+    allow_extrapolation: bool = False,
+) -> Scale:
+    """The checks of :meth:`Upscaler.check_scale` for a model described by its manifest values
+    (shared with the remote upscaler of :mod:`metasr.runtime.remote`)."""
+    s = Scale.parse(scale)
+    if fixed_scale is not None:
+        if s.value != fixed_scale:
+            raise ScaleError(
+                f"model {model} only supports scale {fixed_scale}, got {s}; use a Meta-SRGAN model for other scales"
+            )
+        return s
+    lo, hi = scale_range
+    if s.value < 1 or s.value > MAX_SCALE:
+        raise ScaleError(f"scale must be between 1 and {MAX_SCALE}, got {s}")
+    if not allow_extrapolation and not (Fraction(repr(lo)) <= s.value <= Fraction(repr(hi))):
+        raise ScaleError(
+            f"scale {s} is outside the model's trained range {lo:g}-{hi:g}; choose a scale in that "
+            f"range or allow extrapolation (--allow-extrapolation, up to {MAX_SCALE})"
+        )
+    return s
 
 
 def _check_positive(name: str, value: Any) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from metasr.core.errors import InputError
 from metasr.core.inputs import special_kind, stat_input
+from metasr.core.native import quiet_native_output
 from metasr.scanners.base import DICOM_SUFFIXES, NIFTI_SUFFIXES, ImageFormat, ScanImage, recorded_warnings
 from metasr.scanners.images import RASTER_SUFFIXES, raster_format
 from metasr.scanners.intensity import IntensityRange, IntensityWindow
@@ -138,7 +139,8 @@ def read_image(
     if fmt is None:
         raise InputError(f"{path.name}: not a supported image; expected DICOM, NIfTI (.nii/.nii.gz), PNG, TIFF or JPEG")
     notes: list[str] = []
-    with recorded_warnings(notes, path.name):  # pydicom/nibabel warnings become notes, not stderr noise
+    # pydicom/nibabel warnings and what libpng/libtiff print to fd 2 become notes, not stderr noise
+    with recorded_warnings(notes, path.name), quiet_native_output() as native:
         if fmt is ImageFormat.DICOM:
             from metasr.scanners.dicom import read_dicom
 
@@ -151,6 +153,7 @@ def read_image(
             from metasr.scanners.images import read_raster
 
             scan = read_raster(path, data, intensity=intensity, window=window)
+    notes += [f"{path.name}: {line.strip()}" for line in native.getvalue().splitlines() if line.strip()][:5]
     scan.notes.extend(notes)
     return scan
 
@@ -177,6 +180,23 @@ def _is_dicom_file(path: Path) -> bool:
     return head[128:132] == b"DICM" or _looks_like_bare_dicom(head)
 
 
+def is_image_file(path: Path) -> bool:
+    """The one image-file detector of every folder walker (``metasr-run``, ``metasr-train``, ``metasr-eval``).
+
+    A visible regular file with a supported suffix (:data:`SUPPORTED_SUFFIXES`), or any visible
+    regular file that starts like DICOM, with or without the 128-byte preamble. FIFOs, devices
+    and broken links are never opened.
+    """
+    if path.name.startswith("."):
+        return False
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+    except (OSError, ValueError):
+        return False
+    return _full_suffix(path) in SUPPORTED_SUFFIXES or _is_dicom_file(path)
+
+
 def iter_images(folder: str | os.PathLike, recursive: bool = False) -> Iterator[Path]:
     """Supported image files in ``folder``, sorted by name.
 
@@ -193,8 +213,5 @@ def iter_images(folder: str | os.PathLike, recursive: bool = False) -> Iterator[
         raise InputError(f"{folder} is not a folder")
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     for path in sorted(candidates):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        suffix = _full_suffix(path)
-        if suffix in SUPPORTED_SUFFIXES or _is_dicom_file(path):
+        if is_image_file(path):
             yield path

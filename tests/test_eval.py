@@ -187,3 +187,70 @@ def test_report_files_are_deterministic_and_carry_the_spread() -> None:
         assert line.get_marker() == "o" and list(line.get_xdata()) == [2.0, 3.0]
         assert len(ax.collections) == 1  # the +-1 s.d. band
     plt.close(fig)
+
+
+def test_degraded_evaluation_is_seeded_and_noise_costs_bicubic() -> None:
+    from metasr.training.degradations import Degradation, parse_degradation
+
+    rng = np.random.default_rng(6)
+    images = [cv2.GaussianBlur(rng.random((64, 60)).astype(np.float32), (0, 0), 2.0) for _ in range(3)]
+    scales = [Fraction(2), Fraction(3)]
+    clean = evaluate([bicubic_predictor()], images, scales, degradation=parse_degradation("gauss"))
+    noisy = Degradation().with_noise("rician", 0.03)
+    first = evaluate([bicubic_predictor()], images, scales, degradation=noisy, seed=3)
+    again = evaluate([bicubic_predictor()], images, scales, degradation=noisy, seed=3)
+    other = evaluate([bicubic_predictor()], images, scales, degradation=noisy, seed=4)
+    assert [s.psnr for s in first.scores] == [s.psnr for s in again.scores]  # same noise for every run/model
+    assert [s.psnr for s in first.scores] != [s.psnr for s in other.scores]
+    assert first.degradation == "bicubic+rician:0.03" and clean.degradation == "gauss"
+    for s in scales:
+        assert first.get("bicubic", s).psnr < evaluate([bicubic_predictor()], images, [s]).get("bicubic", s).psnr
+
+
+def test_intervals_are_over_independent_files() -> None:
+    rng = np.random.default_rng(7)
+    images = [cv2.GaussianBlur(rng.random((40, 40)).astype(np.float32), (0, 0), 1.0) for _ in range(5)]
+    names = ["vol.nii.gz:axial1", "vol.nii.gz:axial2", "vol.nii.gz:axial3", "b.png", "c.dcm:frame1"]
+    report = evaluate([bicubic_predictor()], images, [Fraction(2)], names=names)
+    row = report.get("bicubic", Fraction(2))
+    assert row.images == 5 and row.groups == 3
+    assert {s.group for s in report.scores} == {"vol.nii.gz", "b.png", "c.dcm"}
+    means = []
+    for g in ("vol.nii.gz", "b.png", "c.dcm"):
+        means.append(np.mean([s.psnr for s in report.scores if s.group == g]))
+    from scipy.stats import t
+
+    assert row.psnr_ci95 == pytest.approx(t.ppf(0.975, 2) * np.std(means, ddof=1) / np.sqrt(3))
+
+
+def test_eval_cli_degradation_crop_and_window(
+    eval_data: Path, checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "eval"
+    argv = ["--ckpt", str(checkpoints["metasrgan"]), "--data", f"folder:{eval_data}", "--scales", "2,3"]
+    argv += ["--degradation", "kspace:hamming", "--noise", "gaussian:0.01", "--crop-scales", "2"]
+    argv += ["--crop", "img1.png:4,6,20", "--window", "0.5,0.6", "--out", str(out), "--no-progress"]
+    assert eval_main(argv) == 0, capsys.readouterr().err
+    table = (out / "table.md").read_text()
+    assert "LR made by: kspace:hamming+gaussian:0.01" in table
+    assert b"img1.png" in (out / "crops.svg").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--noise", "rician"], "noise 'rician' is not understood"),
+        (["--degradation", "box"], "degradation 'box' is not understood"),
+        (["--crop", "img1.png:4,4"], "is not IMAGE:Y,X,SIZE"),
+        (["--crop", "nothere.png:4,4,16"], "is not among the evaluated images"),
+        (["--window", "0.5,nan"], "is not C,W"),
+    ],
+)
+def test_eval_degradation_options_refused_in_one_line(
+    args: list[str], message: str, eval_data: Path, checkpoints: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    argv = ["--ckpt", str(checkpoints["metasrgan"]), "--data", f"folder:{eval_data}", "--scales", "2"]
+    rc = eval_main([*argv, "--out", str(tmp_path / "e"), "--no-progress", *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "e").exists()

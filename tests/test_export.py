@@ -26,6 +26,8 @@ from metasr.training import build_model, model_config, save_checkpoint  # noqa: 
 # What TensorRT 10 and 11's ONNX parser imports with static shapes, written out independently of
 # the exporter's own list so the test does not just compare a list with itself.
 META_FILES = ("feature_extractor.onnx", "kernels.onnx", "upscale.onnx", "upscale_pixels.onnx")
+#: fp16 copies written by metasr-export for CUDA fp16 (the runtime never converts graphs itself).
+FP16_FILES = ("feature_extractor.fp16.onnx", "upscale.fp16.onnx", "upscale_pixels.fp16.onnx")
 TRT_IMPORTABLE = {
     "Add",
     "MatMul",
@@ -89,14 +91,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
 
 def test_export_writes_contract_files_and_manifest(exported: ExportResult) -> None:
     out = exported.out_dir
-    assert sorted(p.name for p in out.iterdir()) == [
-        "best.pt",
-        "feature_extractor.onnx",
-        "kernels.onnx",
-        "manifest.json",
-        "upscale.onnx",
-        "upscale_pixels.onnx",
-    ]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["best.pt", "manifest.json", *META_FILES, *FP16_FILES])
     m = read_manifest(out)
     assert (m["format"], m["format_version"], m["arch"], m["kind"], m["fixed_scale"]) == (
         "metasr-export",
@@ -111,7 +106,13 @@ def test_export_writes_contract_files_and_manifest(exported: ExportResult) -> No
     assert m["opset"] == 17 and m["tensorrt"] is None
     assert m["checkpoint"]["sha256"] == sha256_file(out / "best.pt") and m["checkpoint"]["step"] == 7
     assert m["checkpoint"]["file"] == "best.pt" and m["checkpoint"]["config"]["arch"] == "metasrgan"
-    assert set(m["files"]) == {"feature_extractor.onnx", "kernels.onnx", "upscale.onnx", "upscale_pixels.onnx"}
+    assert set(m["files"]) == {*META_FILES, *FP16_FILES}
+    assert {g: s.get("fp16_file") for g, s in m["graphs"].items()} == {
+        "feature_extractor": "feature_extractor.fp16.onnx",
+        "kernels": None,
+        "upscale": "upscale.fp16.onnx",
+        "upscale_pixels": "upscale_pixels.fp16.onnx",
+    }
     assert m["upscale_form"] == "class-kernel"
     assert (m["graphs"]["upscale"]["form"], m["graphs"]["upscale_pixels"]["form"]) == ("classes", "pixels")
     verify_files(out, m)  # every sha256 matches
@@ -194,7 +195,7 @@ def test_kernels_are_the_wpn_with_denormalisation_folded(exported: ExportResult)
     )[0]
     with torch.no_grad():  # the WPN itself, per (row, col) offset pair, weights in unfold order c*9 + tap
         pairs = torch.tensor([[0.4, a, b] for a in offsets for b in offsets])
-        ref = (model.upscale.wpn(pairs) * model.std).view(9, 64, 9).transpose(1, 2).reshape(9, 576)
+        ref = (model.upscale.predict_kernels(pairs) * model.std).view(9, 64, 9).transpose(1, 2).reshape(9, 576)
     np.testing.assert_allclose(kernels, ref.numpy(), rtol=1e-5, atol=1e-6)
 
 
@@ -310,7 +311,7 @@ def test_unwritable_parent_falls_back_to_a_temp_folder_inside_out(tmp_path: Path
 
     monkeypatch.setattr(export_pkg, "_new_dir", refuse_beside)
     export_model(ckpt, verify=False)  # out = the checkpoint's folder, whose parent "refuses" writes
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["best.pt", "manifest.json", *META_FILES])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["best.pt", "manifest.json", *META_FILES, *FP16_FILES])
     with pytest.raises(OutputError, match="cannot write"):
         export_model(ckpt, tmp_path.parent / f"{tmp_path.name}-new", verify=False)  # new folder, parent refuses
     assert not (tmp_path.parent / f"{tmp_path.name}-new").exists()
@@ -328,7 +329,7 @@ def test_fixed_scale_archs_export_one_x2_graph(tmp_path: Path, arch: str, args: 
     result = export_model(ckpt, tmp_path / "out")
     m = result.manifest
     assert EXPORTABLE_ARCHS[arch] == m["kind"] == "fixed" and m["fixed_scale"] == 2 and m["arch"] == arch
-    assert set(m["files"]) == {"model.onnx"} and set(m["graphs"]) == {"model"}
+    assert set(m["files"]) == {"model.onnx", "model.fp16.onnx"} and set(m["graphs"]) == {"model"}
     assert m["parity"]["max_abs_error"] <= 1e-4
     session = ort_session(result.out_dir / "model.onnx", threads=1)
     lr = phantom(2, 19, 26)
@@ -471,7 +472,7 @@ def test_cli_trt_without_tensorrt_writes_onnx_and_exits_2(tmp_path: Path, capsys
     assert "complete and verified" in err[-1]
     m = read_manifest(tmp_path / "out")
     verify_files(tmp_path / "out", m)
-    assert m["tensorrt"] is None and set(m["files"]) == set(META_FILES)
+    assert m["tensorrt"] is None and set(m["files"]) == {*META_FILES, *FP16_FILES}
     session = UpscaleSessions.load(tmp_path / "out", threads=1)
     feats = np.zeros((1, 64, 5, 6), np.float32)
     assert session.run(feats, "2").shape == (1, 1, 10, 12)

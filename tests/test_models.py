@@ -78,17 +78,18 @@ def _reference_meta_upscale(module: MetaUpscale, feat: torch.Tensor, scale: str)
         ],
         -1,
     ).double()
-    weights = module.wpn.double()(wpn_in).view(big_h, big_w, c * 9, module.out_channels)
+    weights = module.double().predict_kernels(wpn_in).view(big_h, big_w, c * 9, module.out_channels)
     module.float()
     unfolded = F.unfold(feat.double(), 3, padding=1).view(n, c * 9, h, w)
     gathered = unfolded[:, :, torch.from_numpy(rows.index)][:, :, :, torch.from_numpy(cols.index)]
     return torch.einsum("nkhw,hwko->nohw", gathered, weights)
 
 
+@pytest.mark.parametrize("flat_field", [True, False])
 @pytest.mark.parametrize("scale", SCALES + ["1.25", "2.333"])
-def test_meta_upscale_equals_per_pixel_kernels(scale):
+def test_meta_upscale_equals_per_pixel_kernels(scale, flat_field):
     torch.manual_seed(1)
-    module = MetaUpscale(in_channels=6, out_channels=2, hidden=16)
+    module = MetaUpscale(in_channels=6, out_channels=2, hidden=16, flat_field=flat_field)
     feat = torch.randn(2, 6, 13, 11)
     with torch.no_grad():
         ours = module(feat, scale)
@@ -309,3 +310,59 @@ def test_generator_loss_combination(vgg_weights):
     assert total.item() == pytest.approx(expected, rel=1e-5)
     only_l1, terms_l1 = GeneratorLoss(LossWeights(adversarial=0, perceptual=0), per)(sr, hr, fake_logits)
     assert set(terms_l1) == {"l1"} and only_l1.item() == pytest.approx(terms["l1"])
+
+
+# --------------------------------------------------------------------------------------------
+# Flat-field constraint: every kernel class has the same DC gain
+
+
+def _flat_deviation(model: torch.nn.Module, scale: str, size: int = 64) -> float:
+    """Max deviation from the median of the output of a constant image, away from the borders."""
+    s = Scale.parse(scale)
+    with torch.no_grad():
+        out = model(torch.full((1, 1, size, size), 0.5), scale)[0, 0]
+    margin = 20  # LR pixels: beyond the trunk's receptive radius (16) and the 3x3 upscale tap
+    lo, hi = math.ceil(margin * s.value) + 1, math.floor((size - margin) * s.value) - 1
+    centre = out[lo:hi, lo:hi]
+    return float((centre - centre.median()).abs().max())
+
+
+@pytest.mark.parametrize("scale", SCALES + ["2.333", "3.9", "1.51"])
+def test_flat_field_constant_in_constant_out(scale):
+    torch.manual_seed(3)
+    model = build_model("metasrgan", features=16, num_blocks=2, wpn_hidden=32).eval()
+    with torch.no_grad():  # a WPN far from any trained state: the constraint must not depend on training
+        model.upscale.wpn[2].weight.normal_(0, 0.5)
+    assert _flat_deviation(model, scale) < 1e-5
+    legacy = build_model("metasrgan", features=16, num_blocks=2, wpn_hidden=32, flat_field=False).eval()
+    legacy.load_state_dict(model.state_dict())
+    if Scale.parse(scale).value.numerator > 1:  # the unconstrained WPN shows the period-p pattern
+        assert _flat_deviation(legacy, scale) > 1e-3
+
+
+def test_flat_field_kernels_share_their_dc_gain():
+    torch.manual_seed(4)
+    module = MetaUpscale(in_channels=5, out_channels=1, hidden=12)
+    offsets = torch.tensor([0.0, 0.25, 0.5, 0.75])
+    wpn_in = torch.tensor([[0.25, a, b] for a in offsets for b in offsets])
+    with torch.no_grad():
+        kernels = module.predict_kernels(wpn_in).view(16, 5, 9)
+    dc = kernels.sum(dim=2)  # [classes, channels]
+    torch.testing.assert_close(dc, dc[:1].expand_as(dc), atol=1e-6, rtol=0)
+    assert float(kernels.std(dim=0).max()) > 1e-3  # the classes still differ in their shape
+
+
+def test_checkpoints_before_the_flat_field_load_unconstrained(tmp_path):
+    args = {"features": 8, "num_blocks": 1, "wpn_hidden": 8}
+    model = build_model("metasrgan", **args)
+    config = model_config("metasrgan", model, args)
+    assert config["args"]["flat_field"] is True  # recorded by every new checkpoint
+    new = save_checkpoint(tmp_path / "new.pt", model, config)
+    del config["args"]["flat_field"]  # as written before the constraint existed
+    old = save_checkpoint(tmp_path / "old.pt", model, config)
+    assert load_checkpoint(old).upscale.flat_field is False
+    assert load_checkpoint(new).upscale.flat_field is True
+    config["args"]["flat_field"] = 1
+    bad = save_checkpoint(tmp_path / "bad.pt", model, config)
+    with pytest.raises(CheckpointError, match="flat_field is 1; expected true or false"):
+        read_checkpoint(bad)

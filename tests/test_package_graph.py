@@ -25,9 +25,10 @@ ALLOWED: dict[str, set[str]] = {
     "video": {"core", "models", "runtime"},
     "training": {"core", "scanners", "runtime"},
     "export": {"core", "training", "runtime"},
+    "serve": {"core", "models", "runtime"},
 }
 #: Packages a plain ``pip install metasr`` must run without PyTorch.
-TORCH_FREE = {"core", "models", "scanners", "runtime", "video"}
+TORCH_FREE = {"core", "models", "scanners", "runtime", "video", "serve"}
 HEAVY = {"torch", "torchvision", "tensorboard"}
 
 

@@ -218,3 +218,13 @@ def test_select_on_a_single_file(tmp_path, capsys):
     assert not (tmp_path / "a_sr2.dcm").exists()
     assert _run("-i", str(src), "-s", "2", "--select", "Modality=OT,CT") == 0
     assert (tmp_path / "a_sr2.dcm").is_file()
+
+
+def test_device_enters_the_uids_only_below_fp32():
+    from metasr.runtime.derivation import pixel_settings
+
+    def up(precision, device):
+        return SimpleNamespace(pixel_settings=lambda: {"precision": precision, "device": device})
+
+    assert pixel_settings(up("fp32", "cpu")) == pixel_settings(up("fp32", "cuda")) == (("precision", "fp32"),)
+    assert pixel_settings(up("fp16", "cuda")) != pixel_settings(up("fp16", "tensorrt"))

@@ -35,6 +35,8 @@ __all__ = [
     "save_checkpoint",
     "read_checkpoint",
     "check_config",
+    "checkpoint_args",
+    "FLAG_ARGS",
     "load_checkpoint",
 ]
 
@@ -52,13 +54,22 @@ ARG_LIMITS: dict[str, tuple[type, float, float]] = {
     "mean": (float, -10.0, 10.0),
     "std": (float, 1e-6, 10.0),
 }
+#: Flag arguments of ``config.args`` (booleans) and the value a checkpoint that predates the flag
+#: was trained with: a Meta-SRGAN saved before the flat-field constraint loads unconstrained.
+FLAG_ARGS: dict[str, dict[str, bool]] = {"flat_field": {"metasrgan": False}}
 #: Largest scale a checkpoint's ``scale_range`` may claim.
 MAX_SCALE = 16.0
+#: Most parameters a checkpoint may describe (EDSR, the largest baseline, has 40.7M): arguments each
+#: within :data:`ARG_LIMITS` can still multiply to billions (1024 features x 256 blocks: 4.8G).
+MAX_PARAMETERS = 100_000_000
 
 
 def model_config(arch: str, model: nn.Module, args: dict[str, Any]) -> dict[str, Any]:
     """The ``config`` entry of a checkpoint for ``model`` built as ``build_model(arch, **args)``."""
     config: dict[str, Any] = {"arch": arch, "args": dict(args)}
+    upscale = getattr(model, "upscale", None)
+    if hasattr(upscale, "flat_field"):  # always recorded: a checkpoint without it predates the constraint
+        config["args"]["flat_field"] = bool(upscale.flat_field)
     if hasattr(model, "mean"):
         config["normalization"] = {"mean": float(model.mean), "std": float(model.std)}
     if hasattr(model, "scale_range"):
@@ -178,6 +189,11 @@ def check_config(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
         if key == "scale_range":
             _check_range(path, "args.scale_range", value)
             continue
+        if key in FLAG_ARGS:
+            if not isinstance(value, bool) or arch not in FLAG_ARGS[key]:
+                what = f"model argument {key} is {value!r}; expected true or false for metasrgan"
+                raise CheckpointError(f"{path}: {what}")
+            continue
         if key not in ARG_LIMITS:
             raise CheckpointError(f"{path}: unknown model argument {key!r} in its config; it was not written by metasr")
         kind, low, high = ARG_LIMITS[key]
@@ -200,13 +216,51 @@ def check_config(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in ckpt["model"].items()
     ):
         raise CheckpointError(f"{path}: 'model' is not a dict of named tensors; the file is damaged")
+    _check_model_size(path, args, ckpt["model"])
+
+
+def _check_model_size(path: str | os.PathLike, args: dict[str, Any], weights: Any) -> None:
+    """Bound the model the arguments describe before it is built (nothing is allocated yet).
+
+    The trunk holds about ``num_blocks x 2`` 3x3 convolutions of ``features`` maps and the weight
+    prediction a ``wpn_hidden x 9 x features`` layer; the estimate must stay under
+    :data:`MAX_PARAMETERS` and must not exceed what the stored weights hold by much (arguments
+    that do not match the weights would only fail after allocating the model).
+    """
+    features, blocks = int(args.get("features", 64)), int(args.get("num_blocks", 32))
+    estimate = blocks * 2 * 9 * features * features + int(args.get("wpn_hidden", 256)) * 9 * features
+    if estimate > MAX_PARAMETERS:
+        raise CheckpointError(
+            f"{path}: its arguments describe a model of about {estimate / 1e6:.0f}M parameters ({features} features, "
+            f"{blocks} blocks), more than {MAX_PARAMETERS // 1_000_000}M; the file is damaged or not a metasr model"
+        )
+    stored = sum(v.numel() for v in weights.values() if isinstance(v, torch.Tensor)) if isinstance(weights, dict) else 0
+    sized = "features" in args or "num_blocks" in args  # arguments that set the size (not a weightless bicubic)
+    if sized and estimate > 4 * stored + 1_000_000:
+        raise CheckpointError(
+            f"{path}: its arguments describe about {estimate / 1e6:.1f}M parameters but its weights hold "
+            f"{stored / 1e6:.1f}M; the file is damaged"
+        )
+
+
+def checkpoint_args(config: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of a checked config, with the defaults of its own time.
+
+    Whole numbers become ``int``; a flag the checkpoint predates gets the value it was trained
+    with (:data:`FLAG_ARGS`), not today's default.
+    """
+    args = {k: (int(v) if ARG_LIMITS.get(k, (float,))[0] is int else v) for k, v in config.get("args", {}).items()}
+    for key, legacy in FLAG_ARGS.items():
+        if config["arch"] in legacy:
+            args.setdefault(key, legacy[config["arch"]])
+    return args
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Build the model a checkpoint describes, load its weights, and return it in eval mode."""
     ckpt = read_checkpoint(path)
     config = ckpt["config"]
-    args = {k: (int(v) if ARG_LIMITS.get(k, (float,))[0] is int else v) for k, v in config.get("args", {}).items()}
+    args = checkpoint_args(config)
     try:
         model = build_model(config["arch"], **args)
     except (ValueError, TypeError) as e:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,9 @@ from metasr.core.cli import (
     sigterm_as_interrupt,
 )
 from metasr.core.errors import InputError, OutputError
+from metasr.core.locks import output_lock
 from metasr.scanners import IntensityRange
+from metasr.training.degradations import Degradation
 from metasr.training.models import TRAINABLE_ARCHS
 from metasr.training.specs import parse_axes
 
@@ -177,6 +180,24 @@ def _threads(requested: int) -> int:
 @click.option(
     "--intensity", type=_INTENSITY, default="auto", help="Intensity window of the readers, as metasr-run --intensity."
 )
+@click.option(
+    "--degradations",
+    type=click.Choice(["realistic", "bicubic"]),
+    default="realistic",
+    help="How LR patches are made: realistic = a mix of bicubic, Gaussian PSF + area sampling and k-space "
+    "truncation, with Rician/Gaussian noise on part of them; bicubic = the classic clean protocol.",
+)
+@click.option(
+    "--tiles/--no-tiles",
+    default=True,
+    help="Weight large images by area (one sampling slot per two patch areas, at most 128) instead of one per slice.",
+)
+@click.option(
+    "--max-noise",
+    type=click.FloatRange(0, 0.5),
+    default=0.03,
+    help="Largest noise sigma of the realistic mix, a fraction of the range.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal).")
 @common_options("metasr-train")
 def train_command(verbosity: Verbosity, **opts: Any) -> int:
@@ -227,9 +248,15 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         max_minutes=opts["max_minutes"],
         identity_init=opts["identity_init"],
         intensity=opts["intensity"],
+        degradations=opts["degradations"],
+        max_noise=opts["max_noise"],
+        tiles=opts["tiles"],
         progress=not opts["no_progress"] and progress_enabled(verbosity),
     )
-    result = train(cfg)
+    out = Path(opts["out_dir"])
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for the run folder
+    with output_lock(out, "run folder") if rank0 and out.parent.is_dir() else nullcontext():
+        result = train(cfg)
     best = f", best {result.best} ({result.best_psnr:.3f} dB)" if result.best and result.best_psnr else ""
     logging.getLogger("metasr").info("step %d, %.0f s: wrote %s%s", result.step, result.seconds, result.last, best)
     return 0
@@ -263,6 +290,25 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     "--max-images", type=click.IntRange(0, 10**6), default=0, help="Evenly thin to this many images (0: all)."
 )
 @click.option("--crop-scales", default="2,3,4", help="Scales shown in the crops figure.")
+@click.option(
+    "--degradation",
+    default="bicubic",
+    help="How the LR is made: bicubic, gauss[:FWHM] (Gaussian PSF, FWHM in units of the scale, area sampling), "
+    "kspace[:hamming|tukey] (k-space truncation).",
+)
+@click.option(
+    "--noise", default="none", help="Noise on the LR: none, rician:SIGMA or gaussian:SIGMA (e.g. rician:0.02)."
+)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, help="Seed of the noise (fixed per image).")
+@click.option(
+    "--crop",
+    "crop_spec",
+    default=None,
+    help="Crops figure: IMAGE:Y,X,SIZE, the image (its name in per_image.csv) and the HR region shown.",
+)
+@click.option(
+    "--window", "window_spec", default=None, help="Crops figure display window C,W in [0, 1] intensity units."
+)
 @click.option("--device", default="cpu", help="cpu, cuda, cuda:N or auto.")
 @click.option(
     "--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="torch intra-op threads (capped at the cores)."
@@ -271,6 +317,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     "--intensity", type=_INTENSITY, default="auto", help="Intensity window of the readers, as metasr-run --intensity."
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier evaluation in --out.")
 @common_options("metasr-eval")
 def eval_command(verbosity: Verbosity, **opts: Any) -> int:
     """Evaluate models against bicubic on held-out images (PSNR/SSIM per scale, figures for a paper)."""
@@ -279,10 +326,27 @@ def eval_command(verbosity: Verbosity, **opts: Any) -> int:
         return _run_eval(opts, verbosity)
 
 
-def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str]) -> None:
+#: What an evaluation writes into --out: an --out that holds any of them holds an earlier evaluation.
+_EVAL_FILES = ("table.md", "table.csv", "per_image.csv") + tuple(
+    f"{stem}.{fmt}" for stem in ("metrics", "crops") for fmt in ("png", "pdf", "svg")
+)
+
+
+def _check_no_evaluation(out: Path, overwrite: bool) -> None:
+    found = [name for name in _EVAL_FILES if os.path.lexists(out / name)]
+    if found and not overwrite:
+        raise OutputError(
+            f"--out {out} already holds an evaluation ({', '.join(found[:3])}); pass --overwrite to replace it "
+            "or choose another folder"
+        )
+
+
+def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str], overwrite: bool = False) -> None:
     """The report folder: not a file, not a model or data folder, writable (nothing created yet)."""
     from metasr.core.atomic import check_writable_folder
+    from metasr.core.paths import check_resolvable
 
+    check_resolvable(out, "--out")
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder for the report")
     for source in [*ckpts, *(str(d).partition(":")[2] for d in data)]:
@@ -293,6 +357,47 @@ def _check_eval_out(out: Path, ckpts: Sequence[str], data: Sequence[str]) -> Non
     while not existing.exists():
         existing = existing.parent
     check_writable_folder(existing)
+    if out.is_dir():
+        _check_no_evaluation(out, overwrite)
+
+
+def _parse_crop(text: str | None) -> tuple[str, tuple[int, int, int]] | None:
+    """``IMAGE:Y,X,SIZE`` -> ``(image, (y, x, size))``."""
+    if text is None:
+        return None
+    image, _, region = str(text).rpartition(":")
+    try:
+        y, x, size = (int(v) for v in region.split(","))
+        if not image or y < 0 or x < 0 or not 8 <= size <= 4096:
+            raise ValueError(region)
+    except ValueError:
+        raise InputError(
+            f"--crop {text!r} is not IMAGE:Y,X,SIZE (the image's name as in per_image.csv, then the top row, "
+            f"left column and size of the HR region, SIZE 8..4096)"
+        ) from None
+    return image, (y, x, size)
+
+
+def _parse_window(text: str | None) -> tuple[float, float] | None:
+    """``C,W`` -> ``(centre, width)`` in [0, 1] intensity units."""
+    if text is None:
+        return None
+    try:
+        centre, width = (float(v) for v in str(text).split(","))
+        if not (math.isfinite(centre) and math.isfinite(width) and -1 <= centre <= 2 and 0 < width <= 4):
+            raise ValueError(text)
+    except ValueError:
+        raise InputError(
+            f"--window {text!r} is not C,W: a centre and a width in [0, 1] intensity units (e.g. 0.45,0.3)"
+        ) from None
+    return centre, width
+
+
+def _eval_degradation(opts: dict[str, Any]) -> Degradation:
+    from metasr.training.degradations import parse_degradation, parse_noise
+
+    noise, sigma = parse_noise(opts["noise"])
+    return parse_degradation(opts["degradation"]).with_noise(noise, sigma)
 
 
 def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
@@ -308,7 +413,10 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     axes = parse_axes(opts["axes"])
     parse_scales(opts["scales"])  # malformed text is found before any model loads
     shown_scales = parse_scales(opts["crop_scales"])
-    _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"])
+    degradation = _eval_degradation(opts)
+    crop = _parse_crop(opts["crop_spec"])
+    window = _parse_window(opts["window_spec"])
+    _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"], opts["overwrite"])
     models = [load_predictor(c, opts["device"]) for c in opts["ckpts"]]
     main = models[0]
     lo, hi = main.scale_range if main.fixed_scale is None else (main.fixed_scale, main.fixed_scale)
@@ -321,6 +429,13 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     )
     if not named:
         raise InputError("no images to evaluate; check --data and --max-images")
+    names = [name for name, _ in named]
+    sample_image = None
+    if crop is not None:
+        if crop[0] not in names:
+            some = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise InputError(f"--crop image {crop[0]!r} is not among the evaluated images ({some})")
+        sample_image = names.index(crop[0])
     bar = tqdm(
         total=len(named) * len(scale_list),
         desc="metasr-eval",
@@ -335,12 +450,17 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
             [image for _, image in named],
             scale_list,
             sample_scales=shown,
+            sample_image=sample_image,
             progress=bar.update,
-            names=[name for name, _ in named],
+            names=names,
+            degradation=degradation,
+            seed=opts["seed"],
         )
     finally:
         bar.close()
-    written = write_report(report, opts["out_dir"])
+    report.crop = crop[1] if crop is not None else None
+    report.window = window
+    written = _write_eval(report, opts["out_dir"], opts["overwrite"], write_report)
     log = logging.getLogger("metasr")
     if skipped:  # reported once the work succeeded, so a failure stays one line
         log.warning("%d unreadable files skipped (-v lists them)", len(skipped))
@@ -348,6 +468,19 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
             log.debug("skipped %s: %s", path, reason)
     log.info("%d images x %d scales: wrote %d files to %s", len(named), len(scale_list), len(written), opts["out_dir"])
     return 0
+
+
+def _write_eval(report: Any, out: Path, overwrite: bool, write_report: Any) -> dict[str, Path]:
+    """Write the report under an exclusive lock on --out, checking again that no evaluation appeared."""
+    from metasr.core.locks import exclusive_lock
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder {out}: {e.strerror}; choose another --out") from None
+    with exclusive_lock(out, "--out folder"):
+        _check_no_evaluation(out, overwrite)  # another run may have finished meanwhile
+        return write_report(report, out)
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:

@@ -10,10 +10,21 @@ from pathlib import Path
 
 from metasr.core.errors import InputError
 from metasr.scanners import IntensityRange
+from metasr.training.degradations import Degradation, DegradationMix, Kind, NoiseKind
 from metasr.training.models import TRAINABLE_ARCHS, arch_spec
 from metasr.training.specs import parse_axes, parse_scales
 
-__all__ = ["LIMITS", "Stage", "TrainConfig", "TrainResult", "check_config", "scales_for"]
+__all__ = [
+    "LIMITS",
+    "DEGRADATION_MIXES",
+    "VALIDATION_DEGRADATIONS",
+    "Stage",
+    "TrainConfig",
+    "TrainResult",
+    "check_config",
+    "degradation_mix",
+    "scales_for",
+]
 
 #: Upper bounds of the sizes a run may ask for (beyond them a typo would allocate without end).
 LIMITS = {"batch_size": 4096, "patch_size": 2048, "patches_per_image": 100_000, "steps": 10**9}
@@ -61,6 +72,9 @@ class TrainConfig:
     max_minutes: float | None = None
     identity_init: bool = False
     intensity: str = IntensityRange.AUTO.value
+    degradations: str = "realistic"
+    tiles: bool = True
+    max_noise: float = 0.03
     progress: bool = True
     tensorboard: bool = True
 
@@ -125,6 +139,29 @@ def check_config(cfg: TrainConfig) -> None:
         choices = ", ".join(r.value for r in IntensityRange)
         raise InputError(f"unknown --intensity {cfg.intensity!r}; choose one of: {choices}") from None
     parse_axes(cfg.axes)
+    if cfg.degradations not in DEGRADATION_MIXES:
+        raise InputError(f"unknown --degradations {cfg.degradations!r}; choose one of: {', '.join(DEGRADATION_MIXES)}")
+    _check_float(cfg, "max_noise", 0.0, 0.5, low_open=False)
+
+
+#: ``--degradations``: how training LR patches are made (:mod:`metasr.training.degradations`).
+DEGRADATION_MIXES = ("realistic", "bicubic")
+
+
+def degradation_mix(cfg: TrainConfig) -> DegradationMix | None:
+    """The training mix of ``cfg``; ``None`` for the classic bicubic-only protocol."""
+    if cfg.degradations == "bicubic":
+        return None
+    return DegradationMix(max_sigma=cfg.max_noise)
+
+
+#: Validation degradations, cycled over the validation images so ``best.pt`` is chosen for all of them.
+VALIDATION_DEGRADATIONS = (
+    Degradation(Kind.BICUBIC),
+    Degradation(Kind.GAUSS),
+    Degradation(Kind.GAUSS, noise=NoiseKind.RICIAN, sigma=0.02),
+    Degradation(Kind.KSPACE),
+)
 
 
 def scales_for(arch: str, text: str) -> list[Fraction]:

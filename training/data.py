@@ -48,6 +48,7 @@ __all__ = [
     "max_information_crop",
     "build_index",
     "split_index",
+    "tile_index",
     "load_slice",
     "FrameCache",
 ]
@@ -358,6 +359,20 @@ def split_index(index: ImageIndex, val_fraction: float, seed: int = 0) -> tuple[
     )
     val = ImageIndex([s for s in index.slices if s.group in val_groups], intensity=index.intensity)
     return train, val
+
+
+def tile_index(index: ImageIndex, patch_size: int, max_repeats: int = 128) -> ImageIndex:
+    """Weight large images by their area: each slice appears once per two patch areas of its crop.
+
+    A 2000x1800 radiograph then gives as many training patches as ~100 small slices instead of
+    one; a slice smaller than two patches appears once. The order of the slices is kept (each
+    repeated in place), so the result depends only on the index.
+    """
+    slices: list[SliceRef] = []
+    for ref in index.slices:
+        repeats = min(max_repeats, max(1, (ref.height * ref.width) // (2 * patch_size * patch_size)))
+        slices += [ref] * repeats
+    return ImageIndex(slices, dict(index.skipped), index.skipped_slices, index.intensity)
 
 
 class FrameCache:

@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from metasr.core.choices import Device
+from metasr.core.devicespec import parse_device_spec
 from metasr.core.errors import InputError
 
 __all__ = ["resolve_device", "dist_info", "maybe_init_distributed", "distribute_batchnorm", "agree_stop"]
@@ -19,11 +21,14 @@ def resolve_device(name: str) -> torch.device:
     Raises:
         InputError: an unknown name, or CUDA asked for where there is none.
     """
-    name = str(name).strip().lower()
-    if name == "auto":
+    spec = parse_device_spec(str(name)[:40])  # the one device parser (also that of metasr-run/-stream)
+    if spec.device is Device.AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
-        raise InputError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
+    if spec.device is Device.TENSORRT:
+        raise InputError(
+            f"unknown device {str(name)!r} for training; use cpu, cuda, cuda:N or auto (TensorRT runs exports)"
+        )
+    name = str(spec)
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {name} was asked for but no CUDA GPU is available; use --device cpu")

@@ -2,7 +2,12 @@
 
 For every held-out image (its maximal-information crop) of size ``H x W`` and scale ``r``: the LR
 image has ``floor(H/r) x floor(W/r)`` pixels, the HR reference is cropped to ``floor(h*r)``, and
-LR is the antialiased bicubic resampling at exactly ``1/r`` (:func:`metasr.training.pairs.make_pair`).
+LR is the antialiased bicubic resampling at exactly ``1/r`` (:func:`metasr.training.pairs.make_pair`),
+or another degradation of :mod:`metasr.training.degradations` (Gaussian PSF with area sampling,
+k-space truncation, with Rician/Gaussian noise drawn from a seed fixed per image and scale, so
+every model sees the same noisy LR). Confidence intervals are computed over the means of the
+images' groups (the file: the volume or series the slices come from), since slices of one
+volume are not independent.
 Outputs are clipped to [0, 1]; PSNR and SSIM come from scikit-image with ``data_range=1``. Every
 (image, scale, model) score is kept, so reports give a spread and paired tests are possible.
 Tables and figures are written by :mod:`metasr.training.figures`.
@@ -25,6 +30,7 @@ from metasr.core.scale import DEFAULT_SCALE_RANGE
 from metasr.scanners import IntensityRange
 from metasr.training.checkpoint import load_checkpoint, read_checkpoint
 from metasr.training.data import FrameCache, build_index, load_slice
+from metasr.training.degradations import Degradation
 from metasr.training.distributed import resolve_device
 from metasr.training.models import Bicubic
 from metasr.training.pairs import make_pair
@@ -40,6 +46,7 @@ __all__ = [
     "evaluate",
     "load_images",
     "load_named_images",
+    "image_group",
 ]
 
 #: ``predict(lr [h, w] float32, scale) -> sr [H, W]``
@@ -124,6 +131,7 @@ class EvalRow:
     ssim_std: float = 0.0
     psnr_ci95: float = 0.0
     ssim_ci95: float = 0.0
+    groups: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,12 @@ class ImageScore:
     model: str
     psnr: float
     ssim: float
+    group: str = ""
+
+
+def image_group(name: str) -> str:
+    """The independent unit an image name belongs to: its file (``vol.nii.gz:axial12`` -> ``vol.nii.gz``)."""
+    return name.rsplit(":", 1)[0] if ":" in name else name
 
 
 @dataclass
@@ -148,6 +162,11 @@ class EvalReport:
     samples: dict[Fraction, dict[str, np.ndarray]] = field(default_factory=dict)
     scores: list[ImageScore] = field(default_factory=list)
     sample_name: str = ""
+    degradation: str = "bicubic"
+    #: crops figure: ``(top, left, size)`` in HR pixels of the sample image (None: the centre)
+    crop: tuple[int, int, int] | None = None
+    #: crops figure: display window ``(centre, width)`` in [0, 1] intensity units (None: 0..1)
+    window: tuple[float, float] | None = None
 
     def get(self, model: str, scale: Fraction) -> EvalRow | None:
         for r in self.rows:
@@ -176,7 +195,10 @@ def _t95(n: int) -> float:
 def summarise(scores: Sequence[ImageScore], model: str, scale: Fraction) -> EvalRow | None:
     """Mean, sample standard deviation and 95% interval of the finite scores of one model/scale.
 
-    An exact reconstruction has infinite PSNR: then the mean is infinite and the spread 0.
+    The standard deviation is per image; the 95% interval of the mean is computed over the means
+    of the images' groups (:attr:`ImageScore.group`; each image its own group when none is set),
+    because slices of one volume are not independent samples. An exact reconstruction has
+    infinite PSNR: then the mean is infinite and the spread 0.
     """
     mine = [s for s in scores if s.model == model and s.scale == scale]
     if not mine:
@@ -184,15 +206,23 @@ def summarise(scores: Sequence[ImageScore], model: str, scale: Fraction) -> Eval
     n = len(mine)
     psnr = np.array([s.psnr for s in mine], dtype=np.float64)
     ssim = np.array([s.ssim for s in mine], dtype=np.float64)
+    keys = [s.group or s.image for s in mine]
+    groups = sorted(set(keys))
+
+    def group_means(values: np.ndarray) -> np.ndarray:
+        return np.array([values[[k == g for k in keys]].mean() for g in groups])
 
     def spread(values: np.ndarray) -> tuple[float, float]:
         if n < 2 or not np.isfinite(values).all():
             return 0.0, 0.0
         std = float(values.std(ddof=1))
-        return std, _t95(n) * std / math.sqrt(n)
+        if len(groups) < 2:
+            return std, 0.0
+        means = group_means(values)
+        return std, _t95(len(groups)) * float(means.std(ddof=1)) / math.sqrt(len(groups))
 
     (p_std, p_ci), (s_std, s_ci) = spread(psnr), spread(ssim)
-    return EvalRow(scale, model, float(psnr.mean()), float(ssim.mean()), n, p_std, s_std, p_ci, s_ci)
+    return EvalRow(scale, model, float(psnr.mean()), float(ssim.mean()), n, p_std, s_std, p_ci, s_ci, len(groups))
 
 
 def evaluate(
@@ -203,6 +233,8 @@ def evaluate(
     sample_image: int | None = None,
     progress: Callable[[int], None] | None = None,
     names: Sequence[str] | None = None,
+    degradation: Degradation | None = None,
+    seed: int = 0,
 ) -> EvalReport:
     """PSNR/SSIM of each predictor at each scale it supports, per image and summarised.
 
@@ -213,7 +245,10 @@ def evaluate(
         sample_scales: Scales at which to keep LR/SR/HR of ``sample_image`` for the crops figure.
         sample_image: Index of that image (default: the middle one).
         progress: Called with the number of (image, scale) pairs done since the last call.
-        names: A name per image for the per-image scores (default ``image0``, ``image1``...).
+        names: A name per image for the per-image scores (default ``image0``, ``image1``...);
+            the part before the last ``:`` names its group (:func:`image_group`).
+        degradation: How the LR is made (default: antialiased bicubic, no noise).
+        seed: Seed of the noise; image ``i`` at scale ``p/q`` draws from ``(seed, i, p, q)``.
     """
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -222,11 +257,13 @@ def evaluate(
     names = list(names) if names is not None else [f"image{i}" for i in range(len(images))]
     _unique_names(predictors)
     report = EvalReport(models=[p.name for p in predictors], scales=list(scales), images=len(images))
+    report.degradation = degradation.label if degradation is not None else Degradation().label
     sample_image = len(images) // 2 if sample_image is None else sample_image
     report.sample_name = names[sample_image] if 0 <= sample_image < len(names) else ""
     for idx, image in enumerate(images):
         for s in scales:
-            lr_t, hr_t = make_pair(image, s)
+            rng = np.random.default_rng([seed, idx, s.numerator, s.denominator])
+            lr_t, hr_t = make_pair(image, s, degradation, rng)
             lr, hr = lr_t.numpy(), hr_t.numpy().astype(np.float64)
             if min(hr.shape) < 7:
                 raise ScaleError(
@@ -248,6 +285,7 @@ def evaluate(
                     p.name,
                     float(peak_signal_noise_ratio(hr, sr, data_range=1.0)),
                     float(structural_similarity(hr, sr, data_range=1.0)),
+                    image_group(names[idx]),
                 )
                 report.scores.append(score)
                 if keep:

@@ -67,7 +67,12 @@ def table_markdown(report: EvalReport) -> str:
             r = report.get(m, s)
             cells += [f"{r.psnr - b.psnr:+.2f}", f"{r.ssim - b.ssim:+.4f}"] if (r and b) else ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
-    note = f"\nMean ± per-image standard deviation over {report.images} images; 95% intervals in table.csv.\n"
+    groups = max((r.groups for r in report.rows), default=0)
+    note = (
+        f"\nLR made by: {report.degradation}. Mean ± per-image standard deviation over {report.images} images "
+        f"from {groups} independent files (volumes/series); 95% intervals of the mean, over the files' means, "
+        f"in table.csv.\n"
+    )
     return "\n".join(lines) + "\n" + note
 
 
@@ -75,7 +80,7 @@ def table_csv(report: EvalReport) -> str:
     """``scale, model, psnr, ssim, images`` and the spreads (std, 95% interval half-width)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["scale", "model", "psnr", "ssim", "images", "psnr_std", "ssim_std", "psnr_ci95", "ssim_ci95"])
+    w.writerow(["scale", "model", "psnr", "ssim", "images", "psnr_std", "ssim_std", "psnr_ci95", "ssim_ci95", "groups"])
     for r in report.rows:
         w.writerow(
             [
@@ -88,18 +93,19 @@ def table_csv(report: EvalReport) -> str:
                 f"{r.ssim_std:.5f}",
                 f"{r.psnr_ci95:.4f}",
                 f"{r.ssim_ci95:.5f}",
+                r.groups,
             ]
         )
     return buf.getvalue()
 
 
 def per_image_csv(report: EvalReport) -> str:
-    """One row per (image, scale, model): ``image, scale, model, psnr, ssim``."""
+    """One row per (image, scale, model): ``image, scale, model, psnr, ssim, group``."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image", "scale", "model", "psnr", "ssim"])
+    w.writerow(["image", "scale", "model", "psnr", "ssim", "group"])
     for s in report.scores:
-        w.writerow([s.image, _fmt_scale(s.scale), s.model, f"{s.psnr:.4f}", f"{s.ssim:.5f}"])
+        w.writerow([s.image, _fmt_scale(s.scale), s.model, f"{s.psnr:.4f}", f"{s.ssim:.5f}", s.group])
     return buf.getvalue()
 
 
@@ -191,8 +197,15 @@ def plot_crops(report: EvalReport, size: int = 96) -> dict[str, bytes]:
     for i, s in enumerate(scales):
         sample = report.samples[s]
         hr = sample["HR"]
-        top, left = max(0, (hr.shape[0] - size) // 2), max(0, (hr.shape[1] - size) // 2)
+        if report.crop is not None:  # the user's region, in HR pixels of this scale's crop, kept inside it
+            top, left, size = report.crop
+            size = min(size, *hr.shape)
+            top, left = min(max(0, top), hr.shape[0] - size), min(max(0, left), hr.shape[1] - size)
+        else:
+            top, left = max(0, (hr.shape[0] - size) // 2), max(0, (hr.shape[1] - size) // 2)
         window = (slice(top, top + size), slice(left, left + size))
+        centre, width = report.window if report.window is not None else (0.5, 1.0)
+        low, high = centre - width / 2, centre + width / 2
         errors = {m: np.abs(sample[m] - hr)[window] for m in report.models if m in sample}
         vmax = max([float(e.max()) for e in errors.values()] + [1e-6])
         for j, name in enumerate(cols):
@@ -204,7 +217,7 @@ def plot_crops(report: EvalReport, size: int = 96) -> dict[str, bytes]:
                 continue
             if name == "LR":  # nearest-neighbour enlargement to the HR grid, to show the input pixels
                 img = _nearest_enlarged(img, hr.shape, s)
-            ax.imshow(img[window], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(img[window], cmap="gray", vmin=low, vmax=high, interpolation="nearest")
             title = f"LR x{_fmt_scale(s)}" if name == "LR" else name
             if name in errors:
                 title += f"\n{_crop_scores(hr[window], img[window])}"
@@ -212,7 +225,10 @@ def plot_crops(report: EvalReport, size: int = 96) -> dict[str, bytes]:
                 err_ax.set_title(f"|{name} - HR|", fontsize=7)
             ax.set_title(title, fontsize=7)
         fig.colorbar(shown, ax=list(axes[2 * i + 1]), fraction=0.02, pad=0.01, label="absolute error")
-    fig.suptitle(f"{report.sample_name}: crops, PSNR/SSIM of each crop", fontsize=9)
+    shown_window = "" if report.window is None else f", display window {low:.3g}..{high:.3g}"
+    fig.suptitle(
+        f"{report.sample_name} (LR: {report.degradation}): crops, PSNR/SSIM of each crop{shown_window}", fontsize=9
+    )
     files = _figure_files(fig, "crops")
     plt.close(fig)
     return files

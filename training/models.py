@@ -116,6 +116,19 @@ class MetaUpscale(nn.Module):
     convolutions of the features built from the second layer's weight and bias, and
     ``h(i,j) = W1 (1/r, off_r, off_c) + b1`` is separable into row and column terms. Memory per
     HR pixel is ``hidden`` floats, and inference processes HR rows in bounded chunks.
+
+    **Flat-field constraint** (``flat_field=True``, the default for new models). At a scale
+    ``p/q`` an image is upscaled by ``p*p`` kernel classes; on a flat region (spatially constant
+    features) class ``(a, b)`` answers ``sum_c F_c * sum_taps W_ab[c, tap]``, so unless every
+    class has the same per-channel tap sum (its DC gain) the output carries a period-``p``
+    pattern. The constraint is exact by construction, not a penalty: the last layer's columns
+    ``A`` are split per channel into their tap mean ``A_dc`` (one value for the 9 taps) and the
+    zero-sum rest ``A0``, and the kernel is ``A0 ReLU(h(i,j)) + A_dc ReLU(h_ref) + b2`` with
+    ``h_ref = h(1/r, 0, 0)``, the hidden pre-activation of the class with zero offsets (present
+    at every scale). The class-dependent part has zero DC per channel; the DC gain depends on
+    the scale only. The identity above still holds with ``Z`` built from ``A0`` and a
+    scale-dependent DC term added to the bias convolution ``B``. ``flat_field=False`` is the
+    unconstrained WPN of the paper (checkpoints saved before the constraint load that way).
     """
 
     def __init__(
@@ -125,6 +138,7 @@ class MetaUpscale(nn.Module):
         hidden: int = 256,
         kernel_size: int = 3,
         chunk_elements: int = 1 << 25,
+        flat_field: bool = True,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
@@ -133,6 +147,7 @@ class MetaUpscale(nn.Module):
         self.out_channels = out_channels
         self.hidden = hidden
         self.kernel_size = kernel_size
+        self.flat_field = bool(flat_field)
         #: Inference only: at most this many elements of the [N, hidden*Cout, rows, W] gather at once.
         self.chunk_elements = chunk_elements
         taps = in_channels * kernel_size * kernel_size
@@ -144,11 +159,64 @@ class MetaUpscale(nn.Module):
         ``Z`` channel ``o*hidden + m`` holds column ``m`` of the WPN's last layer for output ``o``.
         """
         k, c, co, m = self.kernel_size, self.in_channels, self.out_channels, self.hidden
-        last = self.wpn[2]
         # weight row (c*k*k + tap) * Cout + o  ->  [C, k, k, Cout, hidden] -> [Cout, hidden, C, k, k]
-        wz = last.weight.view(c, k, k, co, m).permute(3, 4, 0, 1, 2).reshape(co * m, c, k, k)
-        wb = last.bias.view(c, k, k, co).permute(3, 0, 1, 2)
+        wz = self.class_weight().view(c, k, k, co, m).permute(3, 4, 0, 1, 2).reshape(co * m, c, k, k)
+        wb = self.wpn[2].bias.view(c, k, k, co).permute(3, 0, 1, 2)
         return wz, wb
+
+    def _tap_view(self, weight: Tensor) -> Tensor:
+        """The last layer's weight [taps*C*Cout, hidden] as [C, taps, Cout, hidden]."""
+        k2 = self.kernel_size * self.kernel_size
+        return weight.view(self.in_channels, k2, self.out_channels, weight.shape[-1])
+
+    def class_weight(self) -> Tensor:
+        """The part of the last layer that varies between kernel classes, [taps*C*Cout, hidden].
+
+        With the flat-field constraint: the weight minus its per-channel mean over the taps
+        (``A0``, zero DC gain per channel); otherwise the weight itself.
+        """
+        weight = self.wpn[2].weight
+        if not self.flat_field:
+            return weight
+        taps = self._tap_view(weight)
+        return (taps - taps.mean(dim=1, keepdim=True)).reshape(weight.shape)
+
+    def dc_weight(self) -> Tensor:
+        """``A_dc``: the per-channel tap mean of the last layer, [C, Cout, hidden] (flat field only)."""
+        return self._tap_view(self.wpn[2].weight).mean(dim=1)
+
+    def reference_activation(self, inv_scale: Tensor) -> Tensor:
+        """``ReLU(h(1/r, 0, 0))`` [..., hidden]: the hidden layer of the zero-offset class."""
+        first = self.wpn[0]
+        w1 = first.weight.to(inv_scale.dtype)
+        return torch.relu(w1[:, 0] * inv_scale[..., None] + first.bias.to(inv_scale.dtype))
+
+    def scale_bias_weight(self, scale: Scale, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """The bias convolution ``B`` [Cout, C, k, k] at ``scale``, the flat-field DC term included."""
+        _, wb = self.conv_weights()
+        if not self.flat_field:
+            return wb.to(dtype)
+        inv = torch.tensor(scale.inv, dtype=torch.float32, device=device).to(dtype)
+        dc = torch.einsum("com,m->oc", self.dc_weight().to(dtype), self.reference_activation(inv))
+        return wb.to(dtype) + dc[:, :, None, None]
+
+    def predict_kernels(self, wpn_in: Tensor) -> Tensor:
+        """The per-pixel kernels for WPN inputs ``(1/r, row_offset, col_offset)`` [..., 3].
+
+        Returns [..., taps*C*Cout] in the unfold layout; the reference formulation of what
+        :meth:`forward` computes without materialising them (tests and exports compare to it).
+        """
+        first, last = self.wpn[0], self.wpn[2]
+        hidden = torch.relu(F.linear(wpn_in, first.weight.to(wpn_in.dtype), first.bias.to(wpn_in.dtype)))
+        out = F.linear(hidden, self.class_weight().to(wpn_in.dtype), last.bias.to(wpn_in.dtype))
+        if self.flat_field:
+            ref = self.reference_activation(wpn_in[..., 0])  # [..., hidden]
+            dc = torch.einsum("com,...m->...co", self.dc_weight().to(wpn_in.dtype), ref)
+            k2 = self.kernel_size * self.kernel_size
+            out = out + dc.unsqueeze(-2).expand(*dc.shape[:-2], self.in_channels, k2, self.out_channels).reshape(
+                out.shape
+            )
+        return out
 
     def hidden_terms(
         self, scale: Scale, h: int, w: int, device: torch.device, dtype: torch.dtype
@@ -176,7 +244,8 @@ class MetaUpscale(nn.Module):
         if c != self.in_channels:
             raise ValueError(f"expected {self.in_channels} feature channels, got {c}")
         pad = self.kernel_size // 2
-        wz, wb = self.conv_weights()
+        wz, _ = self.conv_weights()
+        wb = self.scale_bias_weight(s, features.device, features.dtype)
         z = F.conv2d(features, wz, padding=pad)  # [N, Cout*hidden, h, w]
         b = F.conv2d(features, wb, padding=pad)  # [N, Cout, h, w]
         row_idx, col_idx, row_term, col_term = self.hidden_terms(s, h, w, features.device, features.dtype)
@@ -208,12 +277,13 @@ class MetaSRGAN(_Normalized):
         mean: float = NORM_MEAN,
         std: float = NORM_STD,
         scale_range: tuple[float, float] = DEFAULT_SCALE_RANGE,
+        flat_field: bool = True,
     ) -> None:
         super().__init__(mean, std)
         self.features = features
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.trunk = SRResNetTrunk(1, features, num_blocks)
-        self.upscale = MetaUpscale(features, 1, wpn_hidden)
+        self.upscale = MetaUpscale(features, 1, wpn_hidden, flat_field=flat_field)
 
     def extract_features(self, lr: Tensor) -> Tensor:
         """The fixed feature extractor (normalisation included): [N,1,h,w] -> [N,C,h,w]."""

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from metasr.core.errors import InputError, ScaleError
 from metasr.core.scale import hr_length
 from metasr.training.data import FrameCache, ImageIndex, load_slice
+from metasr.training.degradations import Degradation, DegradationMix, Kind, hr_needed
 
 __all__ = ["patch_geometry", "downscale_exact", "make_pair", "PatchDataset", "ScaleBatchSampler"]
 
@@ -58,8 +59,17 @@ def downscale_exact(hr: np.ndarray | torch.Tensor, scale: Fraction, size: tuple[
     return out[0, 0] if squeeze else out
 
 
-def make_pair(hr: np.ndarray, scale: Fraction) -> tuple[torch.Tensor, torch.Tensor]:
+def make_pair(
+    hr: np.ndarray,
+    scale: Fraction,
+    degradation: Degradation | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Evaluation protocol: LR of ``floor(H/r) x floor(W/r)`` and HR cropped to ``floor(h*r)``.
+
+    With a ``degradation`` other than plain bicubic (:mod:`metasr.training.degradations`), the LR
+    is made that way (noise drawn from ``rng``); k-space truncation uses the largest LR length
+    that is a multiple of ``q`` (``r = p/q``), so the HR crop is exactly ``h * r`` pixels.
 
     The LR is the antialiased bicubic resampling of the image at exactly ``1/r``
     (:func:`downscale_exact`), so HR row ``i`` and LR row ``i/r`` show the same anatomy everywhere,
@@ -73,9 +83,18 @@ def make_pair(hr: np.ndarray, scale: Fraction) -> tuple[torch.Tensor, torch.Tens
     w = (big_w * scale.denominator) // scale.numerator
     if h < 1 or w < 1:
         raise ScaleError(f"image of {big_h}x{big_w} pixels is too small for scale {float(scale):g}")
+    if degradation is not None and degradation.kind is Kind.KSPACE:
+        q = scale.denominator
+        h, w = h // q * q, w // q * q
+        if h < 1 or w < 1:
+            what = f"image of {big_h}x{big_w} pixels"
+            raise ScaleError(f"{what} is too small for k-space truncation at x{float(scale):g}")
     image = torch.as_tensor(np.ascontiguousarray(hr, dtype=np.float32))
     crop = image[: hr_length(h, scale), : hr_length(w, scale)].contiguous()
-    return downscale_exact(image, scale, (h, w)), crop
+    if degradation is None or degradation == Degradation():
+        return downscale_exact(image, scale, (h, w)), crop
+    rng = rng if rng is not None else np.random.default_rng(0)
+    return torch.from_numpy(degradation.apply(np.asarray(hr, dtype=np.float64), scale, (h, w), rng)), crop
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,12 +115,21 @@ class PatchDataset(Dataset):
     number of worker processes, and resuming at step ``k`` sees the same batches as a straight run.
     """
 
-    def __init__(self, index: ImageIndex, patch_size: int = 96, augment: bool = True, cache_size: int = 64) -> None:
+    def __init__(
+        self,
+        index: ImageIndex,
+        patch_size: int = 96,
+        augment: bool = True,
+        cache_size: int = 64,
+        degradations: DegradationMix | None = None,
+    ) -> None:
         if not len(index):
             raise InputError("the training set is empty; pass a --data spec with images")
         self.index = index
         self.patch_size = int(patch_size)
         self.augment = augment
+        #: None: the classic protocol (antialiased bicubic, no noise), exactly as before the mix existed
+        self.degradations = degradations
         self.cache_size = cache_size
         self._cache: FrameCache | None = None
 
@@ -116,9 +144,10 @@ class PatchDataset(Dataset):
         image = load_slice(self.index.slices[i], self._cache)
         rng = np.random.default_rng(seed)
         h, big = patch_geometry(self.patch_size, scale)
+        degradation = self.degradations.sample(rng) if self.degradations is not None else None
         # one HR pixel more than the target: the LR pixels at the far edge integrate real anatomy
-        # beyond floor(h*r), as they would in a scanner's image
-        region = big + 1
+        # beyond floor(h*r), as they would in a scanner's image (k-space may need a little more)
+        region = big + 1 if degradation is None else max(big + 1, hr_needed(degradation.kind, h, scale))
         if image.shape[0] < region or image.shape[1] < region:  # pad small slices with background
             image = np.pad(image, ((0, max(0, region - image.shape[0])), (0, max(0, region - image.shape[1]))))
         top = int(rng.integers(0, image.shape[0] - region + 1))
@@ -127,7 +156,10 @@ class PatchDataset(Dataset):
         if self.augment:
             patch = _augment(patch, int(rng.integers(0, 8)))
         patch_t = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
-        lr = downscale_exact(patch_t, scale, (h, h))
+        if degradation is None:
+            lr = downscale_exact(patch_t, scale, (h, h))
+        else:
+            lr = torch.from_numpy(degradation.apply(patch, scale, (h, h), rng))
         hr = patch_t[:big, :big].contiguous()
         return lr[None], hr[None]
 

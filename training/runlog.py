@@ -12,6 +12,7 @@ from typing import Any
 
 from metasr.core.atomic import atomic_write_text, check_writable_folder
 from metasr.core.errors import OutputError
+from metasr.core.paths import check_resolvable
 
 __all__ = ["RUN_FILES", "config_dict", "check_run_folder", "RunLog"]
 
@@ -48,6 +49,7 @@ def check_run_folder(cfg: Any) -> None:
         OutputError: one line naming the problem and the fix.
     """
     out = Path(cfg.out_dir)
+    check_resolvable(out, "--out")
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; give a folder for the run (last.pt, best.pt, log.csv)")
     for spec in [*cfg.data, *cfg.val]:

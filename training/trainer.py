@@ -26,8 +26,17 @@ from torch import nn
 
 from metasr.core.errors import CheckpointError, InputError
 from metasr.training.checkpoint import model_config, read_checkpoint, save_checkpoint
-from metasr.training.config import Stage, TrainConfig, TrainResult, check_config, scales_for
-from metasr.training.data import ImageIndex, build_index, split_index
+from metasr.training.config import (
+    VALIDATION_DEGRADATIONS,
+    Stage,
+    TrainConfig,
+    TrainResult,
+    check_config,
+    degradation_mix,
+    scales_for,
+)
+from metasr.training.data import ImageIndex, build_index, split_index, tile_index
+from metasr.training.degradations import Degradation
 from metasr.training.distributed import (
     agree_stop,
     dist_info,
@@ -82,7 +91,10 @@ def _prepare_data(cfg: TrainConfig, val_scales: list[Fraction]) -> tuple[ImageIn
         train_index, val_index = split_index(index, cfg.val_fraction, cfg.seed)
     if not len(train_index):
         raise InputError("the training set is empty after the validation split; add data or lower --val-fraction")
-    val_set = ValidationSet(val_index, val_scales, cfg.val_images) if len(val_index) else None
+    if cfg.tiles:
+        train_index = tile_index(train_index, cfg.patch_size)
+    val_degradations = VALIDATION_DEGRADATIONS if degradation_mix(cfg) is not None else (Degradation(),)
+    val_set = ValidationSet(val_index, val_scales, cfg.val_images, val_degradations) if len(val_index) else None
     return train_index, val_index, val_set
 
 
@@ -209,6 +221,8 @@ class _Run:
             "seed": cfg.seed,
             "world_size": self.world,
             "intensity": cfg.intensity,
+            "tiles": cfg.tiles,
+            "degradations": mix.describe() if (mix := degradation_mix(cfg)) is not None else "bicubic",
             "init": str(cfg.init) if cfg.init else None,
         }
 
@@ -310,7 +324,7 @@ class _Run:
             world_size=self.world,
         )
         loader = torch.utils.data.DataLoader(
-            PatchDataset(self.train_index, cfg.patch_size),
+            PatchDataset(self.train_index, cfg.patch_size, degradations=degradation_mix(cfg)),
             batch_sampler=sampler,
             num_workers=cfg.workers,
             persistent_workers=False,

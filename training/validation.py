@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from metasr.training.data import FrameCache, ImageIndex, load_slice
+from metasr.training.degradations import Degradation
 from metasr.training.pairs import make_pair
 
 __all__ = ["psnr", "ValidationSet"]
@@ -24,9 +25,19 @@ def psnr(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
 
 
 class ValidationSet:
-    """Fixed LR/HR pairs (evaluation protocol) of held-out images at a few scales."""
+    """Fixed LR/HR pairs (evaluation protocol) of held-out images at a few scales.
 
-    def __init__(self, index: ImageIndex, scales: list[Fraction], max_images: int = 16) -> None:
+    ``degradations`` are cycled over the images (image ``i`` uses ``degradations[i % n]``; noise
+    from a fixed seed), so the PSNR that selects ``best.pt`` covers each of them.
+    """
+
+    def __init__(
+        self,
+        index: ImageIndex,
+        scales: list[Fraction],
+        max_images: int = 16,
+        degradations: tuple[Degradation, ...] = (Degradation(),),
+    ) -> None:
         slices = index.slices
         if max_images and len(slices) > max_images:
             picks = np.linspace(0, len(slices) - 1, max_images).round().astype(int)
@@ -34,10 +45,12 @@ class ValidationSet:
         self.scales = scales
         self.pairs: list[tuple[Fraction, Tensor, Tensor]] = []
         cache = FrameCache(4, index.intensity)
-        for ref in slices:
+        for i, ref in enumerate(slices):
             image = load_slice(ref, cache)
+            degradation = degradations[i % len(degradations)]
             for s in scales:
-                lr, hr = make_pair(image, s)
+                rng = np.random.default_rng([i, s.numerator, s.denominator])
+                lr, hr = make_pair(image, s, degradation, rng)
                 self.pairs.append((s, lr, hr))
 
     def __len__(self) -> int:

@@ -15,32 +15,38 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import click
 
-from metasr.core.atomic import atomic_write_text, check_writable_folder
+from metasr.core.atomic import NAME_MAX, atomic_write_text, check_writable_folder
 from metasr.core.choices import Device, Precision
 from metasr.core.cli import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     Verbosity,
     common_options,
+    one_line,
     progress_enabled,
     run_command,
     sigterm_as_interrupt,
 )
 from metasr.core.devicespec import DeviceSpec, parse_device_spec
 from metasr.core.errors import OutputError
+from metasr.core.locks import output_lock
+from metasr.core.paths import shown
+from metasr.core.scale import parse_scale_option
 from metasr.video.noise import NativeMessages, native_stderr_captured
 from metasr.video.paths import check_write_plan
 from metasr.video.pipeline import MAX_FPS_RANGE, EndReason, StreamTerminated, check_rate, check_scale_text
-from metasr.video.sources import SourceKind, check_input_file, classify_spec
+from metasr.video.sources import SourceKind, check_input_file, classify_spec, local_spec
 from metasr.video.writer import VideoFileWriter, partial_path
 
 __all__ = ["EXIT_SOURCE_LOST", "main"]
@@ -54,7 +60,7 @@ MAX_GPU_MEMORY_MB = 1024 * 1024
 
 
 def _say(text: str) -> None:
-    print(f"{PROG}: {text}", file=sys.stderr)
+    print(f"{PROG}: {one_line(text)}", file=sys.stderr)  # a newline or escape in a name stays on one line
 
 
 def _status_line(s: dict[str, Any]) -> str:
@@ -101,9 +107,45 @@ def _parse_device(device: str, precision: str) -> tuple[DeviceSpec, Precision]:
 def _check_output(output: str, codec: str | None, overwrite: bool) -> Path:
     path = Path(output)
     VideoFileWriter.check_path(path, codec)
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise OutputError(f"output {path} already exists; pass --overwrite to replace it or choose another name")
+    if len(os.fsencode(partial_path(path).name)) > NAME_MAX:
+        raise OutputError(
+            f"output name {shown(path.name, 48)} is too long: its temporary file's name would be over {NAME_MAX} "
+            "bytes; choose a shorter output name"
+        )
+    _check_not_there(path, overwrite)
     return path
+
+
+def _check_not_there(path: Path, overwrite: bool) -> None:
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OutputError(f"output {shown(path)} already exists; pass --overwrite to replace it or choose another name")
+
+
+def _remove_stale_partials(output: Path) -> None:
+    """Remove the partial files of this output that killed runs left (their process is gone)."""
+    pattern = re.compile(re.escape(f".{output.stem}.partial-") + r"([0-9]+)" + re.escape(output.suffix))
+    try:
+        names = os.listdir(output.parent if str(output.parent) else ".")
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+            continue
+        try:
+            (output.parent / name).unlink()
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process, or a number no process has: leave its file alone
+    return True
 
 
 def _check_stats(stats: str, overwrite: bool) -> Path:
@@ -171,6 +213,18 @@ def _load_upscaler(model_dir: str | None, spec: DeviceSpec, precision: Precision
     return Upscaler(model_dir, device=spec, precision=precision, gpu_memory_mb=gpu_memory)
 
 
+def _check_server(text: str | None) -> str | None:
+    from metasr.runtime.remote import parse_server_address
+
+    return None if text is None else parse_server_address(text)
+
+
+def _load_remote(server: str) -> Any:
+    from metasr.runtime.remote import RemoteUpscaler
+
+    return RemoteUpscaler(server)
+
+
 def _report(summary: Any, data: dict[str, Any], verbosity: Verbosity) -> None:
     if verbosity is Verbosity.QUIET:
         return
@@ -229,8 +283,7 @@ class _Greeting:
 
 
 def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) -> int:
-    from metasr.video.run import check_display, run_stream
-    from metasr.video.sources import open_source
+    from metasr.video.run import check_display
 
     # Cheap checks first, then the source, then the model (which may build TensorRT engines):
     # a typo in any argument fails in a moment, and nothing is read or written before.
@@ -238,19 +291,50 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
     max_fps = check_rate("--max-fps", args["max_fps"], *MAX_FPS_RANGE, "frames per second")
     lost = check_rate("--lost-timeout", args["lost_timeout"], 0.01, MAX_LOST_TIMEOUT_S, "seconds")
     gpu_memory = check_rate("--gpu-memory", args["gpu_memory"], 1, MAX_GPU_MEMORY_MB, "MiB")
-    check_scale_text(args["scale"])
-    kind = classify_spec(args["input_"])
+    parse_scale_option(check_scale_text(args["scale"]))  # the one scale parser: 2.3333 is refused, as by metasr-run
+    input_ = local_spec(args["input_"])  # a file:// URL is a file: the same checks, read as a file
+    kind = classify_spec(input_)
     if kind is SourceKind.FILE:
-        check_input_file(args["input_"])
+        check_input_file(input_)
     output = _check_output(args["output"], args["codec"], args["overwrite"]) if args["output"] else None
     stats_path = args["stats_path"]
     stats_file = _check_stats(stats_path, args["overwrite"]) if stats_path not in (None, "-") else None
-    _check_plan(args["input_"], kind, output, stats_file, _model_folder(args["model_dir"]))
+    _check_plan(input_, kind, output, stats_file, _model_folder(args["model_dir"]))
     if args["display"]:
         check_display()
-    source = open_source(args["input_"])
+    if args["server"] is not None and args["model_dir"] is not None:
+        raise click.UsageError("--model and --server exclude each other (the server runs its own model)")
+    _check_server(args["server"])
+    with output_lock(output, "output") if output is not None else nullcontext():
+        if output is not None:
+            _check_not_there(output, args["overwrite"])  # written by a run that held the lock before
+        rates = (max_fps, lost, gpu_memory)
+        code = _stream_locked(args, input_, output, stats_file, spec, precision, rates, verbosity, native)
+        if output is not None and output.exists():  # finalised: what killed runs left of it can go
+            _remove_stale_partials(output)
+    return code
+
+
+def _stream_locked(
+    args: dict[str, Any],
+    input_: Any,
+    output: Path | None,
+    stats_file: Path | None,
+    spec: DeviceSpec,
+    precision: Precision,
+    rates: tuple[Any, Any, Any],
+    verbosity: Verbosity,
+    native: NativeMessages,
+) -> int:
+    from metasr.video.run import run_stream
+    from metasr.video.sources import open_source
+
+    max_fps, lost, gpu_memory = rates
+    stats_path = args["stats_path"]
+    server = _check_server(args["server"])
+    source = open_source(input_)
     try:
-        up = _load_upscaler(args["model_dir"], spec, precision, gpu_memory)
+        up = _load_remote(server) if server else _load_upscaler(args["model_dir"], spec, precision, gpu_memory)
     except BaseException:
         source.release()
         raise
@@ -296,6 +380,7 @@ def _stream(args: dict[str, Any], verbosity: Verbosity, native: NativeMessages) 
 @click.option("--precision", default="fp32", show_default=True, metavar="NAME",
               help=f"{', '.join(p.value for p in Precision)}: arithmetic on the GPU (fp32 is true fp32, TF32 off; "
                    "the CPU always runs fp32).")  # fmt: skip
+@click.option("--server", metavar="HOST:PORT", help="A metasr-serve gRPC endpoint: upscale there instead of here.")
 @click.option("--gpu-memory", metavar="MiB",
               help="Cap the GPU memory one inference run may use (default: half the GPU's free memory).")  # fmt: skip
 @click.option(

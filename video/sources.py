@@ -16,8 +16,17 @@ import numpy as np
 
 from metasr.core.errors import InputError
 from metasr.core.inputs import special_kind, stat_input
+from metasr.core.paths import check_no_sequence_pattern, file_url_path, shown
 
-__all__ = ["DEFAULT_FPS", "SourceKind", "VideoSource", "check_input_file", "classify_spec", "open_source"]
+__all__ = [
+    "DEFAULT_FPS",
+    "SourceKind",
+    "VideoSource",
+    "check_input_file",
+    "classify_spec",
+    "local_spec",
+    "open_source",
+]
 
 #: Frame rate assumed when the source does not report a usable one (many webcams, some URLs).
 DEFAULT_FPS = 30.0
@@ -51,9 +60,23 @@ def classify_spec(spec: str | int | os.PathLike[str]) -> SourceKind:
     text = os.fspath(spec)
     if not text.strip():
         raise InputError("no input given; pass a video file, an rtsp:// or http:// URL, or a camera index")
-    if text.strip().isdigit():
+    if text.strip().isascii() and text.strip().isdigit():  # not "²" or "①", which int() refuses
         return SourceKind.CAMERA
+    if file_url_path(text) is not None:  # a file:// URL is a file: the same checks, read as a file
+        return SourceKind.FILE
     return SourceKind.URL if "://" in text else SourceKind.FILE
+
+
+def local_spec(spec: str | int | os.PathLike[str]) -> str | int | os.PathLike[str]:
+    """``spec`` with a ``file://`` URL turned into the path it names (anything else unchanged).
+
+    Raises:
+        InputError: a ``file://`` URL of another host, or naming no path.
+    """
+    if isinstance(spec, int):
+        return spec
+    path = file_url_path(os.fspath(spec))
+    return spec if path is None else str(path)
 
 
 def check_input_file(path: str | os.PathLike[str]) -> Path:
@@ -64,7 +87,8 @@ def check_input_file(path: str | os.PathLike[str]) -> Path:
     Raises:
         InputError: if the path is missing, a folder, or not a regular file.
     """
-    path = Path(path)
+    path = Path(local_spec(path))
+    check_no_sequence_pattern(path, "input")
     info = stat_input(path, "input video", "give a video file, a URL or a camera index")
     if stat.S_ISDIR(info.st_mode):
         raise InputError(f"input {path} is a folder; give a video file, a URL or a camera index")
@@ -130,7 +154,13 @@ class VideoSource:
         self.release()
 
 
+#: Highest camera index accepted (V4L2 numbers devices from 0; larger values are typing errors).
+MAX_CAMERA_INDEX = 9999
+
+
 def _open_camera(index: int) -> VideoSource:
+    if not 0 <= index <= MAX_CAMERA_INDEX:
+        raise InputError(f"camera index must be from 0 to {MAX_CAMERA_INDEX}, got {shown(str(index))[:40]}")
     cap = cv2.VideoCapture(index)
     if not cap.isOpened():
         cap.release()
@@ -174,8 +204,11 @@ def open_source(
     """
     kind = classify_spec(spec)
     if kind is SourceKind.CAMERA:
-        return _open_camera(int(spec))
-    text = os.fspath(spec)
+        text = str(spec).strip()
+        if len(text) > len(str(MAX_CAMERA_INDEX)):  # int() of thousands of digits is refused or slow
+            raise InputError(f"camera index must be from 0 to {MAX_CAMERA_INDEX}, got {text[:20]}...")
+        return _open_camera(int(text))
+    text = os.fspath(local_spec(spec))
     if kind is SourceKind.URL:
         return _open_url(text, open_timeout_s, read_timeout_s)
     path = check_input_file(text)

@@ -1,0 +1,173 @@
+"""The degradation module: each way of making an LR image against a case with a known answer."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_smooth_images
+
+from metasr.core.errors import InputError
+from metasr.training.data import ImageIndex, SliceRef, build_index, tile_index
+from metasr.training.degradations import (
+    FWHM_PER_SIGMA,
+    Degradation,
+    DegradationMix,
+    Kind,
+    NoiseKind,
+    Window,
+    add_noise,
+    area_gauss_matrix,
+    hr_needed,
+    kspace_downscale,
+    parse_degradation,
+    parse_noise,
+)
+from metasr.training.pairs import PatchDataset, make_pair
+
+SCALES = [Fraction(11, 10), Fraction(3, 2), Fraction(2), Fraction(5, 2), Fraction(37, 10), Fraction(4)]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_gauss_area_operator_moments(scale):
+    """Rows sum to 1, are centred on HR (k + 0.5) r - 0.5, and have the variance of PSF * box(r) * pixel."""
+    r = float(scale)
+    n_in = 400
+    h = int(n_in / r) - 4
+    matrix = area_gauss_matrix(n_in, h, scale, fwhm=1.0)
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-12)
+    j = np.arange(n_in, dtype=np.float64)
+    for k in (h // 3, h // 2):  # interior rows: no mirror folding
+        mean = float(matrix[k] @ j)
+        var = float(matrix[k] @ (j - mean) ** 2)
+        sigma = r / FWHM_PER_SIGMA
+        # exact for a continuous image; pixel-constant HR leaves a sawtooth residue of ~1e-4 at small sigma
+        assert mean == pytest.approx((k + 0.5) * r - 0.5, abs=1e-3)
+        assert var == pytest.approx(sigma**2 + r * r / 12 + 1 / 12, rel=1e-3)
+
+
+def test_gauss_fwhm_widens_the_psf():
+    narrow = area_gauss_matrix(200, 80, Fraction(2), fwhm=0.7)[40]
+    wide = area_gauss_matrix(200, 80, Fraction(2), fwhm=1.5)[40]
+    j = np.arange(200)
+    assert float(wide @ (j - wide @ j) ** 2) > float(narrow @ (j - narrow @ j) ** 2) + 1.0
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_kspace_truncation_of_a_band_limited_image_is_exact(scale):
+    """A periodic image with no frequency at or above the LR Nyquist is sampled exactly on the LR grid."""
+    q = scale.denominator
+    h = 12 * q
+    n = int(h * scale)
+    top = h // 2 - 1
+
+    def f(t: np.ndarray) -> np.ndarray:
+        return 0.5 + 0.2 * np.cos(2 * np.pi * 3 * t / n) + 0.1 * np.sin(2 * np.pi * top * t / n + 0.3)
+
+    x = np.arange(n, dtype=np.float64)
+    image = f(x)[:, None] * f(x)[None, :]
+    lr = kspace_downscale(image, scale, (h, h), periodic=True)
+    centres = (np.arange(h) + 0.5) * float(scale) - 0.5
+    np.testing.assert_allclose(lr, f(centres)[:, None] * f(centres)[None, :], atol=1e-12)
+
+
+def test_kspace_window_attenuates_high_frequencies():
+    n, h = 128, 64
+    x = np.arange(n)
+    image = 0.5 + 0.3 * np.cos(2 * np.pi * 28 * x / n)[:, None] * np.ones((1, n))  # near the LR Nyquist (32)
+    plain = kspace_downscale(image, Fraction(2), (h, h), periodic=True)
+    hamming = kspace_downscale(image, Fraction(2), (h, h), Window.HAMMING, periodic=True)
+    tukey = kspace_downscale(image, Fraction(2), (h, h), Window.TUKEY, periodic=True)
+    amplitude = [2 * abs(np.fft.fft(a[:, 0])[28]) / h for a in (plain, hamming, tukey)]
+    assert amplitude[0] == pytest.approx(0.3, abs=1e-9)  # unwindowed: kept whole
+    assert amplitude[1] < 0.1 and amplitude[2] < 0.1  # 28/32 of the LR Nyquist: mostly tapered away
+    for out in (hamming, tukey):  # DC is untouched
+        assert float(out.mean()) == pytest.approx(0.5, abs=1e-9)
+
+
+def test_rician_mean_at_zero_signal():
+    sigma = 0.02
+    noisy = add_noise(np.zeros((600, 600)), NoiseKind.RICIAN, sigma, np.random.default_rng(0))
+    assert float(noisy.mean()) == pytest.approx(sigma * math.sqrt(math.pi / 2), rel=0.01)
+    assert float(noisy.min()) >= 0.0
+    # at high signal the Rician is nearly Gaussian around the signal
+    bright = add_noise(np.full((600, 600), 0.8), NoiseKind.RICIAN, sigma, np.random.default_rng(1))
+    assert float(bright.std()) == pytest.approx(sigma, rel=0.02)
+    gauss = add_noise(np.full((600, 600), 0.5), NoiseKind.GAUSSIAN, sigma, np.random.default_rng(2))
+    assert float(gauss.mean()) == pytest.approx(0.5, abs=5e-4) and float(gauss.std()) == pytest.approx(sigma, rel=0.02)
+
+
+def test_bicubic_degradation_is_the_classic_pair():
+    image = np.random.default_rng(3).random((60, 50)).astype(np.float32)
+    lr_classic, hr_classic = make_pair(image, Fraction(5, 2))
+    lr, hr = make_pair(image, Fraction(5, 2), Degradation(Kind.BICUBIC))
+    assert torch.equal(lr, lr_classic) and torch.equal(hr, hr_classic)
+
+
+@pytest.mark.parametrize("text", ["gauss", "gauss:1.3", "kspace", "kspace:hamming", "kspace:tukey", "bicubic"])
+@pytest.mark.parametrize("scale", [Fraction(11, 10), Fraction(9, 5), Fraction(3)])
+def test_pairs_of_every_degradation_have_the_contract_geometry(text, scale):
+    image = np.random.default_rng(4).random((97, 83)).astype(np.float32)
+    deg = parse_degradation(text).with_noise("rician", 0.02)
+    lr, hr = make_pair(image, scale, deg, np.random.default_rng(5))
+    assert lr.dtype == torch.float32 and torch.isfinite(lr).all() and 0 <= float(lr.min()) <= float(lr.max()) <= 1
+    from metasr.core.scale import hr_length
+
+    assert hr.shape == (hr_length(lr.shape[0], scale), hr_length(lr.shape[1], scale))
+    if deg.kind is Kind.KSPACE:  # the HR crop is exactly r times the LR
+        assert Fraction(hr.shape[0]) == lr.shape[0] * scale
+
+
+def test_degradations_keep_a_flat_image_flat():
+    image = np.full((90, 90), 0.4)
+    for text in ("gauss:0.7", "gauss:1.5", "kspace", "kspace:hamming", "bicubic"):
+        lr, _ = make_pair(image.astype(np.float32), Fraction(7, 4), parse_degradation(text))
+        np.testing.assert_allclose(lr.numpy(), 0.4, atol=1e-6)
+
+
+def test_parsers_refuse_bad_text():
+    assert parse_noise("rician:0.02") == (NoiseKind.RICIAN, 0.02)
+    assert parse_noise("none") == (NoiseKind.NONE, 0.0)
+    assert parse_degradation("gauss:1.2").fwhm == 1.2
+    for bad in ("rician", "rician:x", "rician:nan", "rician:-0.1", "gaussian:0.9", "poisson:0.1", "none:0.1"):
+        with pytest.raises(InputError, match="noise"):
+            parse_noise(bad)
+    for bad in ("box", "gauss:0", "gauss:inf", "kspace:kaiser", "bicubic:2"):
+        with pytest.raises(InputError, match="degradation"):
+            parse_degradation(bad)
+
+
+def test_mix_draws_every_kind_and_keeps_the_clean_case():
+    mix = DegradationMix()
+    rng = np.random.default_rng(6)
+    drawn = [mix.sample(rng) for _ in range(600)]
+    kinds = {d.kind for d in drawn}
+    assert kinds == {Kind.BICUBIC, Kind.GAUSS, Kind.KSPACE}
+    clean = sum(d.noise is NoiseKind.NONE for d in drawn) / len(drawn)
+    assert 0.25 < clean < 0.45
+    sigmas = [d.sigma for d in drawn if d.noise is not NoiseKind.NONE]
+    assert 0 < min(sigmas) and max(sigmas) <= 0.03
+    assert all(0.7 <= d.fwhm <= 1.5 for d in drawn if d.kind is Kind.GAUSS)
+    assert DegradationMix.bicubic_only().sample(rng) == Degradation()
+
+
+def test_patch_dataset_with_the_mix_gives_batchable_pairs(tmp_path):
+    folder = write_smooth_images(tmp_path / "imgs", count=2, shape=(130, 130))
+
+    dataset = PatchDataset(build_index([f"folder:{folder}"]), patch_size=48, degradations=DegradationMix())
+    for seed in range(12):
+        lr, hr = dataset[(seed % 2, "11/10", seed)]
+        assert lr.shape == (1, 43, 43) and hr.shape == (1, 47, 47)
+    assert hr_needed(Kind.KSPACE, 43, Fraction(11, 10)) == 55  # LR grid on 50 pixels, HR 55
+
+
+def test_tile_index_weights_slices_by_area():
+    small = SliceRef("a.png", None, 0, (0, 0, 100, 100), "a")
+    big = SliceRef("b.dcm", None, 0, (0, 0, 1000, 1000), "b")
+    huge = SliceRef("c.dcm", None, 0, (0, 0, 9000, 9000), "c")
+    tiled = tile_index(ImageIndex([small, big, huge]), patch_size=96)
+    counts = {s.path: tiled.slices.count(s) for s in (small, big, huge)}
+    assert counts == {"a.png": 1, "b.dcm": 1000 * 1000 // (2 * 96 * 96), "c.dcm": 128}
