@@ -29,6 +29,7 @@ from metasr.core.errors import MetaSRError, OutputError, ScaleError
 from metasr.core.scale import Scale
 from metasr.runtime.folders import InputSet, Item, Journal, partial_path, sha256_file, write_report
 from metasr.runtime.jobs import Job, check_regular_file, read_input
+from metasr.scanners.base import NotAnImageError
 
 if TYPE_CHECKING:
     from metasr.runtime.upscaler import Upscaler
@@ -51,27 +52,23 @@ def write_one(
     out: Path,
     then: Callable[[Path], Path] | None = None,
     guard: SignalGuard | None = None,
+    job: Job | None = None,
 ) -> Path:
     """Upscale ``scan`` and write the derived file to ``out`` (atomically).
 
     The write and ``then(out)`` (e.g. recording and renaming it; returns the final path) run as
     one :meth:`SignalGuard.critical` section of ``guard``; the upscaling before them can be
-    interrupted at any time.
+    interrupted at any time. ``job`` gives the output options (grid, compression, run time).
     """
-    from metasr import __version__
-    from metasr.scanners import DerivationInfo
+    from metasr.runtime.derivation import derivation_info, to_center_grid
 
     big_h, big_w = scale.output_size(*scan.size)
     if min(big_h, big_w) < 1:
         raise ScaleError(f"scale {scale} turns a {scan.size[1]}x{scan.size[0]} image into nothing")
     sr = up.upscale(scan.frames, scale)
-    info = DerivationInfo(
-        scale=tag.removeprefix("sr"),
-        model_id=up.model_id,
-        software_version=__version__,
-        model_name=up.model_name,
-        exact_scale=scale.value,
-    )
+    if job is not None and job.grid == "center":
+        sr = to_center_grid(sr, scan.size, scale.value)
+    info = derivation_info(up, scale, tag, job)
     with guard.critical() if guard is not None else nullcontext():
         written = scan.write_derived(sr, out, info)
         if then is not None:
@@ -94,6 +91,12 @@ class Batch:
     guard: SignalGuard
     rows: list[dict[str, object]] = field(default_factory=list)
     _written: set[str] = field(default_factory=set)
+
+    def skip(self, reasons: Mapping[Path, str]) -> None:
+        """Report files left out before the run (``--select``) as ``skipped`` with the reason."""
+        for source, reason in reasons.items():
+            self.rows.append(_row(source, None, "skipped", reason, 0.0))
+            self.say(f"{PROG}: skipped {source}: {reason}", Verbosity.VERBOSE)
 
     def say(self, text: str, level: Verbosity = Verbosity.NORMAL) -> None:
         if self.verbosity >= level:
@@ -145,7 +148,9 @@ class Batch:
                     raise
                 return out
 
-            written = write_one(self.up, scan, scale, tag, partial, then=record_and_move, guard=self.guard)
+            written = write_one(
+                self.up, scan, scale, tag, partial, then=record_and_move, guard=self.guard, job=self.job
+            )
             self._written.add(key)
             for note in notes + scan.notes:
                 self.say(f"{PROG}: note: {one_line(note)}")
@@ -177,6 +182,8 @@ class Batch:
                 start = time.perf_counter()
                 try:
                     status, out, reason = self.process(item, (windows or {}).get(item.source))
+                except NotAnImageError as e:  # an SR, RT Plan, KOS... in a study: not a failure
+                    status, out, reason = "skipped", None, one_line(str(e))
                 except MetaSRError as e:
                     status, out, reason = "failed", None, one_line(str(e))
                 except Exception as e:  # noqa: BLE001 - one odd file must not end the run; reported in one line
@@ -187,6 +194,8 @@ class Batch:
                 if status == "failed":
                     failed += 1
                     _write_line(f"{PROG}: skipped {item.source}: {reason}", sys.stderr, bar)
+                elif status == "skipped":
+                    self.say(f"{PROG}: skipped {item.source}: {reason}", Verbosity.VERBOSE)
                 elif status == "kept":
                     kept += 1
                     self.say(f"{PROG}: kept {out} ({seconds:.2f} s)", Verbosity.VERBOSE)
@@ -209,6 +218,12 @@ class Batch:
             self.say(
                 f"{PROG}: kept {kept} output(s) in {self.output} written earlier from the same inputs with the "
                 f"same settings (pass --overwrite to redo them)"
+            )
+        skipped = sum(1 for row in self.rows if row["status"] == "skipped")
+        if skipped:
+            self.say(
+                f"{PROG}: skipped {skipped} file(s) that are not images or not selected (-v or --report lists them"
+                " with the reason)"
             )
         if failed:
             print(
@@ -234,7 +249,9 @@ def series_windows(sources: list[Path], intensity: str) -> dict[Path, IntensityW
 
 def _window_text(window: object) -> str:
     # a resume record must name the window: the same slice in another series mapping is another output
-    return f"{getattr(window, 'low', window)!r}..{getattr(window, 'high', '')!r}"
+    from metasr.runtime.derivation import window_text
+
+    return window_text(window)
 
 
 def _row(source: Path, out: Path | None, status: str, reason: str, seconds: float) -> dict[str, object]:

@@ -43,6 +43,7 @@ from metasr.core.locks import exclusive_lock, output_lock
 from metasr.core.paths import check_new_file, check_write_plan, is_inside, shown
 from metasr.models import resolve_model_dir
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, series_windows, write_one
+from metasr.runtime.derivation import check_series_unchanged
 from metasr.runtime.folders import (
     JOURNAL_NAME,
     InputSet,
@@ -68,7 +69,10 @@ from metasr.runtime.jobs import (
     read_input,
 )
 from metasr.runtime.upscaler import DEFAULT_MEMORY_BUDGET_MB, MAX_SCALE, Upscaler
+from metasr.scanners.base import Grid
+from metasr.scanners.dicom_encoding import Compression
 from metasr.scanners.intensity import IntensityRange
+from metasr.scanners.select import parse_rules, select_files
 
 __all__ = ["command", "default_output_name", "main"]
 
@@ -176,6 +180,15 @@ def _remove_if_empty(folders: Sequence[Path]) -> None:
 
 
 def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: SignalGuard) -> int:
+    _, rejected = select_files([source], parse_rules(job.select))
+    if rejected:  # the one file is not selected: nothing to do, which is not an error
+        if run.verbosity >= Verbosity.NORMAL:
+            print(f"{PROG}: skipped {source}: {rejected[source]}", file=sys.stderr)
+        finish_report(
+            run.report,
+            [{"input": str(source), "output": "", "status": "skipped", "reason": rejected[source], "seconds": 0.0}],
+        )
+        return 0
     with read_input(source, job) as scan:
         scale, tag, notes = job.scale_for(scan)
         name = default_output_name(source, tag, scan.default_suffix)
@@ -214,7 +227,7 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
                     return publish_file(written, out, replace=run.overwrite)
 
                 try:
-                    written = write_one(up, scan, scale, tag, partial, then=move, guard=guard)
+                    written = write_one(up, scan, scale, tag, partial, then=move, guard=guard, job=job)
                 except OutputError as e:  # name the output the user asked for, not its hidden partial file
                     raise OutputError(str(e).replace(str(partial), str(out))) from None
             guard.check()
@@ -302,16 +315,20 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
             notes = [_renamed_note(renamed)] if renamed else []
             if journal.skipped:
                 notes.append(f"{journal.path}: {journal.skipped} damaged line(s) skipped; they prove no output")
-            run.announce(up, notes)
             settings = job.settings() | {"model": up.model_id, "software": __version__} | up.pixel_settings()
+            chosen, rejected = select_files(sources, parse_rules(job.select))
             batch = Batch(up, job, output, settings, run.verbosity, run.overwrite, InputSet(sources), journal, guard)
             try:
-                windows = series_windows(sources, job.intensity)
+                windows = series_windows(chosen, job.intensity)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM while series are grouped: every file is "not run"
                 row = {"output": "", "status": "not run", "reason": "interrupted", "seconds": 0.0}
                 finish_report(run.report, [{"input": str(s), **row} for s in sources])
                 raise
-            code = batch.run(items, windows)
+            if not run.overwrite:  # a series that grew since its outputs were written: refused before any write
+                check_series_unchanged(journal.records, settings, windows, output)
+            run.announce(up, notes)
+            batch.skip(rejected)
+            code = batch.run([i for i in items if i.source not in rejected], windows)
         finally:
             _remove_if_empty(new_dirs)
     finish_report(run.report, batch.rows)
@@ -369,6 +386,29 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     help="Stored-value window mapped to the model's [0, 1] range.",
 )
 @click.option(
+    "--compress",
+    type=click.Choice([c.value for c in Compression], case_sensitive=False),
+    default=Compression.KEEP.value,
+    show_default=True,
+    help="DICOM output encoding, lossless only: keep (the source's codec where a lossless encoder exists), none,"
+    " rle, jpeg-ls or j2k.",
+)
+@click.option(
+    "--grid",
+    type=click.Choice([g.value for g in Grid], case_sensitive=False),
+    default=Grid.CORNER.value,
+    show_default=True,
+    help="corner: keep the field of view's outer corner (pixels exactly old/scale); center: keep the first and"
+    " last pixel centres (MONAI/ITK resampling).",
+)
+@click.option(
+    "--select",
+    "select",
+    multiple=True,
+    help="Process only DICOM files whose attribute matches, e.g. Modality=CT, ImageType=PRIMARY,"
+    " ImageType!=LOCALIZER, Modality=CT,MR (any of); repeat to require several. Others are reported as skipped.",
+)
+@click.option(
     "--memory-budget",
     "memory_text",
     help=f"Working memory per tile in MiB [default: {DEFAULT_MEMORY_BUDGET_MB}] (large images are tiled).",
@@ -399,6 +439,9 @@ def command(
     allow_extrapolation: bool,
     axis: int | None,
     intensity: str,
+    compress: str,
+    grid: str,
+    select: tuple[str, ...],
     memory_text: str | None,
     gpu_memory_text: str | None,
     tile: int | None,
@@ -424,7 +467,11 @@ def command(
         allow_extrapolation=allow_extrapolation,
         axis=axis,
         intensity=intensity.lower(),
+        compress=Compression.parse(compress).value,
+        grid=Grid(grid.lower()).value,
+        select=tuple(select),
     )
+    parse_rules(select)  # a bad rule stops the run before anything is read
     capped, note = parse_threads(threads)
     run = _Run(
         model=model,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,6 +133,12 @@ class Job:
     allow_extrapolation: bool = False
     axis: int | None = None
     intensity: str = "auto"
+    grid: str = "corner"
+    compress: str = "keep"
+    #: ``--select`` rules (DICOM attribute filters), see :mod:`metasr.scanners.select`.
+    select: tuple[str, ...] = ()
+    #: When the run started: the Series/Content Date and Time of every output of the run.
+    started: datetime = field(default_factory=datetime.now, compare=False)
 
     @property
     def tag(self) -> str | None:
@@ -149,12 +156,22 @@ class Job:
             if self.scale is not None
             else (f"size={self.size[1]}x{self.size[0]}" if self.size is not None else f"spacing={self.spacing}")
         )
-        return {"asked": asked, "axis": str(self.axis), "intensity": self.intensity}
+        settings = {"asked": asked, "axis": str(self.axis), "intensity": self.intensity}
+        if self.grid != "corner":
+            settings["grid"] = self.grid  # absent at the default: journals of earlier runs stay valid
+        if self.compress != "keep":
+            settings["compress"] = self.compress
+        return settings
 
     def scale_for(self, scan: ScanImage) -> tuple[Scale, str, list[str]]:
         """The scale for one image, the tag naming its output, and notes on the resulting spacing."""
         h, w = scan.size
         notes: list[str] = []
+        if self.axis is not None and len(getattr(scan, "shape", ())) < 3:
+            notes.append(
+                f"{scan.path.name}: --axis {self.axis} is ignored; it chooses the slice axis of NIfTI volumes and this"
+                f" is a 2D {scan.format.value.upper()} image"
+            )
         if self.scale is not None:
             s, tag = self.scale, f"sr{self.scale}"
         elif self.size is not None:

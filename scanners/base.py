@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
@@ -32,13 +33,18 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "ImageFormat",
     "DerivationInfo",
+    "Grid",
+    "NotAnImageError",
     "ScanImage",
     "MIN_SIDE",
     "MAX_SIDE",
     "MAX_PIXELS",
     "check_dimensions",
     "describe_error",
+    "GridMap",
+    "grid_map",
     "grid_scale",
+    "resample_on_map",
     "spacing_factors",
 ]
 
@@ -67,18 +73,50 @@ DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom", ".ima")
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 
 
+class Grid(str, Enum):
+    """Where the resampled grid sits on the input's field of view.
+
+    ``corner`` (default): the outer corner of the field of view is kept, pixels are exactly
+    ``old / r``; output pixel ``i`` shows input coordinate ``(i + 0.5) / r - 0.5``. ``center``: the
+    centres of the first and last pixel are kept (MONAI, ITK), pixels are ``old (n - 1) / (N - 1)``
+    and output pixel ``i`` shows input coordinate ``i (n - 1) / (N - 1)``.
+    """
+
+    CORNER = "corner"
+    CENTER = "center"
+
+
+class NotAnImageError(InputError):
+    """The file is a DICOM object that holds no image to super-resolve (SR, RT Plan, KOS, dose...).
+
+    A folder run reports such files as ``skipped``, not as failures.
+    """
+
+
 @dataclass(frozen=True)
 class DerivationInfo:
     """Provenance written into a derived image (DICOM ContributingEquipment, descriptions).
+
+    Everything that changes the derived pixels is here (scale, model id, grid, and the runtime's
+    other settings in ``pixel_settings``), so that the derived DICOM UIDs have one home: change
+    any of them and the instance and series UIDs change; settings that do not change pixels
+    (tile size, threads, the device at fp32) are not here and keep the UIDs.
 
     Attributes:
         scale: The scale as the user gave it, e.g. ``"2.3"`` (or ``"512x512"`` for a size).
         model_id: Hash identifying the exported model (``Upscaler.model_id``).
         software_version: metasr version, e.g. ``"0.1.0"``.
-        model_name: Human-readable model name, e.g. ``"metasrgan-mri"``.
+        model_name: Human-readable model name (the manifest's), e.g. ``"metasrgan-mri"``.
         exact_scale: The exact scale the frames were made with (``Scale.value``). Colour and
             alpha planes are then resampled on the network's pixel grid, so they stay aligned with
             the luma; ``None`` resamples them by the size ratio.
+        pixel_settings: Other ``(name, value)`` settings that change pixels (precision, noise
+            setting...); they enter the derived UIDs and the derived series number.
+        grid: Where the new grid sits (:class:`Grid`); it changes pixels and geometry.
+        compress: DICOM output encoding: ``keep``, ``none``, ``rle``, ``jpeg-ls`` or ``j2k``
+            (lossless only; it does not change pixels, so not the UIDs either).
+        created: When the derivation ran (Series/Content Date and Time; one per run so a series
+            carries one time); ``None``: when the file is written.
     """
 
     scale: str
@@ -86,6 +124,10 @@ class DerivationInfo:
     software_version: str
     model_name: str
     exact_scale: Fraction | None = None
+    pixel_settings: tuple[tuple[str, str], ...] = ()
+    grid: Grid | str = Grid.CORNER
+    compress: str = "keep"
+    created: datetime | None = None
 
 
 class _LogCollector(logging.Handler):
@@ -193,6 +235,58 @@ def grid_scale(info: DerivationInfo, old_size: tuple[int, int], new_size: tuple[
     return r
 
 
+@dataclass(frozen=True)
+class GridMap:
+    """Where output pixels sit on the input: output pixel ``i`` shows input coordinate ``a i + b``.
+
+    Attributes:
+        row: ``(a, b)`` along the rows (vertical axis).
+        col: ``(a, b)`` along the columns.
+    """
+
+    row: tuple[Fraction, Fraction]
+    col: tuple[Fraction, Fraction]
+
+    @property
+    def factors(self) -> tuple[Fraction, Fraction]:
+        """``(row, col)`` factors from old to new pixel spacing."""
+        return self.row[0], self.col[0]
+
+    @property
+    def offsets(self) -> tuple[Fraction, Fraction]:
+        """``(row, col)`` input coordinate of the first output pixel's centre."""
+        return self.row[1], self.col[1]
+
+
+def _is_center(info: DerivationInfo) -> bool:
+    return str(getattr(info.grid, "value", info.grid)) == Grid.CENTER.value
+
+
+def grid_map(info: DerivationInfo, old_size: tuple[int, int], new_size: tuple[int, int]) -> GridMap:
+    """The output grid on the input (see :class:`Grid`): ``corner`` with the exact scale when it
+    explains the new size (else the size ratio), ``center`` with ``a = (n - 1) / (N - 1)``."""
+    axes = []
+    scale = grid_scale(info, old_size, new_size)
+    for n, big in zip(old_size, new_size):
+        if _is_center(info) and big > 1 and n > 1:
+            axes.append((Fraction(n - 1, big - 1), Fraction(0)))
+            continue
+        a = 1 / scale if scale is not None else Fraction(n, big)
+        axes.append((a, (a - 1) / 2))
+    return GridMap(axes[0], axes[1])
+
+
+def resample_on_map(image: np.ndarray, height: int, width: int, gmap: GridMap, linear: bool = False) -> np.ndarray:
+    """Bicubic (or bilinear) resampling of ``[h, w]``/``[h, w, C]`` onto ``gmap`` (edges replicated)."""
+    import cv2
+
+    (ar, br), (ac, bc) = gmap.row, gmap.col
+    to_source = np.array([[float(ac), 0.0, float(bc)], [0.0, float(ar), float(br)]], dtype=np.float64)
+    flags = (cv2.INTER_LINEAR if linear else cv2.INTER_CUBIC) | cv2.WARP_INVERSE_MAP
+    out = cv2.warpAffine(image, to_source, (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+    return out.reshape(height, width, *image.shape[2:])
+
+
 def spacing_factors(
     old_size: tuple[int, int], new_size: tuple[int, int], scale: Fraction | None
 ) -> tuple[Fraction, Fraction]:
@@ -254,8 +348,12 @@ class ScanImage(ABC):
         residual = None
         if self.residual is not None:
             height, width = sr.shape[1:]
-            scale = grid_scale(info, self.size, (height, width))
-            residual = np.stack([resize_on_grid_linear(r, height, width, scale) for r in self.residual])
+            if _is_center(info):
+                gmap = grid_map(info, self.size, (height, width))
+                residual = np.stack([resample_on_map(r, height, width, gmap, linear=True) for r in self.residual])
+            else:
+                scale = grid_scale(info, self.size, (height, width))
+                residual = np.stack([resize_on_grid_linear(r, height, width, scale) for r in self.residual])
         return self.intensity.from_unit(sr, residual)
 
     def __enter__(self) -> ScanImage:
@@ -340,3 +438,13 @@ class ScanImage(ABC):
     @abstractmethod
     def _encode_derived(self, sr: np.ndarray, out: Path, info: DerivationInfo) -> bytes:
         """Serialise the derived image (``sr`` already checked: float32 ``[F, H, W]`` in [0, 1])."""
+
+
+def planes_on_grid(planes: np.ndarray, height: int, width: int, info: DerivationInfo, old_size) -> np.ndarray:
+    """``[F, h, w, C]`` colour/alpha planes on the output grid when it is ``center`` (bicubic);
+    unchanged otherwise (:func:`~metasr.scanners.intensity.merge_luma` resamples them on the
+    network's grid itself)."""
+    if planes is None or not _is_center(info):
+        return planes
+    gmap = grid_map(info, old_size, (height, width))
+    return np.stack([resample_on_map(np.ascontiguousarray(p), height, width, gmap) for p in planes]).astype(np.float32)

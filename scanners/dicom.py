@@ -2,9 +2,10 @@
 
 Reading
     Single- and multi-frame images, ``MONOCHROME1``/``MONOCHROME2``, signed or unsigned, 8/16/32
-    bits, ``RGB``/``YBR_*`` colour (processed on luminance), uncompressed (little or big endian,
+    bits, ``RGB``/``YBR_*`` colour and ``PALETTE COLOR`` (decoded to RGB, processed on luminance and
+    written as RGB; uncompressed 4:2:2 YBR included), uncompressed (little or big endian,
     deflated) and the compressed syntaxes that installed decoders handle: RLE natively, JPEG,
-    JPEG-LS and JPEG 2000 through pylibjpeg (``pip install "metasr[jpeg]"``). Rows, Columns and
+    JPEG-LS and JPEG 2000 through pylibjpeg and pyjpegls (installed with metasr). Rows, Columns and
     Number of Frames are checked against the size limits, Samples per Pixel against the
     Photometric Interpretation, the pixel data's length against all of them, and every pixel
     spacing (positive, finite) before the pixel data is decoded. Objects that are not one image
@@ -41,18 +42,34 @@ from metasr.scanners.base import (
     DICOM_SUFFIXES,
     DerivationInfo,
     ImageFormat,
+    NotAnImageError,
     ScanImage,
     check_dimensions,
     describe_error,
 )
 from metasr.scanners.dicom_derive import DERIVATION_CODE, encode_derived
+from metasr.scanners.dicom_encoding import lossy_compression_of
 from metasr.scanners.dicom_geometry import spacing_of
+from metasr.scanners.dicom_padding import fill_padding, find_padding
 from metasr.scanners.intensity import IntensityMap, IntensityRange, IntensityWindow, split_luma
 
 __all__ = ["DicomScan", "read_dicom", "read_dicom_header", "read_stored_pixels", "DERIVATION_CODE", "NOT_IMAGES"]
 
 _COLOUR_PHOTOMETRIC = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"}
 _MONO_PHOTOMETRIC = {"MONOCHROME1", "MONOCHROME2"}
+_PALETTE = "PALETTE COLOR"
+_PALETTE_ELEMENTS = (
+    "RedPaletteColorLookupTableDescriptor",
+    "GreenPaletteColorLookupTableDescriptor",
+    "BluePaletteColorLookupTableDescriptor",
+    "RedPaletteColorLookupTableData",
+    "GreenPaletteColorLookupTableData",
+    "BluePaletteColorLookupTableData",
+    "SegmentedRedPaletteColorLookupTableData",
+    "SegmentedGreenPaletteColorLookupTableData",
+    "SegmentedBluePaletteColorLookupTableData",
+    "PaletteColorLookupTableUID",
+)
 #: SOP classes holding pixel data that is not one image to super-resolve, with the reason.
 NOT_IMAGES = {
     "1.2.840.10008.5.1.4.1.1.481.2": "an RT Dose grid holds dose values on a calculation grid, not an image",
@@ -82,6 +99,10 @@ class DicomScan(ScanImage):
 
     format = ImageFormat.DICOM
     default_suffix = ".dcm"
+    #: Pixel Padding of the input (:class:`~metasr.scanners.dicom_padding.Padding`), or ``None``.
+    padding = None
+    #: ``(method, ratio)`` when the input's transfer syntax lost information, else ``None``.
+    lossy = None
 
     def __init__(
         self,
@@ -133,8 +154,9 @@ def _check_decodable(name: str, ts) -> None:
     if not decoder.is_available:
         options = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
         raise InputError(
-            f"{name}: pixel data is compressed as {ts.name} and no installed plugin decodes it; install one with"
-            f' pip install "metasr[jpeg]" (pylibjpeg) or: {options}'
+            f"{name}: pixel data is compressed as {ts.name} and no installed plugin decodes it (metasr installs"
+            " them by default: the install is incomplete); install them with"
+            f" pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pyjpegls, or: {options}"
         )
 
 
@@ -203,14 +225,14 @@ def _refuse_without_pixels(ds, elements: set, has_preamble: bool, name: str) -> 
         raise InputError(f"{name}: not a DICOM file (no DICOM header found); check the file")
     if "Image" in kind:  # an image SOP class without pixels: most likely cut short
         raise InputError(f"{name}: DICOM {kind} has no pixel data; the file looks truncated, copy it again")
-    raise InputError(f"{name}: DICOM {kind} has no pixel data; metasr needs an image (CT, MR, CR, DX, US, SC ...)")
+    raise NotAnImageError(f"{name}: DICOM {kind} has no pixel data; metasr needs an image (CT, MR, CR, DX, US, SC ...)")
 
 
 def _refuse_non_images(ds, name: str) -> None:
     """RT Dose, SEG and Siemens mosaics carry pixels that must not be resampled as one image."""
     reason = NOT_IMAGES.get(str(ds.get("SOPClassUID", "")))
     if reason:
-        raise InputError(f"{name}: {reason}; metasr super-resolves images only (skip this file)")
+        raise NotAnImageError(f"{name}: {reason}; metasr super-resolves images only (skip this file)")
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
     if "MOSAIC" in image_type or _MOSAIC_TAG in ds:
         raise InputError(
@@ -264,13 +286,13 @@ def _check_layout(ds, name: str) -> tuple[int, int, int, str, int]:
     n_frames = _whole(ds, "NumberOfFrames", "(0028,0008)", 1, name) or 1  # 0 is read as one frame, as pydicom does
     check_dimensions(name, rows, cols, n_frames)
     photometric = str(ds.PhotometricInterpretation).strip().upper()
-    if photometric not in _MONO_PHOTOMETRIC | _COLOUR_PHOTOMETRIC:
+    if photometric not in _MONO_PHOTOMETRIC | _COLOUR_PHOTOMETRIC | {_PALETTE}:
         raise InputError(
             f"{name}: Photometric Interpretation {photometric} is not supported; expected MONOCHROME1,"
-            " MONOCHROME2, RGB or YBR (convert palette images to RGB first)"
+            " MONOCHROME2, PALETTE COLOR, RGB or YBR"
         )
     samples = _whole(ds, "SamplesPerPixel", "(0028,0002)", 1, name)
-    expected = 1 if photometric in _MONO_PHOTOMETRIC else 3
+    expected = 1 if photometric in _MONO_PHOTOMETRIC | {_PALETTE} else 3
     if samples != expected:
         raise InputError(
             f"{name}: Photometric Interpretation {photometric} with Samples per Pixel {samples} is inconsistent"
@@ -299,7 +321,9 @@ def _check_pixel_length(ds, ts, layout: tuple[int, int, int, str, int], name: st
     """Uncompressed pixel data must hold exactly Rows x Columns x Frames x Samples values."""
     if ts.is_compressed:
         return
-    rows, cols, n_frames, _, samples = layout
+    rows, cols, n_frames, photometric, samples = layout
+    if photometric == "YBR_FULL_422":
+        samples = 2  # uncompressed 4:2:2: two chroma values per two pixels (PS3.3 C.7.6.3.1.2)
     frame = rows * cols * samples * int(ds.BitsAllocated) // 8
     expected, found = frame * n_frames, len(ds.PixelData)
     if found + (expected % 2) < expected:
@@ -326,12 +350,41 @@ def _decode(ds, layout, name: str) -> np.ndarray:
     try:
         if photometric in _COLOUR_PHOTOMETRIC:
             return pixels.reshape(n_frames, rows, cols, samples)
-        return pixels.reshape(n_frames, rows, cols)
+        pixels = pixels.reshape(n_frames, rows, cols)
+        return _palette_to_rgb(ds, pixels, name) if photometric == _PALETTE else pixels
     except ValueError:
         raise InputError(
             f"{name}: decoded pixel data has shape {pixels.shape}, not {n_frames} frame(s) of {cols}x{rows};"
             " the header is inconsistent"
         ) from None
+
+
+def _palette_to_rgb(ds, indices: np.ndarray, name: str) -> np.ndarray:
+    """PALETTE COLOR indices -> RGB through the image's lookup tables (pydicom's ``apply_color_lut``);
+    the header then describes RGB (8 or 16 bits, as the tables), so the output is written as RGB."""
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        rgb = np.asarray(apply_color_lut(indices, ds))
+    except Exception as e:  # missing or damaged lookup tables
+        raise InputError(
+            f"{name}: PALETTE COLOR lookup tables cannot be applied ({type(e).__name__}: {describe_error(e)})"
+        ) from e
+    bits = rgb.dtype.itemsize * 8
+    if bits == 16 and (np.all(rgb % 257 == 0) or "Ultrasound" in str(getattr(ds.get("SOPClassUID"), "name", ""))):
+        # 16-bit tables that hold 8-bit colours (v * 257), and ultrasound (whose IODs allow 8-bit
+        # colour only): 8-bit RGB, exact in the first case, the nearest 8-bit colour in the second.
+        rgb, bits = np.rint(rgb / 257.0).astype(np.uint8), 8
+    ds.PhotometricInterpretation = "RGB"
+    ds.SamplesPerPixel = 3
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    ds.PlanarConfiguration = 0
+    for keyword in _PALETTE_ELEMENTS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    return rgb.reshape(*indices.shape, 3)
 
 
 def _map_options(ds, pixels: np.ndarray) -> dict:
@@ -356,7 +409,8 @@ def _intensity(ds, pixels: np.ndarray, photometric: str, policy, window, name: s
 
 
 def _load(path: Path, data: bytes | None):
-    """``(dataset, layout, transfer syntax, spacing, stored pixels)`` after every check."""
+    """``(dataset, layout, transfer syntax, spacing, stored pixels, (lossy, source photometric))``
+    after every check; palette colour is decoded to RGB here (the layout and header then say RGB)."""
     name = path.name
     if data is None:
         data = path.read_bytes()
@@ -373,7 +427,12 @@ def _load(path: Path, data: bytes | None):
         raise
     except Exception as e:
         raise InputError(f"{name}: DICOM header is damaged ({type(e).__name__}: {describe_error(e)})") from e
-    return ds, layout, ts, spacing, _decode(ds, layout, name)
+    lossy = lossy_compression_of(ds, ts, layout[2]) if ts.is_compressed else None
+    pixels = _decode(ds, layout, name)
+    source_photometric = layout[3]
+    if layout[3] == _PALETTE:
+        layout = (*layout[:3], "RGB", 3)
+    return ds, layout, ts, spacing, pixels, (lossy, source_photometric)
 
 
 def read_stored_pixels(path: str | os.PathLike, data: bytes | None = None) -> tuple[np.ndarray, dict]:
@@ -386,7 +445,8 @@ def read_stored_pixels(path: str | os.PathLike, data: bytes | None = None) -> tu
     Raises:
         InputError: as :func:`read_dicom`.
     """
-    ds, _, _, _, pixels = _load(Path(path), data)
+    ds, layout, _, _, pixels, _ = _load(Path(path), data)
+    pixels = fill_padding(pixels, find_padding(ds, pixels, layout[3]))
     return pixels, _map_options(ds, pixels)
 
 
@@ -410,8 +470,14 @@ def read_dicom(
     """
     path = Path(path)
     name = path.name
-    ds, layout, ts, spacing, pixels = _load(path, data)
+    ds, layout, ts, spacing, pixels, (lossy, source_photometric) = _load(path, data)
     photometric = layout[3]
+    notes = []
+    if source_photometric != photometric or photometric == "YBR_FULL_422":
+        notes.append(f"{name}: {source_photometric} decoded to RGB; the output is written as RGB")
+        ds.PhotometricInterpretation = photometric = "RGB"
+    padding = find_padding(ds, pixels, photometric)
+    pixels = fill_padding(pixels, padding)
     imap = _intensity(ds, pixels, photometric, intensity, window, name)
     chroma = residual = None
     if photometric in _COLOUR_PHOTOMETRIC:
@@ -420,4 +486,7 @@ def read_dicom(
         frames = imap.to_unit(pixels)
         residual = imap.residual(pixels)
     del ds.PixelData  # the header is the template of the derived image; the pixels live in `frames`
-    return DicomScan(path, frames, imap, spacing, ds, photometric, ts, chroma, residual)
+    scan = DicomScan(path, frames, imap, spacing, ds, photometric, ts, chroma, residual)
+    scan.padding, scan.lossy = padding, lossy
+    scan.notes.extend(notes)
+    return scan

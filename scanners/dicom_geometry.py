@@ -18,7 +18,7 @@ import numpy as np
 
 from metasr.core.errors import InputError
 
-__all__ = ["spacing_of", "rescale_geometry", "first_item"]
+__all__ = ["spacing_of", "rescale_geometry", "first_item", "ultrasound_spacing"]
 
 _TAGS = {
     "ImagePositionPatient": "(0020,0032)",
@@ -121,7 +121,32 @@ def spacing_of(ds, name: str) -> tuple[float, float] | None:
         found = found or spacing
         _check_plane(first_item(group, "PlanePositionSequence"), name)
         _check_plane(first_item(group, "PlaneOrientationSequence"), name)
-    return found
+    return found or ultrasound_spacing(ds)
+
+
+#: Physical Units X/Y Direction code for centimetres (PS3.3 C.8.5.5.1.15).
+_CM = 3
+
+
+def ultrasound_spacing(ds) -> tuple[float, float] | None:
+    """``(row_mm, col_mm)`` of the first calibrated 2D ultrasound region (both axes in cm), else ``None``.
+
+    Ultrasound images carry their calibration as regions (Physical Delta X/Y per pixel) instead of
+    Pixel Spacing; the first 2D tissue region in centimetres gives the pixel size.
+    """
+    for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
+        try:
+            spatial = int(region.get("RegionSpatialFormat", 0) or 0)
+            units = (
+                int(region.get("PhysicalUnitsXDirection", 0) or 0),
+                int(region.get("PhysicalUnitsYDirection", 0) or 0),
+            )
+            dx, dy = float(region.get("PhysicalDeltaX")), float(region.get("PhysicalDeltaY"))
+        except (TypeError, ValueError):
+            continue
+        if spatial == 1 and units == (_CM, _CM) and all(math.isfinite(v) and v > 0 for v in (dx, dy)):
+            return abs(dy) * 10.0, abs(dx) * 10.0
+    return None
 
 
 def _direction_cosines(item) -> tuple[np.ndarray, np.ndarray] | None:
@@ -134,15 +159,16 @@ def _direction_cosines(item) -> tuple[np.ndarray, np.ndarray] | None:
     return v[:3], v[3:]
 
 
-def _shifted_position(ipp, cosines, old_spacing, f_row: float, f_col: float) -> list:
-    """Centre of the first pixel after resampling with the outer top-left corner kept.
+def _shifted_position(ipp, cosines, old_spacing, b_row: float, b_col: float) -> list:
+    """Centre of the first pixel after resampling: ``b`` old pixels along each in-plane direction.
 
-    The corner sits half an old pixel before the first centre; the new first centre is half a
-    *new* pixel from it: a move of ``(f - 1) / 2`` old pixels along each in-plane direction.
+    With the outer top-left corner kept (``--grid corner``), the corner sits half an old pixel
+    before the first centre and the new first centre half a *new* pixel from it: ``b = (f - 1) / 2``.
+    With the first centre kept (``--grid center``) ``b = 0``.
     """
     row_dir, col_dir = cosines
     row_mm, col_mm = float(old_spacing[0]), float(old_spacing[1])
-    shift = 0.5 * (float(f_col) - 1.0) * col_mm * row_dir + 0.5 * (float(f_row) - 1.0) * row_mm * col_dir
+    shift = float(b_col) * col_mm * row_dir + float(b_row) * row_mm * col_dir
     return [_ds(float(p) + s) for p, s in zip(ipp, shift)]
 
 
@@ -158,27 +184,32 @@ def _scaled(spacing, f_row, f_col) -> list:
     return [_ds(_times(spacing[0], f_row)), _ds(_times(spacing[1], f_col))]
 
 
-def _move_plane(measures_spacing, position, orientation, f_row: float, f_col: float) -> None:
+def _move_plane(measures_spacing, position, orientation, b_row: float, b_col: float) -> None:
     cos = _direction_cosines(orientation)
     if position is not None and measures_spacing is not None and cos is not None:
         ipp = position.get("ImagePositionPatient")
         if ipp is not None and len(ipp) == 3:
-            position.ImagePositionPatient = _shifted_position(ipp, cos, measures_spacing, f_row, f_col)
+            position.ImagePositionPatient = _shifted_position(ipp, cos, measures_spacing, b_row, b_col)
 
 
-def rescale_geometry(ds, f_row: float, f_col: float, new_size: tuple[int, int]) -> None:
+def rescale_geometry(
+    ds, f_row: float, f_col: float, new_size: tuple[int, int], offsets: tuple[float, float] | None = None
+) -> None:
     """Multiply pixel spacings by ``f = new/old`` per axis and move positions, keeping the outer corner.
 
     ``new_size`` is ``(rows, columns)`` of the new grid (ultrasound region bounds stay inside it).
+    ``offsets`` is ``(row, col)``: the old pixel coordinate of the first new pixel's centre;
+    default ``(f - 1) / 2`` (the outer corner kept), ``(0, 0)`` keeps the first centre.
     """
+    b_row, b_col = offsets if offsets is not None else ((float(f_row) - 1) / 2, (float(f_col) - 1) / 2)
     old_spacing = ds.get("PixelSpacing")
     if old_spacing is not None and len(old_spacing) == 2:
-        _move_plane(old_spacing, ds, ds, f_row, f_col)
+        _move_plane(old_spacing, ds, ds, b_row, b_col)
         ds.PixelSpacing = _scaled(old_spacing, f_row, f_col)
     for keyword in ("ImagerPixelSpacing", "NominalScannedPixelSpacing"):
         if ds.get(keyword) is not None and len(ds.get(keyword)) == 2:
             setattr(ds, keyword, _scaled(ds.get(keyword), f_row, f_col))
-    _rescale_us_regions(ds, 1.0 / float(f_row), 1.0 / float(f_col), new_size)
+    _rescale_us_regions(ds, (1.0 / float(f_row), float(b_row)), (1.0 / float(f_col), float(b_col)), new_size)
 
     # Enhanced multi-frame: per-frame groups override shared ones.
     shared = first_item(ds, "SharedFunctionalGroupsSequence")
@@ -190,17 +221,18 @@ def rescale_geometry(ds, f_row: float, f_col: float, new_size: tuple[int, int]) 
         spacing = measures.get("PixelSpacing") if measures is not None else None
         spacing = spacing if spacing is not None else shared_spacing
         orient = first_item(group, "PlaneOrientationSequence") or shared_orient
-        _move_plane(spacing, first_item(group, "PlanePositionSequence"), orient, f_row, f_col)
+        _move_plane(spacing, first_item(group, "PlanePositionSequence"), orient, b_row, b_col)
         if measures is not None and measures.get("PixelSpacing") is not None:
             measures.PixelSpacing = _scaled(measures.PixelSpacing, f_row, f_col)
     if shared is not None:
-        _move_plane(shared_spacing, first_item(shared, "PlanePositionSequence"), shared_orient, f_row, f_col)
+        _move_plane(shared_spacing, first_item(shared, "PlanePositionSequence"), shared_orient, b_row, b_col)
         if shared_spacing is not None:
             shared_measures.PixelSpacing = _scaled(shared_spacing, f_row, f_col)
 
 
-def _rescale_region_axis(region, axis: str, g: float, length: int) -> None:
-    """One axis of an ultrasound region on a grid with ``g`` new pixels per old pixel.
+def _rescale_region_axis(region, axis: str, g: float, b: float, length: int) -> None:
+    """One axis of an ultrasound region on a grid with ``g`` new pixels per old pixel whose first
+    centre lies at old coordinate ``b`` (old coordinate ``x`` is new coordinate ``(x - b) g``).
 
     Bounds: the new pixels whose centres lie inside the old region's outer edges. Reference
     pixel: the new pixel nearest the old one, its physical value corrected for the distance
@@ -214,26 +246,29 @@ def _rescale_region_axis(region, axis: str, g: float, length: int) -> None:
         f"ReferencePixelPhysicalValue{axis}",
     )
     old_lo = int(region.get(lo) or 0)
-    new_lo = int(np.ceil(old_lo * g - 0.5))  # first new centre (k + 0.5) / g - 0.5 >= old_lo - 0.5
+    new_lo = max(int(np.ceil((old_lo - 0.5 - b) * g - 1e-9)), 0)  # first new centre inside the old edge
     if region.get(lo) is not None:
         setattr(region, lo, new_lo)
     if region.get(hi) is not None:
-        last = min(int(np.floor((int(region.get(hi)) + 1) * g - 0.5)), length - 1)
+        last = min(int(np.floor((int(region.get(hi)) + 0.5 - b) * g + 1e-9)), length - 1)
         setattr(region, hi, max(last, new_lo))
     old_delta = float(region.get(delta)) if region.get(delta) is not None else None
     if region.get(ref) is not None:
         old_ref = old_lo + int(region.get(ref))  # absolute old index of the reference pixel
-        new_ref = int(round((old_ref + 0.5) * g - 0.5))
+        new_ref = int(round((old_ref - b) * g))
         setattr(region, ref, new_ref - new_lo)
         if old_delta is not None and region.get(value) is not None:
-            moved = (new_ref + 0.5) / g - 0.5 - old_ref  # old pixels between the two centres
+            moved = new_ref / g + b - old_ref  # old pixels between the two centres
             setattr(region, value, float(region.get(value)) + moved * old_delta)
     if old_delta is not None:
         setattr(region, delta, old_delta / g)
 
 
-def _rescale_us_regions(ds, g_row: float, g_col: float, new_size: tuple[int, int]) -> None:
-    """Ultrasound calibration regions are given in pixel indices: map them to the new grid."""
+def _rescale_us_regions(ds, row: tuple[float, float], col: tuple[float, float], new_size: tuple[int, int]) -> None:
+    """Ultrasound calibration regions are given in pixel indices: map them to the new grid.
+
+    ``row``/``col`` are ``(g, b)``: new pixels per old pixel, old coordinate of the first new centre.
+    """
     for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
-        _rescale_region_axis(region, "X", g_col, new_size[1])
-        _rescale_region_axis(region, "Y", g_row, new_size[0])
+        _rescale_region_axis(region, "X", col[0], col[1], new_size[1])
+        _rescale_region_axis(region, "Y", row[0], row[1], new_size[0])

@@ -31,7 +31,14 @@ import cv2
 import numpy as np
 
 from metasr.core.errors import InputError, OutputError
-from metasr.scanners.base import DerivationInfo, ImageFormat, ScanImage, check_dimensions, describe_error
+from metasr.scanners.base import (
+    DerivationInfo,
+    ImageFormat,
+    ScanImage,
+    check_dimensions,
+    describe_error,
+    planes_on_grid,
+)
 from metasr.scanners.intensity import IntensityMap, IntensityRange, IntensityWindow, merge_luma, split_luma
 
 __all__ = ["RasterScan", "read_raster", "raster_format", "raster_header_size", "RASTER_SUFFIXES"]
@@ -235,10 +242,12 @@ class RasterScan(ScanImage):
         if self.chroma is None:
             pixels = self.stored_values(sr, info)[0]
         else:
-            rgb = merge_luma(sr, self.chroma, scale=info.exact_scale)[0]
+            chroma = planes_on_grid(self.chroma, sr.shape[1], sr.shape[2], info, self.size)
+            rgb = merge_luma(sr, chroma, scale=info.exact_scale)[0]
             pixels = self.intensity.from_unit(rgb)[..., ::-1]  # RGB -> OpenCV's BGR
             if self.alpha is not None and self.alpha_map is not None:
-                a = merge_luma(sr, self.chroma, self.alpha, scale=info.exact_scale)[0][..., 3]
+                alpha = planes_on_grid(self.alpha, sr.shape[1], sr.shape[2], info, self.size)
+                a = merge_luma(sr, chroma, alpha, scale=info.exact_scale)[0][..., 3]
                 pixels = np.concatenate([pixels, self.alpha_map.from_unit(a)[..., None]], axis=-1)
         params = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY] if fmt is ImageFormat.JPEG else []
         ok, buf = cv2.imencode(suffix, np.ascontiguousarray(pixels), params)

@@ -5,7 +5,9 @@ Reading
     super-resolution enlarges the two in-plane axes. The default slice axis is the one with the
     largest voxel size (the through-plane axis of a typical 2D acquisition, e.g. 1x1x5 mm);
     ties go to the last axis (``k``), so an isotropic volume is processed in axial-index slices.
-    A 2D image (or a volume with one slice) is one frame. 4D series are refused. The header
+    A 2D image (or a volume with one slice) is one frame. Trailing singleton dimensions
+    (``128x128x10x1``) are ignored and kept in the output; a 4D (or higher) series is processed
+    volume by volume, every volume's slices being frames (one window for the series). The header
     dimensions are checked before any voxel is read; ``.nii.gz`` headers are checked before the
     volume is decompressed.
 
@@ -44,8 +46,7 @@ from metasr.scanners.base import (
     ScanImage,
     check_dimensions,
     describe_error,
-    grid_scale,
-    spacing_factors,
+    grid_map,
 )
 from metasr.scanners.intensity import IntensityMap, IntensityRange, IntensityWindow
 
@@ -60,17 +61,22 @@ def default_slice_axis(zooms: tuple[float, ...]) -> int:
     return max(range(len(z)), key=lambda i: (z[i], i))
 
 
-def rescale_affine(affine: np.ndarray, axis_factors: dict[int, float]) -> np.ndarray:
-    """Affine after resampling voxel axes with the field of view's corner kept.
+def rescale_affine(
+    affine: np.ndarray, axis_factors: dict[int, float], axis_offsets: dict[int, float] | None = None
+) -> np.ndarray:
+    """Affine after resampling voxel axes (by default with the field of view's corner kept).
 
     Args:
         affine: 4x4 voxel-to-world affine (voxel centres at integer indices).
         axis_factors: ``{axis: old_length / new_length}`` for each resampled axis.
+        axis_offsets: ``{axis: old index of the first new voxel centre}``; default ``(f - 1) / 2``
+            (the outer corner kept); 0 keeps the first voxel centre (``--grid center``).
     """
     out = np.array(affine, dtype=np.float64, copy=True)
     for axis, f in axis_factors.items():
         column = np.asarray(affine, dtype=np.float64)[:3, axis]
-        out[:3, 3] += 0.5 * (f - 1.0) * column
+        offset = 0.5 * (f - 1.0) if axis_offsets is None else float(axis_offsets[axis])
+        out[:3, 3] += offset * column
         out[:3, axis] = f * column
     return out
 
@@ -126,9 +132,13 @@ class NiftiScan(ScanImage):
         _, height, width = sr.shape
         row_axis, col_axis = self.in_plane
         values = self.stored_values(sr, info)  # [F, H, W] in the stored dtype
-        volume = np.moveaxis(values, 0, self.axis) if len(self.shape) == 3 else values[0]
-        f_row, f_col = spacing_factors(self.size, (height, width), grid_scale(info, self.size, (height, width)))
-        factors = {row_axis: float(f_row), col_axis: float(f_col)}
+        volume = _volume_of(values, self.shape, self.in_plane) if len(self.shape) >= 3 else values[0]
+        file_shape = list(getattr(self, "file_shape", self.shape))
+        file_shape[row_axis], file_shape[col_axis] = height, width
+        volume = volume.reshape(file_shape)  # trailing singleton axes of the input come back
+        gmap = grid_map(info, self.size, (height, width))
+        factors = {row_axis: float(gmap.row[0]), col_axis: float(gmap.col[0])}
+        offsets = {row_axis: float(gmap.row[1]), col_axis: float(gmap.col[1])}
 
         header = self.header.copy()
         qform, qcode = header.get_qform(coded=True)
@@ -137,15 +147,15 @@ class NiftiScan(ScanImage):
         for axis, f in factors.items():
             zooms[axis] = zooms[axis] * f
         image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
-        best = rescale_affine(header.get_best_affine(), factors)
+        best = rescale_affine(header.get_best_affine(), factors, offsets)
         image = image_class(volume, best, header=header)
         image.header.set_zooms(zooms)
         if qform is not None:
-            image.header.set_qform(rescale_affine(qform, factors), code=int(qcode))
+            image.header.set_qform(rescale_affine(qform, factors, offsets), code=int(qcode))
         else:
             image.header.set_qform(None, code=0)
         if sform is not None:
-            image.header.set_sform(rescale_affine(sform, factors), code=int(scode))
+            image.header.set_sform(rescale_affine(sform, factors, offsets), code=int(scode))
         else:
             image.header.set_sform(None, code=0)
         slope, inter = self.slope_inter
@@ -205,6 +215,8 @@ def _check_zooms(header, shape: tuple[int, ...], name: str) -> tuple[float, ...]
     """Voxel sizes of the image's axes, each a positive finite number (a singleton axis: any, read as 1)."""
     pixdim = [float(v) for v in header["pixdim"][1 : len(shape) + 1]]
     for axis, size in enumerate(pixdim):
+        if axis >= 3:
+            continue  # time and other non-spatial axes: any step (0 is common), never resampled
         if shape[axis] == 1 and not (np.isfinite(size) and size > 0):
             pixdim[axis] = 1.0  # no spacing between slices of a single slice
         elif not (np.isfinite(size) and size > 0):
@@ -228,13 +240,11 @@ def _check_length(header, data: bytes, name: str) -> None:
 
 def _slicing(shape: tuple[int, ...], header, axis, name: str) -> tuple[tuple[int, ...], int, tuple[int, int]]:
     """``(shape, slice axis, in-plane axes)`` of a 2D image or 3D volume, sizes checked."""
-    # Trailing singleton dimensions (e.g. a 3D volume stored as X x Y x Z x 1) are dropped.
+    # Trailing singleton dimensions (a 3D volume stored as X x Y x Z x 1 by FSL or dipy) are
+    # dropped for processing and put back when writing; a real 4D series is processed volume by
+    # volume (every volume's slices are frames).
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
-    if len(shape) > 3:
-        raise InputError(
-            f"{name}: {len(shape)}D NIfTI images are not supported; split the series into 3D volumes first"
-        )
     if len(shape) < 2:
         raise InputError(f"{name}: NIfTI image has shape {shape}; expected a 2D image or 3D volume")
     zooms = _check_zooms(header, shape, name)
@@ -252,7 +262,8 @@ def _slicing(shape: tuple[int, ...], header, axis, name: str) -> tuple[tuple[int
             raise InputError(f"{name}: slice axis must be 0, 1 or 2 for a 3D volume, got {axis!r}")
         axis = int(axis) % 3
         in_plane = tuple(a for a in range(3) if a != axis)
-        check_dimensions(name, shape[in_plane[0]], shape[in_plane[1]], shape[axis])
+        frames = int(np.prod([n for a, n in enumerate(shape) if a not in in_plane], dtype=np.int64))
+        check_dimensions(name, shape[in_plane[0]], shape[in_plane[1]], frames)
 
     return shape, axis, in_plane
 
@@ -307,11 +318,31 @@ def read_nifti(
         ) from e
     if stored.dtype.names is not None or np.iscomplexobj(stored):
         raise InputError(f"{name}: NIfTI data type {stored.dtype} is not supported; expected integer or float voxels")
+    file_shape = tuple(int(n) for n in stored.shape)
     stored = stored.reshape(shape)
     imap = IntensityMap.for_data(stored, policy=intensity, source=name, window=window)
-    stack = stored[None] if len(shape) == 2 else np.moveaxis(stored, axis, 0)
+    stack = stored[None] if len(shape) == 2 else _frames_of(stored, in_plane)
     frames = imap.to_unit(stack)
     spacing = (zooms[in_plane[0]], zooms[in_plane[1]])
     residual = imap.residual(stack)
     header = image.header
-    return NiftiScan(path, frames, imap, spacing, header, axis, in_plane, shape, (slope, inter), compressed, residual)
+    scan = NiftiScan(path, frames, imap, spacing, header, axis, in_plane, shape, (slope, inter), compressed, residual)
+    scan.file_shape = file_shape
+    if len(shape) > 3:
+        volumes = int(np.prod(shape[3:], dtype=np.int64))
+        scan.notes.append(
+            f"{name}: {len(shape)}D NIfTI, {volumes} volumes processed one by one ({shape[axis]} slices each)"
+        )
+    return scan
+
+
+def _frames_of(stored: np.ndarray, in_plane: tuple[int, int]) -> np.ndarray:
+    """``[F, h, w]`` frames: the in-plane axes last, every other axis (slices, volumes) flattened in order."""
+    moved = np.moveaxis(stored, in_plane, (-2, -1))
+    return moved.reshape(-1, *moved.shape[-2:])
+
+
+def _volume_of(frames: np.ndarray, shape: tuple[int, ...], in_plane: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`_frames_of` for frames of a new in-plane size."""
+    others = [n for a, n in enumerate(shape) if a not in in_plane]
+    return np.moveaxis(frames.reshape(*others, *frames.shape[-2:]), (-2, -1), in_plane)

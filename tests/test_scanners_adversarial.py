@@ -290,7 +290,6 @@ REFUSED = {
     "pixdim inf": (_pixdim(float("inf")), r"pixdim\[1\] .* positive finite"),
     "608-byte nii claims 16000x16000x2 float64": (_nifti_claims((16000, 16000, 2)), "file is truncated or its header"),
     "nii claims 20000 per side": (_nifti_claims((20000, 10, 1)), "at most 16384 per side"),
-    "nii 4D": (lambda t: _nifti(t, shape=(6, 5, 4, 2), zooms=(1, 1, 1, 1)), "4D NIfTI images are not supported"),
     "nii unknown datatype": (
         lambda t: _nifti(t, edit=lambda h: h.__setitem__("datatype", 9999)),
         "NIfTI header is damaged|cannot be read",

@@ -113,10 +113,10 @@ def test_missing_decoder_plugin_names_the_install(tmp_path, monkeypatch):
     decoder = get_decoder(JPEGLSLossless)
     monkeypatch.setattr(type(decoder), "is_available", property(lambda self: False))
     message = _assert_input_error(_copy("MR_small_jpeg_ls_lossless.dcm", tmp_path), "no installed plugin")
-    assert 'pip install "metasr[jpeg]"' in message
+    assert "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg" in message
 
 
-@pytest.mark.parametrize("name, match", [("examples_palette.dcm", "PALETTE COLOR"), ("liver_1frame.dcm", "1-bit")])
+@pytest.mark.parametrize("name, match", [("liver_1frame.dcm", "1-bit")])
 def test_unsupported_pixel_layouts(tmp_path, name, match):
     _assert_input_error(_copy(name, tmp_path), match)
 

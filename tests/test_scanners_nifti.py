@@ -114,7 +114,28 @@ def test_nifti2_and_singleton_axis(tmp_path):
     assert isinstance(out, nib.Nifti2Image) and out.shape == (20, 24, 1)
 
 
-def test_4d_series_is_refused(tmp_path):
-    src = _save(tmp_path / "t.nii", np.zeros((4, 5, 6, 2), np.int16))
-    with pytest.raises(InputError, match="4D"):
-        read_image(src)
+def test_trailing_singleton_dimension_is_squeezed_and_kept(tmp_path):
+    # FSL/dipy write 3D volumes as X x Y x Z x 1: processed as 3D, written back with the 1
+    data = np.arange(8 * 10 * 3, dtype=np.int16).reshape(8, 10, 3, 1)
+    img = nib.Nifti1Image(data, AFFINE)
+    img.header.set_zooms((0.8, 0.8, 3.0, 1.0))
+    nib.save(img, tmp_path / "v.nii")
+    scan = read_image(tmp_path / "v.nii")
+    assert scan.axis == 2 and scan.frames.shape == (3, 8, 10)
+    out = nib.load(scan.write_derived(_bicubic(scan.frames, 16, 20), tmp_path / "o.nii", INFO))
+    assert out.shape == (16, 20, 3, 1)
+    assert out.header.get_zooms() == pytest.approx((0.4, 0.4, 3.0, 1.0))
+
+
+def test_4d_series_is_processed_volume_by_volume(tmp_path):
+    data = np.stack([np.full((4, 5, 6), 10 * (t + 1), np.int16) for t in range(2)], axis=-1)
+    data[0, 0, 0, 1] = 0
+    img = nib.Nifti1Image(data, AFFINE)
+    img.header.set_zooms((1.0, 1.0, 2.0, 0.0))  # a time step of 0 is common and never resampled
+    nib.save(img, tmp_path / "t.nii")
+    scan = read_image(tmp_path / "t.nii", axis=2)
+    assert scan.frames.shape == (12, 4, 5) and any("2 volumes processed one by one" in n for n in scan.notes)
+    out = nib.load(scan.write_derived(_bicubic(scan.frames, 8, 10), tmp_path / "o.nii", INFO))
+    assert out.shape == (8, 10, 6, 2)
+    values = np.asarray(out.dataobj)
+    assert (values[4:, 4:, :, 0] == 10).all() and (values[4:, 4:, :, 1] == 20).all()  # volumes stay apart
