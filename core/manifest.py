@@ -88,9 +88,11 @@ def validate_manifest(manifest: Any, where: str = MANIFEST_NAME) -> None:
     missing = [key for key in _REQUIRED if key not in manifest]
     if missing:
         raise ModelError(f"{where}: missing keys {missing}; {_FIX}")
-    for key in ("arch", "upscale_form", "index_dtype"):
+    for key in ("name", "arch", "upscale_form", "index_dtype"):
         if key in manifest and manifest[key] is not None and not isinstance(manifest[key], str):
             raise ModelError(f"{where}: {key} must be a name, found {_brief(manifest[key])}; {_FIX}")
+    if len(str(manifest.get("name") or "")) > 64:
+        raise ModelError(f"{where}: name must be at most 64 characters (it is written into DICOM headers); {_FIX}")
     kind = manifest["kind"]
     if not isinstance(kind, str) or kind not in _KIND_GRAPHS:
         raise ModelError(f"{where}: kind must be one of {sorted(_KIND_GRAPHS)}, found {kind!r}")

@@ -199,12 +199,15 @@ def _manifest(
     opset: int,
     report: ParityReport | None,
     trt_info: dict[str, Any] | None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     model, kind, config = src.model, src.kind, src.config
     features = int(getattr(model, "features", 0)) or None
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
+        # the model's name travels with the manifest (derived DICOMs record it), whatever the folder is called later
+        "name": name or src.arch,
         "arch": src.arch,
         "kind": kind,
         "fixed_scale": int(model.upscale_factor) if kind == "fixed" else None,
@@ -308,7 +311,7 @@ def export_model(
                 )
                 names += engine_names
             names += _write_fp16_graphs(tmp, list(graph_files))
-            manifest = _manifest(src, tmp, names, opset, report, trt_info)
+            manifest = _manifest(src, tmp, names, opset, report, trt_info, out_dir.name)
             write_manifest(tmp, manifest)
             publish(tmp, out_dir, names, old, keep=src.path)
     except BaseException:

@@ -541,3 +541,18 @@ def test_manifest_with_absurd_numbers_or_an_old_form_is_refused(
     (tmp_path / "manifest.json").write_text(json.dumps(bad))  # Python writes NaN; the reader refuses it
     with pytest.raises(ModelError, match=message):
         read_manifest(tmp_path)
+
+
+def test_re_export_is_reproducible_and_names_the_model(exported: ExportResult, tmp_path: Path) -> None:
+    """The same checkpoint exported again: byte-identical graphs, the same model id, the exporter's version."""
+    from metasr.core.manifest import model_id
+
+    again = export_model(
+        exported.out_dir / "best.pt", tmp_path / "copy", verify=True, sizes=((1, 13, 17),), scales=("2",)
+    )
+    first = json.loads((exported.out_dir / "manifest.json").read_text())
+    second = json.loads((again.out_dir / "manifest.json").read_text())
+    assert first["files"] == second["files"]  # every graph byte-identical
+    assert model_id(first) == model_id(second)
+    assert first["name"] == exported.out_dir.name and second["name"] == "copy"
+    assert isinstance(first["tools"]["metasr"], str) and first["tools"]["metasr"]
