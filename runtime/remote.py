@@ -23,9 +23,9 @@ import numpy as np
 
 from metasr.core.cli import one_line
 from metasr.core.deps import require
-from metasr.core.errors import InputError, MetaSRError, ScaleError, ServerError
-from metasr.core.scale import Scale, hr_length
-from metasr.runtime.upscaler import MAX_OUTPUT_SIDE, check_image, check_model_scale
+from metasr.core.errors import InputError, MetaSRError, ServerError
+from metasr.core.scale import Scale
+from metasr.runtime.upscaler import check_image, check_model_scale, output_shape
 
 __all__ = ["RemoteUpscaler", "parse_server_address"]
 
@@ -127,14 +127,7 @@ class RemoteUpscaler:
         s = self.check_scale(scale, allow_extrapolation=True)
         batch = check_image(image)
         n, h, w = batch.shape
-        big_h, big_w = hr_length(h, s.value), hr_length(w, s.value)
-        if max(big_h, big_w) > MAX_OUTPUT_SIDE:
-            raise InputError(
-                f"output would be {big_w}x{big_h} pixels, more than {MAX_OUTPUT_SIDE} per side; "
-                f"use a smaller scale or crop the image"
-            )
-        if min(big_h, big_w) < 1:
-            raise ScaleError(f"scale {s} turns a {w}x{h} image into nothing; use a scale of at least 1")
+        big_h, big_w = output_shape(h, w, s)
         out = np.empty((n, big_h, big_w), dtype=np.float32)
         text = f"{s.p}/{s.q}".encode()
         for i in range(0, n, self.max_batch):

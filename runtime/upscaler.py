@@ -118,6 +118,24 @@ class UpscaleMethod(ChoiceEnum):
         return "upscale method"
 
 
+def output_shape(h: int, w: int, s: Scale) -> tuple[int, int]:
+    """``(floor(h*r), floor(w*r))``, refused when a side would exceed the limit or vanish.
+
+    Raises:
+        InputError: a side over ``MAX_OUTPUT_SIDE``.
+        ScaleError: an empty output.
+    """
+    big_h, big_w = hr_length(h, s.value), hr_length(w, s.value)
+    if max(big_h, big_w) > MAX_OUTPUT_SIDE:
+        raise InputError(
+            f"output would be {big_w}x{big_h} pixels, more than {MAX_OUTPUT_SIDE} per side; "
+            f"use a smaller scale or crop the image"
+        )
+    if min(big_h, big_w) < 1:
+        raise ScaleError(f"scale {s} turns a {w}x{h} image into nothing; use a scale of at least 1")
+    return big_h, big_w
+
+
 def check_image(image: Any) -> np.ndarray:
     """Validate an image for :meth:`Upscaler.upscale` and return it as float32 ``[N, h, w]``.
 
@@ -515,14 +533,7 @@ class Upscaler:
         s = self.check_scale(scale, allow_extrapolation=True)
         batch = check_image(image)
         n, h, w = batch.shape
-        big_h, big_w = hr_length(h, s.value), hr_length(w, s.value)
-        if max(big_h, big_w) > MAX_OUTPUT_SIDE:
-            raise InputError(
-                f"output would be {big_w}x{big_h} pixels, more than {MAX_OUTPUT_SIDE} per side; "
-                f"use a smaller scale or crop the image"
-            )
-        if min(big_h, big_w) < 1:
-            raise ScaleError(f"scale {s} turns a {w}x{h} image into nothing; use a scale of at least 1")
+        big_h, big_w = output_shape(h, w, s)
         plan = self._plan(s, n, h, w)
         out = np.empty((n, big_h, big_w), dtype=np.float32)
         x = batch[:, None]
