@@ -26,6 +26,7 @@ import numpy as np
 from metasr.core.atomic import atomic_write_bytes, check_output_path
 from metasr.core.errors import InputError, OutputError
 from metasr.core.resample import resize_on_grid_linear
+from metasr.core.scale import MIN_SIDE  # one limit for readers and the runtime
 from metasr.scanners.intensity import IntensityMap
 
 __all__ = [
@@ -48,9 +49,6 @@ __all__ = [
     "spacing_factors",
 ]
 
-#: Smallest accepted image side in pixels. A 1-pixel side carries no spatial structure to
-#: super-resolve (and no geometry to rescale), so images must be at least 2x2.
-MIN_SIDE = 2
 #: Largest accepted image side, checked on the header before any pixel is decoded.
 MAX_SIDE = 16384
 #: Largest accepted number of pixels in one file (all frames), checked on the header: the
