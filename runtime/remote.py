@@ -185,5 +185,13 @@ class RemoteUpscaler:
     def device(self) -> str:
         return f"triton:{self.address}"
 
+    def pixel_settings(self) -> dict[str, str]:
+        """As :meth:`metasr.runtime.Upscaler.pixel_settings`, from the served model's configuration.
+
+        The precision and device the server was started with (its ``config.pbtxt`` parameters),
+        so a resume journal never keeps an output made at another arithmetic.
+        """
+        return {"precision": self.server_precision, "device": f"server {self.server_device}"}
+
     def __getattr__(self, name: str) -> Any:  # pragma: no cover - a clear error for unsupported attributes
         raise AttributeError(f"RemoteUpscaler has no attribute {name!r} (it runs the model on a server)")
