@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from metasr.core.errors import InputError
+from metasr.video.sources import CaptureWrapper
 
 __all__ = ["AUTO", "CropRegion", "CroppedCapture", "detect_field_of_view", "parse_crop"]
 
@@ -116,7 +117,7 @@ def detect_field_of_view(frames: list[np.ndarray], black_level: int = BLACK_LEVE
     return CropRegion(x, y, bw, bh, np.ascontiguousarray(mask[y : y + bh, x : x + bw]))
 
 
-class CroppedCapture:
+class CroppedCapture(CaptureWrapper):
     """A capture (``read``/``get``/``release``) whose frames are cropped to a region, found once for ``auto``.
 
     For ``auto``, the first read takes up to :data:`DETECT_FRAMES` frames, finds the field of
@@ -128,7 +129,7 @@ class CroppedCapture:
     """
 
     def __init__(self, capture: Any, crop: CropRegion | str) -> None:
-        self.capture = capture
+        super().__init__(capture)
         self.auto = crop == AUTO
         self.region: CropRegion | None = None if self.auto else crop  # type: ignore[assignment]
         self._pending: deque[tuple[bool, Any]] | None = None
@@ -175,18 +176,9 @@ class CroppedCapture:
         return image if mask is None else cv2.bitwise_and(image, image, mask=mask)
 
     def get(self, prop: int) -> float:
-        get = getattr(self.capture, "get", None)
-        value = float(get(prop) or 0.0) if get is not None else 0.0
+        value = super().get(prop)
         if self.region is not None and prop == cv2.CAP_PROP_FRAME_WIDTH:
             return float(self.region.width)
         if self.region is not None and prop == cv2.CAP_PROP_FRAME_HEIGHT:
             return float(self.region.height)
         return value
-
-    def set(self, prop: int, value: float) -> bool:
-        return bool(self.capture.set(prop, value))
-
-    def release(self) -> None:
-        release = getattr(self.capture, "release", None)
-        if release is not None:
-            release()

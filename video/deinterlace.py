@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from metasr.video.sources import CaptureWrapper
+
 __all__ = ["DeinterlacedCapture", "deinterlace"]
 
 
@@ -31,30 +33,15 @@ def deinterlace(frame: np.ndarray) -> np.ndarray:
     return out
 
 
-class DeinterlacedCapture:
+class DeinterlacedCapture(CaptureWrapper):
     """A capture (``read``/``get``/``set``/``release``) whose frames are deinterlaced as they are read.
 
     Wrapped around the source itself, before any crop: the field order is the source's, and
     ``--crop auto`` looks at frames without combs.
     """
 
-    def __init__(self, capture: Any) -> None:
-        self.capture = capture
-
     def read(self) -> tuple[bool, Any]:
         ok, frame = self.capture.read()
         if ok and isinstance(frame, np.ndarray) and frame.ndim in (2, 3):
             frame = deinterlace(frame)
         return ok, frame
-
-    def get(self, prop: int) -> float:
-        get = getattr(self.capture, "get", None)
-        return float(get(prop) or 0.0) if get is not None else 0.0
-
-    def set(self, prop: int, value: float) -> bool:
-        return bool(self.capture.set(prop, value))
-
-    def release(self) -> None:
-        release = getattr(self.capture, "release", None)
-        if release is not None:
-            release()

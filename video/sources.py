@@ -21,6 +21,7 @@ from metasr.video.media import probe_media
 
 __all__ = [
     "DEFAULT_FPS",
+    "CaptureWrapper",
     "SourceKind",
     "VideoSource",
     "check_input_file",
@@ -103,6 +104,32 @@ def check_input_file(path: str | os.PathLike[str]) -> Path:
     if not os.access(path, os.R_OK):
         raise InputError(f"input video {path} is not readable; check its permissions")
     return path
+
+
+class CaptureWrapper:
+    """Base of the captures that wrap another (``read``/``get``/``set``/``release``) and change its frames.
+
+    Subclasses override :meth:`read` (and :meth:`get` where they change what it reports); the rest
+    passes through to the wrapped capture, which may lack ``get`` or ``release`` (test doubles).
+    """
+
+    def __init__(self, capture: Any) -> None:
+        self.capture = capture
+
+    def read(self) -> tuple[bool, Any]:
+        return self.capture.read()
+
+    def get(self, prop: int) -> float:
+        get = getattr(self.capture, "get", None)
+        return float(get(prop) or 0.0) if get is not None else 0.0
+
+    def set(self, prop: int, value: float) -> bool:
+        return bool(self.capture.set(prop, value))
+
+    def release(self) -> None:
+        release = getattr(self.capture, "release", None)
+        if release is not None:
+            release()
 
 
 @dataclass
