@@ -191,9 +191,9 @@ class MetaUpscale(nn.Module):
         w1 = first.weight.to(inv_scale.dtype)
         return torch.relu(w1[:, 0] * inv_scale[..., None] + first.bias.to(inv_scale.dtype))
 
-    def scale_bias_weight(self, scale: Scale, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """The bias convolution ``B`` [Cout, C, k, k] at ``scale``, the flat-field DC term included."""
-        _, wb = self.conv_weights()
+    def scale_bias_weight(self, wb: Tensor, scale: Scale, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """The bias convolution ``B`` [Cout, C, k, k] (``wb`` of :meth:`conv_weights`) at ``scale``, with the
+        flat-field DC term."""
         if not self.flat_field:
             return wb.to(dtype)
         inv = torch.tensor(scale.inv, dtype=torch.float32, device=device).to(dtype)
@@ -244,8 +244,8 @@ class MetaUpscale(nn.Module):
         if c != self.in_channels:
             raise ValueError(f"expected {self.in_channels} feature channels, got {c}")
         pad = self.kernel_size // 2
-        wz, _ = self.conv_weights()
-        wb = self.scale_bias_weight(s, features.device, features.dtype)
+        wz, wb = self.conv_weights()
+        wb = self.scale_bias_weight(wb, s, features.device, features.dtype)
         z = F.conv2d(features, wz, padding=pad)  # [N, Cout*hidden, h, w]
         b = F.conv2d(features, wb, padding=pad)  # [N, Cout, h, w]
         row_idx, col_idx, row_term, col_term = self.hidden_terms(s, h, w, features.device, features.dtype)
