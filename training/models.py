@@ -41,6 +41,7 @@ __all__ = [
     "meta_srgan",
     "srgan_x2",
     "edsr_x2",
+    "edsr_baseline_x2",
 ]
 
 #: Normalisation of the paper (pixel values in [0, 1]).
@@ -451,6 +452,16 @@ def edsr_x2(**kwargs: Any) -> EDSR:
     return EDSR(**kwargs)
 
 
+def edsr_baseline_x2(**kwargs: Any) -> EDSR:
+    """EDSR's published small configuration, x2 (64 features, 16 blocks, no residual scaling; 1.37M).
+
+    The size that trains on a CPU; the paper's comparison used :func:`edsr_x2` (40.7M).
+    """
+    for key, value in (("features", 64), ("num_blocks", 16), ("res_scale", 1.0), ("upscale_factor", 2)):
+        kwargs.setdefault(key, value)
+    return EDSR(**kwargs)
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """Everything the tools need to know about one architecture, in one place.
@@ -479,6 +490,7 @@ ARCH_SPECS: dict[str, ArchSpec] = {
         ArchSpec("metasrgan", meta_srgan, "meta"),
         ArchSpec("srgan", srgan_x2, "fixed", fixed_scale=2),
         ArchSpec("edsr", edsr_x2, "fixed", fixed_scale=2),
+        ArchSpec("edsr-baseline", edsr_baseline_x2, "fixed", fixed_scale=2),
         ArchSpec("bicubic", lambda **kwargs: Bicubic(**kwargs), "interp", trainable=False, exportable=False),
     )
 }
