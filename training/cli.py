@@ -7,7 +7,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -26,18 +26,19 @@ from metasr.core.cli import (
 from metasr.core.errors import InputError, OutputError
 from metasr.core.locks import output_lock
 from metasr.scanners import IntensityRange
+from metasr.training.compare import COMPARE_FILES
 from metasr.training.degradations import Degradation
 from metasr.training.models import TRAINABLE_ARCHS
 from metasr.training.specs import parse_axes
 
-__all__ = ["train_main", "eval_main", "train_command", "eval_command"]
+__all__ = ["train_main", "eval_main", "train_command", "eval_command", "run_eval", "setup_logging", "library_warnings"]
 
 #: Most torch threads a command starts; more than the machine's cores only adds contention.
 MAX_THREADS = 1024
 _INTENSITY = click.Choice([r.value for r in IntensityRange], case_sensitive=False)
 
 
-def _setup_logging(prog: str, verbosity: Verbosity = Verbosity.NORMAL) -> None:
+def setup_logging(prog: str, verbosity: Verbosity = Verbosity.NORMAL) -> None:
     logger = logging.getLogger("metasr")
     for handler in [h for h in logger.handlers if getattr(h, "_metasr_cli", False)]:
         logger.removeHandler(handler)
@@ -61,7 +62,7 @@ class _Keep(logging.Handler):
 
 
 @contextmanager
-def _library_warnings() -> Iterator[None]:
+def library_warnings() -> Iterator[None]:
     """torch/pydicom warnings and nibabel's header log become debug notes (``-v``) after the work,
     never noise before an error (nibabel prints header fixes, e.g. a zero pixdim, on stderr)."""
     import nibabel.imageglobals
@@ -202,9 +203,9 @@ def _threads(requested: int) -> int:
 @common_options("metasr-train")
 def train_command(verbosity: Verbosity, **opts: Any) -> int:
     """Train a super-resolution generator (the paper's recipe)."""
-    _setup_logging("metasr-train", verbosity)
+    setup_logging("metasr-train", verbosity)
     try:
-        with sigterm_as_interrupt(), _library_warnings():
+        with sigterm_as_interrupt(), library_warnings():
             return _run_training(opts, verbosity)
     except Terminated:
         print(f"metasr-train: terminated; {opts['out_dir'] / 'last.pt'} holds the progress", file=sys.stderr)
@@ -321,14 +322,16 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 @common_options("metasr-eval")
 def eval_command(verbosity: Verbosity, **opts: Any) -> int:
     """Evaluate models against bicubic on held-out images (PSNR/SSIM per scale, figures for a paper)."""
-    _setup_logging("metasr-eval", verbosity)
-    with _library_warnings():
+    setup_logging("metasr-eval", verbosity)
+    with library_warnings():
         return _run_eval(opts, verbosity)
 
 
 #: What an evaluation writes into --out: an --out that holds any of them holds an earlier evaluation.
-_EVAL_FILES = ("table.md", "table.csv", "per_image.csv") + tuple(
-    f"{stem}.{fmt}" for stem in ("metrics", "crops") for fmt in ("png", "pdf", "svg")
+_EVAL_FILES = (
+    ("table.md", "table.csv", "per_image.csv")
+    + tuple(f"{stem}.{fmt}" for stem in ("metrics", "crops") for fmt in ("png", "pdf", "svg"))
+    + COMPARE_FILES
 )
 
 
@@ -401,11 +404,34 @@ def _eval_degradation(opts: dict[str, Any]) -> Degradation:
 
 
 def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
+    return run_eval(opts, verbosity)
+
+
+def _scale_span(predictor: Any) -> tuple[float, float]:
+    fixed = predictor.fixed_scale
+    return tuple(predictor.scale_range) if fixed is None else (fixed, fixed)
+
+
+def run_eval(
+    opts: dict[str, Any],
+    verbosity: Verbosity,
+    load_models: Callable[[], list[Any]] | None = None,
+    extra_files: Callable[[Any], dict[str, bytes]] | None = None,
+) -> int:
+    """The work of ``metasr-eval`` for the parsed options ``opts`` (the command's parameter names).
+
+    Args:
+        load_models: Returns the :class:`~metasr.training.evaluate.Predictor` list to evaluate
+            (default: ``--ckpt`` loaded by :func:`~metasr.training.evaluate.load_predictor`); with it
+            the scales span every model's range, without it the first model's.
+        extra_files: More files for ``--out`` rendered from the report (written with the others,
+            under the same lock, each atomically).
+    """
     import torch
     from tqdm.auto import tqdm
 
     from metasr.training.evaluate import bicubic_predictor, evaluate, load_named_images, load_predictor
-    from metasr.training.figures import write_report
+    from metasr.training.figures import report_files, write_files
     from metasr.training.specs import parse_scales
 
     if opts["threads"]:
@@ -417,9 +443,13 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     crop = _parse_crop(opts["crop_spec"])
     window = _parse_window(opts["window_spec"])
     _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"], opts["overwrite"])
-    models = [load_predictor(c, opts["device"]) for c in opts["ckpts"]]
-    main = models[0]
-    lo, hi = main.scale_range if main.fixed_scale is None else (main.fixed_scale, main.fixed_scale)
+    if load_models is None:
+        models = [load_predictor(c, opts["device"]) for c in opts["ckpts"]]
+        lo, hi = _scale_span(models[0])
+    else:
+        models = load_models()
+        spans = [_scale_span(m) for m in models]
+        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
     scale_list = parse_scales(opts["scales"], lo, hi)
     shown = [s for s in shown_scales if s in scale_list]
     skipped: dict[str, str] = {}
@@ -460,7 +490,11 @@ def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
         bar.close()
     report.crop = crop[1] if crop is not None else None
     report.window = window
-    written = _write_eval(report, opts["out_dir"], opts["overwrite"], write_report)
+
+    def render(rep: Any) -> dict[str, bytes]:
+        return {**report_files(rep), **(extra_files(rep) if extra_files is not None else {})}
+
+    written = _write_eval(report, opts["out_dir"], opts["overwrite"], lambda rep, out: write_files(render(rep), out))
     log = logging.getLogger("metasr")
     if skipped:  # reported once the work succeeded, so a failure stays one line
         log.warning("%d unreadable files skipped (-v lists them)", len(skipped))

@@ -36,6 +36,7 @@ __all__ = [
     "metrics_figure",
     "plot_crops",
     "report_files",
+    "write_files",
     "write_report",
 ]
 
@@ -253,7 +254,15 @@ def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Pa
     Raises:
         OutputError: the folder cannot be created or written.
     """
-    files = report_files(report)
+    return write_files(report_files(report), out_dir)
+
+
+def write_files(files: dict[str, bytes], out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write rendered files (name -> bytes), each atomically, to ``out_dir``.
+
+    Raises:
+        OutputError: the folder cannot be created or written.
+    """
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

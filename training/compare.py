@@ -1,0 +1,180 @@
+"""The comparison table and figure of ``metasr-eval --compare`` (the paper's Table 1, on our data).
+
+Rendering only: the report comes from :func:`metasr.training.evaluate.evaluate`, and what is known
+of each model beside its scores (parameters, milliseconds through the runtime) comes in as
+:class:`ModelFacts`. Files: ``compare.md``, ``compare.csv`` and ``compare.{png,pdf,svg}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from metasr.training.evaluate import EvalReport, EvalRow
+from metasr.training.figures import _figure_files, _fmt_scale, _pyplot
+
+__all__ = ["ModelFacts", "COMPARE_FILES", "compare_markdown", "compare_csv", "compare_figure", "compare_files"]
+
+#: What ``--compare`` adds to ``--out``.
+COMPARE_FILES = ("compare.md", "compare.csv", "compare.png", "compare.pdf", "compare.svg")
+
+
+@dataclass
+class ModelFacts:
+    """What the table says of a model beside its scores.
+
+    Attributes:
+        name: The model's name in the report.
+        parameters: Trainable parameters (None: unknown, e.g. bicubic has none to count).
+        ms: Median milliseconds per image through the runtime, by scale (input size in ``size``).
+        size: Side of the square input the times were measured on.
+        note: Where the model came from (checkpoint or export path, training budget...).
+    """
+
+    name: str
+    parameters: int | None = None
+    ms: dict[Fraction, float] = field(default_factory=dict)
+    size: int = 256
+    note: str = ""
+
+
+def _rows(report: EvalReport) -> list[EvalRow]:
+    order = {m: i for i, m in enumerate(report.models)}
+    return sorted(report.rows, key=lambda r: (r.scale, order.get(r.model, 0)))
+
+
+def _params(facts: ModelFacts | None) -> str:
+    if facts is None or facts.parameters is None:
+        return "0" if facts is not None and facts.name == "bicubic" else ""
+    return f"{facts.parameters / 1e6:.2f}M"
+
+
+def _ms(facts: ModelFacts | None, scale: Fraction) -> str:
+    value = facts.ms.get(scale) if facts is not None else None
+    return f"{value:.0f}" if value is not None and math.isfinite(value) else ""
+
+
+def compare_markdown(report: EvalReport, facts: dict[str, ModelFacts]) -> str:
+    """One row per (scale, model): PSNR/SSIM with 95 % intervals, gain over bicubic, size, time."""
+    size = next((f.size for f in facts.values() if f.ms), 256)
+    head = [
+        "scale",
+        "model",
+        "PSNR (dB)",
+        "SSIM",
+        "ΔPSNR vs bicubic",
+        "ΔSSIM vs bicubic",
+        "parameters",
+        f"ms per {size}x{size} (runtime)",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = report.models[0]
+    for r in _rows(report):
+        b = report.get(base, r.scale)
+        gain = [f"{r.psnr - b.psnr:+.2f}", f"{r.ssim - b.ssim:+.4f}"] if (b and r.model != base) else ["", ""]
+        f = facts.get(r.model)
+        cells = [
+            _fmt_scale(r.scale),
+            r.model,
+            f"{r.psnr:.2f} ± {r.psnr_ci95:.2f}",
+            f"{r.ssim:.4f} ± {r.ssim_ci95:.4f}",
+            *gain,
+            _params(f),
+            _ms(f, r.scale),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    groups = max((r.groups for r in report.rows), default=0)
+    notes = [
+        "",
+        f"LR made by: {report.degradation}. {report.images} held-out images from {groups} independent files "
+        "(volumes/series); ± is the 95 % interval of the mean over the files' means (Student's t).",
+        f"Time: median of the runtime's CPU/GPU run on one {size}x{size} input (bicubic: not timed).",
+    ]
+    notes += [f"- {f.name}: {f.note}" for f in facts.values() if f.note]
+    return "\n".join(lines) + "\n" + "\n".join(notes) + "\n"
+
+
+def compare_csv(report: EvalReport, facts: dict[str, ModelFacts]) -> str:
+    """The same table as numbers: one row per (scale, model)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        ["scale", "model", "psnr", "psnr_ci95", "ssim", "ssim_ci95", "images", "groups", "parameters", "ms", "size"]
+    )
+    for r in _rows(report):
+        f = facts.get(r.model)
+        ms = f.ms.get(r.scale) if f is not None else None
+        w.writerow(
+            [
+                _fmt_scale(r.scale),
+                r.model,
+                f"{r.psnr:.4f}",
+                f"{r.psnr_ci95:.4f}",
+                f"{r.ssim:.5f}",
+                f"{r.ssim_ci95:.5f}",
+                r.images,
+                r.groups,
+                "" if f is None or f.parameters is None else f.parameters,
+                "" if ms is None else f"{ms:.2f}",
+                "" if f is None else f.size,
+            ]
+        )
+    return buf.getvalue()
+
+
+def compare_figure(report: EvalReport, facts: dict[str, ModelFacts]):  # noqa: ANN201 - a matplotlib Figure
+    """PSNR and SSIM of every model at the first compared scale (bars, 95 % intervals), and PSNR
+    against time through the runtime (marker area ~ parameters)."""
+    plt = _pyplot()
+    scale = min(report.scales)
+    rows = [r for r in _rows(report) if r.scale == scale]
+    names = [r.model for r in rows]
+    colours = [f"C{i % 10}" for i in range(len(rows))]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
+    for ax, key, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ssim", "SSIM")):
+        values = [getattr(r, key) for r in rows]
+        errors = [getattr(r, f"{key}_ci95") for r in rows]
+        ax.bar(range(len(rows)), values, yerr=errors, color=colours, capsize=3)
+        ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(label)
+        low, high = min(v - e for v, e in zip(values, errors)), max(v + e for v, e in zip(values, errors))
+        pad = (high - low) * 0.15 or 0.01
+        ax.set_ylim(low - pad, high + pad)
+        ax.set_title(f"x{_fmt_scale(scale)}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    ax = axes[2]
+    for r, colour in zip(rows, colours):
+        f = facts.get(r.model)
+        ms = f.ms.get(scale) if f is not None else None
+        if ms is None:
+            continue
+        area = 30 + 200 * ((f.parameters or 0) / 1e6) ** 0.5
+        ax.errorbar(ms, r.psnr, yerr=r.psnr_ci95, fmt="none", ecolor=colour, capsize=2)
+        ax.scatter([ms], [r.psnr], s=area, color=colour, label=r.model)
+    base = report.get(report.models[0], scale)
+    if base is not None:
+        ax.axhline(base.psnr, color="0.5", ls="--", lw=1, label=f"{base.model}")
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per image through the runtime (log)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title("quality against time (area ~ parameters)", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.suptitle(f"held-out images, LR: {report.degradation}; 95 % intervals over files", fontsize=9)
+    return fig
+
+
+def compare_files(report: EvalReport, facts: dict[str, ModelFacts]) -> dict[str, bytes]:
+    """Every ``--compare`` file by name."""
+    plt = _pyplot()
+    fig = compare_figure(report, facts)
+    files = _figure_files(fig, "compare")
+    plt.close(fig)
+    return {
+        "compare.md": compare_markdown(report, facts).encode(),
+        "compare.csv": compare_csv(report, facts).encode(),
+        **files,
+    }
