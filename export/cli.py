@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -24,7 +25,10 @@ from metasr.core.cli import (
     run_command,
     sigterm_as_interrupt,
 )
-from metasr.core.errors import DependencyError
+from metasr.core.errors import DependencyError, MetaSRError, OutputError
+
+if TYPE_CHECKING:
+    from metasr.serve.repository import RepositoryOptions
 
 __all__ = ["main", "export_command"]
 
@@ -89,6 +93,28 @@ def _size(path: Path) -> str:
 @click.option(
     "--no-verify", is_flag=True, help="Skip the ONNX Runtime vs PyTorch parity check (the ONNX checker still runs)."
 )
+@click.option(
+    "--triton",
+    "triton_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write a Triton model repository serving the export to this new (or empty) folder: "
+    "tritonserver --model-repository DIR, with metasr installed in Triton's Python (as metasr-serve "
+    "--write-repository).",
+)
+@click.option(
+    "--triton-device",
+    default="auto",
+    show_default=True,
+    help="Device of the Triton model: auto, cpu, cuda[:N] or tensorrt[:N] (with --triton).",
+)
+@click.option(
+    "--triton-instances",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Model instances in the Triton repository (with --triton).",
+)
 def export_command(
     checkpoint: Path,
     out_dir: Path | None,
@@ -102,6 +128,9 @@ def export_command(
     max_batch: int,
     max_hr_size: int | None,
     no_verify: bool,
+    triton_dir: Path | None,
+    triton_device: str,
+    triton_instances: int,
     verbosity: Verbosity,
 ) -> int:
     """Export a metasr checkpoint to ONNX (and TensorRT), verified against PyTorch."""
@@ -121,6 +150,7 @@ def export_command(
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    triton = _triton_options(triton_dir, triton_device, triton_instances, checkpoint, out_dir)
     trt_problem = None
     if trt:
         try:
@@ -158,6 +188,14 @@ def export_command(
     )
     if verbosity is not Verbosity.QUIET:
         click.echo(f"exported {result.manifest['arch']} to {result.out_dir}: {sizes}; {parity}; {result.seconds:.1f} s")
+    if triton is not None:
+        from metasr.serve.repository import write_repository
+
+        try:
+            config = write_repository(triton_dir, result.out_dir, triton)
+        except MetaSRError as e:
+            raise OutputError(f"{one_line(str(e))}; the export in {result.out_dir} is complete") from None
+        log(f"Triton model repository: {config.parent.parent} (tritonserver --model-repository {config.parent.parent})")
     if trt_problem:
         print(
             f"{PROG}: error: TensorRT engines were not built ({one_line(trt_problem)}); the ONNX export in "
@@ -166,6 +204,32 @@ def export_command(
         )
         return EXIT_USAGE
     return 0
+
+
+def _triton_options(
+    triton_dir: Path | None, device: str, instances: int, checkpoint: Path, out_dir: Path | None
+) -> RepositoryOptions | None:
+    """The checked repository options of ``--triton``, before any work (None without ``--triton``).
+
+    The repository folder must be new or empty and apart from the checkpoint and the export folder.
+    """
+    if triton_dir is None:
+        if device != "auto" or instances != 1:
+            raise click.UsageError("--triton-device and --triton-instances apply to --triton DIR; add it")
+        return None
+    from metasr.serve.repository import RepositoryOptions
+
+    options = RepositoryOptions(device=device, instances=instances).checked()
+    repo = triton_dir.expanduser().resolve()
+    export = (out_dir or checkpoint.parent).expanduser().resolve()
+    ckpt = checkpoint.expanduser().resolve()
+    if repo.exists() and (not repo.is_dir() or any(repo.iterdir())):
+        raise OutputError(f"--triton {triton_dir} exists and is not an empty folder; choose a new folder")
+    if repo == export or export in repo.parents or repo in export.parents or repo in ckpt.parents:
+        raise OutputError(
+            f"--triton {triton_dir} overlaps the export folder or the checkpoint; give the repository its own folder"
+        )
+    return options
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"core", "models", "scanners"},
     "video": {"core", "models", "runtime"},
     "training": {"core", "scanners", "runtime"},
-    "export": {"core", "training", "runtime"},
+    "export": {"core", "training", "runtime", "serve"},
     "serve": {"core", "models", "runtime"},
 }
 #: Packages a plain ``pip install metasr`` must run without PyTorch.

@@ -126,6 +126,7 @@ def _parse_config(text: str):
         RepositoryOptions(),
         RepositoryOptions(device="cuda:1", precision="tf32", instances=2, threads=4, queue_delay_us=500),
         RepositoryOptions(device="tensorrt", precision="fp16", instances=3),
+        RepositoryOptions(device="auto"),  # metasr-export --triton's default
     ],
 )
 def test_config_pbtxt_is_a_valid_triton_model_config(options: RepositoryOptions) -> None:
