@@ -21,7 +21,7 @@ from metasr.training.losses import (
     generator_adversarial_loss,
     vgg19_features,
 )
-from metasr.training.models import Discriminator, MetaUpscale
+from metasr.training.models import Discriminator, MetaUpscale, arch_spec
 
 SCALES = ["1.1", "1.5", "1.8", "2.0", "2.3", "2.7", "3.7", "4.0"]
 
@@ -140,14 +140,26 @@ def test_gradients_reach_every_parameter(metasrgan):
     assert missing == []
 
 
-@pytest.mark.parametrize("arch", ["srgan", "edsr"])
-def test_fixed_scale_baselines(arch):
-    model = build_model(arch, **({"features": 16, "num_blocks": 2} if arch == "edsr" else {})).eval()
+@pytest.mark.parametrize(
+    ("arch", "factor"), [("srgan", 2), ("srgan-x3", 3), ("srgan-x4", 4), ("edsr", 2), ("edsr-baseline", 2)]
+)
+def test_fixed_scale_baselines(arch, factor):
+    small = {"features": 16, "num_blocks": 2} if arch.startswith("edsr") else {}
+    model = build_model(arch, **small).eval()
+    assert arch_spec(arch).fixed_scale == model.upscale_factor == factor
     lr = torch.rand(1, 1, 9, 7)
     with torch.no_grad():
-        assert model(lr, 2).shape == (1, 1, 18, 14)
-    with pytest.raises(ValueError, match="supports only scale 2"):
+        assert model(lr, factor).shape == (1, 1, 9 * factor, 7 * factor)
+    with pytest.raises(ValueError, match=f"supports only scale {factor}"):
         model(lr, "1.8")
+
+
+def test_edsr_baseline_is_edsrs_published_small_configuration():
+    """EDSR's baseline: 16 residual blocks of 64 features, no residual scaling; 1.37M parameters (x2, grey)."""
+    model = build_model("edsr-baseline")
+    assert len(model.body) == 17 and model.head.out_channels == 64  # 16 blocks + the closing conv
+    assert all(block.res_scale == 1.0 for block in list(model.body)[:16])
+    assert abs(n_params(model) - 1.37e6) / 1.37e6 < 0.01
 
 
 def test_bicubic_baseline_shape_and_constant_image():

@@ -82,11 +82,41 @@ class Server:
         return out
 
 
+#: Every metasr-serve a test started; :func:`_no_server_outlives_the_module` ends those still running.
+_STARTED: list[subprocess.Popen] = []
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """End ``proc`` and everything in its process group, whatever state a failed test left it in."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # Triton and its Python stubs, if anything is left
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.poll() is None:
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_server_outlives_the_module() -> Iterator[None]:
+    """A failing test can leave a server running (its own teardown never ran): none survives the module."""
+    yield
+    while _STARTED:
+        _reap(_STARTED.pop())
+
+
 def start_server(*args: str, ports: list[int] | None = None, timeout: float = 120) -> Server:
     http, grpc, metrics = ports or _free_ports(3)
     cmd = [sys.executable, "-m", "metasr.serve.cli", "--host", HOST, "--http-port", str(http)]
     cmd += ["--grpc-port", str(grpc), "--metrics-port", str(metrics), "--threads", "1", *args]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    # its own process group: the reaper below can end metasr-serve, Triton and its stubs together
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    _STARTED.append(proc)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in proc.stderr], daemon=True).start()
     deadline = time.monotonic() + timeout

@@ -40,6 +40,8 @@ __all__ = [
     "build_model",
     "meta_srgan",
     "srgan_x2",
+    "srgan_x3",
+    "srgan_x4",
     "edsr_x2",
     "edsr_baseline_x2",
 ]
@@ -446,6 +448,18 @@ def srgan_x2(**kwargs: Any) -> SRGAN:
     return SRGAN(**kwargs)
 
 
+def srgan_x3(**kwargs: Any) -> SRGAN:
+    """SRGAN x3 (one PixelShuffle(3) stage): a fixed-scale reference for Meta-SRGAN at x3."""
+    kwargs.setdefault("upscale_factor", 3)
+    return SRGAN(**kwargs)
+
+
+def srgan_x4(**kwargs: Any) -> SRGAN:
+    """SRGAN x4 (two PixelShuffle(2) stages, as Ledig et al.): the reference for Meta-SRGAN at x4."""
+    kwargs.setdefault("upscale_factor", 4)
+    return SRGAN(**kwargs)
+
+
 def edsr_x2(**kwargs: Any) -> EDSR:
     """EDSR x2 baseline of the paper (256 features, 32 blocks, residual scaling 0.1)."""
     kwargs.setdefault("upscale_factor", 2)
@@ -489,6 +503,8 @@ ARCH_SPECS: dict[str, ArchSpec] = {
     for spec in (
         ArchSpec("metasrgan", meta_srgan, "meta"),
         ArchSpec("srgan", srgan_x2, "fixed", fixed_scale=2),
+        ArchSpec("srgan-x3", srgan_x3, "fixed", fixed_scale=3),
+        ArchSpec("srgan-x4", srgan_x4, "fixed", fixed_scale=4),
         ArchSpec("edsr", edsr_x2, "fixed", fixed_scale=2),
         ArchSpec("edsr-baseline", edsr_baseline_x2, "fixed", fixed_scale=2),
         ArchSpec("bicubic", lambda **kwargs: Bicubic(**kwargs), "interp", trainable=False, exportable=False),
