@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper's comparison (Table 1) on held-out real MR: bicubic, SRGAN x2, EDSR x2 and Meta-SRGAN
-# (L1 and GAN stages) at x2, and Meta-SRGAN against fixed-scale SRGAN x3/x4 at their scales; every
+# (L1 and GAN stages) at x2, and Meta-SRGAN against fixed-scale SRGAN x4 at its scale; every
 # network scored and timed through the runtime (metasr-eval --compare).
 # Usage: scripts/compare_paper.sh CORPUS RUNS OUT
 #   CORPUS: scripts/build_corpus.py's folder; RUNS: scripts/train_comparison.sh's folder.
@@ -11,14 +11,13 @@ set -euo pipefail
 corpus=$1 runs=$2 out=$3
 models=(
   "srgan-x2=$runs/srgan-x2/best.pt"
-  "srgan-x3=$runs/srgan-x3/best.pt"
   "srgan-x4=$runs/srgan-x4/best.pt"
   "edsr-baseline-x2=$runs/edsr-baseline-x2/best.pt"
   "metasrgan-l1=$runs/metasrgan-l1/best.pt"
   "metasrgan-mri-robust=models/metasrgan-mri-robust"
   "metasrgan-mri-gan=models/metasrgan-mri-gan"
 )
-common=(--compare "${models[@]}" --data "folder:$corpus/test/mr" --axes axial --scales 2,3,4 --crop-scales 2,4
+common=(--compare "${models[@]}" --data "folder:$corpus/test/mr" --axes axial --scales 2,4 --crop-scales 2,4
   --crop "${CROP:-MR-SIEMENS-DICOM-WithOverlays.dcm:150,150,160}" --threads "${THREADS:-2}" --no-progress)
 metasr-eval "${common[@]}" --degradation bicubic --noise none --out "$out/bicubic-x2"
 metasr-eval "${common[@]}" --degradation gauss --noise rician:0.02 --out "$out/psf-rician2-x2"
