@@ -4,8 +4,8 @@
 # network scored and timed through the runtime (metasr-eval --compare).
 # Usage: scripts/compare_paper.sh CORPUS RUNS OUT
 #   CORPUS: scripts/build_corpus.py's folder; RUNS: scripts/train_comparison.sh's folder.
-# Writes OUT/bicubic-x2 (the paper's protocol: antialiased bicubic LR, no noise) and
-# OUT/psf-rician2-x2 (Gaussian PSF + area sampling, 2 % Rician noise), each with compare.md,
+# Writes OUT/bicubic (the paper's protocol: antialiased bicubic LR, no noise) and
+# OUT/psf-rician2 (Gaussian PSF + area sampling, 2 % Rician noise), each with compare.md,
 # compare.csv, compare.{png,pdf,svg} and the usual table/per-image/crops files.
 set -euo pipefail
 corpus=$1 runs=$2 out=$3
@@ -19,5 +19,5 @@ models=(
 )
 common=(--compare "${models[@]}" --data "folder:$corpus/test/mr" --axes axial --scales 2,4 --crop-scales 2,4
   --crop "${CROP:-MR-SIEMENS-DICOM-WithOverlays.dcm:150,150,160}" --threads "${THREADS:-2}" --no-progress)
-metasr-eval "${common[@]}" --degradation bicubic --noise none --out "$out/bicubic-x2"
-metasr-eval "${common[@]}" --degradation gauss --noise rician:0.02 --out "$out/psf-rician2-x2"
+metasr-eval "${common[@]}" --degradation bicubic --noise none --out "$out/bicubic"
+metasr-eval "${common[@]}" --degradation gauss --noise rician:0.02 --out "$out/psf-rician2"
