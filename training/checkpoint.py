@@ -56,7 +56,7 @@ ARG_LIMITS: dict[str, tuple[type, float, float]] = {
 }
 #: Flag arguments of ``config.args`` (booleans) and the value a checkpoint that predates the flag
 #: was trained with: a Meta-SRGAN saved before the flat-field constraint loads unconstrained.
-FLAG_ARGS: dict[str, dict[str, bool]] = {"flat_field": {"metasrgan": False}}
+FLAG_ARGS: dict[str, dict[str, bool]] = {"flat_field": {"metasrgan": False, "metasrgan-nc": True}}
 #: Largest scale a checkpoint's ``scale_range`` may claim.
 MAX_SCALE = 16.0
 #: Most parameters a checkpoint may describe (EDSR, the largest baseline, has 40.7M): arguments each

@@ -302,6 +302,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 )
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, help="Seed of the noise (fixed per image).")
 @click.option(
+    "--noise-level",
+    default="estimate",
+    help="What a noise-conditioned model (metasrgan-nc) is told: estimate (from each LR image), oracle (the "
+    "sigma of --noise) or a sigma such as 0.02; other models ignore it.",
+)
+@click.option(
     "--crop",
     "crop_spec",
     default=None,
@@ -403,6 +409,23 @@ def _eval_degradation(opts: dict[str, Any]) -> Degradation:
     return parse_degradation(opts["degradation"]).with_noise(noise, sigma)
 
 
+def _noise_level(text: str, degradation: Degradation) -> float | None:
+    """``--noise-level``: None (estimate), the degradation's sigma (oracle) or a given sigma."""
+    if text == "estimate":
+        return None
+    if text == "oracle":
+        return float(degradation.sigma)
+    try:
+        value = float(text)
+        if not (math.isfinite(value) and 0.0 <= value <= 0.5):
+            raise ValueError(text)
+    except ValueError:
+        raise InputError(
+            f"--noise-level {text!r} is not estimate, oracle or a sigma from 0 to 0.5 of the range (e.g. 0.02)"
+        ) from None
+    return value
+
+
 def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
     return run_eval(opts, verbosity)
 
@@ -440,11 +463,12 @@ def run_eval(
     parse_scales(opts["scales"])  # malformed text is found before any model loads
     shown_scales = parse_scales(opts["crop_scales"])
     degradation = _eval_degradation(opts)
+    level = _noise_level(opts["noise_level"], degradation)
     crop = _parse_crop(opts["crop_spec"])
     window = _parse_window(opts["window_spec"])
     _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"], opts["overwrite"])
     if load_models is None:
-        models = [load_predictor(c, opts["device"]) for c in opts["ckpts"]]
+        models = [load_predictor(c, opts["device"], level) for c in opts["ckpts"]]
         lo, hi = _scale_span(models[0])
     else:
         models = load_models()

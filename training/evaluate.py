@@ -26,13 +26,14 @@ import numpy as np
 import torch
 
 from metasr.core.errors import InputError, ScaleError
+from metasr.core.noise import estimate_noise_sigma
 from metasr.core.scale import DEFAULT_SCALE_RANGE
 from metasr.scanners import IntensityRange
 from metasr.training.checkpoint import load_checkpoint, read_checkpoint
 from metasr.training.data import FrameCache, build_index, load_slice
 from metasr.training.degradations import Degradation
 from metasr.training.distributed import resolve_device
-from metasr.training.models import Bicubic
+from metasr.training.models import Bicubic, noise_map
 from metasr.training.pairs import make_pair
 from metasr.training.specs import parse_axes
 
@@ -82,11 +83,13 @@ def bicubic_predictor() -> Predictor:
     return Predictor("bicubic", predict, (1.0, float("inf")))
 
 
-def load_predictor(source: str | os.PathLike, device: str = "cpu") -> Predictor:
+def load_predictor(source: str | os.PathLike, device: str = "cpu", noise_level: float | None = None) -> Predictor:
     """A checkpoint (``.pt``) through torch, or an exported model folder through the runtime.
 
     ``LABEL=PATH`` names the model ``LABEL`` in the tables and figures (a path that exists as
-    written is never split).
+    written is never split). ``noise_level`` is the sigma a noise-conditioned model is told
+    (None: estimated from each LR image, :func:`metasr.core.noise.estimate_noise_sigma`); other
+    models ignore it.
 
     Raises:
         CheckpointError / ModelError: unusable source.
@@ -94,7 +97,7 @@ def load_predictor(source: str | os.PathLike, device: str = "cpu") -> Predictor:
     """
     label, sep, rest = str(source).partition("=")
     if sep and label and "/" not in label and not Path(source).exists():
-        predictor = load_predictor(rest, device)
+        predictor = load_predictor(rest, device, noise_level)
         predictor.name = label
         return predictor
     path = Path(source)
@@ -115,9 +118,14 @@ def load_predictor(source: str | os.PathLike, device: str = "cpu") -> Predictor:
     scale_range = tuple(config.get("scale_range") or ([fixed] * 2 if fixed else list(DEFAULT_SCALE_RANGE)))
     dev = resolve_device(device)
 
+    conditioned = bool(getattr(model, "noise_input", False))
+
     def predict(lr: np.ndarray, scale: Fraction) -> np.ndarray:
+        x = torch.from_numpy(lr)[None, None].to(dev)
+        if conditioned:
+            x = noise_map(x, estimate_noise_sigma(lr) if noise_level is None else noise_level)
         with torch.inference_mode():
-            return model(torch.from_numpy(lr)[None, None].to(dev), scale)[0, 0].float().cpu().numpy()
+            return model(x, scale)[0, 0].float().cpu().numpy()
 
     return Predictor(str(config["arch"]), predict, (float(scale_range[0]), float(scale_range[1])), fixed)
 

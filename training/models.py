@@ -39,6 +39,9 @@ __all__ = [
     "arch_spec",
     "build_model",
     "meta_srgan",
+    "meta_srgan_nc",
+    "noise_map",
+    "NOISE_MAP_UNIT",
     "srgan_x2",
     "srgan_x3",
     "srgan_x4",
@@ -70,9 +73,23 @@ class _Normalized(nn.Module):
         return x * self.std + self.mean
 
 
-def _check_input(lr: Tensor) -> None:
-    if lr.dim() != 4 or lr.shape[1] != 1:
-        raise ValueError(f"expected a grayscale batch [N, 1, h, w], got shape {tuple(lr.shape)}")
+def _check_input(lr: Tensor, channels: int = 1) -> None:
+    if lr.dim() != 4 or lr.shape[1] != channels:
+        what = "a grayscale batch [N, 1, h, w]" if channels == 1 else "[N, 2, h, w]: the image and its noise map"
+        raise ValueError(f"expected {what}, got shape {tuple(lr.shape)}")
+
+
+#: Noise level that the noise map of a noise-conditioned model encodes as 1 (sigma 0.05 of the range).
+NOISE_MAP_UNIT = 0.05
+
+
+def noise_map(lr: Tensor, sigma: float | Tensor) -> Tensor:
+    """``lr`` [N, 1, h, w] with its noise map appended: [N, 2, h, w], channel 1 = sigma / NOISE_MAP_UNIT.
+
+    ``sigma`` (a fraction of the [0, 1] range) is one number, or one per image ([N]).
+    """
+    sigma_t = torch.as_tensor(sigma, dtype=lr.dtype, device=lr.device).reshape(-1, 1, 1, 1)
+    return torch.cat([lr, (sigma_t / NOISE_MAP_UNIT).expand(lr.shape[0], 1, *lr.shape[2:])], dim=1)
 
 
 class ResidualBlock(nn.Module):
@@ -281,16 +298,22 @@ class MetaSRGAN(_Normalized):
         std: float = NORM_STD,
         scale_range: tuple[float, float] = DEFAULT_SCALE_RANGE,
         flat_field: bool = True,
+        noise_input: bool = False,
     ) -> None:
         super().__init__(mean, std)
         self.features = features
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
-        self.trunk = SRResNetTrunk(1, features, num_blocks)
+        #: Noise-conditioned: the input is [N, 2, h, w], the image and its noise map (:func:`noise_map`).
+        self.noise_input = bool(noise_input)
+        self.trunk = SRResNetTrunk(2 if noise_input else 1, features, num_blocks)
         self.upscale = MetaUpscale(features, 1, wpn_hidden, flat_field=flat_field)
 
     def extract_features(self, lr: Tensor) -> Tensor:
-        """The fixed feature extractor (normalisation included): [N,1,h,w] -> [N,C,h,w]."""
-        _check_input(lr)
+        """The fixed feature extractor (normalisation included): [N,1,h,w] -> [N,C,h,w]
+        ([N,2,h,w], image and noise map, for a noise-conditioned model)."""
+        _check_input(lr, 2 if self.noise_input else 1)
+        if self.noise_input:
+            return self.trunk(torch.cat([self.normalize(lr[:, :1]), lr[:, 1:]], dim=1))
         return self.trunk(self.normalize(lr))
 
     def forward(self, lr: Tensor, scale: ScaleLike) -> Tensor:
@@ -442,6 +465,15 @@ def meta_srgan(**kwargs: Any) -> MetaSRGAN:
     return MetaSRGAN(**kwargs)
 
 
+def meta_srgan_nc(**kwargs: Any) -> MetaSRGAN:
+    """Meta-SRGAN conditioned on the noise level (input: the image and its noise map, :func:`noise_map`).
+
+    Trained and evaluated here; not exportable yet (the export contract has one input image).
+    """
+    kwargs.setdefault("noise_input", True)
+    return MetaSRGAN(**kwargs)
+
+
 def srgan_x2(**kwargs: Any) -> SRGAN:
     """SRGAN x2 baseline of the paper."""
     kwargs.setdefault("upscale_factor", 2)
@@ -487,6 +519,7 @@ class ArchSpec:
         fixed_scale: The only scale of a ``"fixed"`` architecture, else None.
         trainable: ``metasr-train`` accepts it.
         exportable: ``metasr-export`` accepts it (its export ``kind`` is :attr:`kind`).
+        noise_input: Its input is the image and its noise map (:func:`noise_map`).
     """
 
     name: str
@@ -495,6 +528,7 @@ class ArchSpec:
     fixed_scale: int | None = None
     trainable: bool = True
     exportable: bool = True
+    noise_input: bool = False
 
 
 #: The architectures, by the name stored in checkpoints: the one registry every check reads.
@@ -502,6 +536,7 @@ ARCH_SPECS: dict[str, ArchSpec] = {
     spec.name: spec
     for spec in (
         ArchSpec("metasrgan", meta_srgan, "meta"),
+        ArchSpec("metasrgan-nc", meta_srgan_nc, "meta", exportable=False, noise_input=True),
         ArchSpec("srgan", srgan_x2, "fixed", fixed_scale=2),
         ArchSpec("srgan-x3", srgan_x3, "fixed", fixed_scale=3),
         ArchSpec("srgan-x4", srgan_x4, "fixed", fixed_scale=4),

@@ -20,6 +20,7 @@ from metasr.core.errors import InputError, ScaleError
 from metasr.core.scale import hr_length
 from metasr.training.data import FrameCache, ImageIndex, load_slice
 from metasr.training.degradations import Degradation, DegradationMix, Kind, hr_needed
+from metasr.training.models import noise_map
 
 __all__ = ["patch_geometry", "downscale_exact", "make_pair", "PatchDataset", "ScaleBatchSampler"]
 
@@ -122,10 +123,13 @@ class PatchDataset(Dataset):
         augment: bool = True,
         cache_size: int = 64,
         degradations: DegradationMix | None = None,
+        noise_map: bool = False,
     ) -> None:
         if not len(index):
             raise InputError("the training set is empty; pass a --data spec with images")
         self.index = index
+        #: Append the noise map of the sigma each LR was made with (noise-conditioned models).
+        self.noise_map = bool(noise_map)
         self.patch_size = int(patch_size)
         self.augment = augment
         #: None: the classic protocol (antialiased bicubic, no noise), exactly as before the mix existed
@@ -161,6 +165,9 @@ class PatchDataset(Dataset):
         else:
             lr = torch.from_numpy(degradation.apply(patch, scale, (h, h), rng))
         hr = patch_t[:big, :big].contiguous()
+        if self.noise_map:
+            sigma = degradation.sigma if degradation is not None else 0.0
+            return noise_map(lr[None, None], sigma)[0], hr[None]
         return lr[None], hr[None]
 
 

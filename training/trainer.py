@@ -94,7 +94,12 @@ def _prepare_data(cfg: TrainConfig, val_scales: list[Fraction]) -> tuple[ImageIn
     if cfg.tiles:
         train_index = tile_index(train_index, cfg.patch_size)
     val_degradations = VALIDATION_DEGRADATIONS if degradation_mix(cfg) is not None else (Degradation(),)
-    val_set = ValidationSet(val_index, val_scales, cfg.val_images, val_degradations) if len(val_index) else None
+    noise = arch_spec(cfg.arch).noise_input
+    val_set = (
+        ValidationSet(val_index, val_scales, cfg.val_images, val_degradations, noise_map=noise)
+        if len(val_index)
+        else None
+    )
     return train_index, val_index, val_set
 
 
@@ -324,7 +329,12 @@ class _Run:
             world_size=self.world,
         )
         loader = torch.utils.data.DataLoader(
-            PatchDataset(self.train_index, cfg.patch_size, degradations=degradation_mix(cfg)),
+            PatchDataset(
+                self.train_index,
+                cfg.patch_size,
+                degradations=degradation_mix(cfg),
+                noise_map=arch_spec(self.cfg.arch).noise_input,
+            ),
             batch_sampler=sampler,
             num_workers=cfg.workers,
             persistent_workers=False,

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from metasr.training.data import FrameCache, ImageIndex, load_slice
 from metasr.training.degradations import Degradation
+from metasr.training.models import noise_map as with_noise_map
 from metasr.training.pairs import make_pair
 
 __all__ = ["psnr", "ValidationSet"]
@@ -37,6 +38,7 @@ class ValidationSet:
         scales: list[Fraction],
         max_images: int = 16,
         degradations: tuple[Degradation, ...] = (Degradation(),),
+        noise_map: bool = False,
     ) -> None:
         slices = index.slices
         if max_images and len(slices) > max_images:
@@ -51,6 +53,9 @@ class ValidationSet:
             for s in scales:
                 rng = np.random.default_rng([i, s.numerator, s.denominator])
                 lr, hr = make_pair(image, s, degradation, rng)
+                lr = lr[None]  # [C, h, w]: the image, then its noise map for a noise-conditioned model
+                if noise_map:
+                    lr = with_noise_map(lr[None], degradation.sigma)[0]
                 self.pairs.append((s, lr, hr))
 
     def __len__(self) -> int:
@@ -63,7 +68,7 @@ class ValidationSet:
         model.eval()
         per: dict[Fraction, list[float]] = {s: [] for s in self.scales}
         for s, lr, hr in self.pairs:
-            sr = model(lr[None, None].to(device), s).clamp_(0, 1)[0, 0].cpu()
+            sr = model(lr[None].to(device), s).clamp_(0, 1)[0, 0].cpu()
             per[s].append(psnr(sr, hr))
         model.train(was_training)
         out = {f"psnr_x{float(s):g}": float(np.mean(v)) for s, v in per.items() if v}

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from metasr.core.errors import CheckpointError, InputError
-from metasr.training.models import MetaSRGAN
+from metasr.training.models import MetaSRGAN, arch_spec
 
 __all__ = ["identity_init", "load_init"]
 
@@ -21,16 +21,30 @@ def load_init(model: nn.Module, ckpt: dict[str, Any], path: Path, arch: str) -> 
         CheckpointError: another architecture, or weights that do not fit.
     """
     found = ckpt["config"].get("arch")
-    if found != arch:
+    state = ckpt["model"]
+    if found == "metasrgan" and arch_spec(arch).noise_input:
+        state = _with_noise_channel(state)
+    elif found != arch:
         raise CheckpointError(
             f"--init checkpoint {path} holds a {found!r} model, not {arch!r}; "
             f"pass a checkpoint of the same architecture"
         )
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(f"--init checkpoint {path} does not fit the model ({str(e).splitlines()[0]})") from e
     return int(ckpt.get("step", 0))
+
+
+def _with_noise_channel(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A Meta-SRGAN's weights for its noise-conditioned variant: the head convolution gains a zero
+    input channel for the noise map, so the new model starts as exactly the old one."""
+    key = "trunk.head.0.weight"
+    state = dict(state)
+    weight = state.get(key)
+    if weight is not None and weight.dim() == 4 and weight.shape[1] == 1:
+        state[key] = torch.cat([weight, torch.zeros_like(weight)], dim=1)
+    return state
 
 
 @torch.no_grad()
