@@ -14,6 +14,7 @@ models=(
   "srgan-x4=$runs/srgan-x4/best.pt"
   "edsr-baseline-x2=$runs/edsr-baseline-x2/best.pt"
   "metasrgan-l1=$runs/metasrgan-l1/best.pt"
+  "metasrgan-mri=models/metasrgan-mri"
   "metasrgan-mri-robust=models/metasrgan-mri-robust"
   "metasrgan-mri-gan=models/metasrgan-mri-gan"
 )
