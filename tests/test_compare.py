@@ -64,6 +64,16 @@ def test_compare_scores_checkpoints_and_exports_through_the_runtime(data, models
     for name in ("bicubic", "meta", "srgan", "edsr"):
         assert float(by[name]["psnr"]) == pytest.approx(float(plain[name]["psnr"]), abs=1e-4)
         assert float(by[name]["psnr_ci95"]) > 0  # three groups: a real interval
+    # the gains are paired: per image against bicubic, averaged per file, then over the files
+    with open(out / "per_image.csv", newline="") as f:
+        scores = list(csv.DictReader(f))
+    bic = {r["image"]: float(r["psnr"]) for r in scores if r["model"] == "bicubic"}
+    for name in ("meta", "srgan"):
+        per_file = [float(r["psnr"]) - bic[r["image"]] for r in scores if r["model"] == name]
+        assert float(by[name]["dpsnr"]) == pytest.approx(np.mean(per_file), abs=2e-4)  # one image per file here
+        spread = 4.302653 * np.std(per_file, ddof=1) / np.sqrt(3)  # Student's t, 2 degrees of freedom
+        assert float(by[name]["dpsnr_ci95"]) == pytest.approx(spread, rel=1e-3, abs=2e-4)
+    assert by["bicubic"]["dpsnr"] == ""
     md = (out / "compare.md").read_text()
     assert "| 2 | srgan |" in md and "steps 7" in md and "(exported for this run)" in md
     for fmt, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF"), ("svg", b"<?xml")):
@@ -139,3 +149,22 @@ def test_time_model_is_a_median_of_real_runs(models) -> None:
     up = Upscaler(models["edsr_export"], device="cpu")
     ms = time_model(up, Fraction(2), size=32, runs=3)
     assert 0 < ms < 60_000 and np.isfinite(ms)
+
+
+def test_paired_gain_averages_per_file_first() -> None:
+    from metasr.training.compare import paired_gain
+    from metasr.training.evaluate import EvalReport, ImageScore
+
+    two = Fraction(2)
+    gains = {"a.nii:1": 1.0, "a.nii:2": 5.0, "b.dcm": 4.0, "c.dcm": 0.0}  # file a: 3 on average
+    scores = []
+    for image, gain in gains.items():
+        group = image.split(":")[0]
+        scores.append(ImageScore(image, two, "bicubic", 20.0, 0.5, group))
+        scores.append(ImageScore(image, two, "m", 20.0 + gain, 0.5 + gain / 100, group))
+    report = EvalReport(models=["bicubic", "m"], scales=[two], images=4, scores=scores)
+    g = paired_gain(report, "m", two)
+    # the files' gains are 3, 4, 0: mean 7/3 (the images' mean would be 2.5)
+    assert g.psnr == pytest.approx(7 / 3) and g.ssim == pytest.approx(7 / 300)
+    assert g.psnr_ci95 == pytest.approx(4.302653 * np.std([3.0, 4.0, 0.0], ddof=1) / np.sqrt(3), rel=1e-5)
+    assert paired_gain(report, "bicubic", two) is None and paired_gain(report, "m", Fraction(3)) is None
