@@ -71,6 +71,8 @@ def _quote(text: str) -> str:
 
 
 def _instance_group(spec: DeviceSpec, count: int) -> str:
+    if spec.device is Device.AUTO:  # Triton places the instances: on the GPUs where there are any
+        return f"instance_group [ {{ count: {count} kind: KIND_AUTO }} ]"
     if spec.device in (Device.CUDA, Device.TENSORRT):
         return f"instance_group [ {{ count: {count} kind: KIND_GPU gpus: [ {spec.index or 0} ] }} ]"
     return f"instance_group [ {{ count: {count} kind: KIND_CPU }} ]"

@@ -34,7 +34,8 @@ class TritonPythonModel:
         export = Path(args["model_repository"]) / args["model_version"] / "export"
         device = _parameter(config, "device", "cpu")
         if args.get("model_instance_kind") == "GPU" and ":" not in device and device != "cpu":
-            device = f"{device}:{args.get('model_instance_device_id', '0')}"
+            # the GPU Triton gave this instance (KIND_AUTO on a GPU machine: CUDA on that GPU)
+            device = f"{'cuda' if device == 'auto' else device}:{args.get('model_instance_device_id', '0')}"
         threads = _parameter(config, "threads", "")
         self.upscaler = Upscaler(
             export,

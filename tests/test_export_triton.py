@@ -32,7 +32,7 @@ def test_export_writes_the_repository_metasr_serve_writes(tiny_checkpoint, tmp_p
     assert config == model_config_text(
         manifest, config.split('"model_id" value: { string_value: "')[1][:64], "export", RepositoryOptions("auto")
     )
-    assert 'backend: "python"' in config and "KIND_CPU" in config
+    assert 'backend: "python"' in config and "kind: KIND_AUTO" in config
 
 
 def test_triton_device_and_instances_reach_the_config(tiny_checkpoint, tmp_path, capsys) -> None:

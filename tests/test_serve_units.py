@@ -142,8 +142,10 @@ def test_config_pbtxt_is_a_valid_triton_model_config(options: RepositoryOptions)
     assert config.dynamic_batching.max_queue_delay_microseconds == options.queue_delay_us
     (group,) = config.instance_group
     assert group.count == options.instances
-    gpu = options.device != "cpu"
-    assert group.kind == (pb2.ModelInstanceGroup.KIND_GPU if gpu else pb2.ModelInstanceGroup.KIND_CPU)
+    gpu = options.device not in ("cpu", "auto")
+    kinds = pb2.ModelInstanceGroup
+    want = kinds.KIND_AUTO if options.device == "auto" else (kinds.KIND_GPU if gpu else kinds.KIND_CPU)
+    assert group.kind == want
     assert list(group.gpus) == ([int(options.device.partition(":")[2] or 0)] if gpu else [])
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert params["model_id"] == "ab" * 32 and params["precision"] == options.precision
