@@ -264,9 +264,15 @@ def test_same_shape_requests_are_batched(server: Server) -> None:
     with ThreadPoolExecutor(8) as pool:
         shapes = [s for pair in pool.map(two_requests, remotes) for s in pair]
     assert shapes == [(1, 320, 320)] * 16
-    after = _get(f"http://{HOST}:{server.metrics}/metrics")[1]
-    inferences = _metric(after, "nv_inference_count") - _metric(before, "nv_inference_count")
-    executions = _metric(after, "nv_inference_exec_count") - _metric(before, "nv_inference_exec_count")
+    # Triton publishes its counters a little after the responses: read until all 16 are counted (bounded)
+    deadline = time.monotonic() + 20
+    while True:
+        after = _get(f"http://{HOST}:{server.metrics}/metrics")[1]
+        inferences = _metric(after, "nv_inference_count") - _metric(before, "nv_inference_count")
+        executions = _metric(after, "nv_inference_exec_count") - _metric(before, "nv_inference_exec_count")
+        if inferences >= 16 or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
     assert inferences == 16 and executions < 16, (inferences, executions)
 
 
