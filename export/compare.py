@@ -70,7 +70,7 @@ def time_model(upscaler: Any, scale: Fraction, size: int = TIMING_SIZE, runs: in
     return statistics.median(times)
 
 
-def _export_dir(label: str, path: Path, work: Path, index: int) -> tuple[Path, str]:
+def _export_dir(path: Path, work: Path, index: int) -> tuple[Path, str]:
     """The export folder a source runs from, and a note of where it came from."""
     from metasr.export import export_model
 
@@ -114,7 +114,7 @@ class _Models:
         predictors = []
         for index, source in enumerate(self.sources):
             label, path = split_label(source)
-            folder, note = _export_dir(label or "", path, self.work, index)
+            folder, note = _export_dir(path, self.work, index)
             up = Upscaler(folder, device=device, threads=self.opts["threads"])
             name = label or (path.parent.name if path.is_file() else path.name)
             budget = _budget(path)

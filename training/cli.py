@@ -330,7 +330,7 @@ def eval_command(verbosity: Verbosity, **opts: Any) -> int:
     """Evaluate models against bicubic on held-out images (PSNR/SSIM per scale, figures for a paper)."""
     setup_logging("metasr-eval", verbosity)
     with library_warnings():
-        return _run_eval(opts, verbosity)
+        return run_eval(opts, verbosity)
 
 
 #: What an evaluation writes into --out: an --out that holds any of them holds an earlier evaluation.
@@ -426,10 +426,6 @@ def _noise_level(text: str, degradation: Degradation) -> float | None:
     return value
 
 
-def _run_eval(opts: dict[str, Any], verbosity: Verbosity) -> int:
-    return run_eval(opts, verbosity)
-
-
 def _scale_span(predictor: Any) -> tuple[float, float]:
     fixed = predictor.fixed_scale
     return tuple(predictor.scale_range) if fixed is None else (fixed, fixed)
@@ -454,7 +450,7 @@ def run_eval(
     from tqdm.auto import tqdm
 
     from metasr.training.evaluate import bicubic_predictor, evaluate, load_named_images, load_predictor
-    from metasr.training.figures import report_files, write_files
+    from metasr.training.figures import report_files
     from metasr.training.specs import parse_scales
 
     if opts["threads"]:
@@ -514,11 +510,8 @@ def run_eval(
         bar.close()
     report.crop = crop[1] if crop is not None else None
     report.window = window
-
-    def render(rep: Any) -> dict[str, bytes]:
-        return {**report_files(rep), **(extra_files(rep) if extra_files is not None else {})}
-
-    written = _write_eval(report, opts["out_dir"], opts["overwrite"], lambda rep, out: write_files(render(rep), out))
+    files = {**report_files(report), **(extra_files(report) if extra_files is not None else {})}
+    written = _write_eval(files, opts["out_dir"], opts["overwrite"])
     log = logging.getLogger("metasr")
     if skipped:  # reported once the work succeeded, so a failure stays one line
         log.warning("%d unreadable files skipped (-v lists them)", len(skipped))
@@ -528,9 +521,10 @@ def run_eval(
     return 0
 
 
-def _write_eval(report: Any, out: Path, overwrite: bool, write_report: Any) -> dict[str, Path]:
-    """Write the report under an exclusive lock on --out, checking again that no evaluation appeared."""
+def _write_eval(files: dict[str, bytes], out: Path, overwrite: bool) -> dict[str, Path]:
+    """Write the rendered report under an exclusive lock on --out, checking again that no evaluation appeared."""
     from metasr.core.locks import exclusive_lock
+    from metasr.training.figures import write_files
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -538,7 +532,7 @@ def _write_eval(report: Any, out: Path, overwrite: bool, write_report: Any) -> d
         raise OutputError(f"cannot create output folder {out}: {e.strerror}; choose another --out") from None
     with exclusive_lock(out, "--out folder"):
         _check_no_evaluation(out, overwrite)  # another run may have finished meanwhile
-        return write_report(report, out)
+        return write_files(files, out)
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:

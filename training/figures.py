@@ -37,7 +37,6 @@ __all__ = [
     "plot_crops",
     "report_files",
     "write_files",
-    "write_report",
 ]
 
 #: Formats every figure is written in: a raster for quick viewing, vectors for print.
@@ -246,15 +245,6 @@ def report_files(report: EvalReport) -> dict[str, bytes]:
     if report.samples:
         files.update(plot_crops(report))
     return files
-
-
-def write_report(report: EvalReport, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Render every file first, then write them (each atomically) to ``out_dir``.
-
-    Raises:
-        OutputError: the folder cannot be created or written.
-    """
-    return write_files(report_files(report), out_dir)
 
 
 def write_files(files: dict[str, bytes], out_dir: str | os.PathLike) -> dict[str, Path]:
