@@ -204,6 +204,45 @@ def test_checkpoint_round_trip(tmp_path, metasrgan):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # the user's umask, not mkstemp's 0600
 
 
+def test_average_of_checkpoints(tmp_path):
+    """Weight averaging: float tensors are the mean, counters the last one's, the result loads."""
+    from metasr.training.checkpoint import average_checkpoints
+
+    paths = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = build_model("metasrgan", flat_field=True)
+        paths.append(
+            save_checkpoint(tmp_path / f"s{seed}.pt", model, model_config("metasrgan", model, {}), step=100 * seed)
+        )
+    ckpts = [read_checkpoint(p) for p in paths]
+    avg = average_checkpoints(paths)
+    key = "trunk.head.0.weight"
+    assert torch.allclose(avg["model"][key], sum(c["model"][key] for c in ckpts) / 3, atol=1e-7)
+    assert not torch.equal(avg["model"][key], ckpts[-1]["model"][key])
+    counters = [k for k, v in avg["model"].items() if not v.is_floating_point()]
+    assert counters and all(torch.equal(avg["model"][k], ckpts[-1]["model"][k]) for k in counters)
+    assert avg["step"] == 200 and avg["training"]["averaged"] == [0, 100, 200]
+    out = tmp_path / "avg.pt"
+    torch.save(avg, out)
+    model = load_checkpoint(out)  # a valid, shippable checkpoint
+    assert model.upscale.flat_field
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.rand(1, 1, 12, 12), "2")).all()
+
+
+def test_average_refuses_checkpoints_of_different_runs(tmp_path, metasrgan):
+    from metasr.training.checkpoint import average_checkpoints
+
+    a = save_checkpoint(tmp_path / "a.pt", metasrgan, model_config("metasrgan", metasrgan, {}))
+    other = build_model("metasrgan", features=32)
+    b = save_checkpoint(tmp_path / "b.pt", other, model_config("metasrgan", other, {"features": 32}))
+    with pytest.raises(CheckpointError, match="only checkpoints of one run"):
+        average_checkpoints([a, b])
+    with pytest.raises(CheckpointError, match="at least two"):
+        average_checkpoints([a])
+
+
 class _RunsCode:
     def __reduce__(self):
         return (print, ("pwned",))

@@ -136,6 +136,29 @@ def test_resume_continues_exactly(tiny_data: Path, tmp_path: Path) -> None:
     assert [int(r["step"]) for r in rows] == [3, 4, 6]  # validation steps and the last step, appended on resume
 
 
+def test_snapshots_for_weight_averaging(tiny_data: Path, tmp_path: Path) -> None:
+    """--snapshot-every keeps the weights of those steps; a new run in the folder replaces them."""
+    from metasr.core.errors import OutputError
+    from metasr.training.checkpoint import average_checkpoints
+
+    out = tmp_path / "snap"
+    train(_cfg(tiny_data, out, 6, snapshot_every=2))
+    snaps = sorted((out / "snapshots").glob("*.pt"))
+    assert [p.name for p in snaps] == ["step-000002.pt", "step-000004.pt", "step-000006.pt"]
+    assert _same(_weights(snaps[-1]), _weights(out / "last.pt"))
+    assert not _same(_weights(snaps[0]), _weights(snaps[-1]))
+    assert "optimizer" not in read_checkpoint(snaps[0])  # the shippable form
+    assert average_checkpoints(snaps)["training"]["averaged"] == [2, 4, 6]
+    with pytest.raises(OutputError, match="snapshots/"):
+        train(_cfg(tiny_data, out, 2))
+    for name in ("last.pt", "best.pt", "log.csv"):
+        (out / name).unlink()
+    with pytest.raises(OutputError, match="snapshots/"):  # snapshots alone still mark an earlier run
+        train(_cfg(tiny_data, out, 2))
+    train(_cfg(tiny_data, out, 3, snapshot_every=3, overwrite=True))
+    assert [p.name for p in (out / "snapshots").glob("*.pt")] == ["step-000003.pt"]
+
+
 def test_workers_do_not_change_the_result(tiny_data: Path, tmp_path: Path) -> None:
     train(_cfg(tiny_data, tmp_path / "w0", 3))
     train(_cfg(tiny_data, tmp_path / "w1", 3, workers=1))

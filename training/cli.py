@@ -167,6 +167,14 @@ def _threads(requested: int) -> int:
 @click.option("--val-every", type=click.IntRange(min=1), default=500)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, help="Write last.pt every N steps.")
 @click.option(
+    "--snapshot-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also keep the weights every N steps as snapshots/step-NNNNNN.pt (for weight averaging: "
+    "scripts/average_checkpoints.py); 0: none.",
+)
+@click.option(
     "--max-minutes",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
@@ -239,6 +247,7 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         val_images=opts["val_images"],
         val_every=opts["val_every"],
         checkpoint_every=opts["checkpoint_every"],
+        snapshot_every=opts["snapshot_every"],
         init=opts["init"],
         resume=opts["resume"],
         overwrite=opts["overwrite"],

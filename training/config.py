@@ -60,6 +60,7 @@ class TrainConfig:
     val_images: int = 16
     val_every: int = 500
     checkpoint_every: int = 500
+    snapshot_every: int = 0
     init: Path | None = None
     resume: bool = False
     overwrite: bool = False
@@ -124,6 +125,7 @@ def check_config(cfg: TrainConfig) -> None:
     for name in ("lr_step", "val_every", "checkpoint_every"):
         _check_int(cfg, name, 1, 10**9)
     _check_int(cfg, "val_images", 0, 10**6)
+    _check_int(cfg, "snapshot_every", 0, 10**9)
     _check_int(cfg, "seed", 0, 2**63 - 1)
     _check_int(cfg, "workers", 0, 64)
     _check_float(cfg, "lr", 0.0, 1.0)

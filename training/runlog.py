@@ -14,7 +14,7 @@ from metasr.core.atomic import atomic_write_text, check_writable_folder
 from metasr.core.errors import OutputError
 from metasr.core.paths import check_resolvable
 
-__all__ = ["RUN_FILES", "config_dict", "check_run_folder", "RunLog"]
+__all__ = ["RUN_FILES", "config_dict", "check_run_folder", "earlier_snapshots", "RunLog"]
 
 log = logging.getLogger("metasr.training")
 
@@ -65,6 +65,8 @@ def check_run_folder(cfg: Any) -> None:
                 )
     if out.is_dir() and not cfg.resume and not cfg.overwrite:
         earlier = [name for name in RUN_FILES if (out / name).exists()]
+        if earlier_snapshots(out):
+            earlier.append("snapshots/")
         if earlier:
             raise OutputError(
                 f"run folder {out} already holds {', '.join(earlier)} of an earlier run; pass --resume to continue it, "
@@ -76,11 +78,20 @@ def check_run_folder(cfg: Any) -> None:
     check_writable_folder(existing)
 
 
+def earlier_snapshots(out: Path) -> list[Path]:
+    """The weight snapshots (``--snapshot-every``) that a run left in ``out``."""
+    folder = out / "snapshots"
+    return sorted(folder.glob("step-*.pt")) if folder.is_dir() else []
+
+
 class RunLog:
     """What rank 0 writes while training: ``config.json``, ``log.csv``, TensorBoard, a progress bar."""
 
     def __init__(self, out_dir: Path, cfg: Any, step: int, is_main: bool = True) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:  # --overwrite: the replaced run's snapshots must not be averaged with this one's
+            for old in earlier_snapshots(out_dir):
+                old.unlink()
         self.cfg = cfg
         self.bar = None
         atomic_write_text(out_dir / "config.json", json.dumps(config_dict(cfg), indent=2) + "\n")

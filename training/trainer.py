@@ -251,6 +251,12 @@ class _Run:
         save_checkpoint(self.last_path, self.model, self.config, self.step, self.metrics, **extra)
         self.saved_step = self.step
 
+    def save_snapshot(self) -> None:
+        """The weights now, kept as ``snapshots/step-NNNNNN.pt`` (shippable form, like best.pt)."""
+        info = self._training_info()
+        path = self.last_path.parent / "snapshots" / f"step-{self.step:06d}.pt"
+        save_checkpoint(path, self.model, self.config, self.step, self.metrics, stage=info["stage"], training=info)
+
     def save_best(self) -> None:
         # best.pt is what gets shipped: weights, config, step and metrics only (no optimiser).
         info = self._training_info()
@@ -415,3 +421,5 @@ class _Run:
             runlog.row(row)
         if step % cfg.checkpoint_every == 0:
             self.save_last()
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+            self.save_snapshot()

@@ -1,0 +1,42 @@
+"""Average the weights of several checkpoints of one run into one shippable checkpoint.
+
+Usage: ``python scripts/average_checkpoints.py OUT.pt A.pt B.pt [...]``
+
+The snapshots should come from the late part of one run (``metasr-train --snapshot-every N`` keeps
+them in the run folder's ``snapshots/``); see ``metasr.training.checkpoint.average_checkpoints``.
+OUT must be new; it is written atomically.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from metasr.core.atomic import atomic_writer
+from metasr.core.errors import CheckpointError
+from metasr.training.checkpoint import average_checkpoints
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    out, inputs = Path(argv[0]), [Path(a) for a in argv[1:]]
+    if out.exists() or out.resolve() in {p.resolve() for p in inputs}:
+        print(f"average_checkpoints: {out} exists; name a new file", file=sys.stderr)
+        return 2
+    try:
+        ckpt = average_checkpoints(inputs)
+    except CheckpointError as e:
+        print(f"average_checkpoints: {e}", file=sys.stderr)
+        return 2
+    with atomic_writer(out) as f:
+        torch.save(ckpt, f)
+    print(f"average_checkpoints: {len(inputs)} checkpoints (steps {ckpt['training']['averaged']}) -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
