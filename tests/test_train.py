@@ -124,6 +124,19 @@ def test_train_cli_end_to_end(tiny_data: Path, tmp_path: Path, capsys: pytest.Ca
     assert read_checkpoint(out / "last.pt")["step"] == 4
 
 
+def test_train_cli_snapshots_without_tensorboard(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--no-tensorboard (machines without the package) and --snapshot-every from the command line."""
+    out = tmp_path / "run"
+    args = ["--data", f"folder:{tiny_data}", "--out", str(out), "--steps", "4", "--patch-size", "16"]
+    args += ["--batch-size", "2", "--val-images", "1", "--val-scales", "2", "--snapshot-every", "2", "--no-tensorboard"]
+    rc = train_main(args)
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "config.json", "last.pt", "log.csv", "snapshots"]
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step-000002.pt", "step-000004.pt"]
+
+
 def test_resume_continues_exactly(tiny_data: Path, tmp_path: Path) -> None:
     straight = train(_cfg(tiny_data, tmp_path / "a", 6, lr_step=4, lr_gamma=0.5))
     train(_cfg(tiny_data, tmp_path / "b", 4, lr_step=4, lr_gamma=0.5))

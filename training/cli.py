@@ -208,6 +208,12 @@ def _threads(requested: int) -> int:
     help="Largest noise sigma of the realistic mix, a fraction of the range.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal).")
+@click.option(
+    "--tensorboard/--no-tensorboard",
+    default=True,
+    show_default=True,
+    help="TensorBoard event files in --out/tb (needs the tensorboard package).",
+)
 @common_options("metasr-train")
 def train_command(verbosity: Verbosity, **opts: Any) -> int:
     """Train a super-resolution generator (the paper's recipe)."""
@@ -262,6 +268,7 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         max_noise=opts["max_noise"],
         tiles=opts["tiles"],
         progress=not opts["no_progress"] and progress_enabled(verbosity),
+        tensorboard=opts["tensorboard"],
     )
     out = Path(opts["out_dir"])
     rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for the run folder
