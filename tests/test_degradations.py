@@ -154,6 +154,17 @@ def test_mix_draws_every_kind_and_keeps_the_clean_case():
     assert DegradationMix.bicubic_only().sample(rng) == Degradation()
 
 
+def test_clean_fraction_sets_the_share_of_noiseless_patches(tmp_path):
+    from metasr.training.config import TrainConfig, degradation_mix
+
+    mix = degradation_mix(TrainConfig(out_dir=tmp_path, data=["folder:."], clean_fraction=0.1, max_noise=0.02))
+    assert mix.clean == 0.1 and mix.max_sigma == 0.02
+    rng = np.random.default_rng(7)
+    clean = sum(mix.sample(rng).noise is NoiseKind.NONE for _ in range(1000)) / 1000
+    assert 0.06 < clean < 0.14
+    assert degradation_mix(TrainConfig(out_dir=tmp_path, data=["folder:."])).clean == 0.35  # the default mix
+
+
 def test_patch_dataset_with_the_mix_gives_batchable_pairs(tmp_path):
     folder = write_smooth_images(tmp_path / "imgs", count=2, shape=(130, 130))
 

@@ -356,6 +356,8 @@ def test_ddp_two_gloo_processes_match_one_process(stage: str, tiny_data: Path, t
         (["--scales", "0.5:2.0:0.1"], "greater than 1"),
         (["--scales", "2:9:1"], "outside"),
         (["--init", "/nonexistent.pt"], "does not exist"),
+        (["--clean-fraction", "1.5"], "--clean-fraction"),
+        (["--snapshot-every", "-1"], "--snapshot-every"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(

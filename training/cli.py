@@ -207,6 +207,13 @@ def _threads(requested: int) -> int:
     default=0.03,
     help="Largest noise sigma of the realistic mix, a fraction of the range.",
 )
+@click.option(
+    "--clean-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.35,
+    show_default=True,
+    help="Share of the realistic mix's patches left without noise.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal).")
 @click.option(
     "--tensorboard/--no-tensorboard",
@@ -266,6 +273,7 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         intensity=opts["intensity"],
         degradations=opts["degradations"],
         max_noise=opts["max_noise"],
+        clean_fraction=opts["clean_fraction"],
         tiles=opts["tiles"],
         progress=not opts["no_progress"] and progress_enabled(verbosity),
         tensorboard=opts["tensorboard"],

@@ -76,6 +76,7 @@ class TrainConfig:
     degradations: str = "realistic"
     tiles: bool = True
     max_noise: float = 0.03
+    clean_fraction: float = 0.35
     progress: bool = True
     tensorboard: bool = True
 
@@ -144,6 +145,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.degradations not in DEGRADATION_MIXES:
         raise InputError(f"unknown --degradations {cfg.degradations!r}; choose one of: {', '.join(DEGRADATION_MIXES)}")
     _check_float(cfg, "max_noise", 0.0, 0.5, low_open=False)
+    _check_float(cfg, "clean_fraction", 0.0, 1.0, low_open=False)
 
 
 #: ``--degradations``: how training LR patches are made (:mod:`metasr.training.degradations`).
@@ -154,7 +156,7 @@ def degradation_mix(cfg: TrainConfig) -> DegradationMix | None:
     """The training mix of ``cfg``; ``None`` for the classic bicubic-only protocol."""
     if cfg.degradations == "bicubic":
         return None
-    return DegradationMix(max_sigma=cfg.max_noise)
+    return DegradationMix(max_sigma=cfg.max_noise, clean=cfg.clean_fraction)
 
 
 #: Validation degradations, cycled over the validation images so ``best.pt`` is chosen for all of them.
