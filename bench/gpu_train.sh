@@ -25,7 +25,10 @@ say() { echo "== $*" | tee -a "$log"; }
 
 [ -d "$pack/corpus" ] || { say "no .gpu-train pack carried: run scripts/pack_gpu_training.sh first"; exit 2; }
 rm -rf "$site" "$pp" && mkdir -p "$site" "$pp/metasr"
-"$py" -m pip install -q --no-index --no-deps --target "$site" "$pack"/wheels/*.whl 2>&1 | tee -a "$log"
+if ! "$py" -m pip install -q --no-index --no-deps --target "$site" "$pack"/wheels/*.whl >>"$log" 2>&1; then
+  say "pip could not install the wheels: unpacking them as zip files instead"  # a wheel is a zip of its files
+  "$py" -c "import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]" "$site" "$pack"/wheels/*.whl
+fi
 for pkg in core export models runtime scanners training video; do ln -s "$root/$pkg" "$pp/metasr/$pkg"; done
 ln -s "$root/root/__init__.py" "$pp/metasr/__init__.py"
 export PYTHONPATH="$site:$pp"
