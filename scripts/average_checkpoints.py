@@ -32,8 +32,12 @@ def main(argv: list[str]) -> int:
     except CheckpointError as e:
         print(f"average_checkpoints: {e}", file=sys.stderr)
         return 2
-    with atomic_writer(out) as f:
-        torch.save(ckpt, f)
+    try:
+        with atomic_writer(out) as f:
+            torch.save(ckpt, f)
+    except OSError as e:  # OutputError included: its message names the path and what to do
+        print(f"average_checkpoints: {e}", file=sys.stderr)
+        return 2
     print(f"average_checkpoints: {len(inputs)} checkpoints (steps {ckpt['training']['averaged']}) -> {out}")
     return 0
 

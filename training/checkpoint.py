@@ -277,8 +277,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, Any]:
     """The uniform average of the weights of several checkpoints of one run (weight averaging).
 
-    Snapshots of one run taken late, at a constant or slowly falling learning rate, lie around a
-    minimum; their mean usually scores better than any one of them. Floating-point tensors
+    Snapshots of one run taken late, at a constant or slowly falling learning rate, wander around a
+    minimum from step to step (Adam at a small batch); their mean smooths that wander. It is not
+    always better than the best single snapshot: score it like any checkpoint. Floating-point tensors
     (weights, biases, batch-norm running statistics) are averaged in float64; integer ones (batch
     counts) come from the last checkpoint. The result is a shippable checkpoint (no optimiser):
     the last one's config, step, stage and training facts, with ``training["averaged"]`` naming the
