@@ -251,18 +251,17 @@ class _Run:
         save_checkpoint(self.last_path, self.model, self.config, self.step, self.metrics, **extra)
         self.saved_step = self.step
 
-    def save_snapshot(self) -> None:
-        """The weights now, kept as ``snapshots/step-NNNNNN.pt`` (shippable form, like best.pt)."""
+    def _save_shippable(self, path: Path) -> None:
+        """The form that gets shipped: weights, config, step, metrics and training facts (no optimiser)."""
         info = self._training_info()
-        path = self.last_path.parent / "snapshots" / f"step-{self.step:06d}.pt"
         save_checkpoint(path, self.model, self.config, self.step, self.metrics, stage=info["stage"], training=info)
 
+    def save_snapshot(self) -> None:
+        """The weights now, kept as ``snapshots/step-NNNNNN.pt`` (for weight averaging)."""
+        self._save_shippable(self.last_path.parent / "snapshots" / f"step-{self.step:06d}.pt")
+
     def save_best(self) -> None:
-        # best.pt is what gets shipped: weights, config, step and metrics only (no optimiser).
-        info = self._training_info()
-        save_checkpoint(
-            self.best_path, self.model, self.config, self.step, self.metrics, stage=info["stage"], training=info
-        )
+        self._save_shippable(self.best_path)
         self.result.best = self.best_path
 
     def validate(self) -> bool:
