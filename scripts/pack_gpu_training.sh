@@ -16,6 +16,11 @@ if [ -e "$pack" ]; then echo "pack_gpu_training: $pack exists; name a new folder
 for split in train val; do
   [ -d "$corpus/$split" ] || { echo "pack_gpu_training: $corpus/$split is missing; build the corpus first" >&2; exit 2; }
 done
+if [ -d "$start" ] && [ ! -f "$start/last.pt" ]; then
+  echo "pack_gpu_training: $start holds no last.pt to resume" >&2; exit 2
+elif [ ! -d "$start" ] && [ ! -f "$start" ]; then
+  echo "pack_gpu_training: $start does not exist; pass a checkpoint or a run folder" >&2; exit 2
+fi
 mkdir -p "$pack/wheels"
 python -m pip download -q --only-binary=:all: --python-version 3.12 --no-deps \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
@@ -23,7 +28,6 @@ python -m pip download -q --only-binary=:all: --python-version 3.12 --no-deps \
 mkdir -p "$pack/corpus"
 cp -r "$corpus/train" "$corpus/val" "$pack/corpus/"
 if [ -d "$start" ]; then
-  [ -f "$start/last.pt" ] || { echo "pack_gpu_training: $start holds no last.pt to resume" >&2; rm -rf "$pack"; exit 2; }
   mkdir -p "$pack/run" && cp "$start/last.pt" "$start/log.csv" "$start/config.json" "$pack/run/"
   [ -f "$start/best.pt" ] && cp "$start/best.pt" "$pack/run/"
 else
