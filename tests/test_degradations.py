@@ -165,6 +165,42 @@ def test_clean_fraction_sets_the_share_of_noiseless_patches(tmp_path):
     assert degradation_mix(TrainConfig(out_dir=tmp_path, data=["folder:."])).clean == 0.35  # the default mix
 
 
+def test_reduction_mix_sets_the_share_of_each_reduction(tmp_path):
+    from metasr.training.config import TrainConfig, degradation_mix
+
+    cfg = TrainConfig(out_dir=tmp_path, data=["folder:."], reduction_mix="bicubic=6, gauss=3,kspace=1")
+    mix = degradation_mix(cfg)
+    assert dict(mix.kinds) == pytest.approx({Kind.BICUBIC: 0.6, Kind.GAUSS: 0.3, Kind.KSPACE: 0.1})
+    rng = np.random.default_rng(3)
+    drawn = [mix.sample(rng).kind for _ in range(2000)]
+    assert 0.56 < drawn.count(Kind.BICUBIC) / 2000 < 0.64 and 0.07 < drawn.count(Kind.KSPACE) / 2000 < 0.13
+    only = degradation_mix(TrainConfig(out_dir=tmp_path, data=["folder:."], reduction_mix="gauss=1,kspace=0"))
+    assert only.kinds == ((Kind.GAUSS, 1.0),) and not only.needs_kspace
+    assert dict(degradation_mix(TrainConfig(out_dir=tmp_path, data=["folder:."])).kinds) == pytest.approx(
+        {Kind.BICUBIC: 0.3, Kind.GAUSS: 0.4, Kind.KSPACE: 0.3}
+    )  # the default mix
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("bicubic=1,sinc=1", "'sinc=1' is not understood"),
+        ("bicubic", "'bicubic' is not understood"),
+        ("bicubic=inf", "finite number >= 0"),
+        ("gauss=-0.5", "finite number >= 0"),
+        ("gauss=1,gauss=2", "names gauss twice"),
+        ("bicubic=0,gauss=0", "no positive weight"),
+        ("", "is not understood"),
+    ],
+)
+def test_reduction_mix_refuses_bad_text_in_one_line(text, message):
+    from metasr.training.degradations import parse_reduction_mix
+
+    with pytest.raises(InputError, match=message) as err:
+        parse_reduction_mix(text)
+    assert "\n" not in str(err.value)
+
+
 def test_patch_dataset_with_the_mix_gives_batchable_pairs(tmp_path):
     folder = write_smooth_images(tmp_path / "imgs", count=2, shape=(130, 130))
 

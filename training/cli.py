@@ -27,7 +27,7 @@ from metasr.core.errors import InputError, OutputError
 from metasr.core.locks import output_lock
 from metasr.scanners import IntensityRange
 from metasr.training.compare import COMPARE_FILES
-from metasr.training.degradations import Degradation
+from metasr.training.degradations import DEFAULT_REDUCTION_MIX, Degradation
 from metasr.training.models import TRAINABLE_ARCHS
 from metasr.training.specs import parse_axes
 
@@ -208,6 +208,12 @@ def _threads(requested: int) -> int:
     help="Largest noise sigma of the realistic mix, a fraction of the range.",
 )
 @click.option(
+    "--reduction-mix",
+    default=DEFAULT_REDUCTION_MIX,
+    show_default=True,
+    help="Weights of the realistic mix's reductions (bicubic, Gaussian PSF, k-space), e.g. bicubic=0.7,gauss=0.3.",
+)
+@click.option(
     "--clean-fraction",
     type=click.FloatRange(0, 1),
     default=0.35,
@@ -274,6 +280,7 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         degradations=opts["degradations"],
         max_noise=opts["max_noise"],
         clean_fraction=opts["clean_fraction"],
+        reduction_mix=opts["reduction_mix"],
         tiles=opts["tiles"],
         progress=not opts["no_progress"] and progress_enabled(verbosity),
         tensorboard=opts["tensorboard"],

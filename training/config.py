@@ -10,7 +10,14 @@ from pathlib import Path
 
 from metasr.core.errors import InputError
 from metasr.scanners import IntensityRange
-from metasr.training.degradations import Degradation, DegradationMix, Kind, NoiseKind
+from metasr.training.degradations import (
+    DEFAULT_REDUCTION_MIX,
+    Degradation,
+    DegradationMix,
+    Kind,
+    NoiseKind,
+    parse_reduction_mix,
+)
 from metasr.training.models import TRAINABLE_ARCHS, arch_spec
 from metasr.training.specs import parse_axes, parse_scales
 
@@ -77,6 +84,7 @@ class TrainConfig:
     tiles: bool = True
     max_noise: float = 0.03
     clean_fraction: float = 0.35
+    reduction_mix: str = DEFAULT_REDUCTION_MIX
     progress: bool = True
     tensorboard: bool = True
 
@@ -146,6 +154,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"unknown --degradations {cfg.degradations!r}; choose one of: {', '.join(DEGRADATION_MIXES)}")
     _check_float(cfg, "max_noise", 0.0, 0.5, low_open=False)
     _check_float(cfg, "clean_fraction", 0.0, 1.0, low_open=False)
+    parse_reduction_mix(cfg.reduction_mix)
 
 
 #: ``--degradations``: how training LR patches are made (:mod:`metasr.training.degradations`).
@@ -156,7 +165,8 @@ def degradation_mix(cfg: TrainConfig) -> DegradationMix | None:
     """The training mix of ``cfg``; ``None`` for the classic bicubic-only protocol."""
     if cfg.degradations == "bicubic":
         return None
-    return DegradationMix(max_sigma=cfg.max_noise, clean=cfg.clean_fraction)
+    kinds = parse_reduction_mix(cfg.reduction_mix)
+    return DegradationMix(kinds=kinds, max_sigma=cfg.max_noise, clean=cfg.clean_fraction)
 
 
 #: Validation degradations, cycled over the validation images so ``best.pt`` is chosen for all of them.

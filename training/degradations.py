@@ -173,6 +173,37 @@ def parse_degradation(text: str) -> Degradation:
         ) from None
 
 
+#: The realistic mix's reductions and their weights (``metasr-train --reduction-mix``).
+DEFAULT_REDUCTION_MIX = "bicubic=0.3,gauss=0.4,kspace=0.3"
+
+
+def parse_reduction_mix(text: str) -> tuple[tuple[Kind, float], ...]:
+    """``bicubic=W,gauss=W,kspace=W`` (any subset, weights >= 0, not all 0) as normalised pairs.
+
+    Raises:
+        InputError: an unknown or repeated reduction, a weight that is not a finite number >= 0,
+            or weights that are all 0.
+    """
+    names = ", ".join(k.value for k in Kind)
+    form = f"use NAME=WEIGHT pairs separated by commas, NAME one of {names} (e.g. {DEFAULT_REDUCTION_MIX})"
+    pairs: dict[Kind, float] = {}
+    for item in str(text).split(","):
+        name, eq, weight = item.strip().lower().partition("=")
+        try:
+            kind, value = Kind(name.strip()), float(weight)
+        except ValueError:
+            raise InputError(f"reduction mix {text!r}: {item.strip()!r} is not understood; {form}") from None
+        if not eq or not math.isfinite(value) or value < 0:
+            raise InputError(f"reduction mix {text!r}: the weight of {kind.value} must be a finite number >= 0; {form}")
+        if kind in pairs:
+            raise InputError(f"reduction mix {text!r} names {kind.value} twice; {form}")
+        pairs[kind] = value
+    total = sum(pairs.values())
+    if total <= 0:
+        raise InputError(f"reduction mix {text!r} has no positive weight; {form}")
+    return tuple((kind, value / total) for kind, value in pairs.items() if value > 0)
+
+
 def parse_noise(text: str) -> tuple[NoiseKind, float]:
     """``none``, ``0``, ``rician:SIGMA`` or ``gaussian:SIGMA`` (a fraction of the range, e.g. 0.02).
 
