@@ -28,7 +28,7 @@ NAMES = {
     "srgan-x4": "SRGAN x4 (fixed-scale reference)",
     "edsr-baseline-x2": "EDSR x2 (ours: published small configuration; paper: 40.7M)",
     "metasrgan-l1": "Meta-SRGAN, L1, same budget as the baselines",
-    "metasrgan-mri": "Meta-SRGAN, L1, clean bicubic pairs (shipped default `metasrgan-mri`)",
+    "metasrgan-mri": "Meta-SRGAN, L1, mostly clean pairs (shipped default `metasrgan-mri`)",
     "metasrgan-mri-robust": "Meta-SRGAN, L1, realistic degradations (shipped `metasrgan-mri-robust`)",
     "metasrgan-mri-gan": "Meta-SRGAN, L1 + GAN stage (shipped `metasrgan-mri-gan`)",
 }
