@@ -33,11 +33,11 @@ def _flat_field(name: str) -> bool:
 
 
 def _model_params() -> list:
-    """Every shipped model; one trained before the constraint is a known failure, held strictly.
+    """Every shipped model; one trained before the constraint would be a known failure, held strictly.
 
-    The default ``metasrgan-mri`` predates the constraint and stays the default because the
-    constrained fine-tune is not better on every held-out degradation (MODEL_CARD.md). ``strict``
-    turns this into a failure the day a constrained default ships, so the marker cannot outlive it.
+    Every shipped model has the constraint since the default was retrained with it (the previous
+    default, which predated it, was held here as a strict xfail). ``strict`` makes such a marker
+    fail the day its model is replaced, so it cannot outlive it.
     """
     params = []
     for name in shipped_models():
