@@ -308,8 +308,11 @@ def test_keyboard_interrupt_from_source_finalises_output(tmp_path):
 
 
 def test_sigint_in_consumer_finalises_output(tmp_path):
-    """A real SIGINT (Ctrl-C) delivered while frames are being written."""
-    frames = moving_shapes(30, 20, 24, color=False)
+    """A real SIGINT (Ctrl-C) delivered while frames are being written.
+
+    The stream is long (about 1 s of work after the signal), so that a busy machine which
+    schedules the main thread late still finds it running."""
+    frames = moving_shapes(200, 20, 24, color=False)
 
     def on_frame(f):
         if f.index == 4:
@@ -324,7 +327,7 @@ def test_sigint_in_consumer_finalises_output(tmp_path):
     )
     assert summary.end_reason is EndReason.INTERRUPTED and summary.codec == "h264"
     written, _ = read_video(tmp_path / "out.mp4")
-    assert 5 <= len(written) == summary.stats["frames_out"] < 30
+    assert 5 <= len(written) == summary.stats["frames_out"] < 200
 
 
 def test_error_in_inference_surfaces_and_leaves_no_output(tmp_path):
