@@ -367,7 +367,7 @@ class DegradationMix:
         rician: probability that the noise is Rician (else Gaussian).
     """
 
-    kinds: tuple[tuple[Kind, float], ...] = ((Kind.BICUBIC, 0.3), (Kind.GAUSS, 0.4), (Kind.KSPACE, 0.3))
+    kinds: tuple[tuple[Kind, float], ...] = parse_reduction_mix(DEFAULT_REDUCTION_MIX)
     fwhm: tuple[float, float] = (0.7, 1.5)
     clean: float = 0.35
     max_sigma: float = 0.03
