@@ -363,6 +363,20 @@ def test_generator_loss_combination(vgg_weights):
     assert set(terms_l1) == {"l1"} and only_l1.item() == pytest.approx(terms["l1"])
 
 
+def test_generator_loss_mse_pixel_term():
+    """--pixel-loss mse: the pixel term is the mean squared error, logged as "mse"; L1 stays the default."""
+    hr = torch.zeros(1, 1, 4, 4)
+    sr = torch.zeros(1, 1, 4, 4)
+    sr[0, 0, 0, :2] = torch.tensor([0.5, -0.25])  # L1 = 0.75/16, MSE = 0.3125/16: they differ
+    total, terms = GeneratorLoss(LossWeights(pixel="mse"))(sr, hr)
+    assert set(terms) == {"mse"} and total.item() == pytest.approx(0.3125 / 16)
+    assert GeneratorLoss()(sr, hr)[0].item() == pytest.approx(0.75 / 16)
+    weighted, _ = GeneratorLoss(LossWeights(l1=2.0, pixel="mse"))(sr, hr)
+    assert weighted.item() == pytest.approx(2 * 0.3125 / 16)
+    with pytest.raises(ValueError, match="unknown pixel loss 'huber'"):
+        GeneratorLoss(LossWeights(pixel="huber"))(sr, hr)
+
+
 # --------------------------------------------------------------------------------------------
 # Flat-field constraint: every kernel class has the same DC gain
 

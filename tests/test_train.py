@@ -137,6 +137,22 @@ def test_train_cli_snapshots_without_tensorboard(
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step-000002.pt", "step-000004.pt"]
 
 
+def test_mse_pixel_loss_trains_logs_and_is_recorded(tiny_data: Path, tmp_path: Path) -> None:
+    """--pixel-loss mse: the log's mse column is filled (l1 empty), the run's config records it, a
+    resume continues with it, and the weights differ from an L1 run of the same seed."""
+    mse = train(_cfg(tiny_data, tmp_path / "mse", 3, pixel_loss="mse"))
+    l1 = train(_cfg(tiny_data, tmp_path / "l1", 3))
+    assert mse.step == l1.step == 3
+    assert not _same(_weights(tmp_path / "mse" / "last.pt"), _weights(tmp_path / "l1" / "last.pt"))
+    rows = list(csv.DictReader(open(tmp_path / "mse" / "log.csv")))
+    assert rows and all(float(r["mse"]) >= 0 and r["l1"] == "" for r in rows)
+    assert all(r["mse"] == "" and float(r["l1"]) >= 0 for r in csv.DictReader(open(tmp_path / "l1" / "log.csv")))
+    assert read_checkpoint(tmp_path / "mse" / "last.pt")["training"]["pixel_loss"] == "mse"
+    with pytest.raises(InputError, match="--pixel-loss"):
+        train(_cfg(tiny_data, tmp_path / "bad", 1, pixel_loss="l2"))
+    assert not (tmp_path / "bad" / "last.pt").exists()
+
+
 def test_resume_continues_exactly(tiny_data: Path, tmp_path: Path) -> None:
     straight = train(_cfg(tiny_data, tmp_path / "a", 6, lr_step=4, lr_gamma=0.5))
     train(_cfg(tiny_data, tmp_path / "b", 4, lr_step=4, lr_gamma=0.5))
@@ -360,6 +376,7 @@ def test_ddp_two_gloo_processes_match_one_process(stage: str, tiny_data: Path, t
         (["--reduction-mix", "bicubic=1,sinc=1"], "'sinc=1' is not understood"),
         (["--reduction-mix", "gauss=0"], "no positive weight"),
         (["--snapshot-every", "-1"], "--snapshot-every"),
+        (["--pixel-loss", "huber"], "--pixel-loss"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(

@@ -28,6 +28,7 @@ from metasr.core.locks import output_lock
 from metasr.scanners import IntensityRange
 from metasr.training.compare import COMPARE_FILES
 from metasr.training.degradations import DEFAULT_REDUCTION_MIX, Degradation
+from metasr.training.losses import PIXEL_LOSSES
 from metasr.training.models import TRAINABLE_ARCHS
 from metasr.training.specs import parse_axes
 
@@ -136,6 +137,14 @@ def _threads(requested: int) -> int:
     type=click.Choice(["l1", "gan"]),
     default="l1",
     help="Loss: L1 only, or L1 + adversarial (+ perceptual with --vgg-weights).",
+)
+@click.option(
+    "--pixel-loss",
+    type=click.Choice(PIXEL_LOSSES),
+    default="l1",
+    show_default=True,
+    help="The pixel term: L1 (the paper's) or MSE (the conditional mean: what PSNR rewards under noise; "
+    "for a last fine-tune).",
 )
 @click.option(
     "--init",
@@ -252,6 +261,7 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         val=list(opts["val"]),
         arch=opts["arch"],
         stage=Stage(opts["stage"]),
+        pixel_loss=opts["pixel_loss"],
         steps=opts["steps"],
         batch_size=opts["batch_size"],
         patch_size=opts["patch_size"],

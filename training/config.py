@@ -18,6 +18,7 @@ from metasr.training.degradations import (
     NoiseKind,
     parse_reduction_mix,
 )
+from metasr.training.losses import PIXEL_LOSSES
 from metasr.training.models import TRAINABLE_ARCHS, arch_spec
 from metasr.training.specs import parse_axes, parse_scales
 
@@ -74,6 +75,7 @@ class TrainConfig:
     vgg_weights: Path | None = None
     adversarial_weight: float = 1e-3
     perceptual_weight: float = 6e-3
+    pixel_loss: str = "l1"
     seed: int = 0
     device: str = "cpu"
     workers: int = 0
@@ -142,6 +144,8 @@ def check_config(cfg: TrainConfig) -> None:
     _check_float(cfg, "val_fraction", 0.0, 0.9, low_open=False)
     _check_float(cfg, "adversarial_weight", 0.0, 1e3, low_open=False)
     _check_float(cfg, "perceptual_weight", 0.0, 1e3, low_open=False)
+    if cfg.pixel_loss not in PIXEL_LOSSES:
+        raise InputError(f"unknown --pixel-loss {cfg.pixel_loss!r}; choose one of: {', '.join(PIXEL_LOSSES)}")
     if cfg.max_minutes is not None:
         _check_float(cfg, "max_minutes", 0.0, 1e7)
     try:

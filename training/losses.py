@@ -129,6 +129,10 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
 
+#: ``--pixel-loss`` choices.
+PIXEL_LOSSES = ("l1", "mse")
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of the paper's combined loss."""
@@ -136,10 +140,15 @@ class LossWeights:
     l1: float = 1.0
     adversarial: float = 1e-3
     perceptual: float = 6e-3
+    #: The pixel term: ``"l1"`` (the paper's) or ``"mse"`` (its minimiser is the conditional mean,
+    #: which is what PSNR rewards where the input leaves the answer uncertain, as under noise).
+    pixel: str = "l1"
 
 
 class GeneratorLoss(nn.Module):
-    """``l1 * L1 + adversarial * adv + perceptual * VGG``; terms without a model are skipped.
+    """``l1 * pixel + adversarial * adv + perceptual * VGG``; terms without a model are skipped.
+
+    The pixel term is L1 or MSE (``weights.pixel``); it is logged under its own name.
 
     Returns the total and a dict of the unweighted terms (floats, for logging).
     """
@@ -150,9 +159,11 @@ class GeneratorLoss(nn.Module):
         self.perceptual = perceptual
 
     def forward(self, sr: Tensor, hr: Tensor, fake_logits: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
-        l1 = F.l1_loss(sr, hr)
-        total = self.weights.l1 * l1
-        terms = {"l1": float(l1.detach())}
+        if self.weights.pixel not in PIXEL_LOSSES:
+            raise ValueError(f"unknown pixel loss {self.weights.pixel!r}; choose one of: {', '.join(PIXEL_LOSSES)}")
+        pixel = F.mse_loss(sr, hr) if self.weights.pixel == "mse" else F.l1_loss(sr, hr)
+        total = self.weights.l1 * pixel
+        terms = {self.weights.pixel: float(pixel.detach())}
         if fake_logits is not None and self.weights.adversarial:
             adv = generator_adversarial_loss(fake_logits)
             total = total + self.weights.adversarial * adv

@@ -129,7 +129,7 @@ class _Run:
         perceptual = VGGPerceptualLoss(cfg.vgg_weights).to(device) if (gan and cfg.vgg_weights) else None
         adversarial = cfg.adversarial_weight if gan else 0.0
         self.criterion = GeneratorLoss(
-            LossWeights(adversarial=adversarial, perceptual=cfg.perceptual_weight), perceptual
+            LossWeights(adversarial=adversarial, perceptual=cfg.perceptual_weight, pixel=cfg.pixel_loss), perceptual
         )
         # The data last: every checkpoint and weight file is checked before a large dataset is indexed.
         self.train_index, self.val_index, self.val_set = _prepare_data(cfg, val_scales)
@@ -217,6 +217,7 @@ class _Run:
         cfg = self.cfg
         return {
             "stage": cfg.stage.value,
+            "pixel_loss": cfg.pixel_loss,
             "data": list(cfg.data),
             "val": list(cfg.val),
             "patch_size": cfg.patch_size,
