@@ -377,6 +377,27 @@ def test_generator_loss_mse_pixel_term():
         GeneratorLoss(LossWeights(pixel="huber"))(sr, hr)
 
 
+def test_psnr_pixel_loss_is_minus_the_mean_patch_psnr_and_weighs_patches_alike():
+    """--pixel-loss psnr: minus the mean PSNR of the patches; a clean patch (small error) pulls as
+    hard as a noisy one, where MSE lets the large error dominate (the gradients' ratio is inverted)."""
+    hr = torch.zeros(2, 1, 8, 8)
+    sr = hr.clone()
+    sr[0] += 0.1  # 20 dB
+    sr[1] += 0.01  # 40 dB
+    sr.requires_grad_(True)
+    total, terms = GeneratorLoss(LossWeights(pixel="psnr"))(sr, hr)
+    assert set(terms) == {"psnr"} and total.item() == pytest.approx(-30.0, abs=1e-3)
+    total.backward()
+    g = sr.grad.flatten(1).norm(dim=1)
+    assert float(g[1] / g[0]) == pytest.approx(10.0, rel=1e-3)  # the patch with 1/10 the error
+    sr.grad = None
+    GeneratorLoss(LossWeights(pixel="mse"))(sr, hr)[0].backward()
+    g = sr.grad.flatten(1).norm(dim=1)
+    assert float(g[1] / g[0]) == pytest.approx(0.1, rel=1e-3)
+    exact = GeneratorLoss(LossWeights(pixel="psnr"))(hr, hr)[0]  # an exact patch: the 80 dB floor
+    assert math.isfinite(exact.item()) and exact.item() == pytest.approx(-80.0, abs=1e-3)
+
+
 # --------------------------------------------------------------------------------------------
 # Flat-field constraint: every kernel class has the same DC gain
 

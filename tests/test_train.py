@@ -148,6 +148,9 @@ def test_mse_pixel_loss_trains_logs_and_is_recorded(tiny_data: Path, tmp_path: P
     assert rows and all(float(r["mse"]) >= 0 and r["l1"] == "" for r in rows)
     assert all(r["mse"] == "" and float(r["l1"]) >= 0 for r in csv.DictReader(open(tmp_path / "l1" / "log.csv")))
     assert read_checkpoint(tmp_path / "mse" / "last.pt")["training"]["pixel_loss"] == "mse"
+    train(_cfg(tiny_data, tmp_path / "psnr", 2, pixel_loss="psnr"))
+    rows = list(csv.DictReader(open(tmp_path / "psnr" / "log.csv")))
+    assert rows and all(float(r["psnr"]) < 0 and r["l1"] == r["mse"] == "" for r in rows)  # minus a PSNR
     with pytest.raises(InputError, match="--pixel-loss"):
         train(_cfg(tiny_data, tmp_path / "bad", 1, pixel_loss="l2"))
     assert not (tmp_path / "bad" / "last.pt").exists()

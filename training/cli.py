@@ -143,8 +143,9 @@ def _threads(requested: int) -> int:
     type=click.Choice(PIXEL_LOSSES),
     default="l1",
     show_default=True,
-    help="The pixel term: L1 (the paper's) or MSE (the conditional mean: what PSNR rewards under noise; "
-    "for a last fine-tune).",
+    help="The pixel term: L1 (the paper's), MSE (the conditional mean: what PSNR rewards under noise) or "
+    "psnr (minus the patches' mean PSNR: each patch weighs the same, noisy or clean); the last two "
+    "for a last fine-tune.",
 )
 @click.option(
     "--init",

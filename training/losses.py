@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,22 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 
 
 #: ``--pixel-loss`` choices.
-PIXEL_LOSSES = ("l1", "mse")
+PIXEL_LOSSES = ("l1", "mse", "psnr")
+
+#: Floor of a patch's MSE in the ``psnr`` pixel loss (a patch reproduced exactly counts as 80 dB).
+PSNR_LOSS_FLOOR = 1e-8
+
+
+def psnr_loss(sr: Tensor, hr: Tensor) -> Tensor:
+    """Minus the mean PSNR of the patches of a batch, in dB, for images in [0, 1].
+
+    ``mean_i 10 log10(MSE_i + floor)``: the gradient of each patch is its MSE gradient divided by
+    its own MSE, so every patch weighs the same in the mean PSNR that evaluation reports, whether
+    it is noisy (large error) or clean (small error). Plain MSE lets the noisy patches' large
+    errors set the direction.
+    """
+    mse = (sr - hr).pow(2).flatten(1).mean(1)
+    return (10.0 / math.log(10.0)) * torch.log(mse + PSNR_LOSS_FLOOR).mean()
 
 
 @dataclass(frozen=True)
@@ -140,8 +156,9 @@ class LossWeights:
     l1: float = 1.0
     adversarial: float = 1e-3
     perceptual: float = 6e-3
-    #: The pixel term: ``"l1"`` (the paper's) or ``"mse"`` (its minimiser is the conditional mean,
-    #: which is what PSNR rewards where the input leaves the answer uncertain, as under noise).
+    #: The pixel term: ``"l1"`` (the paper's), ``"mse"`` (its minimiser is the conditional mean,
+    #: which is what PSNR rewards where the input leaves the answer uncertain, as under noise) or
+    #: ``"psnr"`` (:func:`psnr_loss`: the mean PSNR of the patches, each patch weighing the same).
     pixel: str = "l1"
 
 
@@ -161,7 +178,12 @@ class GeneratorLoss(nn.Module):
     def forward(self, sr: Tensor, hr: Tensor, fake_logits: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         if self.weights.pixel not in PIXEL_LOSSES:
             raise ValueError(f"unknown pixel loss {self.weights.pixel!r}; choose one of: {', '.join(PIXEL_LOSSES)}")
-        pixel = F.mse_loss(sr, hr) if self.weights.pixel == "mse" else F.l1_loss(sr, hr)
+        if self.weights.pixel == "psnr":
+            pixel = psnr_loss(sr, hr)
+        elif self.weights.pixel == "mse":
+            pixel = F.mse_loss(sr, hr)
+        else:
+            pixel = F.l1_loss(sr, hr)
         total = self.weights.l1 * pixel
         terms = {self.weights.pixel: float(pixel.detach())}
         if fake_logits is not None and self.weights.adversarial:

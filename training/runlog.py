@@ -20,7 +20,20 @@ log = logging.getLogger("metasr.training")
 
 #: Files a run writes into its folder; an earlier run's are never replaced without --resume/--overwrite.
 RUN_FILES = ("last.pt", "best.pt", "log.csv")
-_CSV_FIELDS = ["step", "seconds", "scale", "loss", "l1", "mse", "adversarial", "perceptual", "d_loss", "lr", "val_psnr"]
+_CSV_FIELDS = [
+    "step",
+    "seconds",
+    "scale",
+    "loss",
+    "l1",
+    "mse",
+    "psnr",
+    "adversarial",
+    "perceptual",
+    "d_loss",
+    "lr",
+    "val_psnr",
+]
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:
@@ -120,7 +133,7 @@ class RunLog:
         if self.writer is not None:
             step = row["step"]
             self.writer.add_scalar("train/loss", row["loss"], step)
-            for k in ("l1", "mse", "adversarial", "perceptual"):
+            for k in ("l1", "mse", "psnr", "adversarial", "perceptual"):
                 if k in row:
                     self.writer.add_scalar(f"train/{k}", row[k], step)
             self.writer.add_scalar("train/lr", row["lr"], step)
