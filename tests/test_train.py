@@ -151,6 +151,16 @@ def test_mse_pixel_loss_trains_logs_and_is_recorded(tiny_data: Path, tmp_path: P
     train(_cfg(tiny_data, tmp_path / "psnr", 2, pixel_loss="psnr"))
     rows = list(csv.DictReader(open(tmp_path / "psnr" / "log.csv")))
     assert rows and all(float(r["psnr"]) < 0 and r["l1"] == r["mse"] == "" for r in rows)  # minus a PSNR
+    # a run whose log predates the mse/psnr columns resumes under its own header: no row shifts
+    old = tmp_path / "psnr" / "log.csv"
+    lines = old.read_text().splitlines()
+    old_fields = ["step", "seconds", "scale", "loss", "l1", "adversarial", "perceptual", "d_loss", "lr", "val_psnr"]
+    kept = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
+    old.write_text(",".join(old_fields) + "\n" + "".join(",".join(r[k] for k in old_fields) + "\n" for r in kept))
+    train(_cfg(tiny_data, tmp_path / "psnr", 4, pixel_loss="psnr", resume=True))
+    resumed = list(csv.reader(open(old)))
+    assert resumed[0] == old_fields and all(len(r) == len(old_fields) for r in resumed)
+    assert [r[0] for r in resumed[1:]][-1] == "4" and float(resumed[-1][3]) < 0  # "loss" holds minus a PSNR
     with pytest.raises(InputError, match="--pixel-loss"):
         train(_cfg(tiny_data, tmp_path / "bad", 1, pixel_loss="l2"))
     assert not (tmp_path / "bad" / "last.pt").exists()

@@ -165,7 +165,8 @@ class LossWeights:
 class GeneratorLoss(nn.Module):
     """``l1 * pixel + adversarial * adv + perceptual * VGG``; terms without a model are skipped.
 
-    The pixel term is L1 or MSE (``weights.pixel``); it is logged under its own name.
+    The pixel term is L1, MSE or minus the mean patch PSNR (``weights.pixel``), logged under its own
+    name; the psnr term is in dB, so the adversarial and perceptual weights were not set for it.
 
     Returns the total and a dict of the unweighted terms (floats, for logging).
     """

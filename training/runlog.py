@@ -97,6 +97,13 @@ def earlier_snapshots(out: Path) -> list[Path]:
     return sorted(folder.glob("step-*.pt")) if folder.is_dir() else []
 
 
+def _existing_header(path: Path) -> list[str] | None:
+    """The column names of an existing ``log.csv``, or None when it has no usable header."""
+    with open(path, newline="") as f:
+        header = next(csv.reader(f), None)
+    return header if header and "step" in header else None
+
+
 class RunLog:
     """What rank 0 writes while training: ``config.json``, ``log.csv``, TensorBoard, a progress bar."""
 
@@ -110,8 +117,11 @@ class RunLog:
         atomic_write_text(out_dir / "config.json", json.dumps(config_dict(cfg), indent=2) + "\n")
         path = out_dir / "log.csv"
         new = not (cfg.resume and path.is_file())
+        # A resumed run appends under the header its log already has (a log begun before a column
+        # was added keeps its columns; the total stays in "loss"), so no row is shifted.
+        fields = _CSV_FIELDS if new else (_existing_header(path) or _CSV_FIELDS)
         self._f = open(path, "w" if new else "a", newline="")
-        self._csv = csv.DictWriter(self._f, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+        self._csv = csv.DictWriter(self._f, fieldnames=fields, extrasaction="ignore")
         if new:
             self._csv.writeheader()
         self.writer = None
