@@ -130,9 +130,6 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
 
-#: ``--pixel-loss`` choices.
-PIXEL_LOSSES = ("l1", "mse", "psnr")
-
 #: Floor of a patch's MSE in the ``psnr`` pixel loss (a patch reproduced exactly counts as 80 dB).
 PSNR_LOSS_FLOOR = 1e-8
 
@@ -147,6 +144,12 @@ def psnr_loss(sr: Tensor, hr: Tensor) -> Tensor:
     """
     mse = (sr - hr).pow(2).flatten(1).mean(1)
     return (10.0 / math.log(10.0)) * torch.log(mse + PSNR_LOSS_FLOOR).mean()
+
+
+#: The pixel terms by ``--pixel-loss`` name.
+_PIXEL_TERMS = {"l1": F.l1_loss, "mse": F.mse_loss, "psnr": psnr_loss}
+#: ``--pixel-loss`` choices.
+PIXEL_LOSSES = tuple(_PIXEL_TERMS)
 
 
 @dataclass(frozen=True)
@@ -175,16 +178,12 @@ class GeneratorLoss(nn.Module):
         super().__init__()
         self.weights = weights
         self.perceptual = perceptual
+        if weights.pixel not in _PIXEL_TERMS:
+            raise ValueError(f"unknown pixel loss {weights.pixel!r}; choose one of: {', '.join(PIXEL_LOSSES)}")
+        self._pixel_term = _PIXEL_TERMS[weights.pixel]
 
     def forward(self, sr: Tensor, hr: Tensor, fake_logits: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
-        if self.weights.pixel not in PIXEL_LOSSES:
-            raise ValueError(f"unknown pixel loss {self.weights.pixel!r}; choose one of: {', '.join(PIXEL_LOSSES)}")
-        if self.weights.pixel == "psnr":
-            pixel = psnr_loss(sr, hr)
-        elif self.weights.pixel == "mse":
-            pixel = F.mse_loss(sr, hr)
-        else:
-            pixel = F.l1_loss(sr, hr)
+        pixel = self._pixel_term(sr, hr)
         total = self.weights.l1 * pixel
         terms = {self.weights.pixel: float(pixel.detach())}
         if fake_logits is not None and self.weights.adversarial:

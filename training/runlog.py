@@ -13,6 +13,7 @@ from typing import Any
 from metasr.core.atomic import atomic_write_text, check_writable_folder
 from metasr.core.errors import OutputError
 from metasr.core.paths import check_resolvable
+from metasr.training.losses import PIXEL_LOSSES
 
 __all__ = ["RUN_FILES", "config_dict", "check_run_folder", "earlier_snapshots", "RunLog"]
 
@@ -20,20 +21,9 @@ log = logging.getLogger("metasr.training")
 
 #: Files a run writes into its folder; an earlier run's are never replaced without --resume/--overwrite.
 RUN_FILES = ("last.pt", "best.pt", "log.csv")
-_CSV_FIELDS = [
-    "step",
-    "seconds",
-    "scale",
-    "loss",
-    "l1",
-    "mse",
-    "psnr",
-    "adversarial",
-    "perceptual",
-    "d_loss",
-    "lr",
-    "val_psnr",
-]
+#: Loss terms a training step may log (the pixel term under its own name).
+_TERMS = (*PIXEL_LOSSES, "adversarial", "perceptual")
+_CSV_FIELDS = ["step", "seconds", "scale", "loss", *_TERMS, "d_loss", "lr", "val_psnr"]
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:
@@ -143,7 +133,7 @@ class RunLog:
         if self.writer is not None:
             step = row["step"]
             self.writer.add_scalar("train/loss", row["loss"], step)
-            for k in ("l1", "mse", "psnr", "adversarial", "perceptual"):
+            for k in _TERMS:
                 if k in row:
                     self.writer.add_scalar(f"train/{k}", row[k], step)
             self.writer.add_scalar("train/lr", row["lr"], step)
