@@ -26,7 +26,7 @@ from metasr.training.degradations import (
     parse_degradation,
     parse_noise,
 )
-from metasr.training.pairs import PatchDataset, make_pair
+from metasr.training.pairs import PatchDataset, downscale_exact, make_pair
 
 SCALES = [Fraction(11, 10), Fraction(3, 2), Fraction(2), Fraction(5, 2), Fraction(37, 10), Fraction(4)]
 
@@ -209,6 +209,42 @@ def test_patch_dataset_with_the_mix_gives_batchable_pairs(tmp_path):
         lr, hr = dataset[(seed % 2, "11/10", seed)]
         assert lr.shape == (1, 43, 43) and hr.shape == (1, 47, 47)
     assert hr_needed(Kind.KSPACE, 43, Fraction(11, 10)) == 55  # LR grid on 50 pixels, HR 55
+
+
+def test_hr_noise_sets_the_share_of_noisy_targets_and_draws_nothing_when_off(tmp_path):
+    from metasr.training.config import TrainConfig, degradation_mix
+
+    assert degradation_mix(TrainConfig(out_dir=tmp_path, data=["folder:."])).hr_noise == 0.0  # off by default
+    mix = degradation_mix(TrainConfig(out_dir=tmp_path, data=["folder:."], hr_noise=0.4, max_noise=0.02))
+    assert mix.describe()["hr_noise"] == 0.4
+    rng = np.random.default_rng(5)
+    drawn = [mix.sample_hr_noise(rng) for _ in range(2000)]
+    noisy = [s for k, s in drawn if k is not NoiseKind.NONE]
+    assert 0.36 < len(noisy) / 2000 < 0.44 and 0 < min(noisy) and max(noisy) <= 0.02
+    assert all(s == 0.0 for k, s in drawn if k is NoiseKind.NONE)
+    rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+    assert DegradationMix().sample_hr_noise(rng_a) == (NoiseKind.NONE, 0.0)
+    assert rng_a.random() == rng_b.random()  # nothing drawn: runs without it see the same stream
+
+
+def test_hr_noise_is_in_the_target_and_reaches_the_lr_through_the_reduction(tmp_path):
+    folder = write_smooth_images(tmp_path / "imgs", count=1, shape=(130, 130))
+    index = build_index([f"folder:{folder}"])
+    bicubic = ((Kind.BICUBIC, 1.0),)
+    clean = PatchDataset(index, patch_size=48, degradations=DegradationMix(kinds=bicubic, clean=1.0), augment=False)
+    noisy_mix = DegradationMix(kinds=bicubic, clean=1.0, max_sigma=0.03, hr_noise=1.0, rician=0.0)
+    noisy = PatchDataset(index, patch_size=48, degradations=noisy_mix, augment=False)
+    lr0, hr0 = clean[(0, "2", 3)]
+    lr1, hr1 = noisy[(0, "2", 3)]
+    residual = (hr1 - hr0).numpy()
+    assert 0.0 < residual.std() <= 0.031  # the target carries the HR's noise (same crop: same seed)
+    assert abs(float(np.corrcoef(residual[0, :, 1:].ravel(), residual[0, :, :-1].ravel())[0, 1])) < 0.1  # white
+    # no noise is added to the LR (clean=1.0): it is the reduction of the noisy HR (away from the
+    # bottom/right, where the LR also sees the HR pixel beyond the target)
+    reduced = downscale_exact(hr1[0], Fraction(2), (24, 24))
+    torch.testing.assert_close(lr1[0, :20, :20], reduced[:20, :20], atol=1e-5, rtol=0)
+    lr_res = (lr1 - lr0).numpy()
+    assert 0.0 < lr_res.std() < residual.std()  # the antialiasing filter attenuates it in the LR
 
 
 def test_tile_index_weights_slices_by_area():

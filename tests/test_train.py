@@ -386,6 +386,7 @@ def test_ddp_two_gloo_processes_match_one_process(stage: str, tiny_data: Path, t
         (["--scales", "2:9:1"], "outside"),
         (["--init", "/nonexistent.pt"], "does not exist"),
         (["--clean-fraction", "1.5"], "--clean-fraction"),
+        (["--hr-noise", "-0.1"], "--hr-noise"),
         (["--reduction-mix", "bicubic=1,sinc=1"], "'sinc=1' is not understood"),
         (["--reduction-mix", "gauss=0"], "no positive weight"),
         (["--snapshot-every", "-1"], "--snapshot-every"),

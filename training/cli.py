@@ -230,6 +230,14 @@ def _threads(requested: int) -> int:
     show_default=True,
     help="Share of the realistic mix's patches left without noise.",
 )
+@click.option(
+    "--hr-noise",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of the realistic mix's HR patches given acquisition noise (sigma up to --max-noise) before "
+    "the LR is made; the target keeps it.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (there is none when stderr is not a terminal).")
 @click.option(
     "--tensorboard/--no-tensorboard",
@@ -291,6 +299,7 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         degradations=opts["degradations"],
         max_noise=opts["max_noise"],
         clean_fraction=opts["clean_fraction"],
+        hr_noise=opts["hr_noise"],
         reduction_mix=opts["reduction_mix"],
         tiles=opts["tiles"],
         progress=not opts["no_progress"] and progress_enabled(verbosity),

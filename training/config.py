@@ -86,6 +86,7 @@ class TrainConfig:
     tiles: bool = True
     max_noise: float = 0.03
     clean_fraction: float = 0.35
+    hr_noise: float = 0.0
     reduction_mix: str = DEFAULT_REDUCTION_MIX
     progress: bool = True
     tensorboard: bool = True
@@ -158,6 +159,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"unknown --degradations {cfg.degradations!r}; choose one of: {', '.join(DEGRADATION_MIXES)}")
     _check_float(cfg, "max_noise", 0.0, 0.5, low_open=False)
     _check_float(cfg, "clean_fraction", 0.0, 1.0, low_open=False)
+    _check_float(cfg, "hr_noise", 0.0, 1.0, low_open=False)
     parse_reduction_mix(cfg.reduction_mix)
 
 
@@ -170,7 +172,7 @@ def degradation_mix(cfg: TrainConfig) -> DegradationMix | None:
     if cfg.degradations == "bicubic":
         return None
     kinds = parse_reduction_mix(cfg.reduction_mix)
-    return DegradationMix(kinds=kinds, max_sigma=cfg.max_noise, clean=cfg.clean_fraction)
+    return DegradationMix(kinds=kinds, max_sigma=cfg.max_noise, clean=cfg.clean_fraction, hr_noise=cfg.hr_noise)
 
 
 #: Validation degradations, cycled over the validation images so ``best.pt`` is chosen for all of them.

@@ -365,6 +365,10 @@ class DegradationMix:
         clean: probability of no noise.
         max_sigma: noise sigma drawn uniformly from (0, max_sigma] otherwise.
         rician: probability that the noise is Rician (else Gaussian).
+        hr_noise: probability that the HR patch itself carries acquisition noise (sigma and kind
+            drawn as the LR's), added before the LR is made, so the target keeps it: the share of
+            the LR's noise that comes from the HR is signal to reconstruct, noise added to the LR
+            is not (:meth:`sample_hr_noise`).
     """
 
     kinds: tuple[tuple[Kind, float], ...] = parse_reduction_mix(DEFAULT_REDUCTION_MIX)
@@ -373,6 +377,7 @@ class DegradationMix:
     max_sigma: float = 0.03
     rician: float = 0.6
     windows: tuple[Window, ...] = field(default=(Window.NONE, Window.HAMMING, Window.TUKEY))
+    hr_noise: float = 0.0
 
     @classmethod
     def bicubic_only(cls) -> DegradationMix:
@@ -397,6 +402,16 @@ class DegradationMix:
             deg = deg.with_noise(noise, float(rng.uniform(0.0, self.max_sigma)) or self.max_sigma)
         return deg
 
+    def sample_hr_noise(self, rng: np.random.Generator) -> tuple[NoiseKind, float]:
+        """The acquisition noise of one HR patch: ``(NONE, 0.0)`` for a share ``1 - hr_noise``.
+
+        Draws nothing from ``rng`` when ``hr_noise`` is 0, so runs without it are unchanged.
+        """
+        if self.hr_noise <= 0 or self.max_sigma <= 0 or rng.random() >= self.hr_noise:
+            return NoiseKind.NONE, 0.0
+        kind = NoiseKind.RICIAN if rng.random() < self.rician else NoiseKind.GAUSSIAN
+        return kind, float(rng.uniform(0.0, self.max_sigma)) or self.max_sigma
+
     def describe(self) -> dict:
         """JSON-friendly record of the mix (written into the run's config)."""
         return {
@@ -406,4 +421,5 @@ class DegradationMix:
             "max_sigma": self.max_sigma,
             "rician": self.rician,
             "windows": [w.value for w in self.windows],
+            "hr_noise": self.hr_noise,
         }

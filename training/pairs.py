@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from metasr.core.errors import InputError, ScaleError
 from metasr.core.scale import hr_length
 from metasr.training.data import FrameCache, ImageIndex, load_slice
-from metasr.training.degradations import Degradation, DegradationMix, Kind, hr_needed
+from metasr.training.degradations import Degradation, DegradationMix, Kind, add_noise, hr_needed
 from metasr.training.models import noise_map
 
 __all__ = ["patch_geometry", "downscale_exact", "make_pair", "PatchDataset", "ScaleBatchSampler"]
@@ -159,6 +159,10 @@ class PatchDataset(Dataset):
         patch = image[top : top + region, left : left + region]
         if self.augment:
             patch = _augment(patch, int(rng.integers(0, 8)))
+        if self.degradations is not None:
+            hr_kind, hr_sigma = self.degradations.sample_hr_noise(rng)
+            if hr_sigma > 0:  # acquisition noise: in the target, and in the LR through the reduction
+                patch = np.clip(add_noise(np.asarray(patch, np.float64), hr_kind, hr_sigma, rng), 0.0, 1.0)
         patch_t = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))
         if degradation is None:
             lr = downscale_exact(patch_t, scale, (h, h))
