@@ -398,9 +398,13 @@ class DegradationMix:
         elif kind is Kind.KSPACE:
             deg = replace(deg, window=self.windows[int(rng.integers(0, len(self.windows)))])
         if self.max_sigma > 0 and rng.random() >= self.clean:
-            noise = NoiseKind.RICIAN if rng.random() < self.rician else NoiseKind.GAUSSIAN
-            deg = deg.with_noise(noise, float(rng.uniform(0.0, self.max_sigma)) or self.max_sigma)
+            deg = deg.with_noise(*self._draw_noise(rng))
         return deg
+
+    def _draw_noise(self, rng: np.random.Generator) -> tuple[NoiseKind, float]:
+        """A noise kind (Rician with probability ``rician``) and a sigma uniform in (0, max_sigma]."""
+        kind = NoiseKind.RICIAN if rng.random() < self.rician else NoiseKind.GAUSSIAN
+        return kind, float(rng.uniform(0.0, self.max_sigma)) or self.max_sigma
 
     def sample_hr_noise(self, rng: np.random.Generator) -> tuple[NoiseKind, float]:
         """The acquisition noise of one HR patch: ``(NONE, 0.0)`` for a share ``1 - hr_noise``.
@@ -409,8 +413,7 @@ class DegradationMix:
         """
         if self.hr_noise <= 0 or self.max_sigma <= 0 or rng.random() >= self.hr_noise:
             return NoiseKind.NONE, 0.0
-        kind = NoiseKind.RICIAN if rng.random() < self.rician else NoiseKind.GAUSSIAN
-        return kind, float(rng.uniform(0.0, self.max_sigma)) or self.max_sigma
+        return self._draw_noise(rng)
 
     def describe(self) -> dict:
         """JSON-friendly record of the mix (written into the run's config)."""
