@@ -1,10 +1,11 @@
-"""Average the weights of several checkpoints of one run into one shippable checkpoint.
+"""Average the weights of several checkpoints of one model into one shippable checkpoint.
 
-Usage: ``python scripts/average_checkpoints.py OUT.pt A.pt B.pt [...]``
+Usage: ``python scripts/average_checkpoints.py OUT.pt A.pt B.pt [...] [--weights WA,WB,...]``
 
-The snapshots should come from the late part of one run (``metasr-train --snapshot-every N`` keeps
-them in the run folder's ``snapshots/``); see ``metasr.training.checkpoint.average_checkpoints``.
-OUT must be new; it is written atomically.
+Uniform: the snapshots should come from the late part of one run (``metasr-train --snapshot-every
+N`` keeps them in the run folder's ``snapshots/``). ``--weights 0.7,0.3`` (one per checkpoint,
+summing to 1) interpolates between a model and a continuation of it; see
+``metasr.training.checkpoint.average_checkpoints``. OUT must be new; it is written atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ from metasr.training.checkpoint import average_checkpoints
 
 
 def main(argv: list[str]) -> int:
+    weights = None
+    if "--weights" in argv:
+        at = argv.index("--weights")
+        text = argv[at + 1] if at + 1 < len(argv) else ""
+        argv = argv[:at] + argv[at + 2 :]
+        try:
+            weights = [float(w) for w in text.split(",")]
+        except ValueError:
+            print(f"average_checkpoints: --weights {text!r} is not numbers separated by commas", file=sys.stderr)
+            return 2
     if len(argv) < 3:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
@@ -28,7 +39,7 @@ def main(argv: list[str]) -> int:
         print(f"average_checkpoints: {out} exists; name a new file", file=sys.stderr)
         return 2
     try:
-        ckpt = average_checkpoints(inputs)
+        ckpt = average_checkpoints(inputs, weights)
     except CheckpointError as e:
         print(f"average_checkpoints: {e}", file=sys.stderr)
         return 2
@@ -38,7 +49,8 @@ def main(argv: list[str]) -> int:
     except OSError as e:  # OutputError included: its message names the path and what to do
         print(f"average_checkpoints: {e}", file=sys.stderr)
         return 2
-    print(f"average_checkpoints: {len(inputs)} checkpoints (steps {ckpt['training']['averaged']}) -> {out}")
+    how = f", weights {weights}" if weights is not None else ""
+    print(f"average_checkpoints: {len(inputs)} checkpoints (steps {ckpt['training']['averaged']}{how}) -> {out}")
     return 0
 
 

@@ -243,6 +243,89 @@ def test_average_refuses_checkpoints_of_different_runs(tmp_path, metasrgan):
         average_checkpoints([a])
 
 
+def _two_runs(tmp_path):
+    """A model and a continuation of it (different weights, the same config), as shippable files."""
+    paths = []
+    for seed, step in ((0, 500), (1, 2000)):
+        torch.manual_seed(seed)
+        model = build_model("metasrgan", flat_field=True)
+        paths.append(
+            save_checkpoint(
+                tmp_path / f"r{seed}.pt",
+                model,
+                model_config("metasrgan", model, {}),
+                step=step,
+                training={"stage": "l1", "init": f"start-{seed}"},
+            )
+        )
+    return paths
+
+
+def test_weighted_average_interpolates(tmp_path):
+    """--weights: the exact weighted mean, the sources and weights recorded, the result loads."""
+    from metasr.training.checkpoint import average_checkpoints
+
+    a, b = _two_runs(tmp_path)
+    ca, cb = read_checkpoint(a), read_checkpoint(b)
+    mix = average_checkpoints([a, b], [0.7, 0.3])
+    for key, value in mix["model"].items():
+        if value.is_floating_point():
+            want = (0.7 * ca["model"][key].double() + 0.3 * cb["model"][key].double()).float()
+            assert torch.allclose(value, want, atol=1e-7), key
+    key = "trunk.head.0.weight"
+    assert not torch.allclose(mix["model"][key], average_checkpoints([a, b])["model"][key])
+    assert mix["training"]["weights"] == [0.7, 0.3] and mix["training"]["averaged"] == [500, 2000]
+    sources = mix["training"]["sources"]
+    assert [s["file"] for s in sources] == ["r0.pt", "r1.pt"] and [s["step"] for s in sources] == [500, 2000]
+    assert [s["training"]["init"] for s in sources] == ["start-0", "start-1"]
+    # the end points are the inputs themselves
+    key = "upscale.wpn.2.weight"
+    assert torch.equal(average_checkpoints([a, b], [1.0, 0.0])["model"][key], ca["model"][key])
+    out = tmp_path / "mix.pt"
+    torch.save(mix, out)
+    with torch.no_grad():
+        assert torch.isfinite(load_checkpoint(out)(torch.rand(1, 1, 12, 12), "2.5")).all()
+
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        ([1.0], "1 weights for 2 checkpoints"),
+        ([0.5, 0.3], "sum to 0.8"),
+        ([1.5, -0.5], "must be finite numbers >= 0"),
+        ([float("nan"), 1.0], "must be finite numbers >= 0"),
+        ([True, False], "must be finite numbers >= 0"),
+    ],
+)
+def test_weighted_average_refuses_bad_weights(tmp_path, weights, match):
+    from metasr.training.checkpoint import average_checkpoints
+
+    a, b = _two_runs(tmp_path)
+    with pytest.raises(CheckpointError, match=match):
+        average_checkpoints([a, b], weights)
+
+
+def test_average_script(tmp_path):
+    """scripts/average_checkpoints.py: --weights writes the mix; bad weights or an existing OUT: one line, exit 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "average_checkpoints.py"
+    a, b = _two_runs(tmp_path)
+    run = lambda *args: subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True)
+    out = tmp_path / "mix.pt"
+    for bad in ("0.5,0.6", "0.5,x", ""):
+        r = run(out, a, b, "--weights", bad)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+        assert set(tmp_path.iterdir()) == {a, b}  # nothing written
+    r = run(out, a, b, "--weights", "0.8,0.2")
+    assert r.returncode == 0, r.stderr
+    assert "weights [0.8, 0.2]" in r.stdout and read_checkpoint(out)["training"]["weights"] == [0.8, 0.2]
+    r = run(out, a, b)
+    assert r.returncode == 2 and "exists" in r.stderr
+
+
 class _RunsCode:
     def __reduce__(self):
         return (print, ("pwned",))

@@ -274,23 +274,33 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return model.to(map_location).eval()
 
 
-def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, Any]:
-    """The uniform average of the weights of several checkpoints of one run (weight averaging).
+def average_checkpoints(paths: list[str | os.PathLike], weights: list[float] | None = None) -> dict[str, Any]:
+    """The average of the weights of several checkpoints of one model (weight averaging).
 
     Snapshots of one run taken late, at a constant or slowly falling learning rate, wander around a
-    minimum from step to step (Adam at a small batch); their mean smooths that wander. It is not
-    always better than the best single snapshot: score it like any checkpoint. Floating-point tensors
-    (weights, biases, batch-norm running statistics) are averaged in float64; integer ones (batch
-    counts) come from the last checkpoint. The result is a shippable checkpoint (no optimiser):
-    the last one's config, step, stage and training facts, with ``training["averaged"]`` naming the
-    steps that were averaged.
+    minimum from step to step (Adam at a small batch); their uniform mean smooths that wander. It is
+    not always better than the best single snapshot: score it like any checkpoint. With ``weights``
+    (one per checkpoint, each >= 0, summing to 1) it is a weighted mean: ``weights=[0.7, 0.3]`` of a
+    model and a continuation of it trained on another mix is the point 30 % of the way from the one
+    to the other (weight-space interpolation), which trades what each was trained for without a
+    second network at run time. Both must descend from one start (a continuation, not two
+    independent runs) for their mean to be a working model.
+
+    Floating-point tensors (weights, biases, batch-norm running statistics) are averaged in
+    float64; integer ones (batch counts) come from the last checkpoint. The result is a shippable
+    checkpoint (no optimiser): the last one's config, step, stage and training facts, with
+    ``training["averaged"]`` naming the steps that were averaged, and, for a weighted mean,
+    ``training["weights"]`` and ``training["sources"]`` (each input's own training facts and step).
 
     Raises:
-        CheckpointError: fewer than two paths, or checkpoints of different architectures,
-            arguments, normalisations or weight shapes.
+        CheckpointError: fewer than two paths, weights that are not one finite non-negative number
+            per checkpoint summing to 1, or checkpoints of different architectures, arguments,
+            normalisations or weight shapes.
     """
     if len(paths) < 2:
         raise CheckpointError(f"averaging needs at least two checkpoints; got {len(paths)}")
+    if weights is not None:
+        _check_weights(weights, len(paths))
     ckpts = [read_checkpoint(p) for p in paths]
     first, last = ckpts[0], ckpts[-1]
     for path, ckpt in zip(paths[1:], ckpts[1:]):
@@ -301,15 +311,23 @@ def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, Any]:
         shapes = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
         if shapes != {k: tuple(v.shape) for k, v in first["model"].items()}:
             raise CheckpointError(f"{path}: its weights differ in names or shapes from {paths[0]}'s")
+    share = torch.tensor(weights if weights is not None else [1.0 / len(ckpts)] * len(ckpts), dtype=torch.float64)
     model: dict[str, torch.Tensor] = {}
     for key, value in last["model"].items():
         if value.is_floating_point():
-            mean = torch.stack([c["model"][key].double() for c in ckpts]).mean(0)
+            stacked = torch.stack([c["model"][key].double() for c in ckpts])
+            mean = torch.tensordot(share, stacked, dims=1)
             model[key] = mean.to(value.dtype)
         else:
             model[key] = value.clone()
     training = dict(last.get("training") or {})
     training["averaged"] = [int(c.get("step", 0)) for c in ckpts]
+    if weights is not None:
+        training["weights"] = [float(w) for w in weights]
+        training["sources"] = [
+            {"file": Path(p).name, "step": int(c.get("step", 0)), "training": c.get("training") or {}}
+            for p, c in zip(paths, ckpts)
+        ]
     return {
         "format": CHECKPOINT_FORMAT,
         "format_version": _FORMAT_VERSION,
@@ -320,3 +338,13 @@ def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, Any]:
         "stage": last.get("stage", training.get("stage", "l1")),
         "training": training,
     }
+
+
+def _check_weights(weights: list[float], count: int) -> None:
+    """One finite, non-negative weight per checkpoint, summing to 1 (within 1e-6)."""
+    if len(weights) != count:
+        raise CheckpointError(f"{len(weights)} weights for {count} checkpoints; give one weight per checkpoint")
+    if not all(_number(w, float) and w >= 0 for w in weights):
+        raise CheckpointError(f"weights {list(weights)} must be finite numbers >= 0")
+    if abs(sum(weights) - 1.0) > 1e-6:
+        raise CheckpointError(f"weights {list(weights)} sum to {sum(weights):g}; they must sum to 1")
