@@ -9,7 +9,12 @@ Several ROOTs (``LABEL=ROOT``) holding the same reports for different models are
 (image, scale), so models evaluated in separate runs share one table; their bicubic scores must
 agree (the LR and its noise are seeded).
 
-Usage: ``python scripts/summarise_eval.py [LABEL=]ROOT [[LABEL=]ROOT ...]``
+``--against LABEL`` then compares every other model with LABEL cell by cell (report x scale, the
+mean of files): the cells where it is not better, with the margins, and a count. The exit status
+is 0 only when every other model is better than LABEL in every one of LABEL's cells (the rule by which
+a new default replaces the shipped one), 1 otherwise, so a release script can gate on it.
+
+Usage: ``python scripts/summarise_eval.py [LABEL=]ROOT [[LABEL=]ROOT ...] [--against LABEL]``
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ def _rows(per_images: list[tuple[str, Path]]) -> list[dict[str, str]]:
             if r["model"] == "bicubic":
                 key = (r["image"], r["scale"])
                 if base.setdefault(key, r["psnr"]) != r["psnr"]:
-                    raise SystemExit(f"{path}: bicubic differs from the first report at {key}: not the same LR")
+                    raise ValueError(f"{path}: bicubic differs from the first report at {key}: not the same LR")
                 if len(rows) and label != per_images[0][0]:
                     continue
             elif label:
@@ -55,6 +60,39 @@ def _gains(rows: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, list[f
         group = r.get("group") or r["image"]
         out[(r["scale"], r["model"])][group].append(float(r["psnr"]) - base[(r["image"], r["scale"])])
     return out
+
+
+def cell_means(per_images: list[tuple[str, Path]]) -> dict[tuple[str, str], float]:
+    """``(scale, model) -> mean of the files' mean gains`` of one report."""
+    gains = _gains(_rows(per_images))
+    return {key: float(np.mean([np.mean(v) for v in groups.values()])) for key, groups in gains.items()}
+
+
+def compare(cells: dict[str, dict[tuple[str, str], float]], against: str) -> tuple[list[str], bool]:
+    """Every other model against ``against``, cell by cell; the lines to print and whether all are better.
+
+    ``cells`` maps each report's name to its :func:`cell_means`. A tie (equal to the printed 0.01
+    dB) is not better, and a cell of ``against`` the other model was not evaluated in fails it.
+    """
+    models = sorted({m for report in cells.values() for (_, m) in report} - {against})
+    lines, everywhere = [f"### against {against}", ""], True
+    for model in models:
+        shared, worse, missing = 0, [], 0
+        for name, report in sorted(cells.items()):
+            for scale in sorted({s for (s, m) in report if m == against}, key=float):
+                if (scale, model) not in report:
+                    missing += 1
+                    continue
+                shared += 1
+                margin = report[(scale, model)] - report[(scale, against)]
+                if not round(margin, 2) > 0:
+                    worse.append(f"{name} x{scale} {margin:+.2f}")
+        everywhere &= shared > 0 and not worse and not missing
+        lines.append(f"- {model}: better in {shared - len(worse)} of {shared} cells")
+        lines += [f"  - not better: {cell}" for cell in worse]
+        if missing:
+            lines.append(f"  - not evaluated in {missing} of {against}'s cells")
+    return lines + [""], everywhere
 
 
 def summarise(name: str, per_images: list[tuple[str, Path]]) -> list[str]:
@@ -80,16 +118,34 @@ def summarise(name: str, per_images: list[tuple[str, Path]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("roots", nargs="+", help="[LABEL=]ROOT: a folder of metasr-eval reports")
+    parser.add_argument("--against", metavar="LABEL", help="compare every other model with this one, cell by cell")
     args = parser.parse_args(argv)
     roots = [(text.split("=", 1) if "=" in text else ("", text)) for text in args.roots]
     names = sorted({p.parent.name for _, root in roots for p in Path(root).glob("*/per_image.csv")})
     if not names:
         print(f"no metasr-eval reports under {', '.join(r for _, r in roots)}", file=sys.stderr)
         return 2
-    for name in names:
-        found = [(label, Path(root) / name / "per_image.csv") for label, root in roots]
-        print("\n".join(summarise(name, [(label, p) for label, p in found if p.is_file()])))
-    return 0
+    cells: dict[str, dict[tuple[str, str], float]] = {}
+    out: list[str] = []
+    try:
+        for name in names:
+            found = [(label, Path(root) / name / "per_image.csv") for label, root in roots]
+            found = [(label, p) for label, p in found if p.is_file()]
+            out += summarise(name, found)
+            cells[name] = cell_means(found)
+    except ValueError as e:
+        print(f"summarise_eval: {e}", file=sys.stderr)
+        return 2
+    shown = sorted({m for report in cells.values() for (_, m) in report})
+    if args.against is not None and args.against not in shown:
+        print(f"summarise_eval: --against {args.against}: no such model; the reports hold {shown}", file=sys.stderr)
+        return 2
+    everywhere = True
+    if args.against is not None:
+        lines, everywhere = compare(cells, args.against)
+        out += lines
+    print("\n".join(out))
+    return 0 if everywhere else 1
 
 
 if __name__ == "__main__":
