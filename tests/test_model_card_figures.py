@@ -1,0 +1,93 @@
+"""The model cards' held-out real-scan figures are the figures of the per-image scores shipped beside them.
+
+Each card's tables (gain over bicubic: the mean of files with its 95% interval and each MR file;
+one number per scale for the CT and NM image) are recomputed by ``scripts/summarise_eval.py`` from
+``eval/real/<report>/per_image.csv``, so a card cannot drift from its data, and a new model can be
+gated against the shipped one without evaluating the shipped one again
+(``summarise_eval.py new=NEW default=models/metasrgan-mri/eval/real --against default``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import t
+
+ROOT = Path(__file__).resolve().parents[1]
+MR_FILES = ["MR-SIEMENS-DICOM-WithOverlays.dcm", "MR2_UNCR.dcm", "example4d_vol0.nii.gz"]
+NUMBER = r"[+-]\d+\.\d\d"
+
+
+def _summarise():
+    spec = importlib.util.spec_from_file_location("summarise_eval", ROOT / "scripts" / "summarise_eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _mr_report(label: str) -> str:
+    """The report a row label of the cards' MR table names."""
+    kspace, noise = "k-space" in label, "Rician" in label
+    if "bicubic" in label:
+        return "mr-bicubic"
+    return f"mr-{'kspace' if kspace else 'gauss'}{'-rician2' if noise else ''}"
+
+
+def _other_report(label: str) -> str:
+    modality = "ct" if label.startswith("head CT") else "nm"
+    return f"{modality}-gauss{'-gaussian2' if 'noise' in label else ''}"
+
+
+def _figures(model: str):
+    """Per report and scale: (mean, interval, per-file gains) from the shipped per-image scores."""
+    module = _summarise()
+    out = {}
+    for csv_path in sorted((ROOT / "models" / model / "eval" / "real").glob("*/per_image.csv")):
+        gains = module._gains(module._rows([("", csv_path)]))
+        for (scale, _), groups in gains.items():
+            means = np.array([np.mean(groups[f]) for f in sorted(groups)])
+            ci = t.ppf(0.975, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means)) if len(means) > 1 else 0.0
+            files = [np.mean(groups[f]) for f in MR_FILES] if len(groups) == 3 else []
+            out[(csv_path.parent.name, scale)] = (means.mean(), ci, files)
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+.2f}"
+
+
+@pytest.mark.parametrize("model", ["metasrgan-mri", "metasrgan-mri-robust"])
+def test_card_figures_are_the_shipped_scores(model: str) -> None:
+    figures = _figures(model)
+    assert len({report for report, _ in figures}) == 9, (
+        "nine reports: five MR protocols, CT and NM with and without noise"
+    )
+    card = (ROOT / "models" / model / "MODEL_CARD.md").read_text()
+    checked, label = 0, ""
+    head = r"^\| (.*?) \| x([\d.]+) \| "
+    row = re.compile(rf"{head}(?:\*\*)?({NUMBER})(?:\*\*)? ± (\d+\.\d\d) \| ({NUMBER}) / ({NUMBER}) / ({NUMBER}) \|")
+    for line in card.splitlines():
+        m = row.match(line)
+        if not m:
+            continue
+        label = m.group(1) or label  # a continuation row leaves the label empty
+        mean, ci, files = figures[(_mr_report(label), m.group(2))]
+        assert m.group(3) == _fmt(mean) and m.group(4) == f"{ci:.2f}", (line, mean, ci)
+        assert [m.group(i) for i in (5, 6, 7)] == [_fmt(g) for g in files], line
+        checked += 1
+    other = re.compile(r"^\| ((?:head CT|NM), [^|]*) \|((?: [^|]* \|){4})$")
+    scales = ["1.5", "2", "3", "4"]
+    for line in card.splitlines():
+        m = other.match(line)
+        if not m:
+            continue
+        cells = [c.strip() for c in m.group(2).strip(" |").split("|")]
+        for scale, cell in zip(scales, cells):
+            first = re.search(NUMBER, cell).group(0)
+            assert first == _fmt(figures[(_other_report(m.group(1)), scale)][0]), (line, scale)
+            checked += 1
+    assert checked >= 16 + 16, f"{model}: only {checked} figures of the card were found to check"
