@@ -98,3 +98,24 @@ def test_card_figures_are_the_shipped_scores(model: str, reports: int, least: in
             assert first == _fmt(figures[(_other_report(m.group(1)), scale)][0]), (line, scale)
             checked += 1
     assert checked >= least, f"{model}: only {checked} figures of the card were found to check"
+
+
+def test_readme_lead_table_is_the_shipped_scores() -> None:
+    """The README's first table (default and robust at x2 and x4) is the same data."""
+    figures = {m: _figures(m) for m in ("metasrgan-mri", "metasrgan-mri-robust")}
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| LR made by (MR unless named) |"))
+    checked = 0
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        label, *cells = [c.strip() for c in line.strip("|").split("|")]
+        report = _other_report(label) if label.startswith(("head CT", "NM")) else _mr_report(label)
+        for (model, scale), cell in zip([(m, s) for m in figures for s in ("2", "4")], cells):
+            mean, ci, _ = figures[model][(report, scale)]
+            number = re.search(NUMBER, cell).group(0)
+            assert number == _fmt(mean), (line, model, scale)
+            if "±" in cell:
+                assert cell.endswith(f"± {ci:.2f}"), (line, model, scale)
+            checked += 1
+    assert checked == 6 * 4
