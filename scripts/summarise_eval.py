@@ -25,9 +25,18 @@ import math
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import t
+
+
+class Cell(NamedTuple):
+    """One report's gain over bicubic at one scale for one model, dB."""
+
+    mean: float  #: the mean of the files' mean gains (a volume counts once)
+    ci: float  #: half-width of its 95% interval (Student's t over the files)
+    files: dict[str, float]  #: each file's mean gain
 
 
 def _rows(per_images: list[tuple[str, Path]]) -> list[dict[str, str]]:
@@ -62,10 +71,24 @@ def _gains(rows: list[dict[str, str]]) -> dict[tuple[str, str], dict[str, list[f
     return out
 
 
+def _figures(gains: dict[tuple[str, str], dict[str, list[float]]]) -> dict[tuple[str, str], Cell]:
+    out = {}
+    for key, groups in gains.items():
+        files = {f: float(np.mean(v)) for f, v in groups.items()}
+        means = np.array(list(files.values()))
+        ci = t.ppf(0.975, len(means) - 1) * means.std(ddof=1) / math.sqrt(len(means)) if len(means) > 1 else 0.0
+        out[key] = Cell(float(means.mean()), float(ci), files)
+    return out
+
+
+def cell_figures(per_images: list[tuple[str, Path]]) -> dict[tuple[str, str], Cell]:
+    """``(scale, model) ->`` the gain over bicubic of one report: its mean of files, interval, each file."""
+    return _figures(_gains(_rows(per_images)))
+
+
 def cell_means(per_images: list[tuple[str, Path]]) -> dict[tuple[str, str], float]:
     """``(scale, model) -> mean of the files' mean gains`` of one report."""
-    gains = _gains(_rows(per_images))
-    return {key: float(np.mean([np.mean(v) for v in groups.values()])) for key, groups in gains.items()}
+    return {key: cell.mean for key, cell in cell_figures(per_images).items()}
 
 
 def compare(cells: dict[str, dict[tuple[str, str], float]], against: str) -> tuple[list[str], bool]:
@@ -104,13 +127,11 @@ def summarise(name: str, per_images: list[tuple[str, Path]]) -> list[str]:
     files = sorted({g for groups in gains.values() for g in groups})
     head = "| scale | model | bicubic dB | model dB | gain dB, mean of files (95% CI) | " + " | ".join(files) + " |"
     lines = [f"### {name}", "", head, "|---" * (5 + len(files)) + "|"]
-    for (scale, model), groups in sorted(gains.items(), key=lambda kv: (float(kv[0][0]), kv[0][1])):
-        means = np.array([np.mean(v) for v in groups.values()])
-        ci = t.ppf(0.975, len(means) - 1) * means.std(ddof=1) / math.sqrt(len(means)) if len(means) > 1 else 0.0
-        per_file = " | ".join(f"{np.mean(groups[f]):+.2f}" if f in groups else "" for f in files)
+    for (scale, model), cell in sorted(_figures(gains).items(), key=lambda kv: (float(kv[0][0]), kv[0][1])):
+        per_file = " | ".join(f"{cell.files[f]:+.2f}" if f in cell.files else "" for f in files)
         lines.append(
             f"| {scale} | {model} | {np.mean(psnr[(scale, 'bicubic')]):.2f} | "
-            f"{np.mean(psnr[(scale, model)]):.2f} | {means.mean():+.2f} ± {ci:.2f} | {per_file} |"
+            f"{np.mean(psnr[(scale, model)]):.2f} | {cell.mean:+.2f} ± {cell.ci:.2f} | {per_file} |"
         )
     return lines + [""]
 

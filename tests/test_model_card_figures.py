@@ -13,9 +13,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-from scipy.stats import t
 
 ROOT = Path(__file__).resolve().parents[1]
 MR_FILES = ["MR-SIEMENS-DICOM-WithOverlays.dcm", "MR2_UNCR.dcm", "example4d_vol0.nii.gz"]
@@ -43,18 +41,14 @@ def _other_report(label: str) -> str:
 
 
 def _figures(model: str):
-    """Per report and scale: (mean, interval, per-file gains) from the shipped per-image scores."""
+    """Per report and scale: (mean, interval, the MR files' gains) from the shipped per-image scores."""
     module = _summarise()
     out = {}
     for csv_path in sorted((ROOT / "models" / model / "eval" / "real").glob("*/per_image.csv")):
-        gains = module._gains(module._rows([("", csv_path)]))
-        for (scale, name), groups in gains.items():
-            if name not in ("metasrgan", model):  # a report may hold another model beside this one
-                continue
-            means = np.array([np.mean(groups[f]) for f in sorted(groups)])
-            ci = t.ppf(0.975, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means)) if len(means) > 1 else 0.0
-            files = [np.mean(groups[f]) for f in MR_FILES] if len(groups) == 3 else []
-            out[(csv_path.parent.name, scale)] = (means.mean(), ci, files)
+        for (scale, name), cell in module.cell_figures([("", csv_path)]).items():
+            if name in ("metasrgan", model):  # a report may hold another model beside this one
+                files = [cell.files[f] for f in MR_FILES] if len(cell.files) == 3 else []
+                out[(csv_path.parent.name, scale)] = (cell.mean, cell.ci, files)
     return out
 
 
