@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
 # Held-out real-scan evaluation of the shipped model's card (scripts/build_corpus.py makes CORPUS).
-# Usage: scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]
+# Usage: [SCALES=...] [JOBS=N] [THREADS=T] scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]
 # One metasr-eval report per (modality, degradation) under OUT; noise seeded per image, so every
-# checkpoint sees the same noisy LR. Summarise with scripts/summarise_eval.py OUT.
+# checkpoint sees the same noisy LR. SCALES defaults to the cards' 1.5,2,3,4, the scales of the
+# shipped models' per-image scores (models/*/eval/real), so
+#   scripts/summarise_eval.py new=OUT default=models/metasrgan-mri/eval/real --against default
+# gates a new model without evaluating the shipped one again. JOBS=N runs the nine reports in N
+# processes (each with THREADS threads; default 1 and 1); the script fails if any report fails.
 set -euo pipefail
+if [ $# -lt 3 ]; then
+  echo "usage: scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]" >&2
+  exit 2
+fi
 corpus=$1 out=$2
 shift 2
 ckpts=()
 for c in "$@"; do ckpts+=(--ckpt "$c"); done
-scales=${SCALES:-1.5,2,2.5,3,3.5,4}
+scales=${SCALES:-1.5,2,3,4}
+jobs=${JOBS:-1}
+if ! [[ $jobs =~ ^[1-9][0-9]*$ ]]; then
+  echo "eval_real.sh: JOBS=$jobs is not a whole number >= 1" >&2
+  exit 2
+fi
 common=(--scales "$scales" --crop-scales 2,4 --no-progress --threads "${THREADS:-1}")
 run() {  # name data degradation noise [extra...]
   local name=$1 data=$2 deg=$3 noise=$4
@@ -16,12 +29,31 @@ run() {  # name data degradation noise [extra...]
   metasr-eval "${ckpts[@]}" --data "folder:$corpus/test/$data" --axes axial --degradation "$deg" --noise "$noise" \
     --out "$out/$name" "${common[@]}" "$@"
 }
-run mr-bicubic mr bicubic none
-run mr-gauss mr gauss none
-run mr-kspace mr kspace none
-run mr-gauss-rician2 mr gauss rician:0.02
-run mr-kspace-rician2 mr kspace rician:0.02
-run ct-gauss ct gauss none --window 0.45,0.5
-run ct-gauss-gaussian2 ct gauss gaussian:0.02 --window 0.45,0.5
-run nm-gauss nm gauss none
-run nm-gauss-gaussian2 nm gauss gaussian:0.02
+reports=(
+  "mr-bicubic mr bicubic none"
+  "mr-gauss mr gauss none"
+  "mr-kspace mr kspace none"
+  "mr-gauss-rician2 mr gauss rician:0.02"
+  "mr-kspace-rician2 mr kspace rician:0.02"
+  "ct-gauss ct gauss none --window 0.45,0.5"
+  "ct-gauss-gaussian2 ct gauss gaussian:0.02 --window 0.45,0.5"
+  "nm-gauss nm gauss none"
+  "nm-gauss-gaussian2 nm gauss gaussian:0.02"
+)
+group() {  # run every JOBS-th report, starting at $1, one after another
+  local i
+  for ((i = $1; i < ${#reports[@]}; i += jobs)); do
+    # shellcheck disable=SC2086  # each entry is a list of words
+    run ${reports[i]}
+  done
+}
+pids=()
+for ((g = 0; g < jobs && g < ${#reports[@]}; g++)); do
+  group "$g" &
+  pids+=($!)
+done
+failed=0
+for pid in "${pids[@]}"; do
+  wait "$pid" || failed=1
+done
+exit "$failed"
