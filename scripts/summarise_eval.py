@@ -86,15 +86,10 @@ def cell_figures(per_images: list[tuple[str, Path]]) -> dict[tuple[str, str], Ce
     return _figures(_gains(_rows(per_images)))
 
 
-def cell_means(per_images: list[tuple[str, Path]]) -> dict[tuple[str, str], float]:
-    """``(scale, model) -> mean of the files' mean gains`` of one report."""
-    return {key: cell.mean for key, cell in cell_figures(per_images).items()}
-
-
-def compare(cells: dict[str, dict[tuple[str, str], float]], against: str) -> tuple[list[str], bool]:
+def compare(cells: dict[str, dict[tuple[str, str], Cell]], against: str) -> tuple[list[str], bool]:
     """Every other model against ``against``, cell by cell; the lines to print and whether all are better.
 
-    ``cells`` maps each report's name to its :func:`cell_means`. A tie (equal to the printed 0.01
+    ``cells`` maps each report's name to its :func:`cell_figures`. A tie (equal to the printed 0.01
     dB) is not better, and a cell of ``against`` the other model was not evaluated in fails it.
     """
     models = sorted({m for report in cells.values() for (_, m) in report} - {against})
@@ -107,7 +102,7 @@ def compare(cells: dict[str, dict[tuple[str, str], float]], against: str) -> tup
                     missing += 1
                     continue
                 shared += 1
-                margin = report[(scale, model)] - report[(scale, against)]
+                margin = report[(scale, model)].mean - report[(scale, against)].mean
                 if not round(margin, 2) > 0:
                     worse.append(f"{name} x{scale} {margin:+.2f}")
         everywhere &= shared > 0 and not worse and not missing
@@ -118,22 +113,23 @@ def compare(cells: dict[str, dict[tuple[str, str], float]], against: str) -> tup
     return lines + [""], everywhere
 
 
-def summarise(name: str, per_images: list[tuple[str, Path]]) -> list[str]:
-    rows = _rows(per_images)
+def summarise(name: str, rows: list[dict[str, str]]) -> tuple[list[str], dict[tuple[str, str], Cell]]:
+    """The Markdown table of one report's rows, and its :func:`cell_figures`."""
     gains = _gains(rows)
+    figures = _figures(gains)
     psnr: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
         psnr[(r["scale"], r["model"])].append(float(r["psnr"]))
     files = sorted({g for groups in gains.values() for g in groups})
     head = "| scale | model | bicubic dB | model dB | gain dB, mean of files (95% CI) | " + " | ".join(files) + " |"
     lines = [f"### {name}", "", head, "|---" * (5 + len(files)) + "|"]
-    for (scale, model), cell in sorted(_figures(gains).items(), key=lambda kv: (float(kv[0][0]), kv[0][1])):
+    for (scale, model), cell in sorted(figures.items(), key=lambda kv: (float(kv[0][0]), kv[0][1])):
         per_file = " | ".join(f"{cell.files[f]:+.2f}" if f in cell.files else "" for f in files)
         lines.append(
             f"| {scale} | {model} | {np.mean(psnr[(scale, 'bicubic')]):.2f} | "
             f"{np.mean(psnr[(scale, model)]):.2f} | {cell.mean:+.2f} ± {cell.ci:.2f} | {per_file} |"
         )
-    return lines + [""]
+    return lines + [""], figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,14 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
         print(f"no metasr-eval reports under {', '.join(r for _, r in roots)}", file=sys.stderr)
         return 2
-    cells: dict[str, dict[tuple[str, str], float]] = {}
+    cells: dict[str, dict[tuple[str, str], Cell]] = {}
     out: list[str] = []
     try:
         for name in names:
             found = [(label, Path(root) / name / "per_image.csv") for label, root in roots]
             found = [(label, p) for label, p in found if p.is_file()]
-            out += summarise(name, found)
-            cells[name] = cell_means(found)
+            lines, cells[name] = summarise(name, _rows(found))
+            out += lines
     except ValueError as e:
         print(f"summarise_eval: {e}", file=sys.stderr)
         return 2
