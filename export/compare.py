@@ -115,7 +115,7 @@ class _Models:
         for index, source in enumerate(self.sources):
             label, path = split_label(source)
             folder, note = _export_dir(path, self.work, index)
-            up = Upscaler(folder, device=device, threads=self.opts["threads"])
+            up = Upscaler(folder, device=device, threads=self.opts["threads"], ensemble=self.opts["ensemble"])
             name = label or (path.parent.name if path.is_file() else path.name)
             budget = _budget(path)
             self.facts[name] = ModelFacts(name, count_parameters(path), note=note + (f"; {budget}" if budget else ""))

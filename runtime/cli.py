@@ -44,6 +44,7 @@ from metasr.core.paths import check_new_file, check_write_plan, is_inside, shown
 from metasr.models import resolve_model_dir
 from metasr.runtime.batch import Batch, SignalGuard, Terminated, finish_report, series_windows, write_one
 from metasr.runtime.derivation import check_series_unchanged
+from metasr.runtime.ensemble import check_ensemble
 from metasr.runtime.folders import (
     JOURNAL_NAME,
     InputSet,
@@ -95,6 +96,7 @@ class _Run:
     report: Path | None
     notes: list[str]
     server: str | None = None
+    ensemble: bool = False
 
     def load(self) -> Upscaler:
         if self.server is not None:  # the pixels go to a metasr-serve (Triton) server instead
@@ -110,6 +112,7 @@ class _Run:
             tile_size=self.tile,
             threads=self.threads,
             precision=self.precision,
+            ensemble=self.ensemble,
         )
 
     def announce(self, up: Upscaler, notes: Sequence[str] = ()) -> None:
@@ -214,6 +217,8 @@ def _run_single(source: Path, output: str | None, job: Job, run: _Run, guard: Si
         big_h, big_w = scale.output_size(*scan.size)
         if min(big_h, big_w) < 1:
             raise ScaleError(f"scale {scale} turns a {scan.size[1]}x{scan.size[0]} image into nothing")
+        if run.ensemble:
+            check_ensemble(*scan.size, scale.value)
         run.announce(up, notes)
         _make_folders(to_create)
         start = time.perf_counter()
@@ -367,6 +372,12 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
 )
 @click.option("--server", help="HOST:PORT of a metasr-serve gRPC endpoint: upscale there instead of here.")
 @click.option(
+    "--ensemble",
+    is_flag=True,
+    help="Average the 8 orientations of each image (self-ensemble, exact on the pixel grid): 8x the time, a"
+    " little less error, most with noisy inputs.",
+)
+@click.option(
     "--list-models",
     is_flag=True,
     expose_value=False,
@@ -449,6 +460,7 @@ def command(
     overwrite: bool,
     verbosity: Verbosity,
     server: str | None = None,
+    ensemble: bool = False,
 ) -> int:
     """Super-resolve medical images by any scale with an exported Meta-SRGAN model."""
     parse_device(device)
@@ -458,6 +470,8 @@ def command(
         parse_server_address(server)
         if model is not None:
             raise InputError("--model and --server exclude each other (the server runs its own model)")
+        if ensemble:
+            raise InputError("--ensemble and --server exclude each other (the server runs each image once)")
     if memory_text is not None and tile is not None:
         raise InputError("give --tile or --memory-budget, not both (both size the tiles)")
     job = _make_job(
@@ -486,6 +500,7 @@ def command(
         report=report,
         notes=[note] if note else [],
         server=server,
+        ensemble=ensemble,
     )
     if output_text is not None and not output_text.strip():
         raise InputError("--output is empty; give a file or folder path, or leave it out")

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Held-out real-scan evaluation of the shipped model's card (scripts/build_corpus.py makes CORPUS).
-# Usage: [SCALES=...] [JOBS=N] [THREADS=T] scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]
+# Usage: [SCALES=...] [JOBS=N] [THREADS=T] [ENSEMBLE=1] scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]
 # One metasr-eval report per (modality, degradation) under OUT; noise seeded per image, so every
 # checkpoint sees the same noisy LR. SCALES defaults to the cards' 1.5,2,3,4, the scales of the
 # shipped models' per-image scores (models/*/eval/real), so
 #   scripts/summarise_eval.py new=OUT default=models/metasrgan-mri/eval/real --against default
 # gates a new model without evaluating the shipped one again. JOBS=N runs the nine reports in N
 # processes (each with THREADS threads; default 1 and 1); the script fails if any report fails.
+# ENSEMBLE=1 scores every model's x8 self-ensemble (metasr-eval --ensemble, 8x the time).
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]" >&2
@@ -23,6 +24,14 @@ if ! [[ $jobs =~ ^[1-9][0-9]*$ ]]; then
   exit 2
 fi
 common=(--scales "$scales" --crop-scales 2,4 --no-progress --threads "${THREADS:-1}")
+case ${ENSEMBLE:-0} in
+  0) ;;
+  1) common+=(--ensemble) ;;
+  *)
+    echo "eval_real.sh: ENSEMBLE=$ENSEMBLE is not 0 or 1" >&2
+    exit 2
+    ;;
+esac
 run() {  # name data degradation noise [extra...]
   local name=$1 data=$2 deg=$3 noise=$4
   shift 4

@@ -56,6 +56,13 @@ def test_every_report_once_at_the_cards_scales(tmp_path: Path, jobs: str) -> Non
     ct = [c for c in calls if "/ct-" in c]
     assert len(ct) == 2 and all("--window 0.45,0.5" in c for c in ct)
     assert sum("--noise rician:0.02" in c for c in calls) == 2 and sum("--noise gaussian:0.02" in c for c in calls) == 2
+    assert not any("--ensemble" in c for c in calls)
+
+
+def test_ensemble_scores_every_report_with_it(tmp_path: Path) -> None:
+    r, calls = _run(tmp_path, "corpus", "out", "new.pt", ENSEMBLE="1", JOBS="2")
+    assert r.returncode == 0, r.stderr
+    assert len(calls) == len(REPORTS) and all(c.split().count("--ensemble") == 1 for c in calls)
 
 
 def test_a_failed_report_fails_the_run(tmp_path: Path) -> None:
@@ -70,6 +77,7 @@ def test_a_failed_report_fails_the_run(tmp_path: Path) -> None:
         (["corpus", "out"], {}, "usage: scripts/eval_real.sh CORPUS OUT CKPT"),
         (["corpus", "out", "new.pt"], {"JOBS": "0"}, "JOBS=0 is not a whole number >= 1"),
         (["corpus", "out", "new.pt"], {"JOBS": "two"}, "JOBS=two is not a whole number >= 1"),
+        (["corpus", "out", "new.pt"], {"ENSEMBLE": "yes"}, "ENSEMBLE=yes is not 0 or 1"),
     ],
 )
 def test_bad_use_is_one_line_exit_2(tmp_path: Path, args, env, message) -> None:

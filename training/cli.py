@@ -359,6 +359,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     "sigma of --noise) or a sigma such as 0.02; other models ignore it.",
 )
 @click.option(
+    "--ensemble",
+    is_flag=True,
+    help="Each network's prediction is the mean of the 8 orientations of the LR (metasr-run --ensemble); 8x the time.",
+)
+@click.option(
     "--crop",
     "crop_spec",
     default=None,
@@ -515,7 +520,7 @@ def run_eval(
     window = _parse_window(opts["window_spec"])
     _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"], opts["overwrite"])
     if load_models is None:
-        models = [load_predictor(c, opts["device"], level) for c in opts["ckpts"]]
+        models = [load_predictor(c, opts["device"], level, opts["ensemble"]) for c in opts["ckpts"]]
         lo, hi = _scale_span(models[0])
     else:
         models = load_models()

@@ -28,6 +28,7 @@ import torch
 from metasr.core.errors import InputError, ScaleError
 from metasr.core.noise import estimate_noise_sigma
 from metasr.core.scale import DEFAULT_SCALE_RANGE
+from metasr.runtime.ensemble import ENSEMBLE_SIZE, self_ensemble
 from metasr.scanners import IntensityRange
 from metasr.training.checkpoint import load_checkpoint, read_checkpoint
 from metasr.training.data import FrameCache, build_index, load_slice
@@ -83,13 +84,17 @@ def bicubic_predictor() -> Predictor:
     return Predictor("bicubic", predict, (1.0, float("inf")))
 
 
-def load_predictor(source: str | os.PathLike, device: str = "cpu", noise_level: float | None = None) -> Predictor:
+def load_predictor(
+    source: str | os.PathLike, device: str = "cpu", noise_level: float | None = None, ensemble: bool = False
+) -> Predictor:
     """A checkpoint (``.pt``) through torch, or an exported model folder through the runtime.
 
     ``LABEL=PATH`` names the model ``LABEL`` in the tables and figures (a path that exists as
     written is never split). ``noise_level`` is the sigma a noise-conditioned model is told
     (None: estimated from each LR image, :func:`metasr.core.noise.estimate_noise_sigma`); other
-    models ignore it.
+    models ignore it. ``ensemble``: each prediction is the mean of the 8 orientations
+    (:mod:`metasr.runtime.ensemble`, as ``Upscaler(ensemble=True)``); an unlabelled model's name
+    then ends in `` x8``.
 
     Raises:
         CheckpointError / ModelError: unusable source.
@@ -97,18 +102,17 @@ def load_predictor(source: str | os.PathLike, device: str = "cpu", noise_level: 
     """
     label, sep, rest = str(source).partition("=")
     if sep and label and "/" not in label and not Path(source).exists():
-        predictor = load_predictor(rest, device, noise_level)
+        predictor = load_predictor(rest, device, noise_level, ensemble)
         predictor.name = label
         return predictor
     path = Path(source)
     if path.is_dir():
         from metasr.runtime import Upscaler
 
-        up = Upscaler(path, device="cpu" if device == "cpu" else "auto")
+        up = Upscaler(path, device="cpu" if device == "cpu" else "auto", ensemble=ensemble)
         fixed = getattr(up, "fixed_scale", None)
-        return Predictor(
-            f"{getattr(up, 'arch', 'model')} (onnx)", lambda lr, s: up.upscale(lr, s), tuple(up.scale_range), fixed
-        )
+        name = f"{getattr(up, 'arch', 'model')} (onnx)" + (f" x{ENSEMBLE_SIZE}" if ensemble else "")
+        return Predictor(name, lambda lr, s: up.upscale(lr, s), tuple(up.scale_range), fixed)
     if not path.exists():
         raise InputError(f"model {path} does not exist; pass a checkpoint (.pt) or an exported model folder")
     ckpt = read_checkpoint(path)
@@ -127,7 +131,15 @@ def load_predictor(source: str | os.PathLike, device: str = "cpu", noise_level: 
         with torch.inference_mode():
             return model(x, scale)[0, 0].float().cpu().numpy()
 
-    return Predictor(str(config["arch"]), predict, (float(scale_range[0]), float(scale_range[1])), fixed)
+    name = str(config["arch"])
+    if ensemble:
+        single = predict
+
+        def predict(lr: np.ndarray, scale: Fraction) -> np.ndarray:
+            return self_ensemble(lambda x: single(x, scale), lr, Fraction(scale))
+
+        name += f" x{ENSEMBLE_SIZE}"
+    return Predictor(name, predict, (float(scale_range[0]), float(scale_range[1])), fixed)
 
 
 @dataclass
