@@ -164,6 +164,17 @@ def _srgan_table(b: _Bench) -> None:
     print(f"| Meta-SRGAN x2, host kernels | {t_host * 1e3:.0f} | {t_host / t_srgan:.2f}x |")
 
 
+def _ensemble_table(b: _Bench) -> None:
+    """The x8 self-ensemble's cost against one run (8 runs, plus the mirror extension at q > 1)."""
+    up, ens = b.upscaler(), b.upscaler(ensemble=True)
+    print("\n| scale | one run (ms) | self-ensemble x8 (ms) | ratio |")
+    print("|---|---:|---:|---:|")
+    for scale in ("2", "1.8", "3.7"):
+        t_one = b.best(lambda scale=scale: up.upscale(b.image, scale))
+        t_ens = b.best(lambda scale=scale: ens.upscale(b.image, scale))
+        print(f"| x{scale} | {t_one * 1e3:.0f} | {t_ens * 1e3:.0f} | {t_ens / t_one:.2f}x |")
+
+
 def _latency_table(b: _Bench) -> None:
     fresh = b.upscaler()
     fresh.upscale(b.image, "2.5")  # warm the sessions, so the comparison isolates the new scale
@@ -253,6 +264,7 @@ def main() -> None:
         )
         _scale_table(bench)
         _srgan_table(bench)
+        _ensemble_table(bench)
         _latency_table(bench)
         _compute_table(bench)
         if not args.no_rss:

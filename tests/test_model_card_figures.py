@@ -40,13 +40,13 @@ def _other_report(label: str) -> str:
     return f"{modality}-gauss{'-gaussian2' if 'noise' in label else ''}"
 
 
-def _figures(model: str):
+def _figures(model: str, folder: str = "real"):
     """Per report and scale: (mean, interval, the MR files' gains) from the shipped per-image scores."""
     module = _summarise()
     out = {}
-    for csv_path in sorted((ROOT / "models" / model / "eval" / "real").glob("*/per_image.csv")):
+    for csv_path in sorted((ROOT / "models" / model / "eval" / folder).glob("*/per_image.csv")):
         for (scale, name), cell in module.cell_figures([("", csv_path)]).items():
-            if name in ("metasrgan", model):  # a report may hold another model beside this one
+            if name in ("metasrgan", "metasrgan x8", model):  # a report may hold another model beside this one
                 files = [cell.files[f] for f in MR_FILES] if len(cell.files) == 3 else []
                 out[(csv_path.parent.name, scale)] = (cell.mean, cell.ci, files)
     return out
@@ -67,7 +67,8 @@ def _fmt(x: float) -> str:
 def test_card_figures_are_the_shipped_scores(model: str, reports: int, least: int) -> None:
     figures = _figures(model)
     assert len({report for report, _ in figures}) == reports
-    card = (ROOT / "models" / model / "MODEL_CARD.md").read_text()
+    # the single-run tables (the self-ensemble's section has its own test)
+    card = (ROOT / "models" / model / "MODEL_CARD.md").read_text().split("## With the self-ensemble")[0]
     checked, label = 0, ""
     head = r"^\| (.*?) \| x([\d.]+) \| "
     row = re.compile(rf"{head}(?:\*\*)?({NUMBER})(?:\*\*)? ± (\d+\.\d\d) \| ({NUMBER}) / ({NUMBER}) / ({NUMBER}) \|")
@@ -94,11 +95,18 @@ def test_card_figures_are_the_shipped_scores(model: str, reports: int, least: in
     assert checked >= least, f"{model}: only {checked} figures of the card were found to check"
 
 
-def test_readme_lead_table_is_the_shipped_scores() -> None:
-    """The README's first table (default and robust at x2 and x4) is the same data."""
-    figures = {m: _figures(m) for m in ("metasrgan-mri", "metasrgan-mri-robust")}
+@pytest.mark.parametrize(
+    "head, folder",
+    [
+        ("| LR made by (MR unless named) |", "real"),
+        ("| LR made by (MR unless named), with `--ensemble` |", "real-ensemble"),
+    ],
+)
+def test_readme_lead_tables_are_the_shipped_scores(head: str, folder: str) -> None:
+    """The README's first table (default and robust at x2 and x4) and its self-ensemble twin are the same data."""
+    figures = {m: _figures(m, folder) for m in ("metasrgan-mri", "metasrgan-mri-robust")}
     lines = (ROOT / "README.md").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| LR made by (MR unless named) |"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(head))
     checked = 0
     for line in lines[start + 2 :]:
         if not line.startswith("|"):
@@ -113,3 +121,29 @@ def test_readme_lead_table_is_the_shipped_scores() -> None:
                 assert cell.endswith(f"± {ci:.2f}"), (line, model, scale)
             checked += 1
     assert checked == 6 * 4
+
+
+@pytest.mark.parametrize("model", ["metasrgan-mri", "metasrgan-mri-robust"])
+def test_card_ensemble_figures_are_the_shipped_scores(model: str) -> None:
+    """The cards' self-ensemble table: its gain over bicubic and, in brackets, its gain over one run,
+    from ``eval/real-ensemble`` and ``eval/real`` (the same LR: noise is seeded per image)."""
+    single, ens = _figures(model), _figures(model, "real-ensemble")
+    assert len({report for report, _ in ens}) == 9
+    card = (ROOT / "models" / model / "MODEL_CARD.md").read_text()
+    section = card.split("## With the self-ensemble", 1)[1].split("\n## ", 1)[0]
+    scales = ["1.5", "2", "3", "4"]
+    checked = 0
+    for line in section.splitlines():
+        m = re.match(r"^\| ([^|]+?) \|((?: [^|]* \|){4})$", line)
+        if not m or not re.search(NUMBER, m.group(2)):
+            continue
+        label = m.group(1)
+        report = _other_report(label) if label.startswith(("head CT", "NM")) else _mr_report(label)
+        cells = [c.strip() for c in m.group(2).strip(" |").split("|")]
+        for scale, cell in zip(scales, cells):
+            gain, delta = re.fullmatch(rf"\**({NUMBER})\** \(({NUMBER})\)", cell).groups()
+            mean = ens[(report, scale)][0]
+            assert gain == _fmt(mean), (line, scale)
+            assert delta == _fmt(mean - single[(report, scale)][0]), (line, scale)
+            checked += 1
+    assert checked == 9 * 4
