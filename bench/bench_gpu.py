@@ -122,6 +122,20 @@ def _torch_eager(ckpt: Path, repeats: int):
     return out, f"PyTorch {torch.__version__} eager, TF32 convolutions {torch.backends.cudnn.allow_tf32}"
 
 
+def _ensemble_rows(model_dir: Path, repeats: int, sync) -> None:
+    """``--ensemble`` on the GPU (fp32): 8 runs, each through host memory, against one run."""
+    from metasr.runtime import Upscaler
+
+    one, ens = Upscaler(model_dir, device="cuda"), Upscaler(model_dir, device="cuda", ensemble=True)
+    print("\n| self-ensemble, fp32 | one run (ms) | x8 (ms) | ratio |")
+    print("|---|---:|---:|---:|")
+    for label, scale, h, w in CASES:
+        frame = _phantom(h, w)
+        t_one = _median_ms(lambda frame=frame, scale=scale: one.upscale(frame, scale), repeats, sync)
+        t_ens = _median_ms(lambda frame=frame, scale=scale: ens.upscale(frame, scale), max(3, repeats // 4), sync)
+        print(f"| {w}x{h} {label} | {t_one:.2f} | {t_ens:.2f} | {t_ens / t_one:.2f}x |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="export folder (default: the shipped model)")
@@ -179,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|")
     for precision in ups:
         print(f"| {precision} | {' / '.join(f'{psnr[(c[0], precision)]:.1f}' for c in CASES)} |")
+    _ensemble_rows(model_dir, args.repeats, sync)
     from metasr.export.onnx_graphs import conv_flops
 
     flops = conv_flops(model_dir / "feature_extractor.onnx", 540, 960)
