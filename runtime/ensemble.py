@@ -49,12 +49,21 @@ def check_ensemble(h: int, w: int, scale: Fraction) -> None:
     eh, ew = ensemble_extension(h, w, scale)
     growth = (h + eh) * (w + ew) / (h * w)
     if growth > MAX_ENSEMBLE_GROWTH:
+        # a denominator of at most a side / 8 extends each side by at most 1/8: within the limit
         nearest = scale.limit_denominator(max(1, min(h, w) // 8))
-        raise ScaleError(
-            f"the self-ensemble at scale {scale.numerator}/{scale.denominator} must extend the {h}x{w} image to"
-            f" {h + eh}x{w + ew} ({growth:.1f}x the pixels) to stay exact; give the scale with a small denominator"
-            f" (e.g. {nearest.numerator}/{nearest.denominator}) or leave out the ensemble"
+        advice = (
+            f"give the scale with a small denominator (e.g. {_shown(nearest)}) or leave out the ensemble"
+            if nearest > 1
+            else "leave out the ensemble for an image this small"
         )
+        raise ScaleError(
+            f"the self-ensemble at scale {_shown(scale)} must extend the {h}x{w} image to {h + eh}x{w + ew}"
+            f" ({growth:.1f}x the pixels) to stay exact; {advice}"
+        )
+
+
+def _shown(scale: Fraction) -> str:
+    return str(scale.numerator) if scale.denominator == 1 else f"{scale.numerator}/{scale.denominator}"
 
 
 def _orient(x: np.ndarray, t: int) -> np.ndarray:

@@ -81,11 +81,22 @@ def test_the_ensemble_is_the_mean_of_the_eight_orientations() -> None:
     assert {a.tobytes() for a in seen} == expected
 
 
-@pytest.mark.parametrize("h,w,scale", [(64, 64, "2.333"), (484, 484, "2.333"), (3, 3, "3.7")])
-def test_a_large_denominator_is_refused_with_advice(h: int, w: int, scale: str) -> None:
-    with pytest.raises(ScaleError, match=r"small denominator \(e\.g\. \d+/\d+\)") as e:
-        check_ensemble(h, w, parse_scale(scale))
-    assert "\n" not in str(e.value)
+@pytest.mark.parametrize(
+    "h, w, scale, advice",
+    [
+        (64, 64, "2.333", "(e.g. 7/3)"),
+        (484, 484, "2.333", "(e.g. 7/3)"),
+        (3, 3, "3.7", "(e.g. 4)"),
+        (7, 7, "1.2", "leave out the ensemble for an image this small"),
+    ],
+)
+def test_a_large_denominator_is_refused_with_advice(h: int, w: int, scale: str, advice: str) -> None:
+    s = parse_scale(scale)
+    with pytest.raises(ScaleError, match="to stay exact") as e:
+        check_ensemble(h, w, s)
+    assert advice in str(e.value) and "\n" not in str(e.value)
+    if "e.g." in advice:  # the advice works: the scale it names is accepted for this image
+        check_ensemble(h, w, parse_scale(advice.split()[1].rstrip(")")))
 
 
 def test_small_denominators_are_accepted() -> None:
