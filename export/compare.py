@@ -117,6 +117,8 @@ class _Models:
             folder, note = _export_dir(path, self.work, index)
             up = Upscaler(folder, device=device, threads=self.opts["threads"], ensemble=self.opts["ensemble"])
             name = label or (path.parent.name if path.is_file() else path.name)
+            if self.opts["ensemble"] and not label:  # as metasr-eval names an unlabelled model's ensemble
+                name += " x8"
             budget = _budget(path)
             self.facts[name] = ModelFacts(name, count_parameters(path), note=note + (f"; {budget}" if budget else ""))
             self.upscalers[name] = up

@@ -90,6 +90,18 @@ def test_compare_through_the_runtime_equals_the_export_it_makes(data, models, tm
     assert _table(out)[1]["psnr"] == _table(out2)[1]["psnr"]
 
 
+def test_compare_with_the_self_ensemble(data, models, tmp_path) -> None:
+    """--ensemble scores every network's self-ensemble and names an unlabelled one so."""
+    one, ens = tmp_path / "one", tmp_path / "ens"
+    argv = ["--compare", str(models["meta"]), f"srgan={models['srgan']}", "--data", f"folder:{data}"]
+    assert eval_main([*argv, "--out", str(one), "--crop-scales", "2"]) == 0
+    assert eval_main([*argv, "--out", str(ens), "--crop-scales", "2", "--ensemble"]) == 0
+    a, b = ({r["model"]: r for r in _table(out)} for out in (one, ens))
+    assert set(b) == {"bicubic", "meta x8", "srgan"}
+    assert a["bicubic"]["psnr"] == b["bicubic"]["psnr"]  # the same LR
+    assert a["meta"]["psnr"] != b["meta x8"]["psnr"] and a["srgan"]["psnr"] != b["srgan"]["psnr"]
+
+
 def test_compare_scales_span_every_model(data, models, tmp_path) -> None:
     out = tmp_path / "cmp"
     argv = ["--compare", str(models["meta"]), str(models["srgan"]), "--scales", "2,3"]
