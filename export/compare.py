@@ -107,6 +107,7 @@ class _Models:
 
     def load(self) -> list[Any]:
         from metasr.runtime import Upscaler
+        from metasr.runtime.ensemble import ENSEMBLE_SIZE
         from metasr.training.compare import ModelFacts
         from metasr.training.evaluate import Predictor
 
@@ -118,7 +119,7 @@ class _Models:
             up = Upscaler(folder, device=device, threads=self.opts["threads"], ensemble=self.opts["ensemble"])
             name = label or (path.parent.name if path.is_file() else path.name)
             if self.opts["ensemble"] and not label:  # as metasr-eval names an unlabelled model's ensemble
-                name += " x8"
+                name += f" x{ENSEMBLE_SIZE}"
             budget = _budget(path)
             self.facts[name] = ModelFacts(name, count_parameters(path), note=note + (f"; {budget}" if budget else ""))
             self.upscalers[name] = up

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_run_bad_input import _phantom, _write_png
+from test_run_cli import _run
 
 from metasr.core.errors import InputError, ScaleError
 from metasr.core.scale import hr_length, parse_scale
 from metasr.runtime import Upscaler
-from metasr.runtime.cli import main as run_main
 from metasr.runtime.ensemble import ENSEMBLE_SIZE, check_ensemble, ensemble_extension, self_ensemble
 
 
@@ -151,13 +151,6 @@ def test_upscaler_ensemble_keeps_a_constant_constant(ens: Upscaler) -> None:
     out = ens.upscale(np.full((40, 40), 0.4, np.float32), "1.8")
     centre = out[16:-16, 16:-16]
     assert float(np.abs(centre - np.median(centre)).max()) <= 2e-4
-
-
-def _run(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    capfd.readouterr()
-    code = run_main(args)
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def test_metasr_run_ensemble(tmp_path: Path, tiny_export_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
