@@ -159,6 +159,19 @@ def _threads(requested: int) -> int:
     help="metasrgan: start as nearest-neighbour upsampling instead of "
     "a random mapping (when neither --init nor --resume is given).",
 )
+@click.option(
+    "--teacher",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also train toward this frozen metasrgan checkpoint's exact x8 self-ensemble (what metasr-run "
+    "--ensemble gives), so that one run of the new network gains part of the ensemble's 8-run improvement.",
+)
+@click.option(
+    "--teacher-weight",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="A in (1 - A) * pixel(sr, hr) + A * pixel(sr, teacher x8); with --teacher only.  [default: 0.5]",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly where last.pt left it.")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier run's last.pt/best.pt/log.csv in --out.")
 @click.option(
@@ -287,6 +300,8 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
         checkpoint_every=opts["checkpoint_every"],
         snapshot_every=opts["snapshot_every"],
         init=opts["init"],
+        teacher=opts["teacher"],
+        teacher_weight=_teacher_weight(opts),
         resume=opts["resume"],
         overwrite=opts["overwrite"],
         vgg_weights=opts["vgg_weights"],
@@ -312,6 +327,13 @@ def _run_training(opts: dict[str, Any], verbosity: Verbosity) -> int:
     best = f", best {result.best} ({result.best_psnr:.3f} dB)" if result.best and result.best_psnr else ""
     logging.getLogger("metasr").info("step %d, %.0f s: wrote %s%s", result.step, result.seconds, result.last, best)
     return 0
+
+
+def _teacher_weight(opts: dict[str, Any]) -> float:
+    weight = opts["teacher_weight"]
+    if weight is not None and opts["teacher"] is None:
+        raise InputError("--teacher-weight needs --teacher (the checkpoint whose ensemble to train toward)")
+    return 0.5 if weight is None else weight
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

@@ -90,6 +90,8 @@ class TrainConfig:
     reduction_mix: str = DEFAULT_REDUCTION_MIX
     progress: bool = True
     tensorboard: bool = True
+    teacher: Path | None = None
+    teacher_weight: float = 0.5
 
 
 @dataclass
@@ -161,6 +163,9 @@ def check_config(cfg: TrainConfig) -> None:
     _check_float(cfg, "clean_fraction", 0.0, 1.0, low_open=False)
     _check_float(cfg, "hr_noise", 0.0, 1.0, low_open=False)
     parse_reduction_mix(cfg.reduction_mix)
+    _check_float(cfg, "teacher_weight", 0.0, 1.0)
+    if cfg.teacher is not None and cfg.stage is not Stage.L1:
+        raise InputError("--teacher applies to the l1 stage; leave it out of the gan stage")
 
 
 #: ``--degradations``: how training LR patches are made (:mod:`metasr.training.degradations`).

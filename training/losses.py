@@ -182,6 +182,10 @@ class GeneratorLoss(nn.Module):
             raise ValueError(f"unknown pixel loss {weights.pixel!r}; choose one of: {', '.join(PIXEL_LOSSES)}")
         self._pixel_term = _PIXEL_TERMS[weights.pixel]
 
+    def pixel_term(self, sr: Tensor, target: Tensor) -> Tensor:
+        """The pixel term alone (unweighted), e.g. toward a teacher's output."""
+        return self._pixel_term(sr, target)
+
     def forward(self, sr: Tensor, hr: Tensor, fake_logits: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         pixel = self._pixel_term(sr, hr)
         total = self.weights.l1 * pixel

@@ -22,7 +22,7 @@ log = logging.getLogger("metasr.training")
 #: Files a run writes into its folder; an earlier run's are never replaced without --resume/--overwrite.
 RUN_FILES = ("last.pt", "best.pt", "log.csv")
 #: Loss terms a training step may log (the pixel term under its own name).
-_TERMS = (*PIXEL_LOSSES, "adversarial", "perceptual")
+_TERMS = (*PIXEL_LOSSES, "teacher", "adversarial", "perceptual")
 _CSV_FIELDS = ["step", "seconds", "scale", "loss", *_TERMS, "d_loss", "lr", "val_psnr"]
 
 
@@ -65,6 +65,14 @@ def check_run_folder(cfg: Any) -> None:
                 raise OutputError(
                     f"--init {cfg.init} is this run's own {name} and would be overwritten; "
                     f"copy it elsewhere or use --resume"
+                )
+    teacher = getattr(cfg, "teacher", None)
+    if teacher is not None:
+        for own in [out / name for name in ("last.pt", "best.pt")] + earlier_snapshots(out):
+            if _same(Path(teacher), own):
+                raise OutputError(
+                    f"--teacher {teacher} is this run's own {own.relative_to(out)} and would change as the run "
+                    f"goes on; copy it elsewhere and pass the copy"
                 )
     if out.is_dir() and not cfg.resume and not cfg.overwrite:
         earlier = [name for name in RUN_FILES if (out / name).exists()]

@@ -37,6 +37,7 @@ from metasr.training.config import (
 )
 from metasr.training.data import ImageIndex, build_index, split_index, tile_index
 from metasr.training.degradations import Degradation
+from metasr.training.distill import EnsembleTeacher, check_teacher, file_digest
 from metasr.training.distributed import (
     agree_stop,
     dist_info,
@@ -125,6 +126,7 @@ class _Run:
         self.disc: nn.Module | None = Discriminator() if cfg.stage is Stage.GAN else None
         self.step, self.best_psnr = 0, None
         states = self._restore(resumed, init)
+        self.teacher_digest = self._check_teacher(resumed, scales)
         gan = self.disc is not None
         perceptual = VGGPerceptualLoss(cfg.vgg_weights).to(device) if (gan and cfg.vgg_weights) else None
         adversarial = cfg.adversarial_weight if gan else 0.0
@@ -135,6 +137,7 @@ class _Run:
         self.train_index, self.val_index, self.val_set = _prepare_data(cfg, val_scales)
         self._place_networks(states)
         self._build_optimisers(states)
+        self.teacher = EnsembleTeacher(cfg.teacher, device) if cfg.teacher is not None else None
         self.metrics: dict[str, float] = {}
         self.diverged = False
         self.saved_step: int | None = self.step if resumed is not None else None
@@ -180,6 +183,25 @@ class _Run:
             torch.set_rng_state(resumed["torch_rng"])
         keys = ("optimizer", "scheduler", "discriminator", "d_optimizer", "d_scheduler")
         return {k: resumed.get(k) for k in keys}
+
+    def _check_teacher(self, resumed: dict[str, Any] | None, scales: list[Fraction]) -> str | None:
+        """The teacher's sha256 after checking it; a resumed run keeps the teacher it began with."""
+        cfg = self.cfg
+        digest = None
+        if cfg.teacher is not None:
+            check_teacher(Path(cfg.teacher), cfg.arch, cfg.patch_size, scales)
+            digest = file_digest(cfg.teacher)
+        if resumed is not None:
+            info = resumed.get("training") or {}
+            was = (info.get("teacher_sha256"), info.get("teacher_weight") if info.get("teacher_sha256") else None)
+            now = (digest, cfg.teacher_weight if digest else None)
+            if was != now:
+                began = f"a teacher of sha256 {was[0][:12]} at weight {was[1]:g}" if was[0] else "no teacher"
+                raise CheckpointError(
+                    f"--resume: {self.last_path} was trained with {began}; resume with the same --teacher and "
+                    f"--teacher-weight, or start a new run with --init {self.last_path}"
+                )
+        return digest
 
     def _place_networks(self, states: dict[str, Any]) -> None:
         self.model.to(self.device).train()
@@ -230,6 +252,9 @@ class _Run:
             "tiles": cfg.tiles,
             "degradations": mix.describe() if (mix := degradation_mix(cfg)) is not None else "bicubic",
             "init": str(cfg.init) if cfg.init else None,
+            "teacher": str(cfg.teacher) if cfg.teacher else None,
+            "teacher_weight": cfg.teacher_weight if cfg.teacher else None,
+            "teacher_sha256": self.teacher_digest,
         }
 
     def save_last(self) -> None:
@@ -296,6 +321,11 @@ class _Run:
             # The bare module: the discriminator is not updated here, so DDP must not sync it.
             fake_logits = self.disc(sr)
         loss, terms = self.criterion(sr, hr_t, fake_logits)
+        if self.teacher is not None:  # (1 - A) * pixel(sr, hr) + A * pixel(sr, teacher's x8 ensemble)
+            weight = self.cfg.teacher_weight
+            taught = self.criterion.pixel_term(sr, self.teacher(lr_t, scale))
+            loss = (1.0 - weight) * loss + weight * taught
+            terms["teacher"] = float(taught.detach())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.disc is not None:
