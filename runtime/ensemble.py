@@ -3,8 +3,9 @@
 The image is super-resolved in the 8 orientations of the square (identity, the two flips, their
 composition, and each of these transposed); each result is turned back and the 8 are averaged
 (the "x8 self-ensemble" of EDSR+). It costs 8 runs of the model and lowers the error a little:
-on the held-out real scans of the model cards, by 0.03-0.36 dB with the default model and in
-every cell measured (a network's errors depend on the orientation of what it sees; they average out).
+on the held-out real scans of the model cards, by 0.02-0.21 dB with the default model (0.03-0.36
+with the default before it, whose ensemble it was distilled from) and in every cell measured (a
+network's errors depend on the orientation of what it sees; they average out).
 
 Exactness. HR pixel ``i`` of an axis covers LR coordinates ``[i q/p, (i + 1) q/p)``. Flipping an
 LR axis of length ``n`` maps that interval onto an HR pixel of the flipped image's grid only when
