@@ -11,7 +11,6 @@ its far side for the flipped runs), so what the student is taught is what ``--en
 
 from __future__ import annotations
 
-import hashlib
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,7 @@ from metasr.training.checkpoint import load_checkpoint, read_checkpoint
 from metasr.training.models import arch_spec
 from metasr.training.pairs import patch_geometry
 
-__all__ = ["EnsembleTeacher", "check_teacher", "file_digest"]
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file (a resumed run checks that its teacher is the same file's content)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+__all__ = ["EnsembleTeacher", "check_teacher"]
 
 
 def check_teacher(path: Path, student_arch: str, patch_size: int, scales: list[Fraction]) -> dict[str, Any]:

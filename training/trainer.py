@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from metasr.core.errors import CheckpointError, InputError
+from metasr.core.manifest import sha256_file
 from metasr.training.checkpoint import model_config, read_checkpoint, save_checkpoint
 from metasr.training.config import (
     VALIDATION_DEGRADATIONS,
@@ -37,7 +38,7 @@ from metasr.training.config import (
 )
 from metasr.training.data import ImageIndex, build_index, split_index, tile_index
 from metasr.training.degradations import Degradation
-from metasr.training.distill import EnsembleTeacher, check_teacher, file_digest
+from metasr.training.distill import EnsembleTeacher, check_teacher
 from metasr.training.distributed import (
     agree_stop,
     dist_info,
@@ -190,7 +191,7 @@ class _Run:
         digest = None
         if cfg.teacher is not None:
             check_teacher(Path(cfg.teacher), cfg.arch, cfg.patch_size, scales)
-            digest = file_digest(cfg.teacher)
+            digest = sha256_file(cfg.teacher)
         if resumed is not None:
             info = resumed.get("training") or {}
             was = (info.get("teacher_sha256"), info.get("teacher_weight") if info.get("teacher_sha256") else None)
