@@ -26,8 +26,9 @@ from metasr.core.cli import (
     progress_enabled,
 )
 from metasr.core.errors import MetaSRError, OutputError, ScaleError
+from metasr.core.manifest import sha256_file
 from metasr.core.scale import Scale
-from metasr.runtime.folders import InputSet, Item, Journal, partial_path, sha256_file, write_report
+from metasr.runtime.folders import InputSet, Item, Journal, partial_path, write_report
 from metasr.runtime.jobs import Job, check_regular_file, read_input
 from metasr.scanners.base import NotAnImageError
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import hashlib
 import io
 import json
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from metasr.core.atomic import atomic_write_bytes, atomic_write_text, file_identity
 from metasr.core.errors import InputError, OutputError
+from metasr.core.manifest import sha256_file
 
 __all__ = [
     "JOURNAL_NAME",
@@ -43,7 +43,6 @@ __all__ = [
     "default_output_name",
     "find_images",
     "plan_items",
-    "sha256_file",
     "write_report",
 ]
 
@@ -199,14 +198,6 @@ class InputSet:
             raise OutputError(
                 f"{role} {path} is the input file {src}; choose another path (inputs are never overwritten)"
             )
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Journal:
