@@ -126,6 +126,12 @@ def write_dicom(
     return path
 
 
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five smooth 40x48 grayscale PNGs (one becomes the validation file), for training runs."""
+    return write_smooth_images(tmp_path_factory.mktemp("tiny"), count=5)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-init Meta-SRGAN checkpoint (paper architecture)."""

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_checkpoint, write_smooth_images
+from conftest import make_checkpoint
+from test_train import _cfg as _train_cfg
 
 from metasr.training import load_checkpoint, read_checkpoint
 from metasr.training.cli import train_main
@@ -17,33 +18,13 @@ from metasr.training.trainer import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_smooth_images(tmp_path_factory.mktemp("tiny"), count=5)
-
-
-@pytest.fixture(scope="module")
 def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pt", seed=3)
 
 
 def _cfg(data: Path, out: Path, steps: int, **kw) -> TrainConfig:
-    base = dict(
-        out_dir=out,
-        data=[f"folder:{data}"],
-        steps=steps,
-        batch_size=2,
-        patch_size=16,
-        scales="1.5,2,3",
-        val_every=100,
-        checkpoint_every=100,
-        progress=False,
-        tensorboard=False,
-        val_images=2,
-        val_scales="2",
-        val_fraction=0.2,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    """test_train's tiny run at scales whose exact ensemble fits a 16-pixel patch."""
+    return _train_cfg(data, out, steps, **{"scales": "1.5,2,3", "val_every": 100, "val_scales": "2", **kw})
 
 
 def _by_hand(model: torch.nn.Module, lr: torch.Tensor, scale: Fraction) -> torch.Tensor:

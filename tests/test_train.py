@@ -11,18 +11,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import write_smooth_images
 
 from metasr.core.errors import InputError
 from metasr.training import load_checkpoint, read_checkpoint
 from metasr.training.cli import train_main
 from metasr.training.trainer import Stage, TrainConfig, train
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Five smooth 40x48 grayscale PNGs (one becomes the validation file)."""
-    return write_smooth_images(tmp_path_factory.mktemp("tiny"), count=5)
 
 
 def _cfg(data: Path, out: Path, steps: int, **kw) -> TrainConfig:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +27,8 @@ from metasr.training.pairs import patch_geometry
 __all__ = ["EnsembleTeacher", "check_teacher"]
 
 
-def check_teacher(path: Path, student_arch: str, patch_size: int, scales: list[Fraction]) -> dict[str, Any]:
-    """Refuse a teacher that cannot teach this run, before any work; returns its checkpoint.
+def check_teacher(path: Path, student_arch: str, patch_size: int, scales: list[Fraction]) -> None:
+    """Refuse a teacher that cannot teach this run, before any work.
 
     Raises:
         CheckpointError: not a readable checkpoint, or not an any-scale model of one image channel.
@@ -59,7 +58,6 @@ def check_teacher(path: Path, student_arch: str, patch_size: int, scales: list[F
                 f"the teacher's exact ensemble at x{float(scale):g} would more than double a {side}-pixel LR patch; "
                 f"give --patch-size {enough} or more, or leave out x{float(scale):g} from --scales"
             )
-    return ckpt
 
 
 def _ensemble_fits(patch_size: int, scale: Fraction) -> bool:

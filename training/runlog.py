@@ -66,12 +66,11 @@ def check_run_folder(cfg: Any) -> None:
                     f"--init {cfg.init} is this run's own {name} and would be overwritten; "
                     f"copy it elsewhere or use --resume"
                 )
-    teacher = getattr(cfg, "teacher", None)
-    if teacher is not None:
+    if cfg.teacher is not None:
         for own in [out / name for name in ("last.pt", "best.pt")] + earlier_snapshots(out):
-            if _same(Path(teacher), own):
+            if _same(Path(cfg.teacher), own):
                 raise OutputError(
-                    f"--teacher {teacher} is this run's own {own.relative_to(out)} and would change as the run "
+                    f"--teacher {cfg.teacher} is this run's own {own.relative_to(out)} and would change as the run "
                     f"goes on; copy it elsewhere and pass the copy"
                 )
     if out.is_dir() and not cfg.resume and not cfg.overwrite:
