@@ -375,7 +375,7 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     "--ensemble",
     is_flag=True,
     help="Average the 8 orientations of each image (self-ensemble, exact on the pixel grid): 8x the time, a"
-    " little less error (held-out MR: 0.03-0.23 dB with the default model).",
+    " little less error (held-out MR: 0.02-0.15 dB with the default model).",
 )
 @click.option(
     "--list-models",

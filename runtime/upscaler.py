@@ -185,7 +185,7 @@ class Upscaler:
         method: How the Meta-Upscale stage runs (:class:`UpscaleMethod`; same results).
         precision: ``fp32`` (TF32 off), ``tf32`` (CUDA) or ``fp16`` (CUDA, TensorRT); the CPU runs fp32.
         ensemble: Average the 8 orientations of each image (:mod:`metasr.runtime.ensemble`): 8x the
-            work, a little less error (held-out MR: 0.03-0.23 dB with the default model).
+            work, a little less error (held-out MR: 0.02-0.15 dB with the default model).
 
     Raises:
         ModelError: missing, inconsistent or damaged export (hashes are verified on load).
