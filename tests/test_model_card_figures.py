@@ -62,6 +62,7 @@ def _fmt(x: float) -> str:
         ("metasrgan-mri", 9, 36),  # five MR protocols, CT and NM with and without noise
         ("metasrgan-mri-robust", 9, 33),
         ("metasrgan-mri-gan", 3, 12),  # MR: the PSF with and without noise, clean bicubic
+        ("metasrgan-mri-denoise", 9, 36),
     ],
 )
 def test_card_figures_are_the_shipped_scores(model: str, reports: int, least: int) -> None:
