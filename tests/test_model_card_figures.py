@@ -124,7 +124,7 @@ def test_readme_lead_tables_are_the_shipped_scores(head: str, folder: str) -> No
     assert checked == 6 * 4
 
 
-@pytest.mark.parametrize("model", ["metasrgan-mri", "metasrgan-mri-robust"])
+@pytest.mark.parametrize("model", ["metasrgan-mri", "metasrgan-mri-robust", "metasrgan-mri-denoise"])
 def test_card_ensemble_figures_are_the_shipped_scores(model: str) -> None:
     """The cards' self-ensemble table: its gain over bicubic and, in brackets, its gain over one run,
     from ``eval/real-ensemble`` and ``eval/real`` (the same LR: noise is seeded per image)."""
