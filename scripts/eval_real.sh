@@ -5,7 +5,7 @@
 # checkpoint sees the same noisy LR. SCALES defaults to the cards' 1.5,2,3,4, the scales of the
 # shipped models' per-image scores (models/*/eval/real), so
 #   scripts/summarise_eval.py new=OUT default=models/metasrgan-mri/eval/real --against default
-# gates a new model without evaluating the shipped one again. JOBS=N runs the nine reports in N
+# gates a new model without evaluating the shipped one again. JOBS=N runs the fourteen reports in N
 # processes (each with THREADS threads; default 1 and 1); the script fails if any report fails.
 # ENSEMBLE=1 scores every model's x8 self-ensemble (metasr-eval --ensemble, 8x the time).
 set -euo pipefail
@@ -38,6 +38,12 @@ run() {  # name data degradation noise [extra...]
   metasr-eval "${ckpts[@]}" --data "folder:$corpus/test/$data" --axes axial --degradation "$deg" --noise "$noise" \
     --out "$out/$name" "${common[@]}" "$@"
 }
+# The mr-native-* reports score the MR files against references at the resolution they were
+# acquired at (metasr-eval --reference native): the Siemens head states 256 x 134 samples for its
+# 484 x 484 grid in its header; MR2's header does not state its matrix, and its vertical spectrum
+# falls tenfold between 0.225 and 0.275 cycles per pixel (zero-filled by 2: MR2_UNCR.dcm=2);
+# example4d (128 x 96 EPI, no DICOM header) has content up to its Nyquist frequency: kept as stored.
+native=(--reference native --native-factor MR2_UNCR.dcm=2)
 reports=(
   "mr-bicubic mr bicubic none"
   "mr-gauss mr gauss none"
@@ -48,6 +54,11 @@ reports=(
   "ct-gauss-gaussian2 ct gauss gaussian:0.02 --window 0.45,0.5"
   "nm-gauss nm gauss none"
   "nm-gauss-gaussian2 nm gauss gaussian:0.02"
+  "mr-native-bicubic mr bicubic none ${native[*]}"
+  "mr-native-gauss mr gauss none ${native[*]}"
+  "mr-native-kspace mr kspace none ${native[*]}"
+  "mr-native-gauss-rician2 mr gauss rician:0.02 ${native[*]}"
+  "mr-native-kspace-rician2 mr kspace rician:0.02 ${native[*]}"
 )
 group() {  # run every JOBS-th report, starting at $1, one after another
   local i

@@ -1,4 +1,4 @@
-"""scripts/eval_real.sh: the nine reports of the cards' protocol, in JOBS processes, failing if any fails."""
+"""scripts/eval_real.sh: the fourteen reports of the cards' protocol, in JOBS processes, failing if any fails."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ REPORTS = {
     "ct-gauss-gaussian2",
     "nm-gauss",
     "nm-gauss-gaussian2",
+    "mr-native-bicubic",
+    "mr-native-gauss",
+    "mr-native-kspace",
+    "mr-native-gauss-rician2",
+    "mr-native-kspace-rician2",
 }
 STUB = """#!/usr/bin/env bash
 # stands in for metasr-eval: records its arguments, makes --out, fails where told
@@ -55,7 +60,11 @@ def test_every_report_once_at_the_cards_scales(tmp_path: Path, jobs: str) -> Non
     assert all("--scales 1.5,2,3,4 " in c and "--ckpt new.pt " in c for c in calls)
     ct = [c for c in calls if "/ct-" in c]
     assert len(ct) == 2 and all("--window 0.45,0.5" in c for c in ct)
-    assert sum("--noise rician:0.02" in c for c in calls) == 2 and sum("--noise gaussian:0.02" in c for c in calls) == 2
+    assert sum("--noise rician:0.02" in c for c in calls) == 4 and sum("--noise gaussian:0.02" in c for c in calls) == 2
+    native = [c for c in calls if "/mr-native-" in c]
+    assert len(native) == 5
+    assert all("--reference native --native-factor MR2_UNCR.dcm=2" in c and "folder:corpus/test/mr " in c for c in native)
+    assert not any("--reference" in c for c in calls if c not in native)
     assert not any("--ensemble" in c for c in calls)
 
 

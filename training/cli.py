@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -394,6 +395,20 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 @click.option(
     "--window", "window_spec", default=None, help="Crops figure display window C,W in [0, 1] intensity units."
 )
+@click.option(
+    "--reference",
+    type=click.Choice(["stored", "native"]),
+    default="stored",
+    help="HR reference: the image as stored, or reduced to the resolution it was acquired at (MR stored on a finer "
+    "grid than acquired: DICOM AcquisitionMatrix, or --native-factor).",
+)
+@click.option(
+    "--native-factor",
+    "native_factors",
+    multiple=True,
+    help="With --reference native: NAME=F, the stored pixels per acquired sample of the file NAME (its header is "
+    "silent or wrong), e.g. MR2_UNCR.dcm=2; repeat per file.",
+)
 @click.option("--device", default="cpu", help="cpu, cuda, cuda:N or auto.")
 @click.option(
     "--threads", type=click.IntRange(1, MAX_THREADS), default=None, help="torch intra-op threads (capped at the cores)."
@@ -487,6 +502,23 @@ def _eval_degradation(opts: dict[str, Any]) -> Degradation:
     return parse_degradation(opts["degradation"]).with_noise(noise, sigma)
 
 
+def _native_factors(reference: str, texts: Sequence[str]) -> dict[str, Fraction] | None:
+    """``--reference``/``--native-factor``: None (as stored) or the given factors by file name."""
+    from metasr.training.reference import parse_native_factors
+
+    if reference != "native":
+        if texts:
+            raise InputError("--native-factor needs --reference native; add it or drop --native-factor")
+        return None
+    return parse_native_factors(texts)
+
+
+def _grid_text(grid: Any) -> str:
+    if not grid.reduces:
+        return grid.source
+    return f"reduced by {grid.factor} ({float(grid.factor):.3g} stored pixels per acquired sample): {grid.source}"
+
+
 def _noise_level(text: str, degradation: Degradation) -> float | None:
     """``--noise-level``: None (estimate), the degradation's sigma (oracle) or a given sigma."""
     if text == "estimate":
@@ -540,6 +572,7 @@ def run_eval(
     level = _noise_level(opts["noise_level"], degradation)
     crop = _parse_crop(opts["crop_spec"])
     window = _parse_window(opts["window_spec"])
+    native = _native_factors(opts.get("reference", "stored"), opts.get("native_factors", ()))
     _check_eval_out(opts["out_dir"], opts["ckpts"], opts["data"], opts["overwrite"])
     if load_models is None:
         models = [load_predictor(c, opts["device"], level, opts["ensemble"]) for c in opts["ckpts"]]
@@ -552,8 +585,15 @@ def run_eval(
     shown = [s for s in shown_scales if s in scale_list]
     skipped: dict[str, str] = {}
     axis_names = [a.value for a in axes]
+    grids: dict[str, Any] = {}
     named = load_named_images(
-        list(opts["data"]), axis_names, opts["max_images"], intensity=opts["intensity"], skipped=skipped
+        list(opts["data"]),
+        axis_names,
+        opts["max_images"],
+        intensity=opts["intensity"],
+        skipped=skipped,
+        native=native,
+        grids=grids,
     )
     if not named:
         raise InputError("no images to evaluate; check --data and --max-images")
@@ -586,6 +626,7 @@ def run_eval(
         )
     finally:
         bar.close()
+    report.references = {name: _grid_text(g) for name, g in grids.items()}
     report.crop = crop[1] if crop is not None else None
     report.window = window
     files = {**report_files(report), **(extra_files(report) if extra_files is not None else {})}

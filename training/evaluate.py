@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -31,12 +31,13 @@ from metasr.core.scale import DEFAULT_SCALE_RANGE
 from metasr.runtime.ensemble import ENSEMBLE_SIZE, self_ensemble
 from metasr.scanners import IntensityRange
 from metasr.training.checkpoint import load_checkpoint, read_checkpoint
-from metasr.training.data import FrameCache, build_index, load_slice
+from metasr.training.data import FrameCache, build_index, foreground_box, load_slice
 from metasr.training.degradations import Degradation
 from metasr.training.distributed import resolve_device
 from metasr.training.models import Bicubic, noise_map
 from metasr.training.pairs import make_pair
-from metasr.training.specs import parse_axes
+from metasr.training.reference import NativeGrid, native_grid, reduce_to_native
+from metasr.training.specs import Axis, parse_axes
 
 __all__ = [
     "Predictor",
@@ -195,6 +196,8 @@ class EvalReport:
     crop: tuple[int, int, int] | None = None
     #: crops figure: display window ``(centre, width)`` in [0, 1] intensity units (None: 0..1)
     window: tuple[float, float] | None = None
+    #: ``--reference native``: each file's name -> how its reference was made (empty: as stored)
+    references: dict[str, str] = field(default_factory=dict)
 
     def get(self, model: str, scale: Fraction) -> EvalRow | None:
         for r in self.rows:
@@ -335,12 +338,22 @@ def load_named_images(
     min_size: int = 16,
     intensity: IntensityRange | str = IntensityRange.AUTO,
     skipped: dict[str, str] | None = None,
+    native: Mapping[str, Fraction] | None = None,
+    grids: dict[str, NativeGrid] | None = None,
 ) -> list[tuple[str, np.ndarray]]:
     """``(name, crop)`` of every usable slice of ``specs`` (evenly thinned to ``max_images``).
 
     Every file is read as ``metasr-run`` reads it (:func:`metasr.scanners.read_image`); crops
     are the maximal-information regions. Unreadable files are added to ``skipped`` (path ->
     one-line reason) when it is given.
+
+    ``native`` (the ``--native-factor`` factors by file name; ``{}`` for none): each slice is
+    first reduced to its file's acquired resolution (:mod:`metasr.training.reference`) and the
+    crop is found on the reduced slice; ``grids`` then receives each file's name -> grid.
+    ``None``: the references are the images as stored.
+
+    Raises:
+        InputError: a ``native`` name that is no evaluated file, or an image too small to reduce.
     """
     index = build_index(specs, axes=parse_axes(axes), min_size=min_size, intensity=intensity)
     if skipped is not None:
@@ -350,7 +363,31 @@ def load_named_images(
         picks = sorted(set(np.linspace(0, len(refs) - 1, max_images).round().astype(int).tolist()))
         refs = [refs[i] for i in picks]
     cache = FrameCache(4, index.intensity)
-    return [(r.name, load_slice(r, cache)) for r in refs]
+    if native is None:
+        return [(r.name, load_slice(r, cache)) for r in refs]
+    files = {Path(r.path).name for r in index.slices}
+    unknown = sorted(set(native) - files)
+    if unknown:
+        some = ", ".join(sorted(files)[:5]) + (", ..." if len(files) > 5 else "")
+        raise InputError(f"--native-factor names {unknown[0]}, which is not an evaluated file ({some})")
+    found: dict[str, NativeGrid] = {}
+    out = []
+    for r in refs:
+        grid = found.get(r.path) or found.setdefault(r.path, native_grid(r.path, native))
+        if not grid.reduces:
+            out.append((r.name, load_slice(r, cache)))
+            continue
+        decoded = cache.get(r.path)
+        stack = decoded.slices(Axis(r.axis) if r.axis is not None else None)
+        reduced = reduce_to_native(stack[r.index], grid.factor)
+        box = foreground_box(reduced, float(decoded.frames.max()))
+        if box is None or min(box[2] - box[0], box[3] - box[1]) < min_size:
+            continue
+        top, left, bottom, right = box
+        out.append((r.name, np.ascontiguousarray(reduced[top:bottom, left:right])))
+    if grids is not None:
+        grids.update({Path(p).name: g for p, g in found.items()})
+    return out
 
 
 def load_images(

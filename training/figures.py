@@ -73,6 +73,9 @@ def table_markdown(report: EvalReport) -> str:
         f"from {groups} independent files (volumes/series); 95% intervals of the mean, over the files' means, "
         f"in table.csv.\n"
     )
+    if report.references:
+        note += "\nReferences at the acquired resolution (`--reference native`; metasr.training.reference):\n"
+        note += "".join(f"- {name}: {how}\n" for name, how in sorted(report.references.items()))
     return "\n".join(lines) + "\n" + note
 
 
