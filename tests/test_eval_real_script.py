@@ -63,7 +63,8 @@ def test_every_report_once_at_the_cards_scales(tmp_path: Path, jobs: str) -> Non
     assert sum("--noise rician:0.02" in c for c in calls) == 4 and sum("--noise gaussian:0.02" in c for c in calls) == 2
     native = [c for c in calls if "/mr-native-" in c]
     assert len(native) == 5
-    assert all("--reference native --native-factor MR2_UNCR.dcm=2" in c and "folder:corpus/test/mr " in c for c in native)
+    flags = "--reference native --native-factor MR2_UNCR.dcm=2"
+    assert all(flags in c and "folder:corpus/test/mr " in c for c in native)
     assert not any("--reference" in c for c in calls if c not in native)
     assert not any("--ensemble" in c for c in calls)
 

@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MR_FILES = ["MR-SIEMENS-DICOM-WithOverlays.dcm", "MR2_UNCR.dcm", "example4d_vol0.nii.gz"]
 NUMBER = r"[+-]\d+\.\d\d"
+NATIVE_SECTION = "## Against references at the acquired resolution"
 
 
 def _summarise():
@@ -59,17 +60,18 @@ def _fmt(x: float) -> str:
 @pytest.mark.parametrize(
     "model, reports, least",
     [
-        ("metasrgan-mri", 9, 36),  # five MR protocols, CT and NM with and without noise
-        ("metasrgan-mri-robust", 9, 33),
-        ("metasrgan-mri-gan", 3, 12),  # MR: the PSF with and without noise, clean bicubic
-        ("metasrgan-mri-denoise", 9, 36),
+        ("metasrgan-mri", 14, 36),  # five MR protocols (and their native twins), CT and NM with and without noise
+        ("metasrgan-mri-robust", 14, 33),
+        ("metasrgan-mri-gan", 8, 12),  # MR: the PSF with and without noise, clean bicubic
+        ("metasrgan-mri-denoise", 14, 36),
     ],
 )
 def test_card_figures_are_the_shipped_scores(model: str, reports: int, least: int) -> None:
     figures = _figures(model)
     assert len({report for report, _ in figures}) == reports
     # the single-run tables (the self-ensemble's section has its own test)
-    card = (ROOT / "models" / model / "MODEL_CARD.md").read_text().split("## With the self-ensemble")[0]
+    text = (ROOT / "models" / model / "MODEL_CARD.md").read_text()
+    card = text.split("## With the self-ensemble")[0].split(NATIVE_SECTION)[0]
     checked, label = 0, ""
     head = r"^\| (.*?) \| x([\d.]+) \| "
     row = re.compile(rf"{head}(?:\*\*)?({NUMBER})(?:\*\*)? ± (\d+\.\d\d) \| ({NUMBER}) / ({NUMBER}) / ({NUMBER}) \|")
@@ -94,6 +96,33 @@ def test_card_figures_are_the_shipped_scores(model: str, reports: int, least: in
             assert first == _fmt(figures[(_other_report(m.group(1)), scale)][0]), (line, scale)
             checked += 1
     assert checked >= least, f"{model}: only {checked} figures of the card were found to check"
+
+
+@pytest.mark.parametrize(
+    "model", ["metasrgan-mri", "metasrgan-mri-robust", "metasrgan-mri-gan", "metasrgan-mri-denoise"]
+)
+def test_card_native_figures_are_the_shipped_scores(model: str) -> None:
+    """The cards' native-reference table (``eval/real/mr-native-*``, ``metasr-eval --reference native``):
+    every MR protocol at every scale, the mean of files with its interval and each file's gain."""
+    figures = _figures(model)
+    card = (ROOT / "models" / model / "MODEL_CARD.md").read_text()
+    section = card.split(NATIVE_SECTION, 1)[1].split("\n## ", 1)[0]
+    row = re.compile(
+        rf"^\| (.*?) \| x([\d.]+) \| \**({NUMBER})\** ± (\d+\.\d\d) \| ({NUMBER}) / ({NUMBER}) / ({NUMBER}) \|"
+    )
+    checked, label, seen = 0, "", set()
+    for line in section.splitlines():
+        m = row.match(line)
+        if not m:
+            continue
+        label = m.group(1) or label
+        report = "mr-native-" + _mr_report(label).removeprefix("mr-")
+        mean, ci, files = figures[(report, m.group(2))]
+        assert m.group(3) == _fmt(mean) and m.group(4) == f"{ci:.2f}", (line, mean, ci)
+        assert [m.group(i) for i in (5, 6, 7)] == [_fmt(g) for g in files], line
+        seen.add(report)
+        checked += 1
+    assert len(seen) == 5 and checked == 20, (model, seen, checked)
 
 
 @pytest.mark.parametrize(

@@ -100,14 +100,20 @@ def test_reduction_undoes_zero_filling_of_a_band_limited_image() -> None:
     reduced = reduce_to_native(stored, Fraction(2))
     assert reduced.shape == native_size(stored.shape, Fraction(2)) == (48, 64)
     assert np.abs(reduced - acquired).max() < 1e-5
-    assert reduce_to_native(stored, Fraction(1)) is not None and reduce_to_native(stored, Fraction(1)).shape == (96, 128)
+    assert reduce_to_native(stored, Fraction(1)) is not None and reduce_to_native(stored, Fraction(1)).shape == (
+        96,
+        128,
+    )
 
 
 def test_native_size_fits_the_k_space_grid() -> None:
     for shape in [(484, 484), (283, 482), (37, 41)]:
         for factor in [Fraction(19, 7), Fraction(5, 2), Fraction(3)]:
             h, w = native_size(shape, factor)
-            assert 0 < shape[0] / factor - h < 1 + factor.denominator and 0 < shape[1] / factor - w < 1 + factor.denominator
+            assert (
+                0 < shape[0] / factor - h < 1 + factor.denominator
+                and 0 < shape[1] / factor - w < 1 + factor.denominator
+            )
             assert reduce_to_native(np.full(shape, 0.5), factor).shape == (h, w)
     with pytest.raises(InputError, match="too small"):
         native_size((3, 40), Fraction(5))
