@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MR_FILES = ["MR-SIEMENS-DICOM-WithOverlays.dcm", "MR2_UNCR.dcm", "example4d_vol0.nii.gz"]
 NUMBER = r"[+-]\d+\.\d\d"
 NATIVE_SECTION = "## Against references at the acquired resolution"
+SHIPPED = ["metasrgan-mri", "metasrgan-mri-robust", "metasrgan-mri-gan", "metasrgan-mri-denoise"]
 
 
 def _summarise():
@@ -98,9 +99,7 @@ def test_card_figures_are_the_shipped_scores(model: str, reports: int, least: in
     assert checked >= least, f"{model}: only {checked} figures of the card were found to check"
 
 
-@pytest.mark.parametrize(
-    "model", ["metasrgan-mri", "metasrgan-mri-robust", "metasrgan-mri-gan", "metasrgan-mri-denoise"]
-)
+@pytest.mark.parametrize("model", SHIPPED)
 def test_card_native_figures_are_the_shipped_scores(model: str) -> None:
     """The cards' native-reference table (``eval/real/mr-native-*``, ``metasr-eval --reference native``):
     every MR protocol at every scale, the mean of files with its interval and each file's gain."""
@@ -177,3 +176,21 @@ def test_card_ensemble_figures_are_the_shipped_scores(model: str) -> None:
             assert delta == _fmt(mean - single[(report, scale)][0]), (line, scale)
             checked += 1
     assert checked == 9 * 4
+
+
+def test_readme_native_table_is_the_shipped_scores() -> None:
+    """The README's native-reference table: every shipped model, every MR protocol, x2 / x4."""
+    figures = {m: _figures(m) for m in SHIPPED}
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| LR made by (MR, native references)"))
+    checked = 0
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        label, *cells = [c.strip() for c in line.strip("|").split("|")]
+        report = "mr-native-" + _mr_report(label).removeprefix("mr-")
+        for model, cell in zip(SHIPPED, cells, strict=True):
+            numbers = re.findall(NUMBER, cell)
+            assert numbers == [_fmt(figures[model][(report, s)][0]) for s in ("2", "4")], (line, model)
+            checked += 2
+    assert checked == 5 * 4 * 2
