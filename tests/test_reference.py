@@ -193,3 +193,18 @@ def test_reference_options_refused_in_one_line(
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "e").exists()
+
+
+def test_stored_references_that_are_interpolated_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    _siemens_like(data / "a.dcm")
+    _siemens_like(data / "b.dcm", factor=1)
+    ckpt = make_checkpoint(tmp_path / "m.pt", "metasrgan", features=8, num_blocks=1, wpn_hidden=8)
+    out = tmp_path / "eval"
+    argv = ["--ckpt", str(ckpt), "--data", f"folder:{data}", "--scales", "2", "--crop-scales", "2"]
+    assert eval_main([*argv, "--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "a.dcm is stored at 2 pixels per acquired sample" in err and "--reference native" in err
+    assert "b.dcm is stored" not in err
+    assert "References at the acquired resolution" not in (out / "table.md").read_text()

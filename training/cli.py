@@ -626,12 +626,23 @@ def run_eval(
         )
     finally:
         bar.close()
-    report.references = {name: _grid_text(g) for name, g in grids.items()}
+    if native is not None:
+        report.references = {name: _grid_text(g) for name, g in grids.items()}
     report.crop = crop[1] if crop is not None else None
     report.window = window
     files = {**report_files(report), **(extra_files(report) if extra_files is not None else {})}
     written = _write_eval(files, opts["out_dir"], opts["overwrite"])
     log = logging.getLogger("metasr")
+    if native is None:
+        for name, grid in sorted(grids.items()):
+            if grid.reduces:
+                log.warning(
+                    "%s is stored at %.3g pixels per acquired sample (%s): its reference is interpolated; "
+                    "--reference native scores against the acquired resolution",
+                    name,
+                    float(grid.factor),
+                    grid.source,
+                )
     if skipped:  # reported once the work succeeded, so a failure stays one line
         log.warning("%d unreadable files skipped (-v lists them)", len(skipped))
         for path, reason in skipped.items():

@@ -349,8 +349,9 @@ def load_named_images(
 
     ``native`` (the ``--native-factor`` factors by file name; ``{}`` for none): each slice is
     first reduced to its file's acquired resolution (:mod:`metasr.training.reference`) and the
-    crop is found on the reduced slice; ``grids`` then receives each file's name -> grid.
-    ``None``: the references are the images as stored.
+    crop is found on the reduced slice. ``None``: the references are the images as stored.
+    ``grids`` receives each file's name -> grid: the one used, or with ``native=None`` the one its
+    header states (nothing reduced).
 
     Raises:
         InputError: a ``native`` name that is no evaluated file, or an image too small to reduce.
@@ -364,6 +365,9 @@ def load_named_images(
         refs = [refs[i] for i in picks]
     cache = FrameCache(4, index.intensity)
     if native is None:
+        if grids is not None:  # what the headers state, for a warning; nothing is reduced
+            for path in dict.fromkeys(r.path for r in refs):
+                grids[Path(path).name] = native_grid(path)
         return [(r.name, load_slice(r, cache)) for r in refs]
     files = {Path(r.path).name for r in index.slices}
     unknown = sorted(set(native) - files)
