@@ -194,3 +194,24 @@ def test_readme_native_table_is_the_shipped_scores() -> None:
             assert numbers == [_fmt(figures[model][(report, s)][0]) for s in ("2", "4")], (line, model)
             checked += 2
     assert checked == 5 * 4 * 2
+
+
+def test_readme_denoise_paragraph_is_the_shipped_scores() -> None:
+    """The README's paragraph on `metasrgan-mri-denoise`: its PSF + 2 % Rician row, `robust`'s beside
+    it, the lowest MR file, the clean PSF at x2 and the Siemens head's range under k-space + noise."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("`metasrgan-mri-denoise` (`--model metasrgan-mri-denoise`) is `robust` continued")
+    paragraph = " ".join(text[start : text.index("\n\n", start)].split())
+    den, rob = _figures("metasrgan-mri-denoise"), _figures("metasrgan-mri-robust")
+    scales = ("1.5", "2", "3", "4")
+
+    def row(figures: dict, report: str) -> str:
+        return " / ".join(_fmt(figures[(report, s)][0]) for s in scales)
+
+    assert f"**{row(den, 'mr-gauss-rician2')}** dB at x1.5 / 2 / 3 / 4" in paragraph
+    assert f"(`robust` {row(rob, 'mr-gauss-rician2')})" in paragraph
+    gain, scale, name = min((g, s, MR_FILES[i]) for s in scales for i, g in enumerate(den[("mr-gauss-rician2", s)][2]))
+    assert gain > 0 and name == "MR2_UNCR.dcm" and f"lowest MR2 {_fmt(gain)} at x{scale}" in paragraph
+    assert f"it gives {_fmt(den[('mr-gauss', '2')][0])} at x2" in paragraph
+    siemens = [den[("mr-kspace-rician2", s)][2][0] for s in ("2", "3", "4")]
+    assert all(g < 0 for g in siemens) and f"x2-x4, {_fmt(max(siemens))} to {_fmt(min(siemens))}" in paragraph
