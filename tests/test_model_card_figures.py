@@ -215,3 +215,12 @@ def test_readme_denoise_paragraph_is_the_shipped_scores() -> None:
     assert f"it gives {_fmt(den[('mr-gauss', '2')][0])} at x2" in paragraph
     siemens = [den[("mr-kspace-rician2", s)][2][0] for s in ("2", "3", "4")]
     assert all(g < 0 for g in siemens) and f"x2-x4, {_fmt(max(siemens))} to {_fmt(min(siemens))}" in paragraph
+
+
+def test_readme_paper_comparison_denoise_sentence_is_the_shipped_scores() -> None:
+    text = " ".join((ROOT / "README.md").read_text().split())
+    sentence = text[text.index("`metasrgan-mri-denoise`, added since, was not rerun") :].split("(`models/")[0]
+    den = _figures("metasrgan-mri-denoise")
+    expected = [den[(report, s)][:2] for s in ("2", "4") for report in ("mr-bicubic", "mr-gauss-rician2")]
+    found = re.findall(rf"({NUMBER}) ± (\d+\.\d\d)", sentence)
+    assert found == [(_fmt(mean), f"{ci:.2f}") for mean, ci in expected], sentence
