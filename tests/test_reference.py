@@ -157,15 +157,21 @@ def test_evaluation_images_are_reduced_before_cropping(tmp_path: Path) -> None:
         load_named_images([f"folder:{data}"], native={"other.dcm": Fraction(2)})
 
 
-def test_eval_cli_reports_each_reference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def eval_argv(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """metasr-eval's model and data: a.dcm (its header: 2 pixels per sample), b.dcm (as acquired)."""
+    root = tmp_path_factory.mktemp("reference")
+    data = root / "data"
     data.mkdir()
     _siemens_like(data / "a.dcm")
     _siemens_like(data / "b.dcm", factor=1)
-    ckpt = make_checkpoint(tmp_path / "m.pt", "metasrgan", features=8, num_blocks=1, wpn_hidden=8)
+    ckpt = make_checkpoint(root / "m.pt", "metasrgan", features=8, num_blocks=1, wpn_hidden=8)
+    return ["--ckpt", str(ckpt), "--data", f"folder:{data}", "--scales", "2", "--crop-scales", "2", "--no-progress"]
+
+
+def test_eval_cli_reports_each_reference(eval_argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "eval"
-    argv = ["--ckpt", str(ckpt), "--data", f"folder:{data}", "--scales", "2", "--crop-scales", "2"]
-    argv += ["--reference", "native", "--native-factor", "b.dcm=1.5", "--out", str(out), "--no-progress"]
+    argv = [*eval_argv, "--reference", "native", "--native-factor", "b.dcm=1.5", "--out", str(out)]
     assert eval_main(argv) == 0, capsys.readouterr().err
     table = (out / "table.md").read_text()
     assert "- a.dcm: reduced by 2 " in table and "AcquisitionMatrix 48 x 48" in table
@@ -182,28 +188,19 @@ def test_eval_cli_reports_each_reference(tmp_path: Path, capsys: pytest.CaptureF
     ],
 )
 def test_reference_options_refused_in_one_line(
-    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+    args: list[str], message: str, eval_argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    _siemens_like(data / "a.dcm")
-    ckpt = make_checkpoint(tmp_path / "m.pt", "metasrgan", features=8, num_blocks=1, wpn_hidden=8)
-    argv = ["--ckpt", str(ckpt), "--data", f"folder:{data}", "--scales", "2", "--no-progress"]
-    rc = eval_main([*argv, "--out", str(tmp_path / "e"), *args])
+    rc = eval_main([*eval_argv, "--out", str(tmp_path / "e"), *args])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "e").exists()
 
 
-def test_stored_references_that_are_interpolated_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    _siemens_like(data / "a.dcm")
-    _siemens_like(data / "b.dcm", factor=1)
-    ckpt = make_checkpoint(tmp_path / "m.pt", "metasrgan", features=8, num_blocks=1, wpn_hidden=8)
+def test_stored_references_that_are_interpolated_are_named(
+    eval_argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "eval"
-    argv = ["--ckpt", str(ckpt), "--data", f"folder:{data}", "--scales", "2", "--crop-scales", "2"]
-    assert eval_main([*argv, "--out", str(out), "--no-progress"]) == 0
+    assert eval_main([*eval_argv, "--out", str(out)]) == 0
     err = capsys.readouterr().err
     assert "a.dcm is stored at 2 pixels per acquired sample" in err and "--reference native" in err
     assert "b.dcm is stored" not in err

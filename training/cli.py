@@ -513,10 +513,37 @@ def _native_factors(reference: str, texts: Sequence[str]) -> dict[str, Fraction]
     return parse_native_factors(texts)
 
 
-def _grid_text(grid: Any) -> str:
-    if not grid.reduces:
-        return grid.source
-    return f"reduced by {grid.factor} ({float(grid.factor):.3g} stored pixels per acquired sample): {grid.source}"
+def _eval_images(
+    opts: dict[str, Any], axes: Sequence[Any], native: Any, skipped: dict[str, str], grids: dict[str, Any]
+) -> list[tuple[str, Any]]:
+    """The named HR images of ``--data`` (reduced with ``--reference native``); fills ``skipped`` and ``grids``."""
+    from metasr.training.evaluate import load_named_images
+
+    named = load_named_images(
+        list(opts["data"]),
+        [a.value for a in axes],
+        opts["max_images"],
+        intensity=opts["intensity"],
+        skipped=skipped,
+        native=native,
+        grids=grids,
+    )
+    if not named:
+        raise InputError("no images to evaluate; check --data and --max-images")
+    return named
+
+
+def _warn_interpolated(grids: dict[str, Any]) -> None:
+    """Name each stored reference whose header states a coarser acquisition than its grid."""
+    for name, grid in sorted(grids.items()):
+        if grid.reduces:
+            logging.getLogger("metasr").warning(
+                "%s is stored at %.3g pixels per acquired sample (%s): its reference is interpolated; "
+                "--reference native scores against the acquired resolution",
+                name,
+                float(grid.factor),
+                grid.source,
+            )
 
 
 def _noise_level(text: str, degradation: Degradation) -> float | None:
@@ -559,7 +586,7 @@ def run_eval(
     import torch
     from tqdm.auto import tqdm
 
-    from metasr.training.evaluate import bicubic_predictor, evaluate, load_named_images, load_predictor
+    from metasr.training.evaluate import bicubic_predictor, evaluate, load_predictor
     from metasr.training.figures import report_files
     from metasr.training.specs import parse_scales
 
@@ -584,19 +611,8 @@ def run_eval(
     scale_list = parse_scales(opts["scales"], lo, hi)
     shown = [s for s in shown_scales if s in scale_list]
     skipped: dict[str, str] = {}
-    axis_names = [a.value for a in axes]
     grids: dict[str, Any] = {}
-    named = load_named_images(
-        list(opts["data"]),
-        axis_names,
-        opts["max_images"],
-        intensity=opts["intensity"],
-        skipped=skipped,
-        native=native,
-        grids=grids,
-    )
-    if not named:
-        raise InputError("no images to evaluate; check --data and --max-images")
+    named = _eval_images(opts, axes, native, skipped, grids)
     names = [name for name, _ in named]
     sample_image = None
     if crop is not None:
@@ -627,22 +643,14 @@ def run_eval(
     finally:
         bar.close()
     if native is not None:
-        report.references = {name: _grid_text(g) for name, g in grids.items()}
+        report.references = {name: g.description for name, g in grids.items()}
     report.crop = crop[1] if crop is not None else None
     report.window = window
     files = {**report_files(report), **(extra_files(report) if extra_files is not None else {})}
     written = _write_eval(files, opts["out_dir"], opts["overwrite"])
     log = logging.getLogger("metasr")
     if native is None:
-        for name, grid in sorted(grids.items()):
-            if grid.reduces:
-                log.warning(
-                    "%s is stored at %.3g pixels per acquired sample (%s): its reference is interpolated; "
-                    "--reference native scores against the acquired resolution",
-                    name,
-                    float(grid.factor),
-                    grid.source,
-                )
+        _warn_interpolated(grids)
     if skipped:  # reported once the work succeeded, so a failure stays one line
         log.warning("%d unreadable files skipped (-v lists them)", len(skipped))
         for path, reason in skipped.items():

@@ -364,20 +364,22 @@ def load_named_images(
         picks = sorted(set(np.linspace(0, len(refs) - 1, max_images).round().astype(int).tolist()))
         refs = [refs[i] for i in picks]
     cache = FrameCache(4, index.intensity)
-    if native is None:
-        if grids is not None:  # what the headers state, for a warning; nothing is reduced
-            for path in dict.fromkeys(r.path for r in refs):
-                grids[Path(path).name] = native_grid(path)
-        return [(r.name, load_slice(r, cache)) for r in refs]
-    files = {Path(r.path).name for r in index.slices}
-    unknown = sorted(set(native) - files)
-    if unknown:
-        some = ", ".join(sorted(files)[:5]) + (", ..." if len(files) > 5 else "")
-        raise InputError(f"--native-factor names {unknown[0]}, which is not an evaluated file ({some})")
+    if native:
+        files = {Path(r.path).name for r in index.slices}
+        unknown = sorted(set(native) - files)
+        if unknown:
+            some = ", ".join(sorted(files)[:5]) + (", ..." if len(files) > 5 else "")
+            raise InputError(f"--native-factor names {unknown[0]}, which is not an evaluated file ({some})")
     found: dict[str, NativeGrid] = {}
+    if native is not None or grids is not None:  # one header read per file
+        found = {path: native_grid(path, native) for path in dict.fromkeys(r.path for r in refs)}
+    if grids is not None:
+        grids.update({Path(p).name: g for p, g in found.items()})
+    if native is None:
+        return [(r.name, load_slice(r, cache)) for r in refs]
     out = []
     for r in refs:
-        grid = found.get(r.path) or found.setdefault(r.path, native_grid(r.path, native))
+        grid = found[r.path]
         if not grid.reduces:
             out.append((r.name, load_slice(r, cache)))
             continue
@@ -389,8 +391,6 @@ def load_named_images(
             continue
         top, left, bottom, right = box
         out.append((r.name, np.ascontiguousarray(reduced[top:bottom, left:right])))
-    if grids is not None:
-        grids.update({Path(p).name: g for p, g in found.items()})
     return out
 
 

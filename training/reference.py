@@ -63,6 +63,13 @@ class NativeGrid:
     def reduces(self) -> bool:
         return self.factor > 1
 
+    @property
+    def description(self) -> str:
+        """One line for the report: the factor used (if any) and where it came from."""
+        if not self.reduces:
+            return self.source
+        return f"reduced by {self.factor} ({float(self.factor):.3g} stored pixels per acquired sample): {self.source}"
+
 
 STORED = NativeGrid(Fraction(1), "as stored")
 
@@ -142,11 +149,14 @@ def native_grid(path: str | os.PathLike, given: Mapping[str, Fraction] | None = 
     if given and path.name in given:
         factor = given[path.name]
         return NativeGrid(factor, f"given (--native-factor {path.name}={float(factor):g})")
-    if path.name.lower().endswith((".nii", ".nii.gz", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")):
-        return STORED
+    from metasr.scanners import ImageFormat, detect_format
     from metasr.scanners.dicom import read_dicom_header
 
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(352)
+        if detect_format(path, head) is not ImageFormat.DICOM:
+            return STORED
         ds = read_dicom_header(path)
         rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     except Exception:  # noqa: BLE001 - not DICOM, or a damaged header: nothing is stated
