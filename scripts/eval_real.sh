@@ -40,10 +40,10 @@ run() {  # name data degradation noise [extra...]
 }
 # The mr-native-* reports score the MR files against references at the resolution they were
 # acquired at (metasr-eval --reference native): the Siemens head states 256 x 134 samples for its
-# 484 x 484 grid in its header; MR2's header does not state its matrix, and its vertical spectrum
-# falls tenfold between 0.225 and 0.275 cycles per pixel (zero-filled by 2: MR2_UNCR.dcm=2);
-# example4d (128 x 96 EPI, no DICOM header) has content up to its Nyquist frequency: kept as stored.
-native=(--reference native --native-factor MR2_UNCR.dcm=2)
+# 484 x 484 grid in its header; MR2's header does not state its matrix, and metasr-eval reads its
+# zero-filling by 2 from its vertical spectrum (nothing above 0.241 cycles per pixel); example4d
+# (128 x 96 EPI, no DICOM header) has content up to its Nyquist frequency: kept as stored.
+native=(--reference native)
 reports=(
   "mr-bicubic mr bicubic none"
   "mr-gauss mr gauss none"

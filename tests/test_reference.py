@@ -16,6 +16,7 @@ from metasr.training.cli import eval_main
 from metasr.training.evaluate import load_named_images
 from metasr.training.reference import (
     grid_from_header,
+    grid_from_spectrum,
     native_grid,
     native_size,
     parse_native_factors,
@@ -205,3 +206,131 @@ def test_stored_references_that_are_interpolated_are_named(
     assert "a.dcm is stored at 2 pixels per acquired sample" in err and "--reference native" in err
     assert "b.dcm is stored" not in err
     assert "References at the acquired resolution" not in (out / "table.md").read_text()
+
+
+# --- the spectrum: zero-filling read from the pixels where the header is silent ---------------
+
+
+def _textured(shape: tuple[int, int], seed: int = 0, noise: float = 0.01) -> np.ndarray:
+    """Anatomy-like texture: a 1/f random field in [0.2, 0.8] plus white noise up to Nyquist."""
+    rng = np.random.default_rng(seed)
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.fftfreq(shape[1])[None, :]
+    field = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=shape)) / np.maximum(np.hypot(fy, fx), 1 / 64)))
+    field = 0.2 + 0.6 * (field - field.min()) / np.ptp(field)
+    return field + rng.normal(0, noise, shape)
+
+
+def _zero_filled(image: np.ndarray, fy: Fraction, fx: Fraction, window: bool = False) -> np.ndarray:
+    """``image`` stored on a grid ``fy`` x ``fx`` finer, as an MR scanner zero-fills k-space (magnitude, 12 bits)."""
+    h, w = image.shape
+    big = (int(h * fy), int(w * fx))
+    spectrum = np.fft.fftshift(np.fft.fft2(image))
+    if window:  # apodised, as scanners filter the outer k-space
+        spectrum *= np.outer(np.hamming(h), np.hamming(w)) ** 0.5
+    padded = np.zeros(big, complex)
+    top, left = (big[0] - h) // 2, (big[1] - w) // 2
+    padded[top : top + h, left : left + w] = spectrum
+    out = np.abs(np.fft.ifft2(np.fft.ifftshift(padded))) * float(fy * fx)
+    return np.round(np.clip(out, 0.0, 1.0) * 4095) / 4095
+
+
+@pytest.mark.parametrize("factor", [Fraction(3, 2), Fraction(2), Fraction(7, 3), Fraction(5, 2), Fraction(3)])
+def test_the_spectrum_gives_the_zero_filling_factor(factor: Fraction) -> None:
+    stored = _zero_filled(_textured((120, 96), seed=int(factor * 6)), factor, factor)
+    grid = grid_from_spectrum(stored)
+    assert grid.factor == factor, grid
+    assert "zero-filled" in grid.source and "cycles per pixel" in grid.source
+
+
+def test_the_spectrum_finds_one_zero_filled_axis_and_an_apodised_edge() -> None:
+    texture = _textured((160, 160), seed=5)
+    grid = grid_from_spectrum(_zero_filled(texture, Fraction(2), Fraction(1)))
+    assert grid.factor == 2 and "vertically" in grid.source
+    grid = grid_from_spectrum(_zero_filled(texture, Fraction(1), Fraction(5, 2)))
+    assert grid.factor == Fraction(5, 2) and "horizontally" in grid.source
+    # a Hamming-filtered edge reads a little early; the tolerance brings it back to 2
+    assert grid_from_spectrum(_zero_filled(texture, Fraction(2), Fraction(2), window=True)).factor == 2
+    # frames of a volume: one mean spectrum over them
+    stack = np.stack([_zero_filled(_textured((100, 100), seed=s), Fraction(2), Fraction(2)) for s in range(3)])
+    assert grid_from_spectrum(stack).factor == 2
+
+
+@pytest.mark.parametrize("blur", [0.0, 0.7, 1.5, 3.0])
+@pytest.mark.parametrize("noise", [0.0, 0.02])
+def test_images_acquired_at_their_grid_show_no_zero_filling(blur: float, noise: float) -> None:
+    """Texture to Nyquist, and smooth roll-offs as steep as a soft CT kernel's, are not cliffs."""
+    image = _textured((256, 240), seed=11, noise=0.0)
+    if blur:
+        fy = np.fft.fftfreq(256)[:, None]
+        fx = np.fft.fftfreq(240)[None, :]
+        image = np.real(np.fft.ifft2(np.fft.fft2(image) * np.exp(-2 * (np.pi * blur) ** 2 * (fy**2 + fx**2))))
+    image = image + np.random.default_rng(2).normal(0, noise, image.shape)
+    grid = grid_from_spectrum(np.round(np.clip(image, 0, 1) * 4095) / 4095)
+    assert grid.factor == 1 and grid.source == "as stored (its spectrum shows no zero-filling)", grid
+
+
+def test_the_spectrum_reads_only_what_it_can_tell() -> None:
+    # zero-filled by 5: a cliff at 0.1 cycles per pixel, outside the factors read (1.25 to 4)
+    assert grid_from_spectrum(_zero_filled(_textured((60, 60)), Fraction(5), Fraction(5))).factor == 1
+    small = grid_from_spectrum(_zero_filled(_textured((50, 50)), Fraction(2), Fraction(2)))
+    assert small.factor == 1 and "too small" in small.source
+    bad = _zero_filled(_textured((100, 100)), Fraction(2), Fraction(2))
+    bad[3, 3] = np.nan
+    assert grid_from_spectrum(bad).factor == 1 and "finite" in grid_from_spectrum(bad).source
+    assert grid_from_spectrum(np.full((2, 200, 200), 0.5)).factor == 1  # constant frames are left out
+
+
+def _silent_file(path: Path, modality: str, **extra: object) -> Path:
+    """A 200x200 DICOM holding a texture zero-filled by 2, with no AcquisitionMatrix unless given."""
+    stored = _zero_filled(_textured((100, 100), seed=7), Fraction(2), Fraction(2))
+    return write_ct(path, (stored - 0.5) * 2000 + 40, Modality=modality, **extra)
+
+
+def test_native_grid_reads_the_spectrum_of_silent_mr_and_nifti_files(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    calls: list[str] = []
+
+    def frames_of(path: Path) -> object:
+        from metasr.training.data import read_file
+
+        def read() -> np.ndarray:
+            calls.append(path.name)
+            return read_file(str(path), "auto").frames
+
+        return read
+
+    mr = _silent_file(tmp_path / "mr.dcm", "MR")
+    grid = native_grid(mr, frames=frames_of(mr))
+    assert grid.factor == 2 and grid.source.startswith("its spectrum: nothing above 0.2")
+    assert native_grid(mr).source == "as stored (its header states no acquired matrix)"  # pixels not given
+    assert native_grid(mr, {"mr.dcm": Fraction(3)}, frames=frames_of(mr)).factor == 3
+    # a CT kernel is not zero-filling: a CT's pixels are not read
+    ct = _silent_file(tmp_path / "ct.dcm", "CT")
+    assert not native_grid(ct, frames=frames_of(ct)).reduces
+    # the header wins over the spectrum, and then the pixels are not read
+    stated = _silent_file(
+        tmp_path / "stated.dcm", "MR", AcquisitionMatrix=[200, 0, 0, 200], InPlanePhaseEncodingDirection="COL"
+    )
+    assert native_grid(stated, frames=frames_of(stated)).factor == 1
+    assert calls == ["mr.dcm"]
+    volume = np.stack([_zero_filled(_textured((80, 80), seed=s), Fraction(2), Fraction(2)) for s in range(4)], -1)
+    nib.save(nib.Nifti1Image((volume * 1000).astype(np.int16), np.eye(4)), tmp_path / "v.nii.gz")
+    grid = native_grid(tmp_path / "v.nii.gz", frames=frames_of(tmp_path / "v.nii.gz"))
+    assert grid.factor == 2 and "zero-filled" in grid.source
+    plain = tmp_path / "plain.dcm"
+    write_ct(plain, (_textured((200, 200)) - 0.5) * 2000 + 40, Modality="MR")
+    said = native_grid(plain, frames=frames_of(plain)).source
+    assert said == "as stored (its header states no acquired matrix; its spectrum shows no zero-filling)"
+
+
+def test_evaluation_reduces_a_silent_zero_filled_mr_by_its_spectrum(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    _silent_file(data / "mr.dcm", "MR")
+    grids: dict = {}
+    assert load_named_images([f"folder:{data}"], grids=grids)[0][1].shape == (200, 200)
+    assert grids["mr.dcm"].factor == 2  # named for the stored-mode warning, nothing reduced
+    native = load_named_images([f"folder:{data}"], native={})
+    assert native[0][1].shape == (100, 100)

@@ -400,14 +400,14 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     type=click.Choice(["stored", "native"]),
     default="stored",
     help="HR reference: the image as stored, or reduced to the resolution it was acquired at (MR stored on a finer "
-    "grid than acquired: DICOM AcquisitionMatrix, or --native-factor).",
+    "grid than acquired: DICOM AcquisitionMatrix, else the image's spectrum, or --native-factor).",
 )
 @click.option(
     "--native-factor",
     "native_factors",
     multiple=True,
-    help="With --reference native: NAME=F, the stored pixels per acquired sample of the file NAME (its header is "
-    "silent or wrong), e.g. MR2_UNCR.dcm=2; repeat per file.",
+    help="With --reference native: NAME=F, the stored pixels per acquired sample of the file NAME (its header and "
+    "spectrum are silent or wrong), e.g. MR2_UNCR.dcm=2; repeat per file.",
 )
 @click.option("--device", default="cpu", help="cpu, cuda, cuda:N or auto.")
 @click.option(

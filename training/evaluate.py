@@ -351,7 +351,7 @@ def load_named_images(
     first reduced to its file's acquired resolution (:mod:`metasr.training.reference`) and the
     crop is found on the reduced slice. ``None``: the references are the images as stored.
     ``grids`` receives each file's name -> grid: the one used, or with ``native=None`` the one its
-    header states (nothing reduced).
+    header or its spectrum states (nothing reduced).
 
     Raises:
         InputError: a ``native`` name that is no evaluated file, or an image too small to reduce.
@@ -372,7 +372,10 @@ def load_named_images(
             raise InputError(f"--native-factor names {unknown[0]}, which is not an evaluated file ({some})")
     found: dict[str, NativeGrid] = {}
     if native is not None or grids is not None:  # one header read per file
-        found = {path: native_grid(path, native) for path in dict.fromkeys(r.path for r in refs)}
+        found = {
+            path: native_grid(path, native, frames=lambda path=path: cache.get(path).frames)
+            for path in dict.fromkeys(r.path for r in refs)
+        }
     if grids is not None:
         grids.update({Path(p).name: g for p, g in found.items()})
     if native is None:
