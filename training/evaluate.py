@@ -36,7 +36,7 @@ from metasr.training.degradations import Degradation
 from metasr.training.distributed import resolve_device
 from metasr.training.models import Bicubic, noise_map
 from metasr.training.pairs import make_pair
-from metasr.training.reference import NativeGrid, native_grid, reduce_to_native
+from metasr.training.reference import STORED, NativeGrid, native_grid, reduce_to_native
 from metasr.training.specs import Axis, parse_axes
 
 __all__ = [
@@ -371,19 +371,17 @@ def load_named_images(
             some = ", ".join(sorted(files)[:5]) + (", ..." if len(files) > 5 else "")
             raise InputError(f"--native-factor names {unknown[0]}, which is not an evaluated file ({some})")
     found: dict[str, NativeGrid] = {}
-    if native is not None or grids is not None:  # one header read per file
-        found = {
-            path: native_grid(path, native, frames=lambda path=path: cache.get(path).frames)
-            for path in dict.fromkeys(r.path for r in refs)
-        }
-    if grids is not None:
-        grids.update({Path(p).name: g for p, g in found.items()})
-    if native is None:
-        return [(r.name, load_slice(r, cache)) for r in refs]
+
+    def grid_of(path: str) -> NativeGrid:
+        # one header read per file; a silent MR/NIfTI file's spectrum from the frames the cache keeps
+        if path not in found:
+            found[path] = native_grid(path, native, frames=lambda: cache.get(path).frames)
+        return found[path]
+
     out = []
     for r in refs:
-        grid = found[r.path]
-        if not grid.reduces:
+        grid = grid_of(r.path) if native is not None or grids is not None else STORED
+        if native is None or not grid.reduces:
             out.append((r.name, load_slice(r, cache)))
             continue
         decoded = cache.get(r.path)
@@ -394,6 +392,8 @@ def load_named_images(
             continue
         top, left, bottom, right = box
         out.append((r.name, np.ascontiguousarray(reduced[top:bottom, left:right])))
+    if grids is not None:
+        grids.update({Path(p).name: g for p, g in found.items()})
     return out
 
 
