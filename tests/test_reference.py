@@ -254,6 +254,12 @@ def test_the_spectrum_finds_one_zero_filled_axis_and_an_apodised_edge() -> None:
     # frames of a volume: one mean spectrum over them
     stack = np.stack([_zero_filled(_textured((100, 100), seed=s), Fraction(2), Fraction(2)) for s in range(3)])
     assert grid_from_spectrum(stack).factor == 2
+    # a long float32 series, mostly empty background: the constant frames are left out, the input is untouched
+    series = np.zeros((40, 200, 200), np.float32)
+    series[5:40:2] = np.resize(stack, (18, 200, 200))
+    before = series.copy()
+    assert grid_from_spectrum(series).factor == 2
+    assert np.array_equal(series, before)
 
 
 @pytest.mark.parametrize("blur", [0.0, 0.7, 1.5, 3.0])

@@ -229,14 +229,17 @@ def _simplest_fraction(value: float) -> Fraction:
 
 def _read_spectrum(frames: np.ndarray) -> tuple[Fraction, str]:
     """:func:`grid_from_spectrum`'s factor (1: none found) and what the spectrum said."""
-    frames = np.asarray(frames, dtype=np.float64)
+    frames = np.asarray(frames)  # no copy: a long series is subsampled before anything is converted
     if frames.ndim == 2:
         frames = frames[None]
-    if frames.ndim != 3 or not np.all(np.isfinite(frames)):
-        return Fraction(1), "its pixels are not a finite image stack to read a spectrum from"
-    frames = frames[np.ptp(frames, axis=(1, 2)) > 0]
+    if frames.ndim != 3 or not np.issubdtype(frames.dtype, np.number):
+        return Fraction(1), "its pixels are not an image stack to read a spectrum from"
+    frames = frames[np.flatnonzero(np.ptp(frames, axis=(1, 2)) != 0)]  # constant frames say nothing
     if len(frames) > SPECTRUM_SLICES:
         frames = frames[np.linspace(0, len(frames) - 1, SPECTRUM_SLICES).round().astype(int)]
+    frames = frames.astype(np.float64)
+    if not np.all(np.isfinite(frames)):
+        return Fraction(1), "its pixels are not finite: no spectrum to read"
     if not len(frames) or min(frames.shape[1:]) < SPECTRUM_MIN_SIZE:
         return Fraction(1), f"under {SPECTRUM_MIN_SIZE} pixels a side: too small for its spectrum to tell"
     found = {
