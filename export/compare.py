@@ -128,9 +128,9 @@ class _Models:
         return predictors
 
     def files(self, report: Any) -> dict[str, bytes]:
-        from metasr.training.compare import ModelFacts, compare_files
+        from metasr.training.compare import INTERPOLATORS, ModelFacts, compare_files
 
-        facts = {"bicubic": ModelFacts("bicubic"), **self.facts}
+        facts = {name: ModelFacts(name) for name in INTERPOLATORS} | self.facts
         for name, up in self.upscalers.items():
             for scale in report.scales:
                 if report.get(name, scale) is not None:  # the scales it was scored at

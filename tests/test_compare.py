@@ -180,3 +180,15 @@ def test_paired_gain_averages_per_file_first() -> None:
     assert g.psnr == pytest.approx(7 / 3) and g.ssim == pytest.approx(7 / 300)
     assert g.psnr_ci95 == pytest.approx(4.302653 * np.std([3.0, 4.0, 0.0], ddof=1) / np.sqrt(3), rel=1e-5)
     assert paired_gain(report, "bicubic", two) is None and paired_gain(report, "m", Fraction(3)) is None
+
+
+def test_compare_scores_the_zero_fill_baseline_as_an_interpolator(data, models, tmp_path, capsys) -> None:
+    out = tmp_path / "cmp"
+    argv = ["--compare", str(models["meta"]), "--zero-fill", "--degradation", "kspace", "--data", f"folder:{data}"]
+    assert eval_main([*argv, "--out", str(out), "--no-progress", "--crop-scales", "2"]) == 0, capsys.readouterr().err
+    by = {r["model"]: r for r in _table(out)}
+    assert list(by) == ["bicubic", "meta", "zero-fill"]
+    assert by["zero-fill"]["ms"] == "" and by["zero-fill"]["parameters"] == ""  # not timed, nothing to count
+    assert float(by["zero-fill"]["dpsnr"]) > 0  # k-space LR: the ideal interpolator beats bicubic
+    rows = (out / "compare.md").read_text().splitlines()
+    assert any(r.startswith("| 2 | zero-fill |") and r.endswith("| 0 |  |") for r in rows)

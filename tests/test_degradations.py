@@ -23,6 +23,7 @@ from metasr.training.degradations import (
     area_gauss_matrix,
     hr_needed,
     kspace_downscale,
+    kspace_upscale,
     parse_degradation,
     parse_noise,
 )
@@ -72,6 +73,29 @@ def test_kspace_truncation_of_a_band_limited_image_is_exact(scale):
     lr = kspace_downscale(image, scale, (h, h), periodic=True)
     centres = (np.arange(h) + 0.5) * float(scale) - 0.5
     np.testing.assert_allclose(lr, f(centres)[:, None] * f(centres)[None, :], atol=1e-12)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_zero_filling_is_the_exact_inverse_of_kspace_truncation(scale):
+    """What a k-space truncation kept comes back exactly; a band-limited image is read at the HR pixels."""
+    q = scale.denominator
+    rng = np.random.default_rng(int(scale * 10))
+    lr = rng.random((9 * q, 7 * q))
+    hr = kspace_upscale(lr, scale)
+    assert hr.shape == (int(9 * q * scale), int(7 * q * scale))
+    np.testing.assert_allclose(kspace_downscale(hr, scale, lr.shape), lr, atol=1e-12)
+    # a cosine series of the mirrored LR line (frequencies below its Nyquist) is evaluated exactly
+    # at each HR pixel's LR coordinate (j + 0.5) / r - 0.5: the contract's grid
+    n = lr.shape[0]
+
+    def f(t: np.ndarray) -> np.ndarray:
+        phase = np.pi * (2 * t + 1) / (2 * n)
+        return 0.5 + 0.2 * np.cos(3 * phase) + 0.1 * np.cos((n - 1) * phase)
+
+    up = kspace_upscale(np.repeat(f(np.arange(n, dtype=np.float64))[:, None], 4, axis=1), scale)
+    t = (np.arange(up.shape[0]) + 0.5) / float(scale) - 0.5
+    np.testing.assert_allclose(up[:, 0], f(t), atol=1e-12)
+    np.testing.assert_allclose(kspace_upscale(np.full((5 * q, 3 * q), 0.7), scale), 0.7, atol=1e-12)
 
 
 def test_kspace_window_attenuates_high_frequencies():

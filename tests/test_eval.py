@@ -236,6 +236,23 @@ def test_eval_cli_degradation_crop_and_window(
     assert b"img1.png" in (out / "crops.svg").read_bytes()
 
 
+def test_eval_cli_zero_fill_baseline(
+    eval_data: Path, checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """--zero-fill scores the scanner's interpolation beside the models; under k-space truncation it beats bicubic."""
+    out = tmp_path / "eval"
+    argv = ["--ckpt", str(checkpoints["metasrgan"]), "--data", f"folder:{eval_data}", "--scales", "2,3"]
+    argv += ["--degradation", "kspace", "--zero-fill", "--crop-scales", "2", "--out", str(out), "--no-progress"]
+    assert eval_main(argv) == 0, capsys.readouterr().err
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert {r["model"] for r in rows} == {"bicubic", "metasrgan", "zero-fill"}
+    psnr = {(r["image"], r["scale"], r["model"]): float(r["psnr"]) for r in rows}
+    for (image, scale, model), value in psnr.items():
+        if model == "zero-fill":
+            assert value >= psnr[(image, scale, "bicubic")] - 0.05
+    assert "zero-fill PSNR" in (out / "table.md").read_text()
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -94,9 +94,13 @@ def _rows(report: EvalReport) -> list[EvalRow]:
     return sorted(report.rows, key=lambda r: (r.scale, order.get(r.model, 0)))
 
 
+#: The baselines that interpolate (no parameters, not timed): bicubic, and zero-fill (``metasr-eval --zero-fill``).
+INTERPOLATORS = ("bicubic", "zero-fill")
+
+
 def _params(facts: ModelFacts | None) -> str:
     if facts is None or facts.parameters is None:
-        return "0" if facts is not None and facts.name == "bicubic" else ""
+        return "0" if facts is not None and facts.name in INTERPOLATORS else ""
     return f"{facts.parameters / 1e6:.2f}M"
 
 

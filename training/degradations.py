@@ -335,6 +335,32 @@ def kspace_downscale(
     return out
 
 
+def _zero_fill_matrix(n: int, scale: Fraction) -> np.ndarray:
+    """``[floor(n r), n]``: the band-limited interpolant of ``n`` mirrored samples at the contract's HR pixels.
+
+    The mirrored line is a cosine series (DCT-II, every frequency below the line's Nyquist); HR
+    pixel ``j`` reads it at LR coordinate ``(j + 0.5) / r - 0.5``.
+    """
+    k = np.arange(n)
+    analysis = np.cos(np.pi * np.outer(k, 2 * np.arange(n) + 1) / (2 * n))  # [k, i]
+    t = (np.arange(hr_length(n, scale)) + 0.5) / float(scale) - 0.5
+    weights = np.where(k == 0, 1.0 / n, 2.0 / n)
+    synthesis = np.cos(np.pi * np.outer(2 * t + 1, k) / (2 * n)) * weights  # [j, k]
+    return synthesis @ analysis
+
+
+def kspace_upscale(lr: np.ndarray, scale: Fraction) -> np.ndarray:
+    """``lr`` ``[h, w]`` zero-filled by ``scale``: how an MR scanner interpolates, float64 ``[floor(h r), floor(w r)]``.
+
+    The image is mirrored (no artificial edge), its spectrum padded with zeros and read on the
+    Meta-Upscale contract's HR grid, so it is the ideal interpolator of band-limited data and the
+    exact right inverse of :func:`kspace_downscale` (``kspace_downscale(kspace_upscale(x, r), r,
+    x.shape)`` is ``x`` where the LR sides are multiples of ``r``'s denominator). Not clipped.
+    """
+    lr = np.asarray(lr, dtype=np.float64)
+    return _zero_fill_matrix(lr.shape[0], scale) @ lr @ _zero_fill_matrix(lr.shape[1], scale).T
+
+
 # --------------------------------------------------------------------------------------------
 # Noise
 

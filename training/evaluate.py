@@ -85,6 +85,20 @@ def bicubic_predictor() -> Predictor:
     return Predictor("bicubic", predict, (1.0, float("inf")))
 
 
+def zero_fill_predictor() -> Predictor:
+    """Zero-filled (band-limited) interpolation, as MR scanners interpolate: the fair baseline for k-space LR.
+
+    :func:`~metasr.training.degradations.kspace_upscale`: it restores exactly what a k-space
+    truncation kept, and nothing above it.
+    """
+    from metasr.training.degradations import kspace_upscale
+
+    def predict(lr: np.ndarray, scale: Fraction) -> np.ndarray:
+        return kspace_upscale(lr, scale).astype(np.float32)
+
+    return Predictor("zero-fill", predict, (1.0, float("inf")))
+
+
 def load_predictor(
     source: str | os.PathLike, device: str = "cpu", noise_level: float | None = None, ensemble: bool = False
 ) -> Predictor:
