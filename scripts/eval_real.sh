@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Held-out real-scan evaluation of the shipped model's card (scripts/build_corpus.py makes CORPUS).
-# Usage: [SCALES=...] [JOBS=N] [THREADS=T] [ENSEMBLE=1] scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]
+# Usage: [SCALES=...] [JOBS=N] [THREADS=T] [ENSEMBLE=1] [ZERO_FILL=1] scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]
 # One metasr-eval report per (modality, degradation) under OUT; noise seeded per image, so every
 # checkpoint sees the same noisy LR. SCALES defaults to the cards' 1.5,2,3,4, the scales of the
 # shipped models' per-image scores (models/*/eval/real), so
@@ -8,6 +8,8 @@
 # gates a new model without evaluating the shipped one again. JOBS=N runs the fourteen reports in N
 # processes (each with THREADS threads; default 1 and 1); the script fails if any report fails.
 # ENSEMBLE=1 scores every model's x8 self-ensemble (metasr-eval --ensemble, 8x the time).
+# ZERO_FILL=1 also scores zero-filled interpolation (metasr-eval --zero-fill) in the four k-space
+# reports: how MR scanners interpolate, the fair baseline where the LR is a k-space truncation.
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]" >&2
@@ -32,11 +34,22 @@ case ${ENSEMBLE:-0} in
     exit 2
     ;;
 esac
+zero_fill=()
+case ${ZERO_FILL:-0} in
+  0) ;;
+  1) zero_fill=(--zero-fill) ;;
+  *)
+    echo "eval_real.sh: ZERO_FILL=$ZERO_FILL is not 0 or 1" >&2
+    exit 2
+    ;;
+esac
 run() {  # name data degradation noise [extra...]
   local name=$1 data=$2 deg=$3 noise=$4
   shift 4
+  local extra=()
+  if [ "$deg" = kspace ]; then extra=("${zero_fill[@]}"); fi
   metasr-eval "${ckpts[@]}" --data "folder:$corpus/test/$data" --axes axial --degradation "$deg" --noise "$noise" \
-    --out "$out/$name" "${common[@]}" "$@"
+    --out "$out/$name" "${common[@]}" "${extra[@]}" "$@"
 }
 # The mr-native-* reports score the MR files against references at the resolution they were
 # acquired at (metasr-eval --reference native): the Siemens head states 256 x 134 samples for its

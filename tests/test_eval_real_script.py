@@ -67,13 +67,21 @@ def test_every_report_once_at_the_cards_scales(tmp_path: Path, jobs: str) -> Non
     assert all("--reference native" in c and "folder:corpus/test/mr " in c for c in native)
     assert not any("--native-factor" in c for c in calls)
     assert not any("--reference" in c for c in calls if c not in native)
-    assert not any("--ensemble" in c for c in calls)
+    assert not any("--ensemble" in c or "--zero-fill" in c for c in calls)
 
 
 def test_ensemble_scores_every_report_with_it(tmp_path: Path) -> None:
     r, calls = _run(tmp_path, "corpus", "out", "new.pt", ENSEMBLE="1", JOBS="2")
     assert r.returncode == 0, r.stderr
     assert len(calls) == len(REPORTS) and all(c.split().count("--ensemble") == 1 for c in calls)
+
+
+def test_zero_fill_joins_the_k_space_reports_only(tmp_path: Path) -> None:
+    r, calls = _run(tmp_path, "corpus", "out", "new.pt", ZERO_FILL="1", JOBS="2")
+    assert r.returncode == 0, r.stderr
+    with_it = sorted(c.split("--out out/")[1].split()[0] for c in calls if "--zero-fill" in c)
+    assert with_it == ["mr-kspace", "mr-kspace-rician2", "mr-native-kspace", "mr-native-kspace-rician2"]
+    assert all("--degradation kspace" in c for c in calls if "--zero-fill" in c)
 
 
 def test_a_failed_report_fails_the_run(tmp_path: Path) -> None:
@@ -89,6 +97,7 @@ def test_a_failed_report_fails_the_run(tmp_path: Path) -> None:
         (["corpus", "out", "new.pt"], {"JOBS": "0"}, "JOBS=0 is not a whole number >= 1"),
         (["corpus", "out", "new.pt"], {"JOBS": "two"}, "JOBS=two is not a whole number >= 1"),
         (["corpus", "out", "new.pt"], {"ENSEMBLE": "yes"}, "ENSEMBLE=yes is not 0 or 1"),
+        (["corpus", "out", "new.pt"], {"ZERO_FILL": "2"}, "ZERO_FILL=2 is not 0 or 1"),
     ],
 )
 def test_bad_use_is_one_line_exit_2(tmp_path: Path, args, env, message) -> None:
