@@ -224,3 +224,35 @@ def test_readme_paper_comparison_denoise_sentence_is_the_shipped_scores() -> Non
     expected = [den[(report, s)][:2] for s in ("2", "4") for report in ("mr-bicubic", "mr-gauss-rician2")]
     found = re.findall(rf"({NUMBER}) ± (\d+\.\d\d)", sentence)
     assert found == [(_fmt(mean), f"{ci:.2f}") for mean, ci in expected], sentence
+
+
+def test_readme_zero_fill_table_is_the_shipped_scores() -> None:
+    """The README's table against zero-filling: gains over bicubic and the margins over zero-fill, recomputed."""
+    module = _summarise()
+    root = ROOT / "models" / "metasrgan-mri" / "eval" / "zero-fill"
+    assert sorted(p.name for p in root.iterdir()) == [
+        "mr-kspace",
+        "mr-kspace-rician2",
+        "mr-native-kspace",
+        "mr-native-kspace-rician2",
+    ]
+    names = {"zero-fill (the scanner's interpolation)": "zero-fill", "`metasrgan-mri`": "default"}
+    names |= {f"`-{m}`": m for m in ("robust", "gan", "denoise")}
+    readme = (ROOT / "README.md").read_text().split("**Against the scanner's own interpolation.**")[1]
+    four = " / ".join([f"({NUMBER})"] * 4)
+    row = re.compile(rf"^\| (k-space truncation(?: \+ 2 % Rician)?): (.*?) \| {four} \| (?:{four})? ?\|$")
+    checked = 0
+    for line in readme.split("\n\n")[1].splitlines():  # the table after the lead paragraph
+        m = row.match(line)
+        if not m:
+            continue
+        report = "mr-native-kspace" + ("-rician2" if "Rician" in m[1] else "")
+        cells = module.cell_figures([("", root / report / "per_image.csv")])
+        model = names[m[2]]
+        gains = [cells[(s, model)].mean for s in ("1.5", "2", "3", "4")]
+        assert list(m.groups()[2:6]) == [_fmt(g) for g in gains], line
+        if model != "zero-fill":
+            base = [cells[(s, "zero-fill")].mean for s in ("1.5", "2", "3", "4")]
+            assert list(m.groups()[6:10]) == [_fmt(g - b) for g, b in zip(gains, base)], line
+        checked += 1
+    assert checked == 10
