@@ -97,6 +97,7 @@ class _Run:
     notes: list[str]
     server: str | None = None
     ensemble: bool = False
+    data_consistency: bool = False
 
     def load(self) -> Upscaler:
         if self.server is not None:  # the pixels go to a metasr-serve (Triton) server instead
@@ -113,6 +114,7 @@ class _Run:
             threads=self.threads,
             precision=self.precision,
             ensemble=self.ensemble,
+            data_consistency=self.data_consistency,
         )
 
     def announce(self, up: Upscaler, notes: Sequence[str] = ()) -> None:
@@ -378,6 +380,13 @@ def _run_folders(inputs: list[Path], output_text: str | None, job: Job, run: _Ru
     " little less error (held-out MR: 0.02-0.15 dB with the default model).",
 )
 @click.option(
+    "--data-consistency",
+    is_flag=True,
+    help="MR acquired at a lower matrix: keep the input's own k-space in the output (the output reduced by k-space"
+    " truncation gives the input back; only the frequencies above it come from the model). Not for blurred,"
+    " photographic or video inputs.",
+)
+@click.option(
     "--list-models",
     is_flag=True,
     expose_value=False,
@@ -461,6 +470,7 @@ def command(
     verbosity: Verbosity,
     server: str | None = None,
     ensemble: bool = False,
+    data_consistency: bool = False,
 ) -> int:
     """Super-resolve medical images by any scale with an exported Meta-SRGAN model."""
     parse_device(device)
@@ -472,6 +482,8 @@ def command(
             raise InputError("--model and --server exclude each other (the server runs its own model)")
         if ensemble:
             raise InputError("--ensemble and --server exclude each other (the server runs each image once)")
+        if data_consistency:
+            raise InputError("--data-consistency and --server exclude each other (the server returns its own pixels)")
     if memory_text is not None and tile is not None:
         raise InputError("give --tile or --memory-budget, not both (both size the tiles)")
     job = _make_job(
@@ -501,6 +513,7 @@ def command(
         notes=[note] if note else [],
         server=server,
         ensemble=ensemble,
+        data_consistency=data_consistency,
     )
     if output_text is not None and not output_text.strip():
         raise InputError("--output is empty; give a file or folder path, or leave it out")

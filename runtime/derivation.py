@@ -35,15 +35,16 @@ def model_name(up: Upscaler) -> str:
 def pixel_settings(up: Upscaler) -> tuple[tuple[str, str], ...]:
     """Runtime settings that change pixels: the precision that runs (fp32 on the CPU whatever was
     asked), below fp32 the device class (fp16 on CUDA and on TensorRT round differently), and the
-    self-ensemble when it is on. At fp32 every device gives the same pixels to float32 rounding,
-    so the device is left out."""
+    self-ensemble and k-space data consistency when they are on. At fp32 every device gives the
+    same pixels to float32 rounding, so the device is left out."""
     found = up.pixel_settings() if callable(getattr(up, "pixel_settings", None)) else {}
     precision = getattr(up, "precision", None)
     settings = {"precision": str(found.get("precision") or getattr(precision, "value", precision or "fp32"))}
     if settings["precision"] != "fp32" and found.get("device"):
         settings["device"] = str(found["device"])
-    if found.get("ensemble"):
-        settings["ensemble"] = str(found["ensemble"])
+    for name in ("ensemble", "data-consistency"):
+        if found.get(name):
+            settings[name] = str(found[name])
     return tuple(sorted(settings.items()))
 
 

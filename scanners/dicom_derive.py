@@ -282,8 +282,11 @@ def _is_uid(value) -> bool:
 def _derivation_text(scan: DicomScan, info: DerivationInfo, new_size: tuple[int, int], earlier) -> str:
     (old_h, old_w), (height, width) = scan.size, new_size
     grid = getattr(info.grid, "value", info.grid)
-    ensemble = dict(info.pixel_settings).get("ensemble")
+    settings = dict(info.pixel_settings)
+    ensemble = settings.get("ensemble")
     how = f", self-ensemble {ensemble} (mean of the image's orientations)" if ensemble else ""
+    if settings.get("data-consistency"):
+        how += ", k-space data consistency (the acquired k-space kept)"
     text = (
         f"Super-resolved by metasr {info.software_version} (model {info.model_name}, id {info.model_id}) at scale"
         f" {info.scale}: {old_w}x{old_h} -> {width}x{height} pixels, {grid} grid{how}. Not for primary diagnosis."

@@ -387,6 +387,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     help="Each network's prediction is the mean of the 8 orientations of the LR (metasr-run --ensemble); 8x the time.",
 )
 @click.option(
+    "--data-consistency",
+    is_flag=True,
+    help="Make each model's output consistent with its LR in k-space (metasr-run --data-consistency): its k-space "
+    "truncation is the LR; for MR acquired at a lower matrix (--degradation kspace). Models are named NAME +dc.",
+)
+@click.option(
     "--zero-fill",
     is_flag=True,
     help="Also score zero-filled (band-limited) interpolation, as MR scanners interpolate: under k-space truncation "
@@ -592,7 +598,13 @@ def run_eval(
     import torch
     from tqdm.auto import tqdm
 
-    from metasr.training.evaluate import bicubic_predictor, evaluate, load_predictor, zero_fill_predictor
+    from metasr.training.evaluate import (
+        bicubic_predictor,
+        data_consistent,
+        evaluate,
+        load_predictor,
+        zero_fill_predictor,
+    )
     from metasr.training.figures import report_files
     from metasr.training.specs import parse_scales
 
@@ -614,6 +626,8 @@ def run_eval(
         models = load_models()
         spans = [_scale_span(m) for m in models]
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+    if opts.get("data_consistency"):
+        models = [data_consistent(m) for m in models]
     if opts.get("zero_fill"):
         models.append(zero_fill_predictor())
     scale_list = parse_scales(opts["scales"], lo, hi)

@@ -99,6 +99,20 @@ def zero_fill_predictor() -> Predictor:
     return Predictor("zero-fill", predict, (1.0, float("inf")))
 
 
+def data_consistent(predictor: Predictor) -> Predictor:
+    """``predictor`` with each output made consistent with its LR (:func:`metasr.core.kspace.kspace_project`).
+
+    What ``metasr-run --data-consistency`` does: the output's k-space truncation is the LR, its
+    frequencies above the LR's band are the model's. Named ``NAME +dc``.
+    """
+    from metasr.core.kspace import kspace_project
+
+    def predict(lr: np.ndarray, scale: Fraction) -> np.ndarray:
+        return kspace_project(predictor.predict(lr, scale), lr, scale).astype(np.float32)
+
+    return Predictor(f"{predictor.name} +dc", predict, predictor.scale_range, predictor.fixed_scale)
+
+
 def load_predictor(
     source: str | os.PathLike, device: str = "cpu", noise_level: float | None = None, ensemble: bool = False
 ) -> Predictor:
