@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Held-out real-scan evaluation of the shipped model's card (scripts/build_corpus.py makes CORPUS).
-# Usage: [SCALES=...] [JOBS=N] [THREADS=T] [ENSEMBLE=1] [ZERO_FILL=1] scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]
+# Usage: [SCALES=...] [JOBS=N] [THREADS=T] [ENSEMBLE=1] [ZERO_FILL=1] [DATA_CONSISTENCY=1]
+#        scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]
 # One metasr-eval report per (modality, degradation) under OUT; noise seeded per image, so every
 # checkpoint sees the same noisy LR. SCALES defaults to the cards' 1.5,2,3,4, the scales of the
 # shipped models' per-image scores (models/*/eval/real), so
@@ -10,6 +11,7 @@
 # ENSEMBLE=1 scores every model's x8 self-ensemble (metasr-eval --ensemble, 8x the time).
 # ZERO_FILL=1 also scores zero-filled interpolation (metasr-eval --zero-fill) in the four k-space
 # reports: how MR scanners interpolate, the fair baseline where the LR is a k-space truncation.
+# DATA_CONSISTENCY=1 scores every model with metasr-eval --data-consistency (named NAME +dc).
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: scripts/eval_real.sh CORPUS OUT CKPT [CKPT ...]" >&2
@@ -31,6 +33,14 @@ case ${ENSEMBLE:-0} in
   1) common+=(--ensemble) ;;
   *)
     echo "eval_real.sh: ENSEMBLE=$ENSEMBLE is not 0 or 1" >&2
+    exit 2
+    ;;
+esac
+case ${DATA_CONSISTENCY:-0} in
+  0) ;;
+  1) common+=(--data-consistency) ;;
+  *)
+    echo "eval_real.sh: DATA_CONSISTENCY=$DATA_CONSISTENCY is not 0 or 1" >&2
     exit 2
     ;;
 esac

@@ -67,7 +67,7 @@ def test_every_report_once_at_the_cards_scales(tmp_path: Path, jobs: str) -> Non
     assert all("--reference native" in c and "folder:corpus/test/mr " in c for c in native)
     assert not any("--native-factor" in c for c in calls)
     assert not any("--reference" in c for c in calls if c not in native)
-    assert not any("--ensemble" in c or "--zero-fill" in c for c in calls)
+    assert not any("--ensemble" in c or "--zero-fill" in c or "--data-consistency" in c for c in calls)
 
 
 def test_ensemble_scores_every_report_with_it(tmp_path: Path) -> None:
@@ -84,6 +84,13 @@ def test_zero_fill_joins_the_k_space_reports_only(tmp_path: Path) -> None:
     assert all("--degradation kspace" in c for c in calls if "--zero-fill" in c)
 
 
+def test_data_consistency_scores_every_report_with_it(tmp_path: Path) -> None:
+    r, calls = _run(tmp_path, "corpus", "out", "new.pt", DATA_CONSISTENCY="1", ZERO_FILL="1", JOBS="3")
+    assert r.returncode == 0, r.stderr
+    assert len(calls) == len(REPORTS) and all(c.split().count("--data-consistency") == 1 for c in calls)
+    assert sum("--zero-fill" in c for c in calls) == 4
+
+
 def test_a_failed_report_fails_the_run(tmp_path: Path) -> None:
     r, calls = _run(tmp_path, "corpus", "out", "new.pt", JOBS="3", STUB_FAIL="mr-kspace")
     assert r.returncode != 0
@@ -98,6 +105,7 @@ def test_a_failed_report_fails_the_run(tmp_path: Path) -> None:
         (["corpus", "out", "new.pt"], {"JOBS": "two"}, "JOBS=two is not a whole number >= 1"),
         (["corpus", "out", "new.pt"], {"ENSEMBLE": "yes"}, "ENSEMBLE=yes is not 0 or 1"),
         (["corpus", "out", "new.pt"], {"ZERO_FILL": "2"}, "ZERO_FILL=2 is not 0 or 1"),
+        (["corpus", "out", "new.pt"], {"DATA_CONSISTENCY": "on"}, "DATA_CONSISTENCY=on is not 0 or 1"),
     ],
 )
 def test_bad_use_is_one_line_exit_2(tmp_path: Path, args, env, message) -> None:
