@@ -66,6 +66,10 @@ def write_one(
     big_h, big_w = scale.output_size(*scan.size)
     if min(big_h, big_w) < 1:
         raise ScaleError(f"scale {scale} turns a {scan.size[1]}x{scan.size[0]} image into nothing")
+    if getattr(up, "data_consistency", False):
+        note = _zero_filled_note(scan)
+        if note and note not in scan.notes:
+            scan.notes.append(note)
     sr = up.upscale(scan.frames, scale)
     if job is not None and job.grid == "center":
         sr = to_center_grid(sr, scan.size, scale.value)
@@ -75,6 +79,30 @@ def write_one(
         if then is not None:
             written = then(written)
     return written
+
+
+def _zero_filled_note(scan: ScanImage) -> str | None:
+    """With ``--data-consistency``: a note when ``scan`` is zero-filled (its header or, for MR, its spectrum says so).
+
+    Data consistency keeps the input's k-space, and a zero-filled input's k-space above its
+    acquired matrix is empty: the output stays empty there.
+    """
+    from metasr.core.acquisition import acquired_grid
+    from metasr.scanners import ImageFormat
+
+    if scan.format is ImageFormat.DICOM:
+        grid = acquired_grid(getattr(scan, "dataset", None), lambda: scan.frames)
+    elif scan.format is ImageFormat.NIFTI:
+        grid = acquired_grid(None, lambda: scan.frames)
+    else:
+        return None
+    if not grid.reduces:
+        return None
+    return (
+        f"{scan.path.name} is stored at {float(grid.factor):.3g} pixels per acquired sample ({grid.source}): "
+        "--data-consistency keeps its k-space above the acquired matrix empty, so the output gains nothing there; "
+        "upscale an image stored at its acquired matrix, or leave --data-consistency off"
+    )
 
 
 @dataclass

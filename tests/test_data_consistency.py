@@ -135,3 +135,27 @@ def test_metasr_eval_data_consistency(tmp_path: Path, capsys: pytest.CaptureFixt
     }
     # an untrained network's output made consistent keeps the LR's band exactly: far better than the raw network
     assert raw and all(psnr[(image, "net +dc")] > raw[image] + 3 for image in raw)
+
+
+def test_metasr_run_notes_a_zero_filled_input(
+    tmp_path: Path, tiny_export_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Data consistency keeps a zero-filled input's empty band empty: metasr-run says so, and only then."""
+    import pydicom
+    from test_run_bad_input import write_dicom
+
+    src = write_dicom(tmp_path / "zf.dcm", _phantom(30, 30))
+    ds = pydicom.dcmread(src)
+    ds.AcquisitionMatrix, ds.InPlanePhaseEncodingDirection = [15, 0, 0, 15], "COL"  # 2 stored pixels per sample
+    ds.save_as(src)
+    plain = write_dicom(tmp_path / "plain.dcm", _phantom(30, 30))
+    code, _, err = _run(["-i", str(src), "-s", "2", "--model", str(tiny_export_dir), "--data-consistency"], capfd)
+    assert code == 0, err
+    assert "zf.dcm is stored at 2 pixels per acquired sample (AcquisitionMatrix 15 x 15" in err
+    assert "leave --data-consistency off" in err
+    assert len([line for line in err.splitlines() if "acquired sample" in line]) == 1
+    model = ["--model", str(tiny_export_dir)]
+    code, _, err = _run(["-i", str(src), "-s", "2", *model, "-o", str(tmp_path / "n.dcm")], capfd)
+    assert code == 0 and "acquired sample" not in err  # without --data-consistency nothing to say
+    code, _, err = _run(["-i", str(plain), "-s", "2", "--model", str(tiny_export_dir), "--data-consistency"], capfd)
+    assert code == 0 and "acquired sample" not in err  # silent header, too small for its spectrum: as stored
