@@ -116,10 +116,19 @@ class _Models:
         for index, source in enumerate(self.sources):
             label, path = split_label(source)
             folder, note = _export_dir(path, self.work, index)
-            up = Upscaler(folder, device=device, threads=self.opts["threads"], ensemble=self.opts["ensemble"])
+            consistent = bool(self.opts.get("data_consistency"))
+            up = Upscaler(
+                folder,
+                device=device,
+                threads=self.opts["threads"],
+                ensemble=self.opts["ensemble"],
+                data_consistency=consistent,
+            )
             name = label or (path.parent.name if path.is_file() else path.name)
             if self.opts["ensemble"] and not label:  # as metasr-eval names an unlabelled model's ensemble
                 name += f" x{ENSEMBLE_SIZE}"
+            if consistent:  # as metasr-eval --data-consistency names every model; timed with it
+                name += " +dc"
             budget = _budget(path)
             self.facts[name] = ModelFacts(name, count_parameters(path), note=note + (f"; {budget}" if budget else ""))
             self.upscalers[name] = up

@@ -192,3 +192,13 @@ def test_compare_scores_the_zero_fill_baseline_as_an_interpolator(data, models, 
     assert float(by["zero-fill"]["dpsnr"]) > 0  # k-space LR: the ideal interpolator beats bicubic
     rows = (out / "compare.md").read_text().splitlines()
     assert any(r.startswith("| 2 | zero-fill |") and r.endswith("| 0 |  |") for r in rows)
+
+
+def test_compare_runs_data_consistency_in_the_runtime_and_times_it(data, models, tmp_path, capsys) -> None:
+    out = tmp_path / "cmp"
+    argv = ["--compare", str(models["meta"]), "--data-consistency", "--degradation", "kspace"]
+    argv += ["--data", f"folder:{data}", "--out", str(out), "--no-progress", "--crop-scales", "2"]
+    assert eval_main(argv) == 0, capsys.readouterr().err
+    by = {r["model"]: r for r in _table(out)}
+    assert list(by) == ["bicubic", "meta +dc"]  # wrapped once, by the runtime, not again by the evaluation
+    assert by["meta +dc"]["parameters"] != "" and float(by["meta +dc"]["ms"]) > 0

@@ -626,7 +626,7 @@ def run_eval(
         models = load_models()
         spans = [_scale_span(m) for m in models]
         lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
-    if opts.get("data_consistency"):
+    if opts.get("data_consistency") and load_models is None:  # given models run it themselves (--compare)
         models = [data_consistent(m) for m in models]
     if opts.get("zero_fill"):
         models.append(zero_fill_predictor())

@@ -88,10 +88,10 @@ def bicubic_predictor() -> Predictor:
 def zero_fill_predictor() -> Predictor:
     """Zero-filled (band-limited) interpolation, as MR scanners interpolate: the fair baseline for k-space LR.
 
-    :func:`~metasr.training.degradations.kspace_upscale`: it restores exactly what a k-space
-    truncation kept, and nothing above it.
+    :func:`~metasr.core.kspace.kspace_upscale`: it restores exactly what a k-space truncation
+    kept, and nothing above it.
     """
-    from metasr.training.degradations import kspace_upscale
+    from metasr.core.kspace import kspace_upscale
 
     def predict(lr: np.ndarray, scale: Fraction) -> np.ndarray:
         return kspace_upscale(lr, scale).astype(np.float32)
