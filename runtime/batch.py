@@ -67,7 +67,7 @@ def write_one(
     if min(big_h, big_w) < 1:
         raise ScaleError(f"scale {scale} turns a {scan.size[1]}x{scan.size[0]} image into nothing")
     if getattr(up, "data_consistency", False):
-        note = _zero_filled_note(scan)
+        note = _consistency_note(scan)
         if note and note not in scan.notes:
             scan.notes.append(note)
     sr = up.upscale(scan.frames, scale)
@@ -81,25 +81,34 @@ def write_one(
     return written
 
 
-def _zero_filled_note(scan: ScanImage) -> str | None:
-    """With ``--data-consistency``: a note when ``scan`` is zero-filled (its header or, for MR, its spectrum says so).
+def _consistency_note(scan: ScanImage) -> str | None:
+    """With ``--data-consistency``: a note when ``scan`` is not what it is for, else None.
 
-    Data consistency keeps the input's k-space, and a zero-filled input's k-space above its
-    acquired matrix is empty: the output stays empty there.
+    It is for MR acquired at a lower matrix. A non-MR image is not a k-space truncation of a
+    finer one (a CT kernel, a photograph or a video frame is blurred instead), and a zero-filled
+    MR image (its header or its spectrum says so) has an empty k-space above its acquired matrix,
+    which data consistency keeps empty.
     """
     from metasr.core.acquisition import acquired_grid
     from metasr.scanners import ImageFormat
 
+    name = scan.path.name
+    assumes = "--data-consistency assumes MR acquired at a lower matrix"
     if scan.format is ImageFormat.DICOM:
-        grid = acquired_grid(getattr(scan, "dataset", None), lambda: scan.frames)
+        header = getattr(scan, "dataset", None)
+        modality = str(header.get("Modality", "") or "").strip().upper() if header is not None else ""
+        if modality != "MR":
+            what = f"a {modality} image" if modality else "a DICOM image without a modality"
+            return f"{name} is {what}; {assumes} and makes a blurred image worse: leave it off"
+        grid = acquired_grid(header, lambda: scan.frames)
     elif scan.format is ImageFormat.NIFTI:
         grid = acquired_grid(None, lambda: scan.frames)
     else:
-        return None
+        return f"{name} is a {scan.format.value.upper()} image; {assumes}: leave it off unless it is an MR slice"
     if not grid.reduces:
         return None
     return (
-        f"{scan.path.name} is stored at {float(grid.factor):.3g} pixels per acquired sample ({grid.source}): "
+        f"{name} is stored at {float(grid.factor):.3g} pixels per acquired sample ({grid.source}): "
         "--data-consistency keeps its k-space above the acquired matrix empty, so the output gains nothing there; "
         "upscale an image stored at its acquired matrix, or leave --data-consistency off"
     )

@@ -159,3 +159,23 @@ def test_metasr_run_notes_a_zero_filled_input(
     assert code == 0 and "acquired sample" not in err  # without --data-consistency nothing to say
     code, _, err = _run(["-i", str(plain), "-s", "2", "--model", str(tiny_export_dir), "--data-consistency"], capfd)
     assert code == 0 and "acquired sample" not in err  # silent header, too small for its spectrum: as stored
+
+
+def test_metasr_run_notes_inputs_data_consistency_is_not_for(
+    tmp_path: Path, tiny_export_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A CT or a photograph is not a k-space truncation: metasr-run says so once; it still runs as asked."""
+    from _scanners_data import ct_phantom, write_ct
+
+    ct = write_ct(tmp_path / "ct.dcm", ct_phantom(32))
+    png = _write_png(tmp_path / "frame.png", _phantom(30, 30) * 8)
+    model = ["--model", str(tiny_export_dir), "--data-consistency"]
+    code, _, err = _run(["-i", str(ct), "-s", "2", *model], capfd)
+    assert code == 0, err
+    assert "ct.dcm is a CT image; --data-consistency assumes MR acquired at a lower matrix" in err
+    code, _, err = _run(["-i", str(png), "-s", "2", *model], capfd)
+    assert code == 0, err
+    assert "frame.png is a PNG image; --data-consistency assumes MR" in err and err.count("assumes MR") == 1
+    plain = ["-i", str(png), "-s", "2", "--model", str(tiny_export_dir), "-o", str(tmp_path / "b.png")]
+    code, _, err = _run(plain, capfd)
+    assert code == 0 and "assumes MR" not in err
