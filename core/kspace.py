@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from enum import Enum
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 
@@ -92,18 +93,22 @@ def kspace_downscale(
     return out
 
 
+@lru_cache(maxsize=8)
 def _zero_fill_matrix(n: int, scale: Fraction) -> np.ndarray:
     """``[floor(n r), n]``: the band-limited interpolant of ``n`` mirrored samples at the contract's HR pixels.
 
     The mirrored line is a cosine series (DCT-II, every frequency below the line's Nyquist); HR
-    pixel ``j`` reads it at LR coordinate ``(j + 0.5) / r - 0.5``.
+    pixel ``j`` reads it at LR coordinate ``(j + 0.5) / r - 0.5``. Cached (read-only): every frame
+    of a series and both axes of a square image share it.
     """
     k = np.arange(n)
     analysis = np.cos(np.pi * np.outer(k, 2 * np.arange(n) + 1) / (2 * n))  # [k, i]
     t = (np.arange(hr_length(n, scale)) + 0.5) / float(scale) - 0.5
     weights = np.where(k == 0, 1.0 / n, 2.0 / n)
     synthesis = np.cos(np.pi * np.outer(2 * t + 1, k) / (2 * n)) * weights  # [j, k]
-    return synthesis @ analysis
+    matrix = synthesis @ analysis
+    matrix.flags.writeable = False
+    return matrix
 
 
 def kspace_upscale(lr: np.ndarray, scale: Fraction) -> np.ndarray:

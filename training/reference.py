@@ -36,6 +36,7 @@ from metasr.core.acquisition import (
     rounded_factor,
 )
 from metasr.core.errors import InputError
+from metasr.core.kspace import kspace_downscale
 from metasr.core.scale import hr_length
 
 __all__ = [
@@ -133,7 +134,5 @@ def reduce_to_native(image: np.ndarray, factor: Fraction) -> np.ndarray:
     """
     if factor == 1:
         return np.asarray(image, dtype=np.float32)
-    from metasr.training.degradations import kspace_downscale
-
     reduced = kspace_downscale(np.asarray(image, dtype=np.float64), factor, native_size(image.shape, factor))
     return np.clip(reduced, 0.0, 1.0).astype(np.float32)
